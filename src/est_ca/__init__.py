@@ -1,0 +1,1 @@
+"""est-ca: a certificate authority with an EST interface for pre-ordered identities."""

@@ -1,0 +1,3 @@
+from est_ca.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,112 @@
+"""First start of the embedded default: the data directory, a demo CA and a TLS certificate.
+
+Nothing here overwrites anything. Files an operator configured are used as they are; only
+what is left empty in the configuration is generated, once, under data_dir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from pathlib import Path
+
+import structlog
+
+from est_ca.ca.hierarchy import HierarchyFiles, generate_demo_hierarchy
+from est_ca.clock import Clock
+from est_ca.config import Settings
+from est_ca.errors import ConfigurationError
+from est_ca.web.tls import generate_self_signed
+
+_log = structlog.get_logger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceFiles:
+    ca_cert: Path
+    ca_chain: Path
+    ca_key: Path
+    ca_key_passphrase: Path | None
+    tls_cert: Path
+    tls_key: Path
+    # Set when the demo hierarchy is in use: the root, for `openssl verify -CAfile`.
+    demo_root: Path | None
+
+
+def ensure_data_dir(settings: Settings) -> None:
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def prepare_files(settings: Settings, clock: Clock) -> ServiceFiles:
+    ensure_data_dir(settings)
+    demo_root: Path | None = None
+    if settings.ca.cert_file:
+        ca_cert = settings.data_path(settings.ca.cert_file, "")
+        ca_chain = settings.data_path(settings.ca.chain_file, "")
+        ca_key = settings.data_path(settings.ca.key_file, "")
+        if not (settings.ca.chain_file and settings.ca.key_file):
+            raise ConfigurationError("ca.cert_file needs ca.chain_file and ca.key_file as well")
+        passphrase = (
+            settings.data_path(settings.ca.key_passphrase_file, "")
+            if settings.ca.key_passphrase_file
+            else None
+        )
+    elif settings.ca.generate_demo:
+        hierarchy = HierarchyFiles.in_directory(settings.data_dir / "ca")
+        passphrase = settings.data_path(
+            settings.ca.key_passphrase_file, "secrets/ca-key-passphrase"
+        )
+        if not hierarchy.exist():
+            _generate_demo(hierarchy, passphrase, clock)
+        ca_cert, ca_chain, ca_key = (
+            hierarchy.issuing_cert,
+            hierarchy.issuing_chain,
+            hierarchy.issuing_key,
+        )
+        demo_root = hierarchy.root_cert
+    else:
+        raise ConfigurationError(
+            "no CA is configured: set ca.cert_file, ca.chain_file and ca.key_file, "
+            "or ca.generate_demo = true"
+        )
+
+    tls_cert = settings.data_path(settings.tls.cert_file, "tls/server.pem")
+    tls_key = settings.data_path(settings.tls.key_file, "tls/server.key")
+    if not settings.tls.cert_file and not tls_cert.exists():
+        _log.info("generating a self-signed TLS certificate", path=str(tls_cert))
+        generate_self_signed(tls_cert, tls_key, [settings.service.host])
+    return ServiceFiles(
+        ca_cert=ca_cert,
+        ca_chain=ca_chain,
+        ca_key=ca_key,
+        ca_key_passphrase=passphrase,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        demo_root=demo_root,
+    )
+
+
+def _generate_demo(hierarchy: HierarchyFiles, passphrase_file: Path, clock: Clock) -> None:
+    existing = [p for p in dataclasses.astuple(hierarchy) if Path(p).exists()]
+    if existing:
+        raise ConfigurationError(
+            f"the demo CA under {hierarchy.root_cert.parent} is incomplete ({existing[0]} "
+            "exists, others do not); restore it or remove the directory"
+        )
+    if not passphrase_file.exists():
+        passphrase_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(passphrase_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+    _log.info("generating the demo CA hierarchy (Test - not for production)")
+    generate_demo_hierarchy(hierarchy, read_passphrase(passphrase_file), clock.now())
+
+
+def read_passphrase(path: Path) -> bytes:
+    try:
+        return path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read the CA key passphrase {path}: {exc.strerror}"
+        ) from exc

@@ -1,0 +1,128 @@
+"""The certificate we will sign, built from the identity record and the profile (never the CSR)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from est_ca.ca.authority import CertificateAuthority
+from est_ca.ca.certificates import Serial
+from est_ca.ca.csr_policy import SubscriberKey
+from est_ca.ca.profiles import Profile
+from est_ca.registration.identities import Identity
+
+_PRINTABLE = x509.name._ASN1Type.PrintableString
+_UTF8 = x509.name._ASN1Type.UTF8String
+
+
+@dataclasses.dataclass(frozen=True)
+class IssuanceRequest:
+    """Everything that decides the content of one certificate."""
+
+    serial: Serial
+    identity: Identity
+    profile: Profile
+    key: SubscriberKey
+    not_before: dt.datetime
+
+    @property
+    def not_after(self) -> dt.datetime:
+        return self.not_before + dt.timedelta(seconds=self.profile.validity_seconds)
+
+
+def subject_attribute(name: str, identity: Identity, profile: Profile) -> x509.NameAttribute[str]:
+    """One subject attribute: C and serialNumber as PrintableString, the rest UTF8String."""
+    if name == "country":
+        return x509.NameAttribute(NameOID.COUNTRY_NAME, profile.country, _PRINTABLE)
+    if name == "organization_identifier":
+        value = f"{profile.organization_identifier_prefix}{identity.cvr}"
+        return x509.NameAttribute(NameOID.ORGANIZATION_IDENTIFIER, value, _UTF8)
+    if name == "organization":
+        return x509.NameAttribute(NameOID.ORGANIZATION_NAME, identity.organisation_name, _UTF8)
+    if name == "serial_number":
+        value = f"{profile.serial_number_prefix}{identity.id}"
+        return x509.NameAttribute(NameOID.SERIAL_NUMBER, value, _PRINTABLE)
+    if name == "surname":
+        assert identity.surname is not None
+        return x509.NameAttribute(NameOID.SURNAME, identity.surname, _UTF8)
+    if name == "given_name":
+        assert identity.given_name is not None
+        return x509.NameAttribute(NameOID.GIVEN_NAME, identity.given_name, _UTF8)
+    if name == "common_name":
+        return x509.NameAttribute(NameOID.COMMON_NAME, identity.display_name, _UTF8)
+    raise ValueError(f"unknown subject attribute {name!r}")
+
+
+def subject_for(identity: Identity, profile: Profile) -> x509.Name:
+    """The subject in the profile's encoding order, one attribute per RDN."""
+    return x509.Name([subject_attribute(name, identity, profile) for name in profile.subject])
+
+
+def email_san(identity: Identity, profile: Profile) -> x509.SubjectAlternativeName | None:
+    if profile.email_san == "never" or identity.email is None:
+        return None
+    return x509.SubjectAlternativeName([x509.RFC822Name(identity.email)])
+
+
+def key_usage(profile: Profile) -> x509.KeyUsage:
+    usages = set(profile.key_usage)
+    return x509.KeyUsage(
+        digital_signature="digital_signature" in usages,
+        content_commitment="content_commitment" in usages,
+        key_encipherment="key_encipherment" in usages,
+        data_encipherment="data_encipherment" in usages,
+        key_agreement="key_agreement" in usages,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def certificate_builder(
+    request: IssuanceRequest, ca: CertificateAuthority
+) -> x509.CertificateBuilder:
+    """The end-entity certificate, extensions in the OCES3 order."""
+    profile = request.profile
+    builder = (
+        x509.CertificateBuilder()
+        .serial_number(request.serial.value)
+        .issuer_name(ca.subject)
+        .subject_name(subject_for(request.identity, profile))
+        .public_key(request.key.public_key)
+        .not_valid_before(request.not_before)
+        .not_valid_after(request.not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier(
+                key_identifier=ca.key_identifier,
+                authority_cert_issuer=None,
+                authority_cert_serial_number=None,
+            ),
+            critical=False,
+        )
+    )
+    san = email_san(request.identity, profile)
+    if san is not None:
+        builder = builder.add_extension(san, critical=False)
+    builder = builder.add_extension(
+        x509.CertificatePolicies(
+            [x509.PolicyInformation(x509.ObjectIdentifier(oid), None) for oid in profile.policies]
+        ),
+        critical=False,
+    )
+    builder = builder.add_extension(
+        x509.SubjectKeyIdentifier.from_public_key(request.key.public_key),
+        critical=False,
+    ).add_extension(key_usage(profile), critical=True)
+    if profile.extended_key_usage:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage(
+                [x509.ObjectIdentifier(oid) for oid in profile.extended_key_usage]
+            ),
+            critical=False,
+        )
+    return builder

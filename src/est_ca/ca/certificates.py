@@ -1,0 +1,84 @@
+"""Certificate records: what the store knows about every serial this CA has reserved or issued."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import secrets
+import uuid
+from enum import StrEnum
+
+SERIAL_BYTES = 20
+
+
+class CertificateStatus(StrEnum):
+    # Serial allocated and intent recorded; not (yet) signed. Never handed to anyone.
+    RESERVED = "reserved"
+    ISSUED = "issued"
+    REVOKED = "revoked"
+    # A reservation whose issuance stopped (check failed, process died): the serial stays burnt.
+    ABANDONED = "abandoned"
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Serial:
+    """A certificate serial number: positive, at most 20 octets (RFC 5280 4.1.2.2)."""
+
+    value: int
+
+    def __post_init__(self) -> None:
+        if self.value <= 0 or self.value >= 1 << (8 * SERIAL_BYTES - 1):
+            raise ValueError("a serial must be positive and fit 20 octets")
+
+    @classmethod
+    def random(cls) -> Serial:
+        """20 random octets whose first is 0x01..0x7f: positive, and always 20 octets in DER."""
+        while True:
+            candidate = secrets.token_bytes(SERIAL_BYTES)
+            if 0 < candidate[0] < 0x80:
+                return cls(int.from_bytes(candidate, "big"))
+
+    @classmethod
+    def from_hex(cls, text: str) -> Serial:
+        cleaned = text.strip().lower().replace(":", "")
+        if cleaned.startswith("0x"):
+            cleaned = cleaned[2:]
+        try:
+            return cls(int(cleaned, 16))
+        except ValueError as exc:
+            raise ValueError(f"not a certificate serial: {text!r}") from exc
+
+    @property
+    def hex(self) -> str:
+        """Lower-case hex, 40 digits for our own serials; the store's key."""
+        return format(self.value, "x").rjust(2 * SERIAL_BYTES, "0")
+
+    def __str__(self) -> str:
+        return self.hex
+
+
+@dataclasses.dataclass(frozen=True)
+class CertificateRecord:
+    serial: Serial
+    identity_id: uuid.UUID
+    order_id: uuid.UUID | None
+    renewal_of: Serial | None
+    profile: str
+    status: CertificateStatus
+    public_key_sha256: str
+    created_at: dt.datetime
+    not_before: dt.datetime | None = None
+    not_after: dt.datetime | None = None
+    issued_at: dt.datetime | None = None
+    der: bytes | None = dataclasses.field(default=None, repr=False)
+    revoked_at: dt.datetime | None = None
+    revocation_reason: str | None = None
+    invalidity_date: dt.datetime | None = None
+
+    def is_valid_at(self, now: dt.datetime) -> bool:
+        return (
+            self.status is CertificateStatus.ISSUED
+            and self.not_before is not None
+            and self.not_after is not None
+            and self.not_before <= now <= self.not_after
+        )

@@ -1,0 +1,128 @@
+"""What a CSR must be before we sign its key: each refusal is a BadRequest saying what to fix.
+
+Only the CSR's public key and proof of possession matter to us: the subject and extensions of
+the certificate come from the identity record and the profile, never from the CSR.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+
+from est_ca.ca.authority import public_key_der
+from est_ca.ca.profiles import Profile
+from est_ca.errors import BadRequest
+
+_CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+_ALLOWED_CSR_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
+
+
+@dataclasses.dataclass(frozen=True)
+class SubscriberKey:
+    """The public key to certify, with the fingerprint the store indexes it by."""
+
+    public_key: CertificatePublicKeyTypes
+    spki_der: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.spki_der).hexdigest()
+
+    @property
+    def description(self) -> str:
+        key = self.public_key
+        if isinstance(key, rsa.RSAPublicKey):
+            return f"RSA {key.key_size}"
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            return f"ECDSA {_CURVE_NAMES.get(key.curve.name, key.curve.name)}"
+        return type(key).__name__
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckedCsr:
+    """A CSR that passed every check: its signature verifies and its key suits the profile."""
+
+    csr: x509.CertificateSigningRequest
+    key: SubscriberKey
+
+
+def parse_csr(der: bytes) -> x509.CertificateSigningRequest:
+    """A DER PKCS#10 request; anything else (truncated, trailing bytes, not a CSR) is refused."""
+    try:
+        return x509.load_der_x509_csr(der)
+    except ValueError as exc:
+        raise BadRequest(
+            "the body is not a DER PKCS#10 certificate request (send base64 of the DER CSR)"
+        ) from exc
+
+
+def subscriber_key(csr: x509.CertificateSigningRequest) -> SubscriberKey:
+    try:
+        key = csr.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise BadRequest("the CSR's public key is of an unsupported type") from exc
+    return SubscriberKey(public_key=key, spki_der=public_key_der(key))
+
+
+def check_proof_of_possession(csr: x509.CertificateSigningRequest) -> None:
+    """The CSR must be signed, with a modern hash, by the key it asks us to certify."""
+    try:
+        algorithm = csr.signature_hash_algorithm
+    except UnsupportedAlgorithm as exc:
+        raise BadRequest("the CSR is signed with an unsupported algorithm") from exc
+    if not isinstance(algorithm, _ALLOWED_CSR_HASHES):
+        name = algorithm.name.upper() if algorithm is not None else "no hash"
+        raise BadRequest(f"the CSR is signed with {name}; sign it with SHA-256 or stronger")
+    try:
+        valid = csr.is_signature_valid
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise BadRequest("the CSR's signature cannot be checked") from exc
+    if not valid:
+        raise BadRequest(
+            "the CSR's signature does not verify: it must be signed with the private key of "
+            "the public key it contains (proof of possession)"
+        )
+
+
+def check_key_allowed(key: SubscriberKey, profile: Profile) -> None:
+    public_key = key.public_key
+    if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size in profile.keys.rsa_sizes:
+        return
+    if (
+        isinstance(public_key, ec.EllipticCurvePublicKey)
+        and _CURVE_NAMES.get(public_key.curve.name) in profile.keys.ec_curves
+    ):
+        return
+    allowed = [f"RSA {size}" for size in profile.keys.rsa_sizes] + [
+        f"ECDSA {curve}" for curve in profile.keys.ec_curves
+    ]
+    raise BadRequest(
+        f"a {key.description} key is not allowed for {profile.name} certificates; "
+        f"allowed: {', '.join(allowed)}"
+    )
+
+
+def check_extensions_parse(csr: x509.CertificateSigningRequest) -> None:
+    """Duplicate or malformed requested extensions make the CSR ambiguous: refuse it."""
+    try:
+        csr.extensions  # noqa: B018 - parsing is the check
+        csr.attributes  # noqa: B018
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        raise BadRequest(
+            f"the CSR's requested extensions or attributes are malformed: {exc}"
+        ) from exc
+
+
+def check_csr(csr: x509.CertificateSigningRequest, profile: Profile) -> CheckedCsr:
+    """All checks that need nothing but the CSR and the profile. Blocking (signature check)."""
+    check_proof_of_possession(csr)
+    check_extensions_parse(csr)
+    key = subscriber_key(csr)
+    check_key_allowed(key, profile)
+    return CheckedCsr(csr=csr, key=key)

@@ -1,0 +1,197 @@
+"""Signature schemes and the one signer interface: "sign these bytes with CA key K".
+
+cryptography's builders want the private key in memory, which an HSM never gives. So every
+certificate (and later every CRL and OCSP response) is built the same way whatever the backend:
+build and sign it with a throwaway key of the same algorithm, take the to-be-signed bytes, have
+the `Signer` sign them, and assemble TBS + algorithm + signature. The throwaway-signed copy is
+also what pre-issuance checks inspect.
+
+Signers block (a private-key operation, or a PKCS#11 call): callers run them on a worker thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Literal, Protocol
+
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificateIssuerPublicKeyTypes,
+)
+
+from est_ca.errors import ConfigurationError
+
+HashName = Literal["sha256", "sha384", "sha512"]
+_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
+    "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384,
+    "sha512": hashes.SHA512,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SignatureScheme:
+    """How a CA signs: RSASSA-PSS (MGF1 with the same hash), RSA PKCS#1 v1.5, or ECDSA."""
+
+    algorithm: Literal["rsassa-pss", "rsa-pkcs1v15", "ecdsa"]
+    hash: HashName
+    # RSASSA-PSS only: the salt length in bytes, stated in every signature's parameters.
+    salt_length: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.hash not in _HASHES:
+            raise ConfigurationError(f"unsupported signature hash {self.hash!r}")
+        if self.algorithm == "rsassa-pss":
+            if self.salt_length is None or not 0 <= self.salt_length <= 64:
+                raise ConfigurationError("RSASSA-PSS needs a salt_length between 0 and 64")
+        elif self.salt_length is not None:
+            raise ConfigurationError(f"{self.algorithm} takes no salt_length")
+
+    def hash_algorithm(self) -> hashes.SHA256 | hashes.SHA384 | hashes.SHA512:
+        return _HASHES[self.hash]()
+
+    def rsa_padding(self) -> padding.PSS | padding.PKCS1v15 | None:
+        if self.algorithm == "rsassa-pss":
+            assert self.salt_length is not None
+            return padding.PSS(
+                mgf=padding.MGF1(self.hash_algorithm()), salt_length=self.salt_length
+            )
+        if self.algorithm == "rsa-pkcs1v15":
+            return padding.PKCS1v15()
+        return None
+
+    def fits(self, key: CertificateIssuerPublicKeyTypes) -> bool:
+        if self.algorithm == "ecdsa":
+            return isinstance(key, ec.EllipticCurvePublicKey)
+        return isinstance(key, rsa.RSAPublicKey)
+
+    def sign(self, key: CertificateIssuerPrivateKeyTypes, data: bytes) -> bytes:
+        if isinstance(key, rsa.RSAPrivateKey):
+            rsa_padding = self.rsa_padding()
+            assert rsa_padding is not None
+            return key.sign(data, rsa_padding, self.hash_algorithm())
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            return key.sign(data, ec.ECDSA(self.hash_algorithm()))
+        raise ConfigurationError(f"{self.algorithm} cannot sign with a {type(key).__name__}")
+
+    def verify(self, key: CertificateIssuerPublicKeyTypes, signature: bytes, data: bytes) -> bool:
+        try:
+            if isinstance(key, rsa.RSAPublicKey):
+                rsa_padding = self.rsa_padding()
+                assert rsa_padding is not None
+                key.verify(signature, data, rsa_padding, self.hash_algorithm())
+            elif isinstance(key, ec.EllipticCurvePublicKey):
+                key.verify(signature, data, ec.ECDSA(self.hash_algorithm()))
+            else:
+                return False
+        except InvalidSignature:
+            return False
+        return True
+
+    def throwaway_key(self) -> CertificateIssuerPrivateKeyTypes:
+        """A cheap key of the same algorithm: builders sign with it, the real key signs the TBS.
+
+        The algorithm identifier a builder writes depends only on the key type and the scheme's
+        parameters (PSS salt is explicit), never on the key's size, so a small RSA key stands
+        in for RSA-4096 and P-256 for any curve. The RSA key only has to be large enough for the
+        PSS encoding: hash length + salt length + 2 octets.
+        """
+        if self.algorithm == "ecdsa":
+            return _throwaway_key("ecdsa", 0)
+        digest_octets = self.hash_algorithm().digest_size
+        needed = digest_octets + (self.salt_length or 0) + 2
+        return _throwaway_key("rsa", 1024 if needed < 1024 // 8 else 2048)
+
+
+@functools.cache
+def _throwaway_key(kind: str, bits: int) -> CertificateIssuerPrivateKeyTypes:
+    if kind == "ecdsa":
+        return ec.generate_private_key(ec.SECP256R1())
+    # Never certified nor trusted: it only fills the signature field of drafts.
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+class Signer(Protocol):
+    """A CA key. Implementations: `KeyFileSigner` now; a PKCS#11 token next."""
+
+    @property
+    def public_key(self) -> CertificateIssuerPublicKeyTypes: ...
+
+    def sign(self, data: bytes, scheme: SignatureScheme) -> bytes:
+        """Sign `data` (a TBS structure) under `scheme`. Blocks; never call on the event loop."""
+        ...
+
+
+class KeyFileSigner:
+    """A CA key kept in a passphrase-encrypted PKCS#8 PEM file."""
+
+    def __init__(self, key: CertificateIssuerPrivateKeyTypes) -> None:
+        self._key = key
+
+    @classmethod
+    def load(cls, path: Path, passphrase: bytes | None) -> KeyFileSigner:
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=passphrase)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read CA key {path}: {exc.strerror}") from exc
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(
+                f"cannot load CA key {path}: wrong passphrase or not a PEM private key"
+            ) from exc
+        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            raise ConfigurationError(f"CA key {path} must be RSA or ECDSA")
+        return cls(key)
+
+    @property
+    def public_key(self) -> CertificateIssuerPublicKeyTypes:
+        return self._key.public_key()
+
+    def sign(self, data: bytes, scheme: SignatureScheme) -> bytes:
+        return scheme.sign(self._key, data)
+
+    def __repr__(self) -> str:  # never print key material
+        return f"KeyFileSigner({type(self._key).__name__})"
+
+
+def signed_with(
+    draft: x509.Certificate, signer: Signer, scheme: SignatureScheme
+) -> x509.Certificate:
+    """The draft certificate's TBS signed by `signer`: the certificate we actually issue.
+
+    The result's signature is verified against the signer's public key before it is returned,
+    so a faulty signer (or token) can never produce a certificate that does not verify.
+    """
+    tbs = draft.tbs_certificate_bytes
+    signature = signer.sign(tbs, scheme)
+    if not scheme.verify(signer.public_key, signature, tbs):
+        raise ValueError("the signer produced a signature that does not verify")
+    parsed = asn1_x509.Certificate.load(draft.public_bytes(serialization.Encoding.DER))
+    assembled = asn1_x509.Certificate(
+        {
+            "tbs_certificate": parsed["tbs_certificate"],
+            "signature_algorithm": parsed["signature_algorithm"],
+            "signature_value": signature,
+        }
+    )
+    certificate = x509.load_der_x509_certificate(assembled.dump())
+    if certificate.tbs_certificate_bytes != tbs:
+        raise ValueError("assembling the certificate changed its TBS bytes")
+    return certificate
+
+
+def draft_certificate(
+    builder: x509.CertificateBuilder, scheme: SignatureScheme
+) -> x509.Certificate:
+    """The builder's certificate signed with a throwaway key: complete, parseable, not issued."""
+    return builder.sign(
+        scheme.throwaway_key(),
+        scheme.hash_algorithm(),
+        rsa_padding=scheme.rsa_padding(),
+    )

@@ -1,0 +1,420 @@
+"""The `est-ca` command: run the service and administer identities, orders and certificates.
+
+Administrative commands work on the database directly (the same store the service uses), so
+they run beside a running service. Output is a table for people, or JSON with --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+import uuid
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from est_ca import logs, server
+from est_ca.audit import Actor, AuditEvent
+from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
+from est_ca.config import Settings, load_settings
+from est_ca.errors import BadRequest, ConfigurationError, EstCaError
+from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
+from est_ca.registration.orders import Order, OrderStatus
+from est_ca.service import Service
+
+Command = Callable[[Service, argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+def _admin_actor() -> Actor:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return Actor("admin", user, "cli")
+
+
+def _print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    cells = [[("" if row.get(c) is None else str(row.get(c))) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2, ensure_ascii=False, default=str)
+        print()
+    else:
+        _print_table(rows, columns)
+
+
+def _identity_row(identity: Identity) -> dict[str, Any]:
+    return {
+        "id": str(identity.id),
+        "type": identity.type.value,
+        "display_name": identity.display_name,
+        "organisation_name": identity.organisation_name,
+        "cvr": identity.cvr,
+        "given_name": identity.given_name,
+        "surname": identity.surname,
+        "email": identity.email,
+        "status": identity.status.value,
+        "created_at": identity.created_at.isoformat(),
+    }
+
+
+def _order_row(service: Service, order: Order) -> dict[str, Any]:
+    return {
+        "reference": order.reference,
+        "identity_id": str(order.identity_id),
+        "profile": order.profile,
+        "state": service.registry.order_state(order).value,
+        "failed_attempts": order.failed_attempts,
+        "created_at": order.created_at.isoformat(),
+        "expires_at": order.expires_at.isoformat(),
+        "certificate_serial": order.certificate_serial,
+    }
+
+
+def _certificate_row(record: CertificateRecord) -> dict[str, Any]:
+    subject = None
+    if record.der is not None:
+        subject = x509.load_der_x509_certificate(record.der).subject.rfc4514_string()
+    return {
+        "serial": record.serial.hex,
+        "identity_id": str(record.identity_id),
+        "profile": record.profile,
+        "status": record.status.value,
+        "not_before": record.not_before.isoformat() if record.not_before else None,
+        "not_after": record.not_after.isoformat() if record.not_after else None,
+        "subject": subject,
+        "renewal_of": record.renewal_of.hex if record.renewal_of else None,
+    }
+
+
+def _audit_row(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "at": event.at.isoformat(),
+        "action": event.action,
+        "outcome": event.outcome.value,
+        "actor": str(event.actor),
+        "source": event.actor.source,
+        "identity_id": str(event.identity_id) if event.identity_id else None,
+        "order_reference": event.order_reference,
+        "serial": event.serial,
+        "reason": event.reason,
+        "details": dict(event.details),
+    }
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+async def identity_create(service: Service, args: argparse.Namespace) -> int:
+    identity = await service.registry.create_identity(
+        _admin_actor(),
+        type=IdentityType(args.type),
+        organisation_name=args.organisation,
+        cvr=args.cvr,
+        display_name=args.display_name,
+        given_name=args.given_name,
+        surname=args.surname,
+        email=args.email,
+    )
+    _emit(args, [_identity_row(identity)], ("id", "type", "display_name", "cvr", "status"))
+    return 0
+
+
+async def identity_list(service: Service, args: argparse.Namespace) -> int:
+    identities = await service.registry.list_identities(
+        type=IdentityType(args.type) if args.type else None,
+        cvr=args.cvr,
+        status=IdentityStatus(args.status) if args.status else None,
+        limit=args.limit,
+        offset=args.offset,
+    )
+    _emit(
+        args,
+        [_identity_row(i) for i in identities],
+        ("id", "type", "display_name", "organisation_name", "cvr", "status"),
+    )
+    return 0
+
+
+async def identity_show(service: Service, args: argparse.Namespace) -> int:
+    identity = await service.registry.get_identity(_uuid(args.identity_id))
+    row = _identity_row(identity)
+    _emit(args, [row], list(row))
+    return 0
+
+
+async def order_create(service: Service, args: argparse.Namespace) -> int:
+    placed = await service.registry.place_order(
+        _admin_actor(),
+        _uuid(args.identity_id),
+        profile=args.profile,
+        validity_days=args.valid_days,
+    )
+    row = _order_row(service, placed.order) | {"one_time_code": placed.one_time_code}
+    if args.json:
+        _emit(args, [row], list(row))
+    else:
+        print(f"order reference: {placed.order.reference}")
+        print(f"one-time code:   {placed.one_time_code}   (shown only now)")
+        print(f"profile:         {placed.order.profile}")
+        print(f"expires:         {placed.order.expires_at.isoformat()}")
+    return 0
+
+
+async def order_list(service: Service, args: argparse.Namespace) -> int:
+    orders = await service.registry.list_orders(
+        identity_id=_uuid(args.identity) if args.identity else None,
+        status=OrderStatus(args.status) if args.status else None,
+        limit=args.limit,
+        offset=args.offset,
+    )
+    _emit(
+        args,
+        [_order_row(service, o) for o in orders],
+        ("reference", "identity_id", "profile", "state", "expires_at", "certificate_serial"),
+    )
+    return 0
+
+
+async def order_show(service: Service, args: argparse.Namespace) -> int:
+    row = _order_row(service, await service.registry.get_order(args.reference))
+    _emit(args, [row], list(row))
+    return 0
+
+
+async def order_cancel(service: Service, args: argparse.Namespace) -> int:
+    order = await service.registry.cancel_order(_admin_actor(), args.reference)
+    _emit(args, [_order_row(service, order)], ("reference", "state"))
+    return 0
+
+
+async def order_unlock(service: Service, args: argparse.Namespace) -> int:
+    order = await service.registry.unlock_order(_admin_actor(), args.reference)
+    _emit(args, [_order_row(service, order)], ("reference", "state", "failed_attempts"))
+    return 0
+
+
+async def certificate_list(service: Service, args: argparse.Namespace) -> int:
+    records = await service.registry.list_certificates(
+        identity_id=_uuid(args.identity) if args.identity else None,
+        status=CertificateStatus(args.status) if args.status else None,
+        limit=args.limit,
+        offset=args.offset,
+    )
+    _emit(
+        args,
+        [_certificate_row(r) for r in records],
+        ("serial", "profile", "status", "not_after", "subject"),
+    )
+    return 0
+
+
+async def certificate_show(service: Service, args: argparse.Namespace) -> int:
+    try:
+        serial = Serial.from_hex(args.serial)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    record = await service.registry.get_certificate(serial)
+    if args.pem:
+        if record.der is None:
+            print(f"certificate {serial} was never issued ({record.status.value})", file=sys.stderr)
+            return 1
+        certificate = x509.load_der_x509_certificate(record.der)
+        sys.stdout.write(certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"))
+        return 0
+    row = _certificate_row(record)
+    _emit(args, [row], list(row))
+    return 0
+
+
+async def audit_list(service: Service, args: argparse.Namespace) -> int:
+    async with service.store.read() as tx:
+        events = await tx.list_audit(action=args.action, limit=args.limit, offset=args.offset)
+    _emit(
+        args,
+        [_audit_row(e) for e in events],
+        ("at", "action", "outcome", "actor", "order_reference", "serial", "reason"),
+    )
+    return 0
+
+
+async def db_upgrade(service: Service, args: argparse.Namespace) -> int:
+    await service.store.migrate()
+    print(f"database schema at revision {await service.store.schema_revision()}")
+    return 0
+
+
+def _uuid(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError as exc:
+        raise BadRequest(f"{text!r} is not an identity id (a UUID)") from exc
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="est-ca", description="An EST certificate authority for pre-ordered identities."
+    )
+    parser.add_argument("--config", type=Path, help="operator configuration file (TOML)")
+    parser.add_argument("--data-dir", help="data directory (default: ./est-ca-data)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the service (HTTPS EST + plain HTTP)")
+    serve.add_argument("--host", help="address to listen on")
+    serve.add_argument("--port", type=int, help="HTTPS (EST) port")
+    serve.add_argument("--http-port", type=int, help="plain HTTP port (CRL, OCSP)")
+    serve.add_argument("--no-demo", action="store_true", help="do not place a demo order")
+
+    def listing(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--limit", type=int, default=100)
+        sub.add_argument("--offset", type=int, default=0)
+
+    def output(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--json", action="store_true", help="JSON for scripts")
+
+    identity = commands.add_parser("identity", help="identities").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    create = identity.add_parser("create", help="register an identity")
+    create.add_argument("--type", required=True, choices=[t.value for t in IdentityType])
+    create.add_argument("--organisation", required=True, help="organisation name")
+    create.add_argument("--cvr", required=True, help="the organisation's CVR (8 digits)")
+    create.add_argument("--display-name", help="CN; defaults to the full name for users")
+    create.add_argument("--given-name")
+    create.add_argument("--surname")
+    create.add_argument("--email")
+    output(create)
+    create.set_defaults(run=identity_create)
+    ilist = identity.add_parser("list", help="list identities")
+    ilist.add_argument("--type", choices=[t.value for t in IdentityType])
+    ilist.add_argument("--cvr")
+    ilist.add_argument("--status", choices=[s.value for s in IdentityStatus])
+    listing(ilist)
+    output(ilist)
+    ilist.set_defaults(run=identity_list)
+    ishow = identity.add_parser("show", help="show one identity")
+    ishow.add_argument("identity_id")
+    output(ishow)
+    ishow.set_defaults(run=identity_show)
+
+    order = commands.add_parser("order", help="orders").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    ocreate = order.add_parser("create", help="order a certificate for an identity")
+    ocreate.add_argument("identity_id")
+    ocreate.add_argument("--profile", help="certificate profile (default: the identity's type)")
+    ocreate.add_argument("--valid-days", type=int, help="days the order can be used")
+    output(ocreate)
+    ocreate.set_defaults(run=order_create)
+    olist = order.add_parser("list", help="list orders")
+    olist.add_argument("--identity", help="only this identity's orders")
+    olist.add_argument("--status", choices=[s.value for s in OrderStatus])
+    listing(olist)
+    output(olist)
+    olist.set_defaults(run=order_list)
+    for name, handler, text in (
+        ("show", order_show, "show one order"),
+        ("cancel", order_cancel, "cancel a pending order"),
+        ("unlock", order_unlock, "unlock an order locked by wrong one-time codes"),
+    ):
+        sub = order.add_parser(name, help=text)
+        sub.add_argument("reference")
+        output(sub)
+        sub.set_defaults(run=handler)
+
+    certificate = commands.add_parser("certificate", help="certificates").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    clist = certificate.add_parser("list", help="list certificates")
+    clist.add_argument("--identity", help="only this identity's certificates")
+    clist.add_argument("--status", choices=[s.value for s in CertificateStatus])
+    listing(clist)
+    output(clist)
+    clist.set_defaults(run=certificate_list)
+    cshow = certificate.add_parser("show", help="show one certificate")
+    cshow.add_argument("serial", help="serial number in hex")
+    cshow.add_argument("--pem", action="store_true", help="print the certificate as PEM")
+    output(cshow)
+    cshow.set_defaults(run=certificate_show)
+
+    audit = commands.add_parser("audit", help="the audit trail").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    alist = audit.add_parser("list", help="list audit events, oldest first")
+    alist.add_argument("--action", help="only events of this action, e.g. certificate.issued")
+    listing(alist)
+    output(alist)
+    alist.set_defaults(run=audit_list)
+
+    db = commands.add_parser("db", help="database").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    db.add_parser("upgrade", help="migrate the schema to the newest revision").set_defaults(
+        run=db_upgrade
+    )
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    if args.command == "serve":
+        service: dict[str, Any] = {}
+        if args.host:
+            service["host"] = args.host
+        if args.port is not None:
+            service["port"] = args.port
+        if args.http_port is not None:
+            service["http_port"] = args.http_port
+        if args.no_demo:
+            service["demo"] = False
+        if service:
+            overrides["service"] = service
+    config = args.config
+    if config is None and os.environ.get("EST_CA_CONFIG"):
+        config = Path(os.environ["EST_CA_CONFIG"])
+    return load_settings(config, os.environ, overrides)
+
+
+async def _run_admin(settings: Settings, command: Command, args: argparse.Namespace) -> int:
+    service = await Service.open(settings, with_ca=False)
+    try:
+        return await command(service, args)
+    finally:
+        await service.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        if args.command == "serve":
+            return server.run(settings)
+        logs.configure(settings.logging.format, "warning")
+        return asyncio.run(_run_admin(settings, args.run, args))
+    except ConfigurationError as exc:
+        print(f"est-ca: configuration: {exc}", file=sys.stderr)
+        return 2
+    except EstCaError as exc:
+        print(f"est-ca: {exc.detail}", file=sys.stderr)
+        return 1

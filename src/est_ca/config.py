@@ -1,0 +1,256 @@
+"""Settings: the shipped TOML defaults, then an operator's TOML file, then environment variables.
+
+The shipped `ca-config/est-ca.toml` is the only place defaults live; the dataclasses here
+only give them types. Unknown keys and values of the wrong type stop the start with a message
+naming the key, because a mistyped setting silently ignored is how CAs get misconfigured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from est_ca.errors import ConfigurationError
+
+ENV_PREFIX = "EST_CA_"
+T = TypeVar("T")
+LogFormat = Literal["auto", "json", "console"]
+
+
+def shipped_config_dir() -> Path:
+    """`ca-config/` of a source checkout (editable install) or its copy inside the wheel."""
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / "_shipped_config", package_dir.parents[1] / "ca-config"):
+        if (candidate / "est-ca.toml").is_file():
+            return candidate
+    raise ConfigurationError("the shipped ca-config directory is missing from this installation")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSettings:
+    host: str
+    port: int
+    http_port: int
+    max_body_bytes: int
+    demo: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseSettings:
+    url: str
+    auto_migrate: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class TlsSettings:
+    cert_file: str
+    key_file: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CaSettings:
+    cert_file: str
+    chain_file: str
+    key_file: str
+    key_passphrase_file: str
+    generate_demo: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class OrderSettings:
+    validity_days: int
+    max_failed_attempts: int
+    claim_lease_seconds: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretSettings:
+    scrypt_n: int
+    scrypt_r: int
+    scrypt_p: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileSettings:
+    extra_dirs: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggingSettings:
+    format: LogFormat
+    level: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    service: ServiceSettings
+    database: DatabaseSettings
+    tls: TlsSettings
+    ca: CaSettings
+    orders: OrderSettings
+    secrets: SecretSettings
+    profiles: ProfileSettings
+    logging: LoggingSettings
+
+    def data_path(self, name: str, default: str) -> Path:
+        """A configured file name (or `default` if empty); relative names are under data_dir."""
+        return self.data_dir / (name or default)
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite+aiosqlite:///{self.data_dir / 'est-ca.db'}"
+
+    @property
+    def profile_dirs(self) -> tuple[Path, ...]:
+        shipped = shipped_config_dir() / "profiles"
+        return (shipped, *(Path(d) for d in self.profiles.extra_dirs))
+
+
+def load_settings(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build settings from the shipped defaults, then `config_file`, `env`, and `overrides`.
+
+    `overrides` is a nested mapping like the TOML file; the CLI and tests use it for flags.
+    """
+    merged = _read_toml(shipped_config_dir() / "est-ca.toml")
+    if config_file is not None:
+        _merge(merged, _read_toml(config_file), str(config_file))
+    _merge(merged, _from_environment(env or {}, merged), "environment")
+    if overrides:
+        _merge(merged, dict(overrides), "command line")
+    settings = from_mapping(Settings, merged, "")
+    _check(settings)
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read configuration file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"configuration file {path} is not valid TOML: {exc}") from exc
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any], source: str) -> None:
+    for key, value in update.items():
+        if key not in base:
+            raise ConfigurationError(f"unknown setting {key!r} in {source}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, Mapping):
+                raise ConfigurationError(f"setting {key!r} in {source} must be a table")
+            _merge(base[key], value, source)
+        else:
+            base[key] = value
+
+
+def _from_environment(env: Mapping[str, str], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """EST_CA_<SECTION>_<KEY> (and EST_CA_<KEY> for top-level keys) as a nested mapping."""
+    found: dict[str, Any] = {}
+    for key, value in defaults.items():
+        if isinstance(value, dict):
+            for inner in value:
+                name = f"{ENV_PREFIX}{key}_{inner}".upper()
+                if name in env:
+                    found.setdefault(key, {})[inner] = _parse_env_value(env[name], value[inner])
+        else:
+            name = f"{ENV_PREFIX}{key}".upper()
+            if name in env:
+                found[key] = _parse_env_value(env[name], value)
+    return found
+
+
+def _parse_env_value(raw: str, default: Any) -> Any:
+    """Environment variables are strings; read them as the type the default has."""
+    if isinstance(default, bool):
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        return raw  # left for from_mapping to reject with the setting's name
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            return raw
+    if isinstance(default, list):
+        return [part for part in raw.split(",") if part]
+    return raw
+
+
+def from_mapping(cls: type[T], raw: Mapping[str, Any], prefix: str) -> T:
+    """`cls` (a dataclass) from a TOML-shaped mapping; unknown or mistyped keys are errors."""
+    unknown = sorted(set(raw) - {field.name for field in dataclasses.fields(cls)})  # type: ignore[arg-type]
+    if unknown:
+        raise ConfigurationError(f"unknown setting {prefix}{unknown[0]!r}")
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = f"{prefix}{field.name}"
+        if field.name not in raw:
+            raise ConfigurationError(f"setting {name!r} is missing")
+        values[field.name] = _coerce(hints[field.name], raw[field.name], name)
+    return cls(**values)
+
+
+def _coerce(kind: Any, value: Any, name: str) -> Any:
+    if dataclasses.is_dataclass(kind) and isinstance(kind, type):
+        if not isinstance(value, Mapping):
+            raise ConfigurationError(f"setting {name!r} must be a table")
+        return from_mapping(kind, value, f"{name}.")
+    origin = typing.get_origin(kind)
+    if origin is Literal:
+        if value not in typing.get_args(kind):
+            allowed = ", ".join(repr(a) for a in typing.get_args(kind))
+            raise ConfigurationError(f"setting {name!r} must be one of {allowed}")
+        return value
+    if origin is tuple:
+        (item_kind, _ellipsis) = typing.get_args(kind)
+        if not isinstance(value, list | tuple):
+            raise ConfigurationError(f"setting {name!r} must be a list")
+        return tuple(_coerce(item_kind, item, f"{name}[{i}]") for i, item in enumerate(value))
+    if kind is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigurationError(f"setting {name!r} must be a non-empty path")
+        return Path(value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigurationError(f"setting {name!r} must be true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigurationError(f"setting {name!r} must be an integer")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigurationError(f"setting {name!r} must be a string")
+        return value
+    raise ConfigurationError(f"setting {name!r} has an unsupported type {kind!r}")
+
+
+def _check(settings: Settings) -> None:
+    if not 0 <= settings.service.port < 65536:
+        raise ConfigurationError(
+            "setting 'service.port' must be between 0 (any free port) and 65535"
+        )
+    if not 0 <= settings.service.http_port < 65536:
+        raise ConfigurationError("setting 'service.http_port' must be between 0 and 65535")
+    if settings.service.max_body_bytes < 1024:
+        raise ConfigurationError("setting 'service.max_body_bytes' must be at least 1024")
+    if settings.orders.validity_days < 1:
+        raise ConfigurationError("setting 'orders.validity_days' must be at least 1")
+    if settings.orders.max_failed_attempts < 1:
+        raise ConfigurationError("setting 'orders.max_failed_attempts' must be at least 1")
+    n = settings.secrets.scrypt_n
+    if n < 2**10 or n & (n - 1):
+        raise ConfigurationError("setting 'secrets.scrypt_n' must be a power of two >= 1024")

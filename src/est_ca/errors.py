@@ -1,0 +1,99 @@
+"""The one error family of the domain.
+
+Domain code raises these; protocol layers map them to status codes in exactly one place
+(`est_ca.web.errors`). Every message is written for the caller: it says what to fix and never
+contains a secret (one-time code, password, key material).
+
+    EstCaError
+    ├── BadRequest            malformed input or a CSR that policy refuses        (400)
+    ├── Unauthenticated       missing or wrong credentials                        (401)
+    ├── NotEntitled           authenticated, but not entitled to this operation   (403)
+    │   ├── NoPendingOrder
+    │   ├── OrderLocked
+    │   └── CertificateNotUsable
+    ├── NotFound              the named object does not exist                     (404)
+    ├── Conflict              the object is in a state that forbids the change    (409)
+    ├── PayloadTooLarge       the request body is over the cap                    (413)
+    ├── UnsupportedMediaType  the request body is of the wrong type               (415)
+    ├── RateLimited           too many failures from one source                   (429)
+    ├── Unavailable           overloaded or shutting down; try again later        (503)
+    └── IssuanceFailed        our own checks stopped a certificate (a bug, not input) (500)
+"""
+
+from __future__ import annotations
+
+
+class EstCaError(Exception):
+    """Base of every error the domain raises on purpose."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(EstCaError):
+    """The request cannot be processed as sent; the detail says what is wrong with it."""
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
+
+
+class Unauthenticated(EstCaError):
+    """Credentials are missing or wrong."""
+
+
+class NotEntitled(EstCaError):
+    """The caller is known but has no right to what it asked for."""
+
+
+class NoPendingOrder(NotEntitled):
+    """No order that could be consumed by this enrollment."""
+
+
+class OrderLocked(NotEntitled):
+    """Too many wrong one-time codes; an administrator must unlock the order."""
+
+
+class CertificateNotUsable(NotEntitled):
+    """The presented client certificate is expired, revoked, unknown or superseded."""
+
+
+class NotFound(EstCaError):
+    """The named object does not exist (or the caller may not know that it does)."""
+
+
+class Conflict(EstCaError):
+    """The object's state forbids the requested change."""
+
+
+class PayloadTooLarge(EstCaError):
+    """The request body is larger than the service accepts (raised by protocol layers)."""
+
+
+class UnsupportedMediaType(EstCaError):
+    """The request body's content type is not the one the operation takes (protocol layers)."""
+
+
+class RateLimited(EstCaError):
+    """Too many failed attempts from one source; retry after the given delay."""
+
+    def __init__(self, detail: str, *, retry_after_seconds: int) -> None:
+        super().__init__(detail)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class Unavailable(EstCaError):
+    """The service cannot take the work now; retry after the given delay."""
+
+    def __init__(self, detail: str, *, retry_after_seconds: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class IssuanceFailed(EstCaError):
+    """A pre-issuance check or the signer failed: no certificate was produced, the order kept."""
+
+
+class ConfigurationError(Exception):
+    """The operator's configuration cannot work; raised at start-up, never per request."""

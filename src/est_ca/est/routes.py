@@ -1,0 +1,92 @@
+"""EST handlers: parse the request, call the registration authority, render certs-only CMS.
+
+Nothing here decides anything: who may enroll and what gets signed is registration/ and ca/.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from est_ca.audit import Actor
+from est_ca.errors import EstCaError, NotEntitled, Unauthenticated
+from est_ca.est import wire
+from est_ca.registration.enrollment import (
+    RegistrationAuthority,
+    certificate_actor,
+    order_actor,
+)
+
+EST_PREFIX = "/.well-known/est"
+AUTHORITY = web.AppKey("registration_authority", RegistrationAuthority)
+CA_CERTS_BODY = web.AppKey("cacerts_body", bytes)
+MAX_CSR_BYTES = web.AppKey("max_csr_bytes", int)
+
+
+async def cacerts(request: web.Request) -> web.Response:
+    return wire.certs_only_response(request.app[CA_CERTS_BODY], wire.PKCS7_MIME)
+
+
+async def _csr(request: web.Request) -> bytes:
+    wire.require_content_type(request, wire.PKCS10)
+    body = await wire.read_body(request, request.app[MAX_CSR_BYTES])
+    return wire.decode_base64_body(body)
+
+
+async def simpleenroll(request: web.Request) -> web.Response:
+    authority = request.app[AUTHORITY]
+    actor = Actor("anonymous", "-", request.remote)
+    try:
+        credentials = wire.basic_credentials(request)
+        client_certificate = wire.peer_certificate(request)
+        if credentials is not None:
+            actor = order_actor(credentials[0], request.remote)
+        elif client_certificate is not None:
+            actor = certificate_actor(client_certificate, request.remote)
+        else:
+            raise Unauthenticated(
+                "authenticate with Basic credentials (order reference and one-time code) "
+                "or a TLS client certificate issued by this CA"
+            )
+        if credentials is not None and not request.secure:
+            raise NotEntitled("Basic credentials are only accepted over HTTPS")
+        csr = await _csr(request)
+    except EstCaError as exc:
+        # Refused before the authority saw it; it audits everything else itself.
+        await authority.record_refusal("enroll", actor, exc)
+        raise
+    if credentials is not None:
+        reference, code = credentials
+        certificate = await authority.enroll_with_order(reference, code, csr, source=request.remote)
+    else:
+        assert client_certificate is not None
+        certificate = await authority.enroll_with_certificate(
+            client_certificate, csr, source=request.remote
+        )
+    return wire.certs_only_response(wire.certs_only([certificate]), wire.CERTS_ONLY)
+
+
+async def simplereenroll(request: web.Request) -> web.Response:
+    authority = request.app[AUTHORITY]
+    client_certificate = wire.peer_certificate(request)
+    try:
+        if client_certificate is None:
+            raise NotEntitled(
+                "simplereenroll needs the current certificate as the TLS client certificate"
+            )
+        csr = await _csr(request)
+    except EstCaError as exc:
+        actor = (
+            certificate_actor(client_certificate, request.remote)
+            if client_certificate
+            else Actor("anonymous", "-", request.remote)
+        )
+        await authority.record_refusal("reenroll", actor, exc)
+        raise
+    certificate = await authority.reenroll(client_certificate, csr, source=request.remote)
+    return wire.certs_only_response(wire.certs_only([certificate]), wire.CERTS_ONLY)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(f"{EST_PREFIX}/cacerts", cacerts)
+    app.router.add_post(f"{EST_PREFIX}/simpleenroll", simpleenroll)
+    app.router.add_post(f"{EST_PREFIX}/simplereenroll", simplereenroll)

@@ -1,0 +1,58 @@
+"""structlog set-up: key=value on a terminal, JSON lines otherwise; secrets are scrubbed.
+
+The scrubber is a last line of defence: no code path logs a one-time code, password or key on
+purpose, and tests check that none does; if one ever tried, its value would be replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from est_ca.config import LogFormat
+
+SECRET_KEYS = frozenset(
+    {"one_time_code", "code", "password", "passphrase", "authorization", "private_key", "token"}
+)
+
+
+def scrub_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key in list(event_dict):
+        if key.lower() in SECRET_KEYS:
+            event_dict[key] = "[redacted]"
+    return event_dict
+
+
+def configure(
+    format: LogFormat = "auto", level: str = "info", stream: TextIO | None = None
+) -> None:
+    stream = stream or sys.stderr
+    use_json = format == "json" or (format == "auto" and not stream.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            scrub_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+    # aiohttp's own access log would duplicate ours; its error log stays on stderr.
+    logging.getLogger("aiohttp.access").disabled = True

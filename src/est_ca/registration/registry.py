@@ -1,0 +1,289 @@
+"""The administrator's side: identities, orders, and a view of the certificates issued to them.
+
+Every change is written together with its audit event, in one transaction. The CLI and (later)
+the admin API call these methods; neither talks to the store directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+
+from sqlalchemy.exc import IntegrityError
+
+from est_ca.audit import Actor, AuditEvent, Outcome
+from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
+from est_ca.ca.profiles import Profile, ProfileCatalogue
+from est_ca.clock import Clock
+from est_ca.errors import BadRequest, Conflict, NotFound
+from est_ca.registration import codes
+from est_ca.registration.codes import CodeHasher
+from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
+from est_ca.registration.orders import Order, OrderState, OrderStatus, PlacedOrder
+from est_ca.store.store import Store
+from est_ca.workers import Workers
+
+
+@dataclasses.dataclass(frozen=True)
+class OrderPolicy:
+    validity: dt.timedelta
+    max_failed_attempts: int
+    claim_lease: dt.timedelta
+
+
+class Registry:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        hasher: CodeHasher,
+        workers: Workers,
+        profiles: ProfileCatalogue,
+        order_policy: OrderPolicy,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._hasher = hasher
+        self._workers = workers
+        self._profiles = profiles
+        self.order_policy = order_policy
+
+    # -- identities -------------------------------------------------------------------------
+
+    async def create_identity(
+        self,
+        actor: Actor,
+        *,
+        type: IdentityType,
+        organisation_name: str,
+        cvr: str,
+        display_name: str | None = None,
+        given_name: str | None = None,
+        surname: str | None = None,
+        email: str | None = None,
+    ) -> Identity:
+        now = self._clock.now()
+        identity = Identity.create(
+            type=type,
+            organisation_name=organisation_name,
+            cvr=cvr,
+            created_at=now,
+            display_name=display_name,
+            given_name=given_name,
+            surname=surname,
+            email=email,
+        )
+        async with self._store.write() as tx:
+            await tx.insert_identity(identity)
+            await tx.append_audit(
+                AuditEvent(
+                    action="identity.created",
+                    outcome=Outcome.SUCCESS,
+                    actor=actor,
+                    at=now,
+                    identity_id=identity.id,
+                    details={"type": identity.type.value, "cvr": identity.cvr},
+                )
+            )
+        return identity
+
+    async def get_identity(self, identity_id: uuid.UUID) -> Identity:
+        async with self._store.read() as tx:
+            identity = await tx.get_identity(identity_id)
+        if identity is None:
+            raise NotFound(f"no identity {identity_id}")
+        return identity
+
+    async def disable_identity(self, actor: Actor, identity_id: uuid.UUID) -> Identity:
+        """A disabled identity can neither enroll nor renew, nor be given new orders."""
+        now = self._clock.now()
+        async with self._store.write() as tx:
+            if not await tx.set_identity_status(identity_id, IdentityStatus.DISABLED, now):
+                identity = await tx.get_identity(identity_id)
+                if identity is None:
+                    raise NotFound(f"no identity {identity_id}")
+                raise Conflict(f"identity {identity_id} is already disabled")
+            await tx.append_audit(
+                AuditEvent(
+                    action="identity.disabled",
+                    outcome=Outcome.SUCCESS,
+                    actor=actor,
+                    at=now,
+                    identity_id=identity_id,
+                )
+            )
+            identity = await tx.get_identity(identity_id)
+        assert identity is not None
+        return identity
+
+    async def list_identities(
+        self,
+        *,
+        type: IdentityType | None = None,
+        cvr: str | None = None,
+        status: IdentityStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Identity]:
+        async with self._store.read() as tx:
+            return await tx.list_identities(
+                type=type, cvr=cvr, status=status, limit=limit, offset=offset
+            )
+
+    # -- orders -----------------------------------------------------------------------------
+
+    def profile_for(self, identity: Identity, name: str | None) -> Profile:
+        """The named profile, or the identity type's default; it must fit the identity."""
+        profile = self._profiles.get(name) if name else self._profiles.default_for(identity.type)
+        if profile is None:
+            wanted = name or f"the default profile for {identity.type.value}"
+            raise BadRequest(f"no certificate profile {wanted!r}", field="profile")
+        if profile.identity_type is not identity.type:
+            raise BadRequest(
+                f"profile {profile.name!r} is for {profile.identity_type.value} identities, "
+                f"not {identity.type.value}",
+                field="profile",
+            )
+        if profile.email_san == "required" and identity.email is None:
+            raise BadRequest(
+                f"profile {profile.name!r} needs an email address and the identity has none",
+                field="email",
+            )
+        return profile
+
+    async def place_order(
+        self,
+        actor: Actor,
+        identity_id: uuid.UUID,
+        *,
+        profile: str | None = None,
+        validity_days: int | None = None,
+    ) -> PlacedOrder:
+        """A new order; the one-time code is in the result and nowhere else, ever."""
+        identity = await self.get_identity(identity_id)
+        if not identity.is_active:
+            raise Conflict(f"identity {identity.id} is disabled; no orders can be placed for it")
+        chosen = self.profile_for(identity, profile)
+        if validity_days is not None and not 1 <= validity_days <= 365:
+            raise BadRequest("an order is valid for 1 to 365 days", field="validity_days")
+        validity = dt.timedelta(days=validity_days) if validity_days else self.order_policy.validity
+        code = codes.new_one_time_code()
+        code_hash = await self._workers.run(self._hasher.hash, code)
+        for _attempt in range(3):  # a reference collision (60 random bits) only ever retries
+            now = self._clock.now()
+            order = Order.place(
+                reference=codes.new_reference(),
+                identity_id=identity.id,
+                profile=chosen.name,
+                created_at=now,
+                validity=validity,
+            )
+            try:
+                async with self._store.write() as tx:
+                    await tx.insert_order(order, code_hash)
+                    await tx.append_audit(
+                        AuditEvent(
+                            action="order.created",
+                            outcome=Outcome.SUCCESS,
+                            actor=actor,
+                            at=now,
+                            identity_id=identity.id,
+                            order_reference=order.reference,
+                            details={
+                                "profile": chosen.name,
+                                "expires_at": order.expires_at.isoformat(),
+                            },
+                        )
+                    )
+            except IntegrityError:
+                continue
+            return PlacedOrder(order=order, one_time_code=code)
+        raise Conflict("could not allocate a unique order reference; try again")
+
+    async def get_order(self, reference: str) -> Order:
+        async with self._store.read() as tx:
+            found = await tx.get_order_by_reference(codes.normalise(reference))
+        if found is None:
+            raise NotFound(f"no order {reference!r}")
+        return found[0]
+
+    async def list_orders(
+        self,
+        *,
+        identity_id: uuid.UUID | None = None,
+        status: OrderStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Order]:
+        async with self._store.read() as tx:
+            return await tx.list_orders(
+                identity_id=identity_id, status=status, limit=limit, offset=offset
+            )
+
+    async def cancel_order(self, actor: Actor, reference: str) -> Order:
+        order = await self.get_order(reference)
+        now = self._clock.now()
+        async with self._store.write() as tx:
+            if not await tx.cancel_order(order.id, now):
+                state = order.state(now)
+                raise Conflict(f"order {order.reference} is {state.value}; it cannot be cancelled")
+            await tx.append_audit(
+                AuditEvent(
+                    action="order.cancelled",
+                    outcome=Outcome.SUCCESS,
+                    actor=actor,
+                    at=now,
+                    identity_id=order.identity_id,
+                    order_reference=order.reference,
+                )
+            )
+            cancelled = await tx.get_order(order.id)
+        assert cancelled is not None
+        return cancelled
+
+    async def unlock_order(self, actor: Actor, reference: str) -> Order:
+        order = await self.get_order(reference)
+        now = self._clock.now()
+        async with self._store.write() as tx:
+            if not await tx.unlock_order(order.id):
+                raise Conflict(f"order {order.reference} is not locked")
+            await tx.append_audit(
+                AuditEvent(
+                    action="order.unlocked",
+                    outcome=Outcome.SUCCESS,
+                    actor=actor,
+                    at=now,
+                    identity_id=order.identity_id,
+                    order_reference=order.reference,
+                )
+            )
+            unlocked = await tx.get_order(order.id)
+        assert unlocked is not None
+        return unlocked
+
+    def order_state(self, order: Order) -> OrderState:
+        return order.state(self._clock.now())
+
+    # -- certificates -----------------------------------------------------------------------
+
+    async def list_certificates(
+        self,
+        *,
+        identity_id: uuid.UUID | None = None,
+        status: CertificateStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[CertificateRecord]:
+        async with self._store.read() as tx:
+            return await tx.list_certificates(
+                identity_id=identity_id, status=status, limit=limit, offset=offset
+            )
+
+    async def get_certificate(self, serial: Serial) -> CertificateRecord:
+        async with self._store.read() as tx:
+            record = await tx.get_certificate(serial)
+        if record is None:
+            raise NotFound(f"no certificate with serial {serial}")
+        return record

@@ -1,0 +1,104 @@
+"""Listeners and the `serve` loop: HTTPS for EST, plain HTTP for relying parties."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import sys
+from typing import TextIO
+
+import structlog
+from aiohttp import web
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from est_ca import demo, logs
+from est_ca.config import Settings
+from est_ca.service import Service
+from est_ca.web.app import est_app, plain_http_app
+from est_ca.web.tls import server_context
+
+_log = structlog.get_logger(__name__)
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=512, reuse_port=False)
+
+
+def _url(scheme: str, sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}"
+
+
+class Server:
+    """The listeners of one running instance; `start` binds, `stop` drains and closes."""
+
+    def __init__(self, service: Service) -> None:
+        if service.files is None or service.ca is None:
+            raise ValueError("serving needs the service opened with its CA")
+        self.service = service
+        self._runners: list[web.AppRunner] = []
+        self.https_url = ""
+        self.http_url = ""
+
+    async def start(self, host: str, https_port: int, http_port: int) -> None:
+        files = self.service.files
+        ca = self.service.ca
+        assert files is not None
+        assert ca is not None
+        chain_pem = b"".join(
+            certificate.public_bytes(Encoding.PEM) for certificate in ca.certificates
+        )
+        context = server_context(files.tls_cert, files.tls_key, client_ca_pem=chain_pem)
+        https_socket = _listening_socket(host, https_port)
+        http_socket = _listening_socket(host, http_port)
+        for app, sock, ssl_context in (
+            (est_app(self.service), https_socket, context),
+            (plain_http_app(self.service), http_socket, None),
+        ):
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+            self._runners.append(runner)
+        self.https_url = _url("https", https_socket)
+        self.http_url = _url("http", http_socket)
+        _log.info("listening", est=self.https_url + "/.well-known/est/", http=self.http_url)
+
+    async def stop(self) -> None:
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+
+
+async def serve(settings: Settings, *, out: TextIO | None = None) -> int:
+    """Run until SIGINT or SIGTERM. Prints the demo recipe to `out` when demo mode is on."""
+    out = out or sys.stdout
+    service = await Service.open(settings)
+    server = Server(service)
+    try:
+        await service.recover()
+        await server.start(settings.service.host, settings.service.port, settings.service.http_port)
+        if settings.service.demo:
+            placed = await demo.place_demo_order(service)
+            out.write(demo.recipe(service, server.https_url, placed))
+            out.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        _log.info("stopping")
+    finally:
+        await server.stop()
+        await service.close()
+    return 0
+
+
+def run(settings: Settings) -> int:
+    logs.configure(settings.logging.format, settings.logging.level)
+    with contextlib.suppress(KeyboardInterrupt):
+        return asyncio.run(serve(settings))
+    return 0

@@ -1,0 +1,607 @@
+"""The one module that speaks SQL.
+
+`Store.read()` and `Store.write()` open a transaction and hand out a `StoreTx` whose methods are
+the only queries the service runs. Domain code composes them inside one transaction when a
+change and its audit event must land together.
+
+Concurrency rules, the same on SQLite and PostgreSQL:
+- state changes are conditional UPDATEs (`... WHERE status = 'pending'`), and the row count
+  says who won, so two requests racing for one order cannot both succeed;
+- rows that a decision reads and then changes are read with SELECT ... FOR UPDATE (PostgreSQL
+  locks the row; SQLite ignores it, its write transactions are serialised by BEGIN IMMEDIATE).
+On SQLite one process's writers also queue on an asyncio lock, which is fairer and faster than
+SQLite's sleeping busy handler; the busy timeout then only covers other processes (the CLI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import structlog
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Table, case, event, literal, select, text, update
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from est_ca.audit import Actor, AuditEvent, Outcome
+from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
+from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
+from est_ca.registration.orders import Order, OrderStatus
+from est_ca.store.schema import (
+    AuditEventRow,
+    CertificateRow,
+    IdentityRow,
+    OrderRow,
+    UtcDateTime,
+)
+
+_log = structlog.get_logger(__name__)
+
+IDENTITIES = cast(Table, IdentityRow.__table__)
+ORDERS = cast(Table, OrderRow.__table__)
+CERTIFICATES = cast(Table, CertificateRow.__table__)
+AUDIT_EVENTS = cast(Table, AuditEventRow.__table__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Any constant works; it keeps two instances from migrating one PostgreSQL database at once.
+_MIGRATION_LOCK_ID = 0x657374_6361
+
+
+class Store:
+    """A database connection pool plus the transactions the domain runs on it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self._writer = _sqlite_engine(url, immediate=True)
+            self._reader = _sqlite_engine(url, immediate=False)
+        else:
+            self._writer = create_async_engine(url, pool_size=10, max_overflow=10)
+            self._reader = self._writer
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+
+    async def close(self) -> None:
+        await self._writer.dispose()
+        if self._reader is not self._writer:
+            await self._reader.dispose()
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest migration (idempotent)."""
+        async with self._writer.connect() as conn:
+            if not self.is_sqlite:
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
+                )
+            await conn.run_sync(_upgrade_to_head)
+            await conn.commit()
+
+    async def schema_revision(self) -> str | None:
+        async with self._reader.connect() as conn:
+            exists = await conn.run_sync(
+                lambda sync: sync.dialect.has_table(sync, "alembic_version")
+            )
+            if not exists:
+                return None
+            result = await conn.execute(text("SELECT version_num FROM alembic_version"))
+            return result.scalar_one_or_none()
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[StoreTx]:
+        async with self._reader.begin() as conn:
+            yield StoreTx(conn)
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[StoreTx]:
+        """A write transaction; its audit events are logged once it has committed."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self._write_lock is not None:
+                await stack.enter_async_context(self._write_lock)
+            conn = await stack.enter_async_context(self._writer.begin())
+            tx = StoreTx(conn)
+            yield tx
+        for audit_event in tx.audit_events:
+            audit_event.log()
+
+    async def append_audit(self, audit_event: AuditEvent) -> None:
+        """Record one event in a transaction of its own (refusals: nothing else changes)."""
+        async with self.write() as tx:
+            await tx.append_audit(audit_event)
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # SQLAlchemy emits BEGIN itself (below), so SELECTs are inside transactions too.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=FULL",
+            "PRAGMA foreign_keys=ON",
+            "PRAGMA busy_timeout=30000",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _upgrade_to_head(connection: Connection) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+class StoreTx:
+    """The queries, inside one open transaction."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+        self.audit_events: list[AuditEvent] = []
+
+    # -- identities -------------------------------------------------------------------------
+
+    async def insert_identity(self, identity: Identity) -> None:
+        await self._conn.execute(
+            IDENTITIES.insert().values(
+                id=identity.id,
+                type=str(identity.type),
+                display_name=identity.display_name,
+                organisation_name=identity.organisation_name,
+                cvr=identity.cvr,
+                given_name=identity.given_name,
+                surname=identity.surname,
+                email=identity.email,
+                status=str(identity.status),
+                created_at=identity.created_at,
+                updated_at=identity.created_at,
+            )
+        )
+
+    async def set_identity_status(
+        self, identity_id: uuid.UUID, status: IdentityStatus, now: dt.datetime
+    ) -> bool:
+        result = await self._conn.execute(
+            update(IDENTITIES)
+            .where(IDENTITIES.c.id == identity_id, IDENTITIES.c.status != str(status))
+            .values(status=str(status), updated_at=now)
+        )
+        return result.rowcount == 1
+
+    async def get_identity(self, identity_id: uuid.UUID) -> Identity | None:
+        result = await self._conn.execute(select(IDENTITIES).where(IDENTITIES.c.id == identity_id))
+        row = result.one_or_none()
+        return _identity(row) if row is not None else None
+
+    async def list_identities(
+        self,
+        *,
+        type: IdentityType | None = None,
+        cvr: str | None = None,
+        status: IdentityStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Identity]:
+        query = select(IDENTITIES).order_by(IDENTITIES.c.created_at, IDENTITIES.c.id)
+        if type is not None:
+            query = query.where(IDENTITIES.c.type == str(type))
+        if cvr is not None:
+            query = query.where(IDENTITIES.c.cvr == cvr)
+        if status is not None:
+            query = query.where(IDENTITIES.c.status == str(status))
+        result = await self._conn.execute(query.limit(limit).offset(offset))
+        return [_identity(row) for row in result]
+
+    # -- orders -----------------------------------------------------------------------------
+
+    async def insert_order(self, order: Order, code_hash: str) -> None:
+        await self._conn.execute(
+            ORDERS.insert().values(
+                id=order.id,
+                reference=order.reference,
+                identity_id=order.identity_id,
+                profile=order.profile,
+                code_hash=code_hash,
+                status=str(order.status),
+                failed_attempts=order.failed_attempts,
+                locked_at=order.locked_at,
+                created_at=order.created_at,
+                expires_at=order.expires_at,
+                claimed_serial=None,
+                claimed_at=None,
+                consumed_at=None,
+                cancelled_at=None,
+                certificate_serial=None,
+            )
+        )
+
+    async def get_order(self, order_id: uuid.UUID) -> Order | None:
+        result = await self._conn.execute(select(ORDERS).where(ORDERS.c.id == order_id))
+        row = result.one_or_none()
+        return _order(row) if row is not None else None
+
+    async def get_order_by_reference(self, reference: str) -> tuple[Order, str] | None:
+        """The order and its stored code hash (for verification only)."""
+        result = await self._conn.execute(select(ORDERS).where(ORDERS.c.reference == reference))
+        row = result.one_or_none()
+        return (_order(row), row.code_hash) if row is not None else None
+
+    async def list_orders(
+        self,
+        *,
+        identity_id: uuid.UUID | None = None,
+        status: OrderStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Order]:
+        query = select(ORDERS).order_by(ORDERS.c.created_at, ORDERS.c.id)
+        if identity_id is not None:
+            query = query.where(ORDERS.c.identity_id == identity_id)
+        if status is not None:
+            query = query.where(ORDERS.c.status == str(status))
+        result = await self._conn.execute(query.limit(limit).offset(offset))
+        return [_order(row) for row in result]
+
+    async def count_failed_attempt(
+        self, order_id: uuid.UUID, *, lock_after: int, now: dt.datetime
+    ) -> Order:
+        """Add one wrong code to the order; the attempt that reaches `lock_after` locks it."""
+        reaches_limit = ORDERS.c.failed_attempts + 1 >= lock_after
+        await self._conn.execute(
+            update(ORDERS)
+            .where(ORDERS.c.id == order_id)
+            .values(
+                failed_attempts=ORDERS.c.failed_attempts + 1,
+                locked_at=case(
+                    (ORDERS.c.locked_at.is_(None) & reaches_limit, literal(now, UtcDateTime())),
+                    else_=ORDERS.c.locked_at,
+                ),
+            )
+        )
+        order = await self.get_order(order_id)
+        assert order is not None
+        return order
+
+    async def cancel_order(self, order_id: uuid.UUID, now: dt.datetime) -> bool:
+        result = await self._conn.execute(
+            update(ORDERS)
+            .where(ORDERS.c.id == order_id, ORDERS.c.status == str(OrderStatus.PENDING))
+            .values(status=str(OrderStatus.CANCELLED), cancelled_at=now)
+        )
+        return result.rowcount == 1
+
+    async def unlock_order(self, order_id: uuid.UUID) -> bool:
+        result = await self._conn.execute(
+            update(ORDERS)
+            .where(ORDERS.c.id == order_id, ORDERS.c.locked_at.is_not(None))
+            .values(locked_at=None, failed_attempts=0)
+        )
+        return result.rowcount == 1
+
+    async def find_claimable_order(self, identity_id: uuid.UUID, now: dt.datetime) -> Order | None:
+        """The oldest order of the identity that an enrollment could consume now."""
+        result = await self._conn.execute(
+            select(ORDERS)
+            .where(
+                ORDERS.c.identity_id == identity_id,
+                ORDERS.c.status == str(OrderStatus.PENDING),
+                ORDERS.c.locked_at.is_(None),
+                ORDERS.c.expires_at > now,
+            )
+            .order_by(ORDERS.c.created_at, ORDERS.c.id)
+            .limit(1)
+        )
+        row = result.one_or_none()
+        return _order(row) if row is not None else None
+
+    async def claim_order(
+        self, order_id: uuid.UUID, serial: Serial, *, now: dt.datetime, stale_before: dt.datetime
+    ) -> bool:
+        """Mark the order as being issued under `serial`; False when another request has it.
+
+        A claim older than `stale_before` belonged to an enrollment that never finished (its
+        process died); it is taken over and its reserved serial abandoned.
+        """
+        current = await self._conn.execute(
+            select(ORDERS.c.status, ORDERS.c.claimed_serial)
+            .where(ORDERS.c.id == order_id)
+            .with_for_update()
+        )
+        before = current.one_or_none()
+        if before is None:
+            return False
+        result = await self._conn.execute(
+            update(ORDERS)
+            .where(
+                ORDERS.c.id == order_id,
+                ORDERS.c.locked_at.is_(None),
+                ORDERS.c.expires_at > now,
+                (ORDERS.c.status == str(OrderStatus.PENDING))
+                | (
+                    (ORDERS.c.status == str(OrderStatus.ISSUING))
+                    & (ORDERS.c.claimed_at < stale_before)
+                ),
+            )
+            .values(status=str(OrderStatus.ISSUING), claimed_serial=serial.hex, claimed_at=now)
+        )
+        if result.rowcount != 1:
+            return False
+        if before.status == str(OrderStatus.ISSUING) and before.claimed_serial:
+            await self.abandon_reservation(Serial.from_hex(before.claimed_serial))
+        return True
+
+    async def complete_order(self, order_id: uuid.UUID, serial: Serial, now: dt.datetime) -> bool:
+        """Consume the order for the certificate `serial`; False when the claim was lost."""
+        result = await self._conn.execute(
+            update(ORDERS)
+            .where(
+                ORDERS.c.id == order_id,
+                ORDERS.c.status == str(OrderStatus.ISSUING),
+                ORDERS.c.claimed_serial == serial.hex,
+            )
+            .values(
+                status=str(OrderStatus.CONSUMED), consumed_at=now, certificate_serial=serial.hex
+            )
+        )
+        return result.rowcount == 1
+
+    async def release_order(self, order_id: uuid.UUID, serial: Serial) -> bool:
+        """Give a claimed order back (issuance stopped before a certificate existed)."""
+        result = await self._conn.execute(
+            update(ORDERS)
+            .where(
+                ORDERS.c.id == order_id,
+                ORDERS.c.status == str(OrderStatus.ISSUING),
+                ORDERS.c.claimed_serial == serial.hex,
+            )
+            .values(status=str(OrderStatus.PENDING), claimed_serial=None, claimed_at=None)
+        )
+        return result.rowcount == 1
+
+    # -- certificates -----------------------------------------------------------------------
+
+    async def insert_reservation(self, record: CertificateRecord) -> None:
+        """Record the intent to issue `record.serial`; the primary key refuses a reused serial."""
+        if record.status is not CertificateStatus.RESERVED:
+            raise ValueError("only reservations are inserted; issued certificates are updates")
+        await self._conn.execute(
+            CERTIFICATES.insert().values(
+                serial=record.serial.hex,
+                identity_id=record.identity_id,
+                order_id=record.order_id,
+                renewal_of=record.renewal_of.hex if record.renewal_of else None,
+                profile=record.profile,
+                status=str(record.status),
+                public_key_sha256=record.public_key_sha256,
+                created_at=record.created_at,
+            )
+        )
+
+    async def mark_issued(
+        self,
+        serial: Serial,
+        *,
+        der: bytes,
+        not_before: dt.datetime,
+        not_after: dt.datetime,
+        issued_at: dt.datetime,
+    ) -> bool:
+        result = await self._conn.execute(
+            update(CERTIFICATES)
+            .where(
+                CERTIFICATES.c.serial == serial.hex,
+                CERTIFICATES.c.status == str(CertificateStatus.RESERVED),
+            )
+            .values(
+                status=str(CertificateStatus.ISSUED),
+                der=der,
+                not_before=not_before,
+                not_after=not_after,
+                issued_at=issued_at,
+            )
+        )
+        return result.rowcount == 1
+
+    async def abandon_reservation(self, serial: Serial) -> bool:
+        result = await self._conn.execute(
+            update(CERTIFICATES)
+            .where(
+                CERTIFICATES.c.serial == serial.hex,
+                CERTIFICATES.c.status == str(CertificateStatus.RESERVED),
+            )
+            .values(status=str(CertificateStatus.ABANDONED))
+        )
+        return result.rowcount == 1
+
+    async def revoke_certificate(
+        self,
+        serial: Serial,
+        *,
+        reason: str | None,
+        at: dt.datetime,
+        invalidity_date: dt.datetime | None = None,
+    ) -> bool:
+        """Issued -> revoked, once: False when it is not an issued certificate."""
+        result = await self._conn.execute(
+            update(CERTIFICATES)
+            .where(
+                CERTIFICATES.c.serial == serial.hex,
+                CERTIFICATES.c.status == str(CertificateStatus.ISSUED),
+            )
+            .values(
+                status=str(CertificateStatus.REVOKED),
+                revoked_at=at,
+                revocation_reason=reason,
+                invalidity_date=invalidity_date,
+            )
+        )
+        return result.rowcount == 1
+
+    async def get_certificate(
+        self, serial: Serial, *, for_update: bool = False
+    ) -> CertificateRecord | None:
+        query = select(CERTIFICATES).where(CERTIFICATES.c.serial == serial.hex)
+        if for_update:
+            query = query.with_for_update()
+        result = await self._conn.execute(query)
+        row = result.one_or_none()
+        return _certificate(row) if row is not None else None
+
+    async def list_certificates(
+        self,
+        *,
+        identity_id: uuid.UUID | None = None,
+        status: CertificateStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[CertificateRecord]:
+        query = select(CERTIFICATES).order_by(CERTIFICATES.c.created_at, CERTIFICATES.c.serial)
+        if identity_id is not None:
+            query = query.where(CERTIFICATES.c.identity_id == identity_id)
+        if status is not None:
+            query = query.where(CERTIFICATES.c.status == str(status))
+        result = await self._conn.execute(query.limit(limit).offset(offset))
+        return [_certificate(row) for row in result]
+
+    async def recover_stale_issuances(self, stale_before: dt.datetime) -> tuple[int, int]:
+        """Abandon reservations and release order claims left by enrollments that died.
+
+        Returns (orders released, reservations abandoned). Nothing is lost: a reservation has
+        never been handed to anyone, so its order can be used again under a new serial.
+        """
+        released = await self._conn.execute(
+            update(ORDERS)
+            .where(
+                ORDERS.c.status == str(OrderStatus.ISSUING),
+                ORDERS.c.claimed_at < stale_before,
+            )
+            .values(status=str(OrderStatus.PENDING), claimed_serial=None, claimed_at=None)
+        )
+        abandoned = await self._conn.execute(
+            update(CERTIFICATES)
+            .where(
+                CERTIFICATES.c.status == str(CertificateStatus.RESERVED),
+                CERTIFICATES.c.created_at < stale_before,
+            )
+            .values(status=str(CertificateStatus.ABANDONED))
+        )
+        return released.rowcount, abandoned.rowcount
+
+    # -- audit ------------------------------------------------------------------------------
+
+    async def append_audit(self, audit_event: AuditEvent) -> None:
+        await self._conn.execute(
+            AUDIT_EVENTS.insert().values(
+                at=audit_event.at,
+                action=audit_event.action,
+                outcome=str(audit_event.outcome),
+                actor=str(audit_event.actor),
+                source=audit_event.actor.source,
+                request_id=audit_event.request_id,
+                identity_id=audit_event.identity_id,
+                order_reference=audit_event.order_reference,
+                serial=audit_event.serial,
+                reason=audit_event.reason,
+                details=json.dumps(dict(audit_event.details), sort_keys=True),
+            )
+        )
+        self.audit_events.append(audit_event)
+
+    async def list_audit(
+        self, *, action: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[AuditEvent]:
+        query = select(AUDIT_EVENTS).order_by(AUDIT_EVENTS.c.id)
+        if action is not None:
+            query = query.where(AUDIT_EVENTS.c.action == action)
+        result = await self._conn.execute(query.limit(limit).offset(offset))
+        return [_audit_event(row) for row in result]
+
+
+def _identity(row: Row[Any]) -> Identity:
+    return Identity(
+        id=row.id,
+        type=IdentityType(row.type),
+        display_name=row.display_name,
+        organisation_name=row.organisation_name,
+        cvr=row.cvr,
+        given_name=row.given_name,
+        surname=row.surname,
+        email=row.email,
+        status=IdentityStatus(row.status),
+        created_at=row.created_at,
+    )
+
+
+def _order(row: Row[Any]) -> Order:
+    return Order(
+        id=row.id,
+        reference=row.reference,
+        identity_id=row.identity_id,
+        profile=row.profile,
+        status=OrderStatus(row.status),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        failed_attempts=row.failed_attempts,
+        locked_at=row.locked_at,
+        claimed_serial=row.claimed_serial,
+        claimed_at=row.claimed_at,
+        consumed_at=row.consumed_at,
+        cancelled_at=row.cancelled_at,
+        certificate_serial=row.certificate_serial,
+    )
+
+
+def _certificate(row: Row[Any]) -> CertificateRecord:
+    return CertificateRecord(
+        serial=Serial.from_hex(row.serial),
+        identity_id=row.identity_id,
+        order_id=row.order_id,
+        renewal_of=Serial.from_hex(row.renewal_of) if row.renewal_of else None,
+        profile=row.profile,
+        status=CertificateStatus(row.status),
+        public_key_sha256=row.public_key_sha256,
+        created_at=row.created_at,
+        not_before=row.not_before,
+        not_after=row.not_after,
+        issued_at=row.issued_at,
+        der=row.der,
+        revoked_at=row.revoked_at,
+        revocation_reason=row.revocation_reason,
+        invalidity_date=row.invalidity_date,
+    )
+
+
+def _audit_event(row: Row[Any]) -> AuditEvent:
+    kind, _, name = row.actor.partition(":")
+    return AuditEvent(
+        action=row.action,
+        outcome=Outcome(row.outcome),
+        actor=Actor(kind, name, row.source),
+        at=row.at,
+        identity_id=row.identity_id,
+        order_reference=row.order_reference,
+        serial=row.serial,
+        reason=row.reason,
+        request_id=row.request_id,
+        details=json.loads(row.details),
+    )
+
+
+__all__: Sequence[str] = ("Store", "StoreTx")

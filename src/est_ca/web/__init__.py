@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by the protocol layers: TLS, listeners, middleware, error mapping."""

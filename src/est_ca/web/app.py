@@ -1,0 +1,41 @@
+"""The aiohttp applications: EST over HTTPS, and plain HTTP for relying parties."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from est_ca.errors import NotEntitled
+from est_ca.est import routes as est_routes
+from est_ca.est import wire
+from est_ca.service import Service
+from est_ca.web.middleware import MAX_BODY_BYTES, request_context
+
+# aiohttp's own cap for request.read(); our readers enforce the configured one first.
+_AIOHTTP_BODY_CAP = 1024 * 1024
+
+
+def est_app(service: Service) -> web.Application:
+    if service.authority is None or service.ca is None:
+        raise ValueError("the EST application needs the service opened with its CA")
+    app = web.Application(middlewares=[request_context], client_max_size=_AIOHTTP_BODY_CAP)
+    app[MAX_BODY_BYTES] = service.settings.service.max_body_bytes
+    app[est_routes.MAX_CSR_BYTES] = service.settings.service.max_body_bytes
+    app[est_routes.AUTHORITY] = service.authority
+    app[est_routes.CA_CERTS_BODY] = wire.certs_only(service.ca.certificates)
+    est_routes.add_routes(app)
+    return app
+
+
+async def _est_needs_https(request: web.Request) -> web.Response:
+    raise NotEntitled(
+        "EST is served over HTTPS only; nothing sent here is read. If you sent a one-time "
+        "code over plain HTTP, treat it as exposed and ask for a new order."
+    )
+
+
+def plain_http_app(service: Service) -> web.Application:
+    """Plain HTTP: never EST (RFC 7030 needs TLS); CRL and OCSP come here."""
+    app = web.Application(middlewares=[request_context], client_max_size=_AIOHTTP_BODY_CAP)
+    app[MAX_BODY_BYTES] = service.settings.service.max_body_bytes
+    app.router.add_route("*", est_routes.EST_PREFIX + "/{tail:.*}", _est_needs_https)
+    return app

@@ -1,0 +1,74 @@
+"""Every request: an id to quote, one access-log line, and errors rendered as short text.
+
+Nothing a client sent in a header (Authorization above all) reaches the log.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from est_ca.errors import EstCaError
+from est_ca.web.errors import headers_for, status_for
+
+_log = structlog.get_logger("est_ca.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID_HEADER = "X-Request-Id"
+MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
+
+
+def plain_text(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        text=message.rstrip("\n") + "\n",
+        content_type="text/plain",
+        charset="utf-8",
+        headers=headers,
+    )
+
+
+def describe(exc: web.HTTPException, request: web.Request) -> str:
+    """A sentence for the HTTP errors aiohttp raises itself (routing and body size)."""
+    if exc.status == 404:
+        return f"nothing is served at {request.path}"
+    if exc.status == 405:
+        allowed = exc.headers.get("Allow", "")
+        return f"{request.method} is not allowed on {request.path}; allowed: {allowed}"
+    if exc.status == 413:
+        return f"the request body is larger than the {request.app[MAX_BODY_BYTES]} bytes accepted"
+    return exc.reason
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = secrets.token_hex(8)
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    try:
+        try:
+            response = await handler(request)
+        except EstCaError as exc:
+            response = plain_text(status_for(exc), exc.detail, headers_for(exc))
+        except web.HTTPException as exc:
+            kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+            response = plain_text(exc.status, describe(exc, request), kept)
+        except Exception:
+            _log.exception("unhandled error", method=request.method, path=request.path)
+            response = plain_text(500, f"internal error; quote request id {request_id}")
+        response.headers[REQUEST_ID_HEADER] = request_id
+        _log.info(
+            "request",
+            method=request.method,
+            path=request.path,
+            status=response.status,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+            peer=request.remote,
+        )
+        return response
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")

@@ -1,0 +1,55 @@
+"""A CSR is refused with a reason unless it is well-formed, signed by its key, of an allowed key."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from est_ca.ca.csr_policy import check_csr, parse_csr
+from est_ca.ca.profiles import KeyPolicy, ProfileCatalogue
+from est_ca.config import shipped_config_dir
+from est_ca.errors import BadRequest
+from tests.helpers import KeyPool, csr_der, make_csr
+
+PROFILES = ProfileCatalogue.load([shipped_config_dir() / "profiles"])
+USER = PROFILES.profiles["user"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"garbage", b"\x30\x82\xff\xff", b"\x30\x03\x02\x01\x00"],
+    ids=["empty", "garbage", "announces-more-than-sent", "not-a-csr"],
+)
+def test_what_is_not_a_der_csr_is_refused(body: bytes) -> None:
+    with pytest.raises(BadRequest, match="not a DER PKCS#10"):
+        parse_csr(body)
+
+
+def test_a_truncated_csr_is_refused(keys: KeyPool) -> None:
+    with pytest.raises(BadRequest):
+        parse_csr(csr_der(make_csr(keys.rsa().key))[:-10])
+
+
+def test_a_csr_with_trailing_bytes_is_refused(keys: KeyPool) -> None:
+    with pytest.raises(BadRequest):
+        parse_csr(csr_der(make_csr(keys.rsa().key)) + b"\x00")
+
+
+def test_a_valid_rsa_3072_csr_passes(keys: KeyPool) -> None:
+    checked = check_csr(make_csr(keys.rsa().key), USER)
+    assert checked.key.description == "RSA 3072"
+    assert len(checked.key.sha256) == 64
+
+
+def test_an_ecdsa_key_is_refused_where_the_profile_allows_only_rsa(keys: KeyPool) -> None:
+    with pytest.raises(BadRequest, match=r"ECDSA P-256 key is not allowed .* RSA 3072, RSA 4096"):
+        check_csr(make_csr(keys.ec().key), USER)
+
+
+def test_an_unknown_curve_is_refused_even_where_ecdsa_is_allowed(keys: KeyPool) -> None:
+    ec_profile = dataclasses.replace(USER, keys=KeyPolicy(rsa_sizes=(), ec_curves=("P-256",)))
+    check_csr(make_csr(keys.ec().key), ec_profile)
+    with pytest.raises(BadRequest, match="secp256k1"):
+        check_csr(make_csr(keys.ec(curve=ec.SECP256K1()).key), ec_profile)

@@ -1,0 +1,130 @@
+"""Pre-issuance checks stop a malformed draft before the CA key signs anything."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from est_ca.ca.building import IssuanceRequest, certificate_builder
+from est_ca.ca.certificates import CertificateStatus, Serial
+from est_ca.ca.csr_policy import subscriber_key
+from est_ca.ca.precheck import problems
+from est_ca.ca.signing import draft_certificate
+from est_ca.config import shipped_config_dir
+from est_ca.errors import IssuanceFailed
+from est_ca.registration.orders import OrderState
+from est_ca.service import Service
+from tests.conftest import OpenService
+from tests.helpers import KeyPool, csr_der, make_csr, new_order, new_user
+
+
+async def request_for(service: Service, keys: KeyPool) -> IssuanceRequest:
+    identity = await new_user(service, given_name="Søren", surname="Ærø Ålborg")
+    return IssuanceRequest(
+        serial=Serial.random(),
+        identity=identity,
+        profile=service.profiles.profiles["user"],
+        key=subscriber_key(make_csr(keys.rsa().key)),
+        not_before=service.clock.now(),
+    )
+
+
+async def test_a_draft_built_from_the_profile_has_no_problems(
+    service: Service, keys: KeyPool
+) -> None:
+    assert service.ca is not None
+    request = await request_for(service, keys)
+    draft = draft_certificate(certificate_builder(request, service.ca), request.profile.signature)
+    assert problems(draft, request, service.ca) == []
+
+
+async def test_a_draft_with_other_key_usage_is_caught(service: Service, keys: KeyPool) -> None:
+    assert service.ca is not None
+    request = await request_for(service, keys)
+    built = certificate_builder(
+        dataclasses.replace(
+            request, profile=dataclasses.replace(request.profile, key_usage=("digital_signature",))
+        ),
+        service.ca,
+    )
+    draft = draft_certificate(built, request.profile.signature)
+    assert any("content_commitment" in p for p in problems(draft, request, service.ca))
+
+
+def rebuilt(draft: x509.Certificate, subject: x509.Name) -> x509.CertificateBuilder:
+    """The draft's fields with another subject: a stand-in for a bug in the building code."""
+    builder = (
+        x509.CertificateBuilder()
+        .issuer_name(draft.issuer)
+        .subject_name(subject)
+        .public_key(draft.public_key())
+        .serial_number(draft.serial_number)
+        .not_valid_before(draft.not_valid_before_utc)
+        .not_valid_after(draft.not_valid_after_utc)
+    )
+    for extension in draft.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    return builder
+
+
+async def test_a_draft_with_a_printable_cn_is_caught(service: Service, keys: KeyPool) -> None:
+    assert service.ca is not None
+    request = await request_for(service, keys)
+    draft = draft_certificate(certificate_builder(request, service.ca), request.profile.signature)
+    attributes = [attribute for rdn in draft.subject.rdns for attribute in rdn]
+    printable_cn = x509.NameAttribute(
+        NameOID.COMMON_NAME, "Lars Larsen", x509.name._ASN1Type.PrintableString
+    )
+    wrong = x509.Name([printable_cn, *attributes[1:]])
+    found = problems(
+        draft_certificate(rebuilt(draft, wrong), request.profile.signature), request, service.ca
+    )
+    assert "subject 2.5.4.3 is not a UTF8String" in found
+    assert "CN differs from the identity's display name" in found
+
+
+async def test_a_draft_with_reordered_subject_is_caught(service: Service, keys: KeyPool) -> None:
+    assert service.ca is not None
+    request = await request_for(service, keys)
+    draft = draft_certificate(certificate_builder(request, service.ca), request.profile.signature)
+    reordered = x509.Name(list(reversed([a for rdn in draft.subject.rdns for a in rdn])))
+    found = problems(
+        draft_certificate(rebuilt(draft, reordered), request.profile.signature),
+        request,
+        service.ca,
+    )
+    assert "subject attributes are not in the profile's order" in found
+
+
+async def test_a_profile_that_would_outlive_the_ca_issues_nothing_and_keeps_the_order(
+    open_service: OpenService, keys: KeyPool, tmp_path: Path
+) -> None:
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    text = (shipped_config_dir() / "profiles" / "user.toml").read_text()
+    (profiles / "user.toml").write_text(
+        text.replace("validity_days = 1095", "validity_days = 3660")
+    )
+    service = await open_service(profiles={"extra_dirs": [str(profiles)]})
+    assert service.authority is not None
+    placed = await new_order(service, await new_user(service))
+    with pytest.raises(IssuanceFailed, match="outlive the issuing CA"):
+        await service.authority.enroll_with_order(
+            placed.order.reference,
+            placed.one_time_code,
+            csr_der(make_csr(keys.rsa().key)),
+            source="test",
+        )
+    [reservation] = await service.registry.list_certificates()
+    assert reservation.status is CertificateStatus.ABANDONED
+    assert reservation.der is None
+    order = await service.registry.get_order(placed.order.reference)
+    assert service.registry.order_state(order) is OrderState.PENDING
+    async with service.store.read() as tx:
+        events = await tx.list_audit(action="certificate.abandoned")
+    assert events[0].reason is not None
+    assert "outlive" in events[0].reason

@@ -1,0 +1,82 @@
+"""Certificates are built with a throwaway key and signed, TBS unchanged, by the signer."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
+
+from est_ca.ca.signing import KeyFileSigner, SignatureScheme, draft_certificate, signed_with
+
+PSS_SHA256 = SignatureScheme(algorithm="rsassa-pss", hash="sha256", salt_length=32)
+PSS_SHA512 = SignatureScheme(algorithm="rsassa-pss", hash="sha512", salt_length=64)
+
+
+@pytest.fixture(scope="module")
+def ca_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(65537, 3072)
+
+
+def builder(key: rsa.RSAPrivateKey) -> x509.CertificateBuilder:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+    )
+
+
+@pytest.mark.parametrize("scheme", [PSS_SHA256, PSS_SHA512])
+def test_the_signed_certificate_keeps_the_drafts_tbs_and_verifies(
+    ca_key: rsa.RSAPrivateKey, scheme: SignatureScheme
+) -> None:
+    draft = draft_certificate(builder(ca_key), scheme)
+    certificate = signed_with(draft, KeyFileSigner(ca_key), scheme)
+    assert certificate.tbs_certificate_bytes == draft.tbs_certificate_bytes
+    assert certificate.signature != draft.signature
+    ca_key.public_key().verify(
+        certificate.signature,
+        certificate.tbs_certificate_bytes,
+        padding.PSS(padding.MGF1(scheme.hash_algorithm()), scheme.salt_length or 0),
+        scheme.hash_algorithm(),
+    )
+
+
+def test_the_pss_parameters_are_stated_in_the_certificate(ca_key: rsa.RSAPrivateKey) -> None:
+    certificate = signed_with(
+        draft_certificate(builder(ca_key), PSS_SHA256), KeyFileSigner(ca_key), PSS_SHA256
+    )
+    parameters = certificate.signature_algorithm_parameters
+    assert isinstance(parameters, padding.PSS)
+    assert certificate.signature_hash_algorithm is not None
+    assert certificate.signature_hash_algorithm.name == "sha256"
+    assert certificate.signature_algorithm_oid.dotted_string == "1.2.840.113549.1.1.10"
+
+
+class _BrokenSigner:
+    def __init__(self, key: rsa.RSAPrivateKey) -> None:
+        self.public_key = key.public_key()
+
+    def sign(self, data: bytes, scheme: SignatureScheme) -> bytes:
+        return b"\x00" * 384
+
+
+def test_a_signature_that_does_not_verify_never_becomes_a_certificate(
+    ca_key: rsa.RSAPrivateKey,
+) -> None:
+    with pytest.raises(ValueError, match="does not verify"):
+        signed_with(
+            draft_certificate(builder(ca_key), PSS_SHA256), _BrokenSigner(ca_key), PSS_SHA256
+        )
+
+
+def test_a_key_file_signer_does_not_print_its_key(ca_key: rsa.RSAPrivateKey) -> None:
+    assert repr(KeyFileSigner(ca_key)) == "KeyFileSigner(RSAPrivateKey)"

@@ -1,0 +1,152 @@
+"""Fixtures: one demo CA per test session, a fresh database and service per test, real listeners."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from est_ca.ca.hierarchy import HierarchyFiles, generate_demo_hierarchy
+from est_ca.clock import SettableClock
+from est_ca.config import Settings, load_settings
+from est_ca.server import Server
+from est_ca.service import Service
+from est_ca.web.tls import generate_self_signed
+from tests.helpers import REQUIRE_SERVICES, KeyPool
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "EST_CA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class CaMaterial:
+    hierarchy: HierarchyFiles
+    passphrase: Path
+    tls_cert: Path
+    tls_key: Path
+
+
+@pytest.fixture(scope="session")
+def ca_material(tmp_path_factory: pytest.TempPathFactory) -> CaMaterial:
+    directory = tmp_path_factory.mktemp("ca")
+    passphrase = directory / "passphrase"
+    passphrase.write_text("test passphrase\n")
+    hierarchy = generate_demo_hierarchy(
+        HierarchyFiles.in_directory(directory / "demo"),
+        b"test passphrase",
+        dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1),
+    )
+    tls_cert, tls_key = directory / "tls.pem", directory / "tls.key"
+    generate_self_signed(tls_cert, tls_key, [])
+    return CaMaterial(hierarchy, passphrase, tls_cert, tls_key)
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyPool:
+    return KeyPool(tmp_path_factory.mktemp("keys"))
+
+
+def make_settings(
+    data_dir: Path, ca: CaMaterial, *, database_url: str = "", **sections: dict[str, Any]
+) -> Settings:
+    overrides: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "service": {"host": "127.0.0.1", "port": 0, "http_port": 0, "demo": False},
+        "database": {"url": database_url},
+        "tls": {"cert_file": str(ca.tls_cert), "key_file": str(ca.tls_key)},
+        "ca": {
+            "cert_file": str(ca.hierarchy.issuing_cert),
+            "chain_file": str(ca.hierarchy.issuing_chain),
+            "key_file": str(ca.hierarchy.issuing_key),
+            "key_passphrase_file": str(ca.passphrase),
+            "generate_demo": False,
+        },
+    }
+    for section, values in sections.items():
+        overrides.setdefault(section, {}).update(values)
+    return load_settings(None, {}, overrides)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, ca_material: CaMaterial) -> Settings:
+    return make_settings(tmp_path, ca_material)
+
+
+@pytest.fixture
+def clock() -> SettableClock:
+    return SettableClock()
+
+
+@pytest.fixture
+async def service(settings: Settings, clock: SettableClock) -> AsyncIterator[Service]:
+    opened = await Service.open(settings, clock=clock)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def server(service: Service) -> AsyncIterator[Server]:
+    running = Server(service)
+    await running.start("127.0.0.1", 0, 0)
+    yield running
+    await running.stop()
+
+
+OpenService = Callable[..., Awaitable[Service]]
+
+
+@pytest.fixture
+async def open_service(
+    tmp_path: Path, ca_material: CaMaterial, clock: SettableClock
+) -> AsyncIterator[OpenService]:
+    """Open services with custom settings (several may share one database)."""
+    opened: list[Service] = []
+
+    async def open_(*, database_url: str = "", **sections: dict[str, Any]) -> Service:
+        data_dir = tmp_path / f"instance-{len(opened)}"
+        configured = make_settings(data_dir, ca_material, database_url=database_url, **sections)
+        instance = await Service.open(configured, clock=clock)
+        opened.append(instance)
+        return instance
+
+    yield open_
+    for instance in opened:
+        await instance.close()
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for this test, dropped afterwards."""
+    try:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        message = f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable ({exc})"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"est_ca_test_{secrets.token_hex(6)}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each backend in turn: the embedded SQLite file and a real PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+    url = request.getfixturevalue("postgres_url")
+    assert isinstance(url, str)
+    return url

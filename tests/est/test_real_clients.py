@@ -1,0 +1,228 @@
+"""EST over real TLS with the clients people use: curl, openssl, and a Python client."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from est_ca.ca.certificates import Serial
+from est_ca.client import EstClient
+from est_ca.registration.orders import OrderStatus
+from est_ca.server import Server
+from est_ca.service import Service
+from tests.conftest import CaMaterial
+from tests.helpers import (
+    KeyPool,
+    credentials,
+    curl,
+    make_csr,
+    new_order,
+    new_system,
+    new_user,
+    openssl,
+    pem,
+    print_certs,
+)
+
+PKCS10 = ("-H", "Content-Type: application/pkcs10")
+
+
+def est_url(server: Server, operation: str) -> str:
+    return f"{server.https_url}/.well-known/est/{operation}"
+
+
+async def openssl_csr_base64(key: Path, *, line_breaks: bool = True) -> bytes:
+    """A CSR made by `openssl req`, base64-encoded by `openssl base64` (64-column lines)."""
+    der = await openssl(
+        "req", "-new", "-key", key, "-subj", "/CN=made by openssl", "-outform", "DER"
+    )
+    if line_breaks:
+        return await openssl("base64", input=der)
+    return base64.b64encode(der)
+
+
+async def verify_with_openssl(certificate: x509.Certificate, ca: CaMaterial, tmp: Path) -> str:
+    leaf = tmp / "leaf.pem"
+    leaf.write_bytes(pem([certificate]))
+    output = await openssl(
+        "verify",
+        "-CAfile",
+        ca.hierarchy.root_cert,
+        "-untrusted",
+        ca.hierarchy.issuing_cert,
+        leaf,
+    )
+    return output.decode()
+
+
+async def test_cacerts_returns_the_issuing_ca_and_root_as_base64_certs_only(
+    server: Server, ca_material: CaMaterial
+) -> None:
+    response = await curl(est_url(server, "cacerts"), trust=ca_material.tls_cert)
+    assert response.status == 200
+    assert response.headers["content-type"] == "application/pkcs7-mime"
+    assert response.headers["content-transfer-encoding"] == "base64"
+    assert int(response.headers["content-length"]) == len(response.body)
+    assert response.body.endswith(b"=\n") or response.body.endswith(b"\n")
+    assert b"\x00" not in response.body
+    certificates = await print_certs(response.body)
+    expected = [
+        x509.load_pem_x509_certificate(path.read_bytes())
+        for path in (ca_material.hierarchy.issuing_cert, ca_material.hierarchy.root_cert)
+    ]
+    assert certificates == expected
+
+
+@pytest.mark.parametrize(
+    "variant", ["line-breaks", "one-line", "transfer-encoding-header", "chunked"]
+)
+async def test_curl_enrolls_a_csr_made_by_openssl(
+    server: Server,
+    service: Service,
+    ca_material: CaMaterial,
+    keys: KeyPool,
+    tmp_path: Path,
+    variant: str,
+) -> None:
+    identity = await new_user(service, given_name="Søren", surname="Ærø Ålborg")
+    reference, code = credentials(await new_order(service, identity))
+    body = tmp_path / "csr.b64"
+    body.write_bytes(await openssl_csr_base64(keys.rsa().path, line_breaks=variant != "one-line"))
+    extra: tuple[str, ...] = ()
+    if variant == "transfer-encoding-header":
+        extra = ("-H", "Content-Transfer-Encoding: base64")
+    elif variant == "chunked":
+        extra = ("-H", "Transfer-Encoding: chunked")
+    response = await curl(
+        est_url(server, "simpleenroll"),
+        "-u",
+        f"{reference}:{code}",
+        *PKCS10,
+        *extra,
+        "--data-binary",
+        f"@{body}",
+        trust=ca_material.tls_cert,
+    )
+    assert response.status == 200, response.text
+    assert response.headers["content-type"] == "application/pkcs7-mime; smime-type=certs-only"
+    assert response.headers["content-transfer-encoding"] == "base64"
+    [certificate] = await print_certs(response.body)
+    assert certificate.subject.rfc4514_string().endswith("CN=Søren Ærø Ålborg")
+    assert (await verify_with_openssl(certificate, ca_material, tmp_path)).endswith(": OK\n")
+
+
+async def enroll_with_curl(
+    server: Server, service: Service, ca: CaMaterial, key: Path, tmp: Path
+) -> Path:
+    """Enroll a system identity with curl; returns the certificate's PEM file."""
+    reference, code = credentials(await new_order(service, await new_system(service)))
+    body = tmp / "enroll.b64"
+    body.write_bytes(await openssl_csr_base64(key))
+    response = await curl(
+        est_url(server, "simpleenroll"),
+        "-u",
+        f"{reference}:{code}",
+        *PKCS10,
+        "--data-binary",
+        f"@{body}",
+        trust=ca.tls_cert,
+    )
+    assert response.status == 200, response.text
+    certificate = tmp / "current.pem"
+    certificate.write_bytes(pem(await print_certs(response.body)))
+    return certificate
+
+
+async def test_curl_renews_with_its_certificate_and_a_new_key(
+    server: Server, service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    current = await enroll_with_curl(server, service, ca_material, keys.rsa(0).path, tmp_path)
+    # The rekey CSR: subject and extensions copied from the current certificate by openssl.
+    request = await openssl(
+        "x509",
+        "-x509toreq",
+        "-in",
+        current,
+        "-signkey",
+        keys.rsa(1).path,
+        "-copy_extensions",
+        "copy",
+    )
+    der = await openssl("req", "-outform", "DER", input=request)
+    body = tmp_path / "renew.b64"
+    body.write_bytes(base64.encodebytes(der))
+    response = await curl(
+        est_url(server, "simplereenroll"),
+        "--cert",
+        current,
+        "--key",
+        keys.rsa(0).path,
+        *PKCS10,
+        "--data-binary",
+        f"@{body}",
+        trust=ca_material.tls_cert,
+    )
+    assert response.status == 200, response.text
+    [renewed] = await print_certs(response.body)
+    old = x509.load_pem_x509_certificate(current.read_bytes())
+    assert renewed.subject == old.subject
+    assert renewed.serial_number != old.serial_number
+    assert renewed.public_key() == keys.rsa(1).key.public_key()
+    assert (await verify_with_openssl(renewed, ca_material, tmp_path)).endswith(": OK\n")
+
+
+async def test_curl_enrolls_with_a_client_certificate_for_a_pending_order(
+    server: Server, service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    current = await enroll_with_curl(server, service, ca_material, keys.rsa(0).path, tmp_path)
+    serial = Serial(x509.load_pem_x509_certificate(current.read_bytes()).serial_number)
+    identity_id = (await service.registry.get_certificate(serial)).identity_id
+    placed = await new_order(service, await service.registry.get_identity(identity_id))
+    body = tmp_path / "second.b64"
+    body.write_bytes(await openssl_csr_base64(keys.rsa(1).path))
+    response = await curl(
+        est_url(server, "simpleenroll"),
+        "--cert",
+        current,
+        "--key",
+        keys.rsa(0).path,
+        *PKCS10,
+        "--data-binary",
+        f"@{body}",
+        trust=ca_material.tls_cert,
+    )
+    assert response.status == 200, response.text
+    order = await service.registry.get_order(placed.order.reference)
+    assert order.status is OrderStatus.CONSUMED
+
+
+async def test_the_python_client_enrolls_and_renews(
+    server: Server, service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    placed = await new_order(service, await new_user(service))
+    client = EstClient(server.https_url, trust=ca_material.tls_cert)
+    chain = (await client.cacerts()).certificates()
+    assert len(chain) == 2
+    enrolled = await client.simpleenroll(make_csr(keys.rsa(0).key), auth=credentials(placed))
+    assert enrolled.status == 200, enrolled.text
+    [certificate] = enrolled.certificates()
+    certificate.verify_directly_issued_by(chain[0])
+
+    cert_file = tmp_path / "client.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    renewing = EstClient(
+        server.https_url,
+        trust=ca_material.tls_cert,
+        client_cert=cert_file,
+        client_key=keys.rsa(0).path,
+    )
+    san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    renewed = await renewing.simplereenroll(
+        make_csr(keys.rsa(1).key, subject=certificate.subject, san=san)
+    )
+    assert renewed.status == 200, renewed.text
+    assert renewed.certificates()[0].subject == certificate.subject

@@ -1,0 +1,395 @@
+"""Every malformed or unentitled EST request gets a clear 4xx, over real TLS, from curl."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from est_ca.ca.certificates import Serial
+from est_ca.clock import SettableClock
+from est_ca.server import Server
+from est_ca.service import Service
+from tests.conftest import CaMaterial
+from tests.helpers import (
+    CurlResult,
+    KeyPool,
+    credentials,
+    csr_base64,
+    curl,
+    make_csr,
+    new_order,
+    new_user,
+    pem,
+    print_certs,
+    require_tool,
+    run,
+)
+
+PKCS10 = ("-H", "Content-Type: application/pkcs10")
+
+
+def url(server: Server, operation: str) -> str:
+    return f"{server.https_url}/.well-known/est/{operation}"
+
+
+def assert_plain_text_error(response: CurlResult, status: int, *fragments: str) -> None:
+    assert response.status == status, response.text
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert len(response.body) < 400
+    assert "Traceback" not in response.text
+    for fragment in fragments:
+        assert fragment in response.text
+
+
+async def post_csr(
+    server: Server, ca: CaMaterial, tmp: Path, body: bytes, *options: str, op: str = "simpleenroll"
+) -> CurlResult:
+    path = tmp / "body"
+    path.write_bytes(body)
+    return await curl(url(server, op), *options, "--data-binary", f"@{path}", trust=ca.tls_cert)
+
+
+@pytest.fixture
+async def pending(service: Service) -> tuple[str, str]:
+    return credentials(await new_order(service, await new_user(service)))
+
+
+async def test_no_credentials_is_401_with_a_basic_challenge(
+    server: Server, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    response = await post_csr(
+        server, ca_material, tmp_path, csr_base64(make_csr(keys.rsa().key)), *PKCS10
+    )
+    assert_plain_text_error(response, 401, "Basic credentials")
+    assert response.headers["www-authenticate"] == 'Basic realm="est-ca", charset="UTF-8"'
+
+
+async def test_a_wrong_code_is_401_and_the_body_echoes_no_secret(
+    server: Server,
+    ca_material: CaMaterial,
+    keys: KeyPool,
+    tmp_path: Path,
+    pending: tuple[str, str],
+) -> None:
+    reference, _ = pending
+    response = await post_csr(
+        server,
+        ca_material,
+        tmp_path,
+        csr_base64(make_csr(keys.rsa().key)),
+        *PKCS10,
+        "-u",
+        f"{reference}:SECRT-GUESS-00000-00000",
+    )
+    assert_plain_text_error(response, 401, "wrong one-time code")
+    assert "SECRT" not in response.text
+    assert "www-authenticate" in response.headers
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Basic !!!not-base64!!!",
+        "Basic " + base64.b64encode(b"no-colon-here").decode(),
+        "Basic " + base64.b64encode(b"\xff\xfe:\xc3").decode(),
+        "Bearer abc",
+        "Basic " + "A" * 4000,
+    ],
+    ids=["bad-base64", "no-colon", "not-utf8", "other-scheme", "huge"],
+)
+async def test_a_malformed_authorization_header_is_401(
+    server: Server, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path, header: str
+) -> None:
+    response = await post_csr(
+        server,
+        ca_material,
+        tmp_path,
+        csr_base64(make_csr(keys.rsa().key)),
+        *PKCS10,
+        "-H",
+        f"Authorization: {header}",
+    )
+    assert_plain_text_error(response, 401)
+
+
+async def test_the_second_use_of_an_order_is_403(
+    server: Server,
+    ca_material: CaMaterial,
+    keys: KeyPool,
+    tmp_path: Path,
+    pending: tuple[str, str],
+) -> None:
+    body = csr_base64(make_csr(keys.rsa().key))
+    options = (*PKCS10, "-u", ":".join(pending))
+    assert (await post_csr(server, ca_material, tmp_path, body, *options)).status == 200
+    second = await post_csr(server, ca_material, tmp_path, body, *options)
+    assert_plain_text_error(second, 403, "already been used")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"@@@@", "not valid base64"),
+        (base64.b64encode(b"\x30\x03\x02\x01\x00"), "not a DER PKCS#10"),
+        (b"", "empty"),
+    ],
+    ids=["bad-base64", "not-a-csr", "empty"],
+)
+async def test_a_malformed_body_is_400(
+    server: Server,
+    ca_material: CaMaterial,
+    tmp_path: Path,
+    pending: tuple[str, str],
+    body: bytes,
+    message: str,
+) -> None:
+    response = await post_csr(server, ca_material, tmp_path, body, *PKCS10, "-u", ":".join(pending))
+    assert_plain_text_error(response, 400, message)
+
+
+async def test_a_csr_without_proof_of_possession_is_400(
+    server: Server,
+    ca_material: CaMaterial,
+    keys: KeyPool,
+    tmp_path: Path,
+    pending: tuple[str, str],
+) -> None:
+    der = bytearray(make_csr(keys.rsa().key).public_bytes(serialization.Encoding.DER))
+    der[-3] ^= 0x01
+    response = await post_csr(
+        server,
+        ca_material,
+        tmp_path,
+        base64.b64encode(bytes(der)),
+        *PKCS10,
+        "-u",
+        ":".join(pending),
+    )
+    assert_plain_text_error(response, 400, "proof of possession")
+
+
+async def test_the_wrong_content_type_is_415(
+    server: Server, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path, pending: tuple[str, str]
+) -> None:
+    response = await post_csr(
+        server,
+        ca_material,
+        tmp_path,
+        csr_base64(make_csr(keys.rsa().key)),
+        "-u",
+        ":".join(pending),  # curl's default is application/x-www-form-urlencoded
+    )
+    assert_plain_text_error(response, 415, "application/pkcs10")
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_body_over_64_kib_is_413(
+    server: Server, ca_material: CaMaterial, tmp_path: Path, pending: tuple[str, str], chunked: bool
+) -> None:
+    options = ("-H", "Transfer-Encoding: chunked") if chunked else ()
+    response = await post_csr(
+        server,
+        ca_material,
+        tmp_path,
+        b"A" * (64 * 1024 + 1),
+        *PKCS10,
+        *options,
+        "-u",
+        ":".join(pending),
+    )
+    assert_plain_text_error(response, 413, "65536 bytes")
+
+
+@pytest.mark.parametrize(
+    ("method", "operation", "allowed"),
+    [
+        ("GET", "simpleenroll", "POST"),
+        ("PUT", "simplereenroll", "POST"),
+        ("POST", "cacerts", "GET"),
+    ],
+)
+async def test_the_wrong_method_is_405(
+    server: Server, ca_material: CaMaterial, method: str, operation: str, allowed: str
+) -> None:
+    response = await curl(url(server, operation), "-X", method, trust=ca_material.tls_cert)
+    assert_plain_text_error(response, 405, method)
+    assert allowed in response.headers["allow"]
+
+
+async def test_an_operation_we_do_not_offer_is_404(server: Server, ca_material: CaMaterial) -> None:
+    response = await curl(url(server, "serverkeygen"), "-X", "POST", trust=ca_material.tls_cert)
+    assert_plain_text_error(response, 404)
+
+
+async def test_basic_credentials_over_plain_http_are_refused_unread(
+    server: Server, service: Service, keys: KeyPool, tmp_path: Path, pending: tuple[str, str]
+) -> None:
+    body = tmp_path / "csr"
+    body.write_bytes(csr_base64(make_csr(keys.rsa().key)))
+    response = await curl(
+        f"{server.http_url}/.well-known/est/simpleenroll",
+        *PKCS10,
+        "-u",
+        ":".join(pending),
+        "--data-binary",
+        f"@{body}",
+    )
+    assert_plain_text_error(response, 403, "HTTPS only")
+    order = await service.registry.get_order(pending[0])
+    assert order.failed_attempts == 0
+    assert await service.registry.list_certificates() == []
+
+
+# -- client certificates ------------------------------------------------------------------------
+
+
+async def enrolled(
+    server: Server, service: Service, ca: CaMaterial, keys: KeyPool, tmp: Path
+) -> tuple[Path, x509.Certificate]:
+    placed = await new_order(service, await new_user(service))
+    response = await post_csr(
+        server,
+        ca,
+        tmp,
+        csr_base64(make_csr(keys.rsa(0).key)),
+        *PKCS10,
+        "-u",
+        ":".join(credentials(placed)),
+    )
+    [certificate] = await print_certs(response.body)
+    path = tmp / "client.pem"
+    path.write_bytes(pem([certificate]))
+    return path, certificate
+
+
+def renewal_csr(keys: KeyPool, current: x509.Certificate) -> bytes:
+    san = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return csr_base64(make_csr(keys.rsa(1).key, subject=current.subject, san=san))
+
+
+async def test_reenroll_without_a_client_certificate_is_403(
+    server: Server, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    response = await post_csr(
+        server,
+        ca_material,
+        tmp_path,
+        csr_base64(make_csr(keys.rsa().key)),
+        *PKCS10,
+        op="simplereenroll",
+    )
+    assert_plain_text_error(response, 403, "TLS client certificate")
+
+
+async def test_reenroll_with_another_subject_is_403(
+    server: Server, service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    cert_file, _ = await enrolled(server, service, ca_material, keys, tmp_path)
+    response = await post_csr(
+        server,
+        ca_material,
+        tmp_path,
+        csr_base64(make_csr(keys.rsa(1).key)),
+        *PKCS10,
+        "--cert",
+        str(cert_file),
+        "--key",
+        keys.rsa(0).pem_path,
+        op="simplereenroll",
+    )
+    assert_plain_text_error(response, 403, "subject")
+
+
+async def test_a_revoked_client_certificate_is_403_at_once(
+    server: Server, service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    cert_file, current = await enrolled(server, service, ca_material, keys, tmp_path)
+    async with service.store.write() as tx:
+        await tx.revoke_certificate(
+            Serial(current.serial_number), reason="keyCompromise", at=service.clock.now()
+        )
+    response = await post_csr(
+        server,
+        ca_material,
+        tmp_path,
+        renewal_csr(keys, current),
+        *PKCS10,
+        "--cert",
+        str(cert_file),
+        "--key",
+        keys.rsa(0).pem_path,
+        op="simplereenroll",
+    )
+    assert_plain_text_error(response, 403, "revoked")
+
+
+async def test_an_expired_client_certificate_reaches_the_service_and_is_403(
+    server: Server,
+    service: Service,
+    ca_material: CaMaterial,
+    keys: KeyPool,
+    tmp_path: Path,
+    clock: SettableClock,
+) -> None:
+    cert_file, current = await enrolled(server, service, ca_material, keys, tmp_path)
+    clock.advance(dt.timedelta(days=1096))
+    response = await post_csr(
+        server,
+        ca_material,
+        tmp_path,
+        renewal_csr(keys, current),
+        *PKCS10,
+        "--cert",
+        str(cert_file),
+        "--key",
+        keys.rsa(0).pem_path,
+        op="simplereenroll",
+    )
+    assert_plain_text_error(response, 403, "expired")
+
+
+async def test_a_client_certificate_from_another_ca_fails_the_handshake(
+    server: Server, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    require_tool("curl")
+    foreign = tmp_path / "foreign.pem"
+    foreign.write_bytes(ca_material.tls_cert.read_bytes())
+    result = await run(
+        "curl",
+        "-sS",
+        "--cacert",
+        ca_material.tls_cert,
+        "--cert",
+        foreign,
+        "--key",
+        ca_material.tls_key,
+        "-X",
+        "POST",
+        url(server, "simplereenroll"),
+    )
+    assert result.returncode != 0  # a TLS alert: the chain is not ours
+
+
+async def test_requests_refused_while_parsing_are_audited_too(
+    server: Server, service: Service, ca_material: CaMaterial, tmp_path: Path
+) -> None:
+    pending = credentials(await new_order(service, await new_user(service)))
+    await post_csr(server, ca_material, tmp_path, b"x", "-u", ":".join(pending))
+    await post_csr(server, ca_material, tmp_path, b"x", *PKCS10)
+    await post_csr(server, ca_material, tmp_path, b"x", *PKCS10, op="simplereenroll")
+    async with service.store.read() as tx:
+        refusals = [
+            (event.action, str(event.actor), (event.reason or "").split(":")[0])
+            for event in await tx.list_audit()
+            if event.outcome.value == "refused"
+        ]
+    assert refusals == [
+        ("enroll.refused", f"order:{pending[0]}", "UnsupportedMediaType"),
+        ("enroll.refused", "anonymous:-", "Unauthenticated"),
+        ("reenroll.refused", "anonymous:-", "NotEntitled"),
+    ]

@@ -1,0 +1,418 @@
+"""The registration authority, without HTTP: who may enroll, and issuing in two steps."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
+
+from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
+from est_ca.clock import SettableClock
+from est_ca.errors import (
+    BadRequest,
+    CertificateNotUsable,
+    NoPendingOrder,
+    NotEntitled,
+    OrderLocked,
+    Unauthenticated,
+)
+from est_ca.registration.orders import OrderState, OrderStatus
+from est_ca.service import Service
+from tests.helpers import (
+    ADMIN,
+    KeyPool,
+    csr_der,
+    make_csr,
+    new_order,
+    new_system,
+    new_user,
+    openssl,
+)
+
+
+def der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
+async def enroll(service: Service, keys: KeyPool, *, key_index: int = 0) -> x509.Certificate:
+    assert service.authority is not None
+    placed = await new_order(service, await new_user(service))
+    return await service.authority.enroll_with_order(
+        placed.order.reference,
+        placed.one_time_code,
+        csr_der(make_csr(keys.rsa(key_index).key)),
+        source="test",
+    )
+
+
+async def audit(service: Service) -> list[tuple[str, str | None]]:
+    async with service.store.read() as tx:
+        return [(e.action, e.reason) for e in await tx.list_audit()]
+
+
+async def test_an_order_yields_a_certificate_whose_subject_comes_from_the_identity(
+    service: Service, keys: KeyPool
+) -> None:
+    assert service.authority is not None
+    identity = await new_user(service, given_name="Søren", surname="Ærø Ålborg")
+    placed = await new_order(service, identity)
+    asked = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Administrator")])
+    certificate = await service.authority.enroll_with_order(
+        placed.order.reference,
+        placed.one_time_code,
+        csr_der(make_csr(keys.rsa().key, subject=asked)),
+        source="test",
+    )
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    assert [n.value for n in names] == ["Søren Ærø Ålborg"]
+    assert certificate.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value == (
+        f"UI:DK-E:G:{identity.id}"
+    )
+    assert certificate.public_key() == keys.rsa().key.public_key()
+
+
+async def test_the_certificate_is_recorded_and_the_order_consumed(
+    service: Service, keys: KeyPool
+) -> None:
+    certificate = await enroll(service, keys)
+    record = await service.registry.get_certificate(Serial(certificate.serial_number))
+    assert record.status is CertificateStatus.ISSUED
+    assert record.der == der(certificate)
+    [order] = await service.registry.list_orders()
+    assert order.status is OrderStatus.CONSUMED
+    assert order.certificate_serial == record.serial.hex
+
+
+async def test_the_serial_is_20_random_positive_octets(service: Service, keys: KeyPool) -> None:
+    serials = [(await enroll(service, keys, key_index=i)).serial_number for i in range(3)]
+    assert len(set(serials)) == 3
+    for serial in serials:
+        assert 0 < serial < 2**159
+        assert len(serial.to_bytes(20, "big").lstrip(b"\0")) == 20
+
+
+async def test_an_order_can_be_used_only_once(service: Service, keys: KeyPool) -> None:
+    assert service.authority is not None
+    placed = await new_order(service, await new_user(service))
+    request = csr_der(make_csr(keys.rsa().key))
+    await service.authority.enroll_with_order(
+        placed.order.reference, placed.one_time_code, request, source="test"
+    )
+    with pytest.raises(NoPendingOrder, match="already been used"):
+        await service.authority.enroll_with_order(
+            placed.order.reference, placed.one_time_code, request, source="test"
+        )
+
+
+async def test_an_expired_order_is_refused(
+    service: Service, keys: KeyPool, clock: SettableClock
+) -> None:
+    assert service.authority is not None
+    placed = await new_order(service, await new_user(service), validity_days=1)
+    clock.advance(dt.timedelta(days=1))
+    with pytest.raises(NoPendingOrder, match="expired"):
+        await service.authority.enroll_with_order(
+            placed.order.reference,
+            placed.one_time_code,
+            csr_der(make_csr(keys.rsa().key)),
+            source="test",
+        )
+
+
+async def test_a_cancelled_order_is_refused(service: Service, keys: KeyPool) -> None:
+    assert service.authority is not None
+    placed = await new_order(service, await new_user(service))
+    await service.registry.cancel_order(ADMIN, placed.order.reference)
+    with pytest.raises(NoPendingOrder, match="cancelled"):
+        await service.authority.enroll_with_order(
+            placed.order.reference,
+            placed.one_time_code,
+            csr_der(make_csr(keys.rsa().key)),
+            source="test",
+        )
+
+
+async def test_an_unknown_reference_is_unauthenticated(service: Service, keys: KeyPool) -> None:
+    assert service.authority is not None
+    with pytest.raises(Unauthenticated):
+        await service.authority.enroll_with_order(
+            "NOSUCHORDER1",
+            "AAAAA-AAAAA-AAAAA-AAAAA",
+            csr_der(make_csr(keys.rsa().key)),
+            source="test",
+        )
+
+
+async def test_five_wrong_codes_lock_the_order_until_an_administrator_unlocks_it(
+    service: Service, keys: KeyPool
+) -> None:
+    assert service.authority is not None
+    placed = await new_order(service, await new_user(service))
+    request = csr_der(make_csr(keys.rsa().key))
+    for _ in range(5):
+        with pytest.raises(Unauthenticated):
+            await service.authority.enroll_with_order(
+                placed.order.reference, "WRONG-WRONG-WRONG-WRONG", request, source="test"
+            )
+    order = await service.registry.get_order(placed.order.reference)
+    assert service.registry.order_state(order) is OrderState.LOCKED
+    with pytest.raises(OrderLocked):
+        await service.authority.enroll_with_order(
+            placed.order.reference, placed.one_time_code, request, source="test"
+        )
+    await service.registry.unlock_order(ADMIN, placed.order.reference)
+    certificate = await service.authority.enroll_with_order(
+        placed.order.reference, placed.one_time_code, request, source="test"
+    )
+    assert certificate.serial_number
+    actions = [action for action, _ in await audit(service)]
+    assert actions.count("order.locked") == 1
+    assert "order.unlocked" in actions
+
+
+async def test_four_wrong_codes_do_not_lock(service: Service, keys: KeyPool) -> None:
+    assert service.authority is not None
+    placed = await new_order(service, await new_user(service))
+    for _ in range(4):
+        with pytest.raises(Unauthenticated):
+            await service.authority.enroll_with_order(
+                placed.order.reference, "WRONG", b"", source="test"
+            )
+    order = await service.registry.get_order(placed.order.reference)
+    assert service.registry.order_state(order) is OrderState.PENDING
+    assert order.failed_attempts == 4
+
+
+async def test_a_csr_whose_signature_does_not_verify_changes_nothing(
+    service: Service, keys: KeyPool
+) -> None:
+    assert service.authority is not None
+    placed = await new_order(service, await new_user(service))
+    good = bytearray(csr_der(make_csr(keys.rsa().key)))
+    good[-5] ^= 0xFF  # inside the signature
+    with pytest.raises(BadRequest, match="proof of possession"):
+        await service.authority.enroll_with_order(
+            placed.order.reference, placed.one_time_code, bytes(good), source="test"
+        )
+    order = await service.registry.get_order(placed.order.reference)
+    assert service.registry.order_state(order) is OrderState.PENDING
+    assert await service.registry.list_certificates() == []
+    assert (
+        "enroll.refused",
+        "BadRequest: " + "the CSR's signature does not verify: it must be "
+        "signed with the private key of the public key it contains (proof of possession)",
+    ) in (await audit(service))
+
+
+async def test_a_key_the_profile_does_not_allow_is_refused(service: Service, keys: KeyPool) -> None:
+    assert service.authority is not None
+    placed = await new_order(service, await new_user(service))
+    with pytest.raises(BadRequest, match="RSA 2048 key is not allowed"):
+        await service.authority.enroll_with_order(
+            placed.order.reference,
+            placed.one_time_code,
+            csr_der(make_csr(keys.rsa(bits=2048).key)),
+            source="test",
+        )
+
+
+@pytest.mark.parametrize("digest", ["sha1", "md5"])
+async def test_a_csr_signed_with_a_broken_hash_is_refused(
+    service: Service, keys: KeyPool, digest: str
+) -> None:
+    assert service.authority is not None
+    placed = await new_order(service, await new_user(service))
+    request = await openssl(
+        "req", "-new", "-key", keys.rsa().path, "-subj", "/CN=x", f"-{digest}", "-outform", "DER"
+    )
+    with pytest.raises(BadRequest, match=digest.upper()):
+        await service.authority.enroll_with_order(
+            placed.order.reference, placed.one_time_code, request, source="test"
+        )
+
+
+async def test_a_disabled_identity_cannot_enroll(service: Service, keys: KeyPool) -> None:
+    assert service.authority is not None
+    identity = await new_user(service)
+    placed = await new_order(service, identity)
+    await service.registry.disable_identity(ADMIN, identity.id)
+    with pytest.raises(NotEntitled, match="disabled"):
+        await service.authority.enroll_with_order(
+            placed.order.reference,
+            placed.one_time_code,
+            csr_der(make_csr(keys.rsa().key)),
+            source="test",
+        )
+
+
+# -- TLS-authenticated enroll and reenroll ------------------------------------------------------
+
+
+async def test_a_client_certificate_consumes_a_pending_order_of_its_identity(
+    service: Service, keys: KeyPool
+) -> None:
+    assert service.authority is not None
+    current = await enroll(service, keys)
+    record = await service.registry.get_certificate(Serial(current.serial_number))
+    identity = await service.registry.get_identity(record.identity_id)
+    placed = await new_order(service, identity)
+    issued = await service.authority.enroll_with_certificate(
+        der(current), csr_der(make_csr(keys.rsa(1).key)), source="test"
+    )
+    assert issued.subject == current.subject
+    order = await service.registry.get_order(placed.order.reference)
+    assert order.status is OrderStatus.CONSUMED
+
+
+async def test_a_client_certificate_without_a_pending_order_is_not_entitled(
+    service: Service, keys: KeyPool
+) -> None:
+    assert service.authority is not None
+    current = await enroll(service, keys)
+    with pytest.raises(NoPendingOrder):
+        await service.authority.enroll_with_certificate(
+            der(current), csr_der(make_csr(keys.rsa(1).key)), source="test"
+        )
+
+
+async def test_reenroll_renews_with_a_new_key_and_the_same_identity(
+    service: Service, keys: KeyPool
+) -> None:
+    assert service.authority is not None
+    current = await enroll(service, keys)
+    renewed = await service.authority.reenroll(
+        der(current),
+        csr_der(make_csr(keys.rsa(1).key, subject=current.subject, san=_san(current))),
+        source="test",
+    )
+    assert renewed.subject == current.subject
+    assert renewed.serial_number != current.serial_number
+    assert renewed.public_key() == keys.rsa(1).key.public_key()
+    old = await service.registry.get_certificate(Serial(current.serial_number))
+    new = await service.registry.get_certificate(Serial(renewed.serial_number))
+    assert (new.identity_id, new.profile, new.order_id) == (old.identity_id, old.profile, None)
+    assert new.renewal_of == old.serial
+
+
+def _san(certificate: x509.Certificate) -> x509.SubjectAlternativeName:
+    return certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+
+
+async def test_reenroll_with_another_subject_is_refused(service: Service, keys: KeyPool) -> None:
+    assert service.authority is not None
+    current = await enroll(service, keys)
+    other = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Someone Else")])
+    with pytest.raises(NotEntitled, match="subject"):
+        await service.authority.reenroll(
+            der(current),
+            csr_der(make_csr(keys.rsa(1).key, subject=other, san=_san(current))),
+            source="test",
+        )
+
+
+async def test_reenroll_with_another_san_is_refused(service: Service, keys: KeyPool) -> None:
+    assert service.authority is not None
+    current = await enroll(service, keys)
+    with pytest.raises(NotEntitled, match="subjectAltName"):
+        await service.authority.reenroll(
+            der(current),
+            csr_der(
+                make_csr(
+                    keys.rsa(1).key,
+                    subject=current.subject,
+                    san=x509.SubjectAlternativeName([x509.RFC822Name("other@example.dk")]),
+                )
+            ),
+            source="test",
+        )
+
+
+async def test_reenroll_with_a_revoked_certificate_is_refused(
+    service: Service, keys: KeyPool
+) -> None:
+    assert service.authority is not None
+    current = await enroll(service, keys)
+    async with service.store.write() as tx:
+        await tx.revoke_certificate(
+            Serial(current.serial_number), reason="keyCompromise", at=service.clock.now()
+        )
+    with pytest.raises(CertificateNotUsable, match="revoked"):
+        await service.authority.reenroll(
+            der(current),
+            csr_der(make_csr(keys.rsa(1).key, subject=current.subject, san=_san(current))),
+            source="test",
+        )
+
+
+async def test_reenroll_with_an_expired_certificate_is_refused(
+    service: Service, keys: KeyPool, clock: SettableClock
+) -> None:
+    assert service.authority is not None
+    current = await enroll(service, keys)
+    clock.advance(dt.timedelta(days=1095))
+    with pytest.raises(CertificateNotUsable, match="expired"):
+        await service.authority.reenroll(
+            der(current),
+            csr_der(make_csr(keys.rsa(1).key, subject=current.subject, san=_san(current))),
+            source="test",
+        )
+
+
+async def test_a_certificate_we_did_not_record_is_refused(service: Service, keys: KeyPool) -> None:
+    assert service.authority is not None
+    current = await enroll(service, keys)
+    async with service.store.write() as tx:
+        await tx._conn.exec_driver_sql("DELETE FROM certificates")
+    with pytest.raises(CertificateNotUsable, match="not issued by this CA"):
+        await service.authority.reenroll(
+            der(current),
+            csr_der(make_csr(keys.rsa(1).key, subject=current.subject)),
+            source="test",
+        )
+
+
+# -- crash safety of the two-step issuance ------------------------------------------------------
+
+
+async def test_an_interrupted_issuance_is_recovered_and_the_order_used_again(
+    service: Service, keys: KeyPool, clock: SettableClock
+) -> None:
+    """A process that died after reserving a serial leaves a reservation, never a certificate."""
+    assert service.authority is not None
+    identity = await new_system(service)
+    placed = await new_order(service, identity)
+    dead_serial = Serial.random()
+
+    async with service.store.write() as tx:
+        assert await tx.claim_order(
+            placed.order.id, dead_serial, now=clock.now(), stale_before=clock.now()
+        )
+        await tx.insert_reservation(
+            CertificateRecord(
+                serial=dead_serial,
+                identity_id=identity.id,
+                order_id=placed.order.id,
+                renewal_of=None,
+                profile="system",
+                status=CertificateStatus.RESERVED,
+                public_key_sha256="0" * 64,
+                created_at=clock.now(),
+            )
+        )
+    request = csr_der(make_csr(keys.rsa().key))
+    with pytest.raises(NoPendingOrder):  # the claim is still fresh: someone may be signing
+        await service.authority.enroll_with_order(
+            placed.order.reference, placed.one_time_code, request, source="test"
+        )
+    clock.advance(dt.timedelta(seconds=service.settings.orders.claim_lease_seconds + 1))
+    await service.recover()
+    certificate = await service.authority.enroll_with_order(
+        placed.order.reference, placed.one_time_code, request, source="test"
+    )
+    assert (await service.registry.get_certificate(dead_serial)).status is (
+        CertificateStatus.ABANDONED
+    )
+    assert certificate.serial_number != dead_serial.value

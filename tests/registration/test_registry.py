@@ -1,0 +1,107 @@
+"""Administrators create identities and orders; each change is audited; codes exist once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import pytest
+from sqlalchemy import text
+
+from est_ca.clock import SettableClock
+from est_ca.errors import BadRequest, Conflict, NotFound
+from est_ca.registration.identities import IdentityType
+from est_ca.registration.orders import OrderState
+from est_ca.service import Service
+from tests.helpers import ADMIN, new_order, new_system, new_user
+
+
+async def audit_actions(service: Service) -> list[str]:
+    async with service.store.read() as tx:
+        return [event.action for event in await tx.list_audit()]
+
+
+async def test_creating_an_identity_assigns_a_uuid_and_is_audited(service: Service) -> None:
+    identity = await new_user(service)
+    assert identity.id.version == 4
+    assert await service.registry.get_identity(identity.id) == identity
+    assert await audit_actions(service) == ["identity.created"]
+
+
+async def test_identities_are_listed_by_type_and_cvr(service: Service) -> None:
+    user = await new_user(service)
+    system = await new_system(service)
+    listed = await service.registry.list_identities(type=IdentityType.SYSTEM)
+    assert [i.id for i in listed] == [system.id]
+    assert [i.id for i in await service.registry.list_identities(cvr=user.cvr)] == [user.id]
+
+
+async def test_an_order_returns_a_reference_and_a_one_time_code(service: Service) -> None:
+    placed = await new_order(service, await new_user(service))
+    assert len(placed.order.reference) == 12
+    assert len(placed.one_time_code) == 23
+    assert placed.order.profile == "user"
+    assert "one_time_code" not in repr(placed)
+
+
+async def test_the_one_time_code_is_stored_only_as_a_hash(service: Service) -> None:
+    placed = await new_order(service, await new_user(service))
+    async with service.store.read() as tx:
+        rows = await tx._conn.execute(text("SELECT * FROM orders"))
+        stored = " ".join(str(value) for row in rows for value in row)
+        audit = await tx._conn.execute(text("SELECT * FROM audit_events"))
+        stored += " ".join(str(value) for row in audit for value in row)
+    assert "scrypt$" in stored
+    for group in placed.one_time_code.split("-"):
+        assert group not in stored
+
+
+async def test_an_order_expires_after_14_days_by_default(
+    service: Service, clock: SettableClock
+) -> None:
+    placed = await new_order(service, await new_user(service))
+    assert placed.order.expires_at - placed.order.created_at == dt.timedelta(days=14)
+    clock.advance(dt.timedelta(days=14))
+    order = await service.registry.get_order(placed.order.reference)
+    assert service.registry.order_state(order) is OrderState.EXPIRED
+
+
+async def test_an_order_can_be_given_its_own_validity(service: Service) -> None:
+    placed = await new_order(service, await new_user(service), validity_days=2)
+    assert placed.order.expires_at - placed.order.created_at == dt.timedelta(days=2)
+
+
+async def test_a_pending_order_can_be_cancelled_once(service: Service) -> None:
+    placed = await new_order(service, await new_user(service))
+    cancelled = await service.registry.cancel_order(ADMIN, placed.order.reference)
+    assert service.registry.order_state(cancelled) is OrderState.CANCELLED
+    with pytest.raises(Conflict, match="cancelled"):
+        await service.registry.cancel_order(ADMIN, placed.order.reference)
+    assert (await audit_actions(service))[-1] == "order.cancelled"
+
+
+async def test_an_unknown_order_is_not_found(service: Service) -> None:
+    with pytest.raises(NotFound):
+        await service.registry.get_order("NOSUCHORDER1")
+
+
+async def test_unlocking_an_order_that_is_not_locked_is_a_conflict(service: Service) -> None:
+    placed = await new_order(service, await new_user(service))
+    with pytest.raises(Conflict, match="not locked"):
+        await service.registry.unlock_order(ADMIN, placed.order.reference)
+
+
+async def test_an_order_for_a_profile_of_another_type_is_refused(service: Service) -> None:
+    system = await new_system(service)
+    with pytest.raises(BadRequest, match="for user identities"):
+        await new_order(service, system, profile="user")
+
+
+async def test_an_order_for_an_unknown_profile_is_refused(service: Service) -> None:
+    with pytest.raises(BadRequest, match="no certificate profile"):
+        await new_order(service, await new_user(service), profile="nonesuch")
+
+
+async def test_an_order_for_an_unknown_identity_is_not_found(service: Service) -> None:
+    with pytest.raises(NotFound):
+        await service.registry.place_order(ADMIN, uuid.uuid4())

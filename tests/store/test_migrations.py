@@ -1,0 +1,45 @@
+"""The migrations build exactly the schema the models describe, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection
+
+from est_ca.store.schema import Base
+from est_ca.store.store import Store
+
+
+def _differences(connection: Connection) -> list[object]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, Base.metadata))
+
+
+async def test_migrations_match_the_models(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        await store.migrate()
+        async with store.read() as tx:
+            differences = await tx._conn.run_sync(_differences)
+        assert differences == []
+    finally:
+        await store.close()
+
+
+async def test_migrating_twice_changes_nothing(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        await store.migrate()
+        first = await store.schema_revision()
+        await store.migrate()
+        assert await store.schema_revision() == first == "0001"
+    finally:
+        await store.close()
+
+
+async def test_a_new_database_has_no_revision(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        assert await store.schema_revision() is None
+    finally:
+        await store.close()

@@ -1,0 +1,119 @@
+"""The store's guarantees, on both backends: one winner per order, unique serials, UTC times."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.exc import IntegrityError
+
+from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
+from est_ca.registration.identities import Identity, IdentityType
+from est_ca.registration.orders import Order
+from est_ca.store.store import Store
+
+NOW = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    opened = Store(database_url)
+    await opened.migrate()
+    yield opened
+    await opened.close()
+
+
+async def stored_order(store: Store) -> tuple[Identity, Order]:
+    identity = Identity.create(
+        type=IdentityType.SYSTEM,
+        organisation_name="ÆØÅ ApS",
+        cvr="99999999",
+        display_name="svc",
+        created_at=NOW,
+    )
+    order = Order.place(
+        reference="REF" + identity.id.hex[:9].upper(),
+        identity_id=identity.id,
+        profile="system",
+        created_at=NOW,
+        validity=dt.timedelta(days=14),
+    )
+    async with store.write() as tx:
+        await tx.insert_identity(identity)
+        await tx.insert_order(order, "scrypt$x")
+    return identity, order
+
+
+def reservation(identity: Identity, serial: Serial) -> CertificateRecord:
+    return CertificateRecord(
+        serial=serial,
+        identity_id=identity.id,
+        order_id=None,
+        renewal_of=None,
+        profile="system",
+        status=CertificateStatus.RESERVED,
+        public_key_sha256="0" * 64,
+        created_at=NOW,
+    )
+
+
+async def test_of_many_simultaneous_claims_on_one_order_exactly_one_wins(store: Store) -> None:
+    _, order = await stored_order(store)
+
+    async def claim() -> bool:
+        async with store.write() as tx:
+            return await tx.claim_order(order.id, Serial.random(), now=NOW, stale_before=NOW)
+
+    results = await asyncio.gather(*(claim() for _ in range(20)))
+    assert results.count(True) == 1
+
+
+async def test_a_serial_cannot_be_reserved_twice(store: Store) -> None:
+    identity, _ = await stored_order(store)
+    serial = Serial.random()
+    async with store.write() as tx:
+        await tx.insert_reservation(reservation(identity, serial))
+    with pytest.raises(IntegrityError):
+        async with store.write() as tx:
+            await tx.insert_reservation(reservation(identity, serial))
+
+
+async def test_times_come_back_as_the_same_utc_instant(store: Store) -> None:
+    _, order = await stored_order(store)
+    async with store.read() as tx:
+        loaded = await tx.get_order(order.id)
+    assert loaded is not None
+    assert loaded.created_at == NOW
+    assert loaded.created_at.tzinfo is not None
+    assert loaded.expires_at == NOW + dt.timedelta(days=14)
+
+
+async def test_a_failed_transaction_leaves_nothing_behind(store: Store) -> None:
+    identity, order = await stored_order(store)
+    serial = Serial.random()
+
+    async def crash_before_commit() -> None:
+        async with store.write() as tx:
+            await tx.claim_order(order.id, serial, now=NOW, stale_before=NOW)
+            await tx.insert_reservation(reservation(identity, serial))
+            raise RuntimeError("crash before commit")
+
+    with pytest.raises(RuntimeError):
+        await crash_before_commit()
+    async with store.read() as tx:
+        assert await tx.get_certificate(serial) is None
+        reloaded = await tx.get_order(order.id)
+    assert reloaded is not None
+    assert reloaded.claimed_serial is None
+
+
+async def test_a_certificate_is_revoked_only_once(store: Store) -> None:
+    identity, _ = await stored_order(store)
+    serial = Serial.random()
+    async with store.write() as tx:
+        await tx.insert_reservation(reservation(identity, serial))
+        assert await tx.mark_issued(serial, der=b"x", not_before=NOW, not_after=NOW, issued_at=NOW)
+        assert await tx.revoke_certificate(serial, reason=None, at=NOW)
+        assert not await tx.revoke_certificate(serial, reason=None, at=NOW)

@@ -1,0 +1,152 @@
+"""The administrator's command line, run as a real process against a data directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def est_ca(tmp_path: Path) -> Any:
+    environment = {**os.environ, "EST_CA_DATA_DIR": str(tmp_path / "data")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "est_ca", *args],
+            capture_output=True,
+            text=True,
+            env=environment,
+            timeout=60,
+            check=False,
+        )
+
+    return run
+
+
+def json_of(result: subprocess.CompletedProcess[str]) -> Any:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_an_administrator_creates_an_identity_orders_and_lists(est_ca: Any) -> None:
+    [identity] = json_of(
+        est_ca(
+            "identity",
+            "create",
+            "--type",
+            "user",
+            "--organisation",
+            "ÆØÅ ApS",
+            "--cvr",
+            "99999999",
+            "--given-name",
+            "Søren",
+            "--surname",
+            "Ærø Ålborg",
+            "--email",
+            "soren@example.dk",
+            "--json",
+        )
+    )
+    assert identity["display_name"] == "Søren Ærø Ålborg"
+    [order] = json_of(est_ca("order", "create", identity["id"], "--json"))
+    assert order["state"] == "pending"
+    assert len(order["one_time_code"]) == 23
+    listed = json_of(est_ca("order", "list", "--json"))
+    assert [o["reference"] for o in listed] == [order["reference"]]
+    assert "one_time_code" not in listed[0]
+    table = est_ca("identity", "list")
+    assert table.returncode == 0
+    assert table.stdout.splitlines()[0].split() == [
+        "ID",
+        "TYPE",
+        "DISPLAY_NAME",
+        "ORGANISATION_NAME",
+        "CVR",
+        "STATUS",
+    ]
+    assert "Søren Ærø Ålborg" in table.stdout
+
+
+def test_the_one_time_code_is_printed_once_for_people(est_ca: Any) -> None:
+    [identity] = json_of(
+        est_ca(
+            "identity",
+            "create",
+            "--type",
+            "system",
+            "--organisation",
+            "ÆØÅ ApS",
+            "--cvr",
+            "99999999",
+            "--display-name",
+            "billing",
+            "--json",
+        )
+    )
+    created = est_ca("order", "create", identity["id"])
+    assert created.returncode == 0
+    assert "one-time code:" in created.stdout
+    assert "shown only now" in created.stdout
+
+
+def test_an_order_is_cancelled_once(est_ca: Any) -> None:
+    [identity] = json_of(
+        est_ca(
+            "identity",
+            "create",
+            "--type",
+            "system",
+            "--organisation",
+            "ÆØÅ ApS",
+            "--cvr",
+            "99999999",
+            "--display-name",
+            "billing",
+            "--json",
+        )
+    )
+    [order] = json_of(est_ca("order", "create", identity["id"], "--json"))
+    [cancelled] = json_of(est_ca("order", "cancel", order["reference"], "--json"))
+    assert cancelled["state"] == "cancelled"
+    again = est_ca("order", "cancel", order["reference"])
+    assert again.returncode == 1
+    assert "cannot be cancelled" in again.stderr
+    actions = [e["action"] for e in json_of(est_ca("audit", "list", "--json"))]
+    assert actions == ["identity.created", "order.created", "order.cancelled"]
+
+
+def test_bad_input_is_explained_without_a_traceback(est_ca: Any) -> None:
+    result = est_ca(
+        "identity",
+        "create",
+        "--type",
+        "user",
+        "--organisation",
+        "X",
+        "--cvr",
+        "123",
+        "--given-name",
+        "A",
+        "--surname",
+        "B",
+        "--email",
+        "a@example.dk",
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == "est-ca: CVR must be exactly 8 digits"
+    unknown = est_ca("order", "show", "NOSUCH")
+    assert unknown.returncode == 1
+    assert "no order" in unknown.stderr
+
+
+def test_no_certificates_yet_is_said_plainly(est_ca: Any) -> None:
+    result = est_ca("certificate", "list")
+    assert result.returncode == 0
+    assert result.stdout.strip() == "(none)"

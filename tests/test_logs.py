@@ -1,0 +1,75 @@
+"""Secrets never reach the logs or the audit trail; every enrollment and refusal is audited."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from est_ca import logs
+from est_ca.server import Server
+from est_ca.service import Service
+from tests.conftest import CaMaterial
+from tests.helpers import KeyPool, credentials, csr_base64, curl, make_csr, new_order, new_user
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    logs.configure("json", "debug", stream=stream)
+    yield stream
+    structlog.reset_defaults()
+
+
+async def test_a_one_time_code_appears_in_no_log_line_and_no_audit_row(
+    server: Server,
+    service: Service,
+    ca_material: CaMaterial,
+    keys: KeyPool,
+    tmp_path: Path,
+    log_output: io.StringIO,
+) -> None:
+    placed = await new_order(service, await new_user(service))
+    reference, code = credentials(placed)
+    body = tmp_path / "csr"
+    body.write_bytes(csr_base64(make_csr(keys.rsa().key)))
+    url = f"{server.https_url}/.well-known/est/simpleenroll"
+    common = ("-H", "Content-Type: application/pkcs10", "--data-binary", f"@{body}")
+    wrong = await curl(url, *common, "-u", f"{reference}:{code[:-1]}X", trust=ca_material.tls_cert)
+    right = await curl(url, *common, "-u", f"{reference}:{code}", trust=ca_material.tls_cert)
+    assert (wrong.status, right.status) == (401, 200)
+
+    lines = [json.loads(line) for line in log_output.getvalue().splitlines()]
+    async with service.store.read() as tx:
+        audit = [repr(event) for event in await tx.list_audit()]
+    recorded = log_output.getvalue() + "".join(audit)
+    secret_forms = [
+        code,
+        code.replace("-", ""),
+        code[:-1] + "X",
+        base64.b64encode(f"{reference}:{code}".encode()).decode(),
+    ]
+    for form in secret_forms:
+        assert form not in recorded
+    for group in code.split("-"):
+        assert group not in recorded
+    events = [
+        (line.get("action"), line.get("outcome")) for line in lines if line["event"] == "audit"
+    ]
+    assert ("enroll.refused", "refused") in events
+    assert ("certificate.issued", "success") in events
+    requests = [line for line in lines if line["event"] == "request"]
+    assert {line["status"] for line in requests} == {401, 200}
+    assert all(line.get("request_id") for line in requests)
+
+
+def test_a_secret_passed_to_a_logger_by_mistake_is_redacted(log_output: io.StringIO) -> None:
+    structlog.get_logger("test").info("oops", password="hunter2", one_time_code="ABCDE")
+    line = json.loads(log_output.getvalue())
+    assert line["password"] == "[redacted]"
+    assert line["one_time_code"] == "[redacted]"
