@@ -21,13 +21,14 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, cast
 
 import structlog
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Table, case, event, literal, select, text, update
+from sqlalchemy import Connection, Select, Table, case, event, literal, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -199,15 +200,16 @@ class StoreTx:
         limit: int = 100,
         offset: int = 0,
     ) -> list[Identity]:
-        query = select(IDENTITIES).order_by(IDENTITIES.c.created_at, IDENTITIES.c.id)
-        if type is not None:
-            query = query.where(IDENTITIES.c.type == str(type))
-        if cvr is not None:
-            query = query.where(IDENTITIES.c.cvr == cvr)
-        if status is not None:
-            query = query.where(IDENTITIES.c.status == str(status))
-        result = await self._conn.execute(query.limit(limit).offset(offset))
-        return [_identity(row) for row in result]
+        query = _page(
+            IDENTITIES,
+            (IDENTITIES.c.created_at, IDENTITIES.c.id),
+            limit,
+            offset,
+            type=type,
+            cvr=cvr,
+            status=status,
+        )
+        return [_identity(row) for row in await self._conn.execute(query)]
 
     # -- orders -----------------------------------------------------------------------------
 
@@ -251,13 +253,15 @@ class StoreTx:
         limit: int = 100,
         offset: int = 0,
     ) -> list[Order]:
-        query = select(ORDERS).order_by(ORDERS.c.created_at, ORDERS.c.id)
-        if identity_id is not None:
-            query = query.where(ORDERS.c.identity_id == identity_id)
-        if status is not None:
-            query = query.where(ORDERS.c.status == str(status))
-        result = await self._conn.execute(query.limit(limit).offset(offset))
-        return [_order(row) for row in result]
+        query = _page(
+            ORDERS,
+            (ORDERS.c.created_at, ORDERS.c.id),
+            limit,
+            offset,
+            identity_id=identity_id,
+            status=status,
+        )
+        return [_order(row) for row in await self._conn.execute(query)]
 
     async def count_failed_attempt(
         self, order_id: uuid.UUID, *, lock_after: int, now: dt.datetime
@@ -472,13 +476,15 @@ class StoreTx:
         limit: int = 100,
         offset: int = 0,
     ) -> list[CertificateRecord]:
-        query = select(CERTIFICATES).order_by(CERTIFICATES.c.created_at, CERTIFICATES.c.serial)
-        if identity_id is not None:
-            query = query.where(CERTIFICATES.c.identity_id == identity_id)
-        if status is not None:
-            query = query.where(CERTIFICATES.c.status == str(status))
-        result = await self._conn.execute(query.limit(limit).offset(offset))
-        return [_certificate(row) for row in result]
+        query = _page(
+            CERTIFICATES,
+            (CERTIFICATES.c.created_at, CERTIFICATES.c.serial),
+            limit,
+            offset,
+            identity_id=identity_id,
+            status=status,
+        )
+        return [_certificate(row) for row in await self._conn.execute(query)]
 
     async def recover_stale_issuances(self, stale_before: dt.datetime) -> tuple[int, int]:
         """Abandon reservations and release order claims left by enrollments that died.
@@ -527,11 +533,21 @@ class StoreTx:
     async def list_audit(
         self, *, action: str | None = None, limit: int = 100, offset: int = 0
     ) -> list[AuditEvent]:
-        query = select(AUDIT_EVENTS).order_by(AUDIT_EVENTS.c.id)
-        if action is not None:
-            query = query.where(AUDIT_EVENTS.c.action == action)
-        result = await self._conn.execute(query.limit(limit).offset(offset))
-        return [_audit_event(row) for row in result]
+        query = _page(AUDIT_EVENTS, (AUDIT_EVENTS.c.id,), limit, offset, action=action)
+        return [_audit_event(row) for row in await self._conn.execute(query)]
+
+
+def _page(
+    table: Table, order_by: Sequence[Any], limit: int, offset: int, **equal: object
+) -> Select[Any]:
+    """SELECT rows of `table` whose columns equal the given values (None: any), one page."""
+    query = select(table).order_by(*order_by)
+    for column, value in equal.items():
+        if value is not None:
+            query = query.where(
+                table.c[column] == (str(value) if isinstance(value, StrEnum) else value)
+            )
+    return query.limit(limit).offset(offset)
 
 
 def _identity(row: Row[Any]) -> Identity:
