@@ -19,6 +19,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from est_ca import logs, server
 from est_ca.audit import Actor, AuditEvent
@@ -30,6 +31,13 @@ from est_ca.registration.orders import Order, OrderStatus
 from est_ca.service import Service
 
 Command = Callable[[Service, argparse.Namespace], Coroutine[Any, Any, int]]
+# Short names for subject attributes that RFC 4514 would print as dotted OIDs.
+_ATTRIBUTE_NAMES = {
+    NameOID.ORGANIZATION_IDENTIFIER: "organizationIdentifier",
+    NameOID.SERIAL_NUMBER: "serialNumber",
+    NameOID.SURNAME: "SN",
+    NameOID.GIVEN_NAME: "GN",
+}
 
 
 def _admin_actor() -> Actor:
@@ -90,7 +98,9 @@ def _order_row(service: Service, order: Order) -> dict[str, Any]:
 def _certificate_row(record: CertificateRecord) -> dict[str, Any]:
     subject = None
     if record.der is not None:
-        subject = x509.load_der_x509_certificate(record.der).subject.rfc4514_string()
+        subject = x509.load_der_x509_certificate(record.der).subject.rfc4514_string(
+            _ATTRIBUTE_NAMES
+        )
     return {
         "serial": record.serial.hex,
         "identity_id": str(record.identity_id),
