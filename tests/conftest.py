@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import os
 import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import asyncpg
 import pytest
 
 from est_ca.ca.hierarchy import HierarchyFiles, generate_demo_hierarchy
+from est_ca.ca.publication import Publication
 from est_ca.clock import SettableClock
 from est_ca.config import Settings, load_settings
 from est_ca.server import Server
@@ -26,12 +28,26 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @dataclasses.dataclass(frozen=True)
 class CaMaterial:
     hierarchy: HierarchyFiles
     passphrase: Path
     tls_cert: Path
     tls_key: Path
+    # The plain-HTTP port the session's certificates name in their CRL and OCSP URLs; every
+    # test server listens on it, one after the other.
+    http_port: int
+
+    @property
+    def publication(self) -> Publication:
+        base = f"http://127.0.0.1:{self.http_port}"
+        return Publication(base_url=base, name_registration_authority=base)
 
 
 @pytest.fixture(scope="session")
@@ -39,14 +55,17 @@ def ca_material(tmp_path_factory: pytest.TempPathFactory) -> CaMaterial:
     directory = tmp_path_factory.mktemp("ca")
     passphrase = directory / "passphrase"
     passphrase.write_text("test passphrase\n")
+    http_port = free_port()
+    base = f"http://127.0.0.1:{http_port}"
     hierarchy = generate_demo_hierarchy(
         HierarchyFiles.in_directory(directory / "demo"),
         b"test passphrase",
         dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1),
+        Publication(base_url=base, name_registration_authority=base),
     )
     tls_cert, tls_key = directory / "tls.pem", directory / "tls.key"
     generate_self_signed(tls_cert, tls_key, [])
-    return CaMaterial(hierarchy, passphrase, tls_cert, tls_key)
+    return CaMaterial(hierarchy, passphrase, tls_cert, tls_key, http_port)
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +78,7 @@ def make_settings(
 ) -> Settings:
     overrides: dict[str, Any] = {
         "data_dir": str(data_dir),
-        "service": {"host": "127.0.0.1", "port": 0, "http_port": 0, "demo": False},
+        "service": {"host": "127.0.0.1", "port": 0, "http_port": ca.http_port, "demo": False},
         "database": {"url": database_url},
         "tls": {"cert_file": str(ca.tls_cert), "key_file": str(ca.tls_key)},
         "ca": {
@@ -95,7 +114,7 @@ async def service(settings: Settings, clock: SettableClock) -> AsyncIterator[Ser
 @pytest.fixture
 async def server(service: Service) -> AsyncIterator[Server]:
     running = Server(service)
-    await running.start("127.0.0.1", 0, 0)
+    await running.start("127.0.0.1", 0, service.settings.service.http_port)
     yield running
     await running.stop()
 

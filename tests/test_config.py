@@ -67,6 +67,15 @@ def test_a_mistake_in_the_operator_file_is_named(tmp_path: Path, text: str, mess
         load_settings(config)
 
 
+def test_any_free_http_port_needs_an_explicit_public_url() -> None:
+    with pytest.raises(ConfigurationError, match=r"set publication\.base_url"):
+        load_settings(None, {"EST_CA_SERVICE_HTTP_PORT": "0"})
+    settings = load_settings(
+        None, {"EST_CA_SERVICE_HTTP_PORT": "0", "EST_CA_PUBLICATION_BASE_URL": "http://ca.dk/"}
+    )
+    assert settings.public_base_url == "http://ca.dk"
+
+
 def test_a_mistyped_environment_variable_is_named() -> None:
     with pytest.raises(ConfigurationError, match=r"'service\.demo' must be true or false"):
         load_settings(None, {"EST_CA_SERVICE_DEMO": "perhaps"})

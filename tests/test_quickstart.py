@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from tests.conftest import free_port
 from tests.helpers import require_tool, run
 
 
@@ -37,7 +38,7 @@ async def test_serve_on_an_empty_directory_prints_a_recipe_that_enrolls_and_rene
         "--port",
         "0",
         "--http-port",
-        "0",
+        str(free_port()),
         cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

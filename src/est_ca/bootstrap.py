@@ -14,6 +14,7 @@ from pathlib import Path
 import structlog
 
 from est_ca.ca.hierarchy import HierarchyFiles, generate_demo_hierarchy
+from est_ca.ca.publication import Publication
 from est_ca.clock import Clock
 from est_ca.config import Settings
 from est_ca.errors import ConfigurationError
@@ -38,7 +39,7 @@ def ensure_data_dir(settings: Settings) -> None:
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def prepare_files(settings: Settings, clock: Clock) -> ServiceFiles:
+def prepare_files(settings: Settings, clock: Clock, publication: Publication) -> ServiceFiles:
     ensure_data_dir(settings)
     demo_root: Path | None = None
     if settings.ca.cert_file:
@@ -58,7 +59,7 @@ def prepare_files(settings: Settings, clock: Clock) -> ServiceFiles:
             settings.ca.key_passphrase_file, "secrets/ca-key-passphrase"
         )
         if not hierarchy.exist():
-            _generate_demo(hierarchy, passphrase, clock)
+            _generate_demo(hierarchy, passphrase, clock, publication)
         ca_cert, ca_chain, ca_key = (
             hierarchy.issuing_cert,
             hierarchy.issuing_chain,
@@ -87,7 +88,9 @@ def prepare_files(settings: Settings, clock: Clock) -> ServiceFiles:
     )
 
 
-def _generate_demo(hierarchy: HierarchyFiles, passphrase_file: Path, clock: Clock) -> None:
+def _generate_demo(
+    hierarchy: HierarchyFiles, passphrase_file: Path, clock: Clock, publication: Publication
+) -> None:
     existing = [p for p in dataclasses.astuple(hierarchy) if Path(p).exists()]
     if existing:
         raise ConfigurationError(
@@ -100,7 +103,7 @@ def _generate_demo(hierarchy: HierarchyFiles, passphrase_file: Path, clock: Cloc
         with os.fdopen(descriptor, "w") as handle:
             handle.write(secrets.token_urlsafe(32) + "\n")
     _log.info("generating the demo CA hierarchy (Test - not for production)")
-    generate_demo_hierarchy(hierarchy, read_passphrase(passphrase_file), clock.now())
+    generate_demo_hierarchy(hierarchy, read_passphrase(passphrase_file), clock.now(), publication)
 
 
 def read_passphrase(path: Path) -> bytes:

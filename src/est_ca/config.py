@@ -40,6 +40,12 @@ class ServiceSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class PublicationSettings:
+    base_url: str
+    name_registration_authority: str
+
+
+@dataclasses.dataclass(frozen=True)
 class DatabaseSettings:
     url: str
     auto_migrate: bool
@@ -89,6 +95,7 @@ class LoggingSettings:
 class Settings:
     data_dir: Path
     service: ServiceSettings
+    publication: PublicationSettings
     database: DatabaseSettings
     tls: TlsSettings
     ca: CaSettings
@@ -104,6 +111,15 @@ class Settings:
     @property
     def database_url(self) -> str:
         return self.database.url or f"sqlite+aiosqlite:///{self.data_dir / 'est-ca.db'}"
+
+    @property
+    def public_base_url(self) -> str:
+        """Where relying parties fetch CRLs, OCSP and CA certificates (no trailing slash)."""
+        if self.publication.base_url:
+            return self.publication.base_url.rstrip("/")
+        host = self.service.host
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.service.http_port}"
 
     @property
     def profile_dirs(self) -> tuple[Path, ...]:
@@ -251,6 +267,17 @@ def _check(settings: Settings) -> None:
         raise ConfigurationError("setting 'orders.validity_days' must be at least 1")
     if settings.orders.max_failed_attempts < 1:
         raise ConfigurationError("setting 'orders.max_failed_attempts' must be at least 1")
+    base = settings.publication.base_url
+    if not base and settings.service.http_port == 0:
+        raise ConfigurationError(
+            "with service.http_port = 0 (any free port) set publication.base_url: certificates "
+            "must name the URL where their CRL and OCSP responder are"
+        )
+    if base and not (base.startswith("http://") and base.isascii() and " " not in base):
+        raise ConfigurationError(
+            "setting 'publication.base_url' must be a plain http:// URL (relying parties fetch "
+            "CRLs and OCSP over HTTP, RFC 5280 and RFC 6960)"
+        )
     n = settings.secrets.scrypt_n
     if n < 2**10 or n & (n - 1):
         raise ConfigurationError("setting 'secrets.scrypt_n' must be a power of two >= 1024")

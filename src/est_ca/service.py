@@ -15,6 +15,7 @@ from est_ca.bootstrap import ServiceFiles, ensure_data_dir, prepare_files, read_
 from est_ca.ca.authority import CertificateAuthority
 from est_ca.ca.issuer import Issuer
 from est_ca.ca.profiles import ProfileCatalogue
+from est_ca.ca.publication import Publication
 from est_ca.ca.signing import KeyFileSigner
 from est_ca.clock import Clock, SystemClock
 from est_ca.config import Settings
@@ -36,6 +37,7 @@ class Service:
     workers: Workers
     profiles: ProfileCatalogue
     registry: Registry
+    publication: Publication
     # Present when opened with the CA (serving); absent for administrative commands.
     files: ServiceFiles | None = None
     ca: CertificateAuthority | None = None
@@ -47,7 +49,7 @@ class Service:
     ) -> Service:
         clock = clock or SystemClock()
         profiles = ProfileCatalogue.load(settings.profile_dirs)
-        files = prepare_files(settings, clock) if with_ca else None
+        files = prepare_files(settings, clock, publication_of(settings)) if with_ca else None
         if files is None:
             ensure_data_dir(settings)
         ca = _load_ca(files, profiles) if files is not None else None
@@ -81,7 +83,7 @@ class Service:
                 hasher=hasher,
                 workers=workers,
                 profiles=profiles,
-                issuer=Issuer(ca),
+                issuer=Issuer(ca, publication_of(settings)),
                 order_policy=order_policy,
             )
             if ca is not None
@@ -94,6 +96,7 @@ class Service:
             workers=workers,
             profiles=profiles,
             registry=registry,
+            publication=publication_of(settings),
             files=files,
             ca=ca,
             authority=authority,
@@ -124,6 +127,14 @@ async def _prepare_schema(store: Store, settings: Settings) -> None:
         raise ConfigurationError(
             "the database has no schema; run `est-ca db upgrade` (database.auto_migrate is off)"
         )
+
+
+def publication_of(settings: Settings) -> Publication:
+    base = settings.public_base_url
+    return Publication(
+        base_url=base,
+        name_registration_authority=settings.publication.name_registration_authority or base,
+    )
 
 
 def _load_ca(files: ServiceFiles, profiles: ProfileCatalogue) -> CertificateAuthority:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -15,6 +16,42 @@ from tests.helpers import KeyPool, csr_der, make_csr
 
 PROFILES = ProfileCatalogue.load([shipped_config_dir() / "profiles"])
 USER = PROFILES.profiles["user"]
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+# Each hostile vector and the words its refusal must contain (see tests/vectors/README.md).
+REFUSALS = {
+    "rsa-2048": "RSA 2048 key is not allowed",
+    "ec-p256": "ECDSA P-256 key is not allowed",
+    "exponent-3": "exponent must be odd and at least 65537",
+    "small-factor": "small prime factor",
+    "fermat-close-primes": "Fermat",
+    "sha1-signature": "SHA1",
+    "md5-signature": "MD5",
+    "bad-signature": "proof of possession",
+    "truncated": "not a DER PKCS#10",
+    "trailing-garbage": "not a DER PKCS#10",
+    "unknown-critical-extension": "unknown critical extension 1.3.6.1.4.1.99999.1",
+    "duplicate-extension": "malformed",
+}
+
+
+def vector(name: str) -> bytes:
+    return (VECTORS / f"csr-{name}.der").read_bytes()
+
+
+def test_the_control_vector_passes() -> None:
+    assert check_csr(parse_csr(vector("valid-rsa-3072")), USER).key.description == "RSA 3072"
+
+
+@pytest.mark.parametrize(("name", "reason"), REFUSALS.items(), ids=list(REFUSALS))
+def test_each_hostile_vector_is_refused_with_its_reason(name: str, reason: str) -> None:
+    with pytest.raises(BadRequest) as refusal:
+        check_csr(parse_csr(vector(name)), USER)
+    assert reason in refusal.value.detail
+
+
+def test_every_vector_on_disk_is_covered() -> None:
+    on_disk = {p.name.removeprefix("csr-").removesuffix(".der") for p in VECTORS.glob("*.der")}
+    assert on_disk == {*REFUSALS, "valid-rsa-3072"}
 
 
 @pytest.mark.parametrize(

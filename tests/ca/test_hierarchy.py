@@ -66,4 +66,5 @@ def test_generation_never_overwrites_existing_material(ca_material: CaMaterial) 
             HierarchyFiles.in_directory(ca_material.hierarchy.root_cert.parent),
             b"x",
             dt.datetime.now(dt.UTC),
+            ca_material.publication,
         )

@@ -13,6 +13,7 @@ from est_ca.ca.building import IssuanceRequest, certificate_builder
 from est_ca.ca.certificates import CertificateStatus, Serial
 from est_ca.ca.csr_policy import subscriber_key
 from est_ca.ca.precheck import problems
+from est_ca.ca.publication import Publication
 from est_ca.ca.signing import draft_certificate
 from est_ca.config import shipped_config_dir
 from est_ca.errors import IssuanceFailed
@@ -38,8 +39,10 @@ async def test_a_draft_built_from_the_profile_has_no_problems(
 ) -> None:
     assert service.ca is not None
     request = await request_for(service, keys)
-    draft = draft_certificate(certificate_builder(request, service.ca), request.profile.signature)
-    assert problems(draft, request, service.ca) == []
+    draft = draft_certificate(
+        certificate_builder(request, service.ca, service.publication), request.profile.signature
+    )
+    assert problems(draft, request, service.ca, service.publication) == []
 
 
 async def test_a_draft_with_other_key_usage_is_caught(service: Service, keys: KeyPool) -> None:
@@ -50,9 +53,12 @@ async def test_a_draft_with_other_key_usage_is_caught(service: Service, keys: Ke
             request, profile=dataclasses.replace(request.profile, key_usage=("digital_signature",))
         ),
         service.ca,
+        service.publication,
     )
     draft = draft_certificate(built, request.profile.signature)
-    assert any("content_commitment" in p for p in problems(draft, request, service.ca))
+    assert any(
+        "content_commitment" in p for p in problems(draft, request, service.ca, service.publication)
+    )
 
 
 def rebuilt(draft: x509.Certificate, subject: x509.Name) -> x509.CertificateBuilder:
@@ -74,14 +80,19 @@ def rebuilt(draft: x509.Certificate, subject: x509.Name) -> x509.CertificateBuil
 async def test_a_draft_with_a_printable_cn_is_caught(service: Service, keys: KeyPool) -> None:
     assert service.ca is not None
     request = await request_for(service, keys)
-    draft = draft_certificate(certificate_builder(request, service.ca), request.profile.signature)
+    draft = draft_certificate(
+        certificate_builder(request, service.ca, service.publication), request.profile.signature
+    )
     attributes = [attribute for rdn in draft.subject.rdns for attribute in rdn]
     printable_cn = x509.NameAttribute(
         NameOID.COMMON_NAME, "Lars Larsen", x509.name._ASN1Type.PrintableString
     )
     wrong = x509.Name([printable_cn, *attributes[1:]])
     found = problems(
-        draft_certificate(rebuilt(draft, wrong), request.profile.signature), request, service.ca
+        draft_certificate(rebuilt(draft, wrong), request.profile.signature),
+        request,
+        service.ca,
+        service.publication,
     )
     assert "subject 2.5.4.3 is not a UTF8String" in found
     assert "CN differs from the identity's display name" in found
@@ -90,12 +101,15 @@ async def test_a_draft_with_a_printable_cn_is_caught(service: Service, keys: Key
 async def test_a_draft_with_reordered_subject_is_caught(service: Service, keys: KeyPool) -> None:
     assert service.ca is not None
     request = await request_for(service, keys)
-    draft = draft_certificate(certificate_builder(request, service.ca), request.profile.signature)
+    draft = draft_certificate(
+        certificate_builder(request, service.ca, service.publication), request.profile.signature
+    )
     reordered = x509.Name(list(reversed([a for rdn in draft.subject.rdns for a in rdn])))
     found = problems(
         draft_certificate(rebuilt(draft, reordered), request.profile.signature),
         request,
         service.ca,
+        service.publication,
     )
     assert "subject attributes are not in the profile's order" in found
 
@@ -128,3 +142,16 @@ async def test_a_profile_that_would_outlive_the_ca_issues_nothing_and_keeps_the_
         events = await tx.list_audit(action="certificate.abandoned")
     assert events[0].reason is not None
     assert "outlive" in events[0].reason
+
+
+async def test_a_draft_naming_other_urls_is_caught(service: Service, keys: KeyPool) -> None:
+    assert service.ca is not None
+    request = await request_for(service, keys)
+    elsewhere = Publication("http://elsewhere.example", "http://elsewhere.example")
+    draft = draft_certificate(
+        certificate_builder(request, service.ca, elsewhere), request.profile.signature
+    )
+    found = problems(draft, request, service.ca, service.publication)
+    assert "authorityInfoAccess must name this service's CA certificate and OCSP URLs" in found
+    assert "cRLDistributionPoints must be this service's CRL URL, one full name" in found
+    assert "qcStatements must be pkixQCSyntax-v2 with the profile's semantics" in found

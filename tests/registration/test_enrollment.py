@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509.oid import NameOID
 
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
@@ -21,6 +22,7 @@ from est_ca.errors import (
 )
 from est_ca.registration.orders import OrderState, OrderStatus
 from est_ca.service import Service
+from tests.conftest import CaMaterial
 from tests.helpers import (
     ADMIN,
     KeyPool,
@@ -416,3 +418,69 @@ async def test_an_interrupted_issuance_is_recovered_and_the_order_used_again(
         CertificateStatus.ABANDONED
     )
     assert certificate.serial_number != dead_serial.value
+
+
+# -- key policies that need the store or the CA ---------------------------------------------------
+
+
+async def test_the_cas_own_public_key_is_refused(service: Service, ca_material: CaMaterial) -> None:
+    assert service.authority is not None
+    ca_key = load_pem_private_key(
+        ca_material.hierarchy.issuing_key.read_bytes(), password=b"test passphrase"
+    )
+    placed = await new_order(service, await new_user(service))
+    with pytest.raises(BadRequest, match="CA's own public key"):
+        await service.authority.enroll_with_order(
+            placed.order.reference,
+            placed.one_time_code,
+            csr_der(make_csr(ca_key)),  # type: ignore[arg-type]
+            source="test",
+        )
+
+
+async def test_a_key_certified_for_another_identity_is_refused(
+    service: Service, keys: KeyPool
+) -> None:
+    assert service.authority is not None
+    await enroll(service, keys, key_index=0)
+    placed = await new_order(service, await new_user(service, given_name="Other"))
+    with pytest.raises(BadRequest, match="another identity"):
+        await service.authority.enroll_with_order(
+            placed.order.reference,
+            placed.one_time_code,
+            csr_der(make_csr(keys.rsa(0).key)),
+            source="test",
+        )
+
+
+async def test_the_same_identity_may_keep_its_key(service: Service, keys: KeyPool) -> None:
+    assert service.authority is not None
+    first = await enroll(service, keys, key_index=0)
+    record = await service.registry.get_certificate(Serial(first.serial_number))
+    identity = await service.registry.get_identity(record.identity_id)
+    placed = await new_order(service, identity)
+    second = await service.authority.enroll_with_order(
+        placed.order.reference,
+        placed.one_time_code,
+        csr_der(make_csr(keys.rsa(0).key)),
+        source="test",
+    )
+    assert second.public_key() == first.public_key()
+
+
+async def test_a_key_revoked_as_compromised_is_refused_for_everyone(
+    service: Service, keys: KeyPool
+) -> None:
+    assert service.authority is not None
+    first = await enroll(service, keys, key_index=0)
+    record = await service.registry.get_certificate(Serial(first.serial_number))
+    async with service.store.write() as tx:
+        await tx.revoke_certificate(record.serial, reason="keyCompromise", at=service.clock.now())
+    placed = await new_order(service, await service.registry.get_identity(record.identity_id))
+    with pytest.raises(BadRequest, match="compromised"):
+        await service.authority.enroll_with_order(
+            placed.order.reference,
+            placed.one_time_code,
+            csr_der(make_csr(keys.rsa(0).key)),
+            source="test",
+        )

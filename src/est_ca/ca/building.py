@@ -6,12 +6,14 @@ import dataclasses
 import datetime as dt
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from est_ca.ca.authority import CertificateAuthority
 from est_ca.ca.certificates import Serial
 from est_ca.ca.csr_policy import SubscriberKey
 from est_ca.ca.profiles import Profile
+from est_ca.ca.publication import Publication
+from est_ca.ca.qualified import QC_STATEMENTS_OID, semantics_statement
 from est_ca.registration.identities import Identity
 
 _PRINTABLE = x509.name._ASN1Type.PrintableString
@@ -82,17 +84,51 @@ def key_usage(profile: Profile) -> x509.KeyUsage:
     )
 
 
+def authority_information_access(ocsp_url: str, issuer_url: str) -> x509.AuthorityInformationAccess:
+    """caIssuers first, then OCSP: the order OCES3 certificates carry them in."""
+    return x509.AuthorityInformationAccess(
+        [
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(issuer_url)
+            ),
+            x509.AccessDescription(
+                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url)
+            ),
+        ]
+    )
+
+
+def crl_distribution_points(url: str) -> x509.CRLDistributionPoints:
+    """One distribution point with one full-name URI (RFC 5280 4.2.1.13, as OCES3 does)."""
+    return x509.CRLDistributionPoints(
+        [
+            x509.DistributionPoint(
+                full_name=[x509.UniformResourceIdentifier(url)],
+                relative_name=None,
+                reasons=None,
+                crl_issuer=None,
+            )
+        ]
+    )
+
+
 def certificate_builder(
-    request: IssuanceRequest, ca: CertificateAuthority
+    request: IssuanceRequest, ca: CertificateAuthority, publication: Publication
 ) -> x509.CertificateBuilder:
-    """The end-entity certificate, extensions in the OCES3 order."""
+    """The end-entity certificate, extensions in the OCES3 order:
+
+    basicConstraints, authorityKeyIdentifier, authorityInfoAccess, [subjectAltName],
+    certificatePolicies, [qcStatements], cRLDistributionPoints, subjectKeyIdentifier, keyUsage,
+    and extendedKeyUsage last when a profile asks for one.
+    """
     profile = request.profile
+    public_key = request.key.public_key
     builder = (
         x509.CertificateBuilder()
         .serial_number(request.serial.value)
         .issuer_name(ca.subject)
         .subject_name(subject_for(request.identity, profile))
-        .public_key(request.key.public_key)
+        .public_key(public_key)
         .not_valid_before(request.not_before)
         .not_valid_after(request.not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -102,6 +138,10 @@ def certificate_builder(
                 authority_cert_issuer=None,
                 authority_cert_serial_number=None,
             ),
+            critical=False,
+        )
+        .add_extension(
+            authority_information_access(publication.ocsp_url, publication.issuing_cert_url),
             critical=False,
         )
     )
@@ -114,10 +154,21 @@ def certificate_builder(
         ),
         critical=False,
     )
-    builder = builder.add_extension(
-        x509.SubjectKeyIdentifier.from_public_key(request.key.public_key),
-        critical=False,
-    ).add_extension(key_usage(profile), critical=True)
+    if profile.qc_semantics_identifier:
+        statements = semantics_statement(
+            profile.qc_semantics_identifier, publication.name_registration_authority
+        )
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(QC_STATEMENTS_OID, statements), critical=False
+        )
+    builder = (
+        builder.add_extension(crl_distribution_points(publication.issuing_crl_url), critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(public_key),
+            critical=False,
+        )
+        .add_extension(key_usage(profile), critical=True)
+    )
     if profile.extended_key_usage:
         builder = builder.add_extension(
             x509.ExtendedKeyUsage(

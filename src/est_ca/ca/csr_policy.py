@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -21,6 +22,24 @@ from est_ca.errors import BadRequest
 
 _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 _ALLOWED_CSR_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
+MIN_RSA_EXPONENT = 65537
+
+
+# A modulus sharing a factor with this product has a prime factor below 20,000 (Boulder's
+# good-key check looks at the primes below 752; more costs one gcd, a few microseconds).
+def _primes_below(limit: int) -> list[int]:
+    sieve = bytearray([1]) * limit
+    sieve[0:2] = b"\0\0"
+    for i in range(2, math.isqrt(limit) + 1):
+        if sieve[i]:
+            sieve[i * i :: i] = bytes(len(range(i * i, limit, i)))
+    return [i for i, is_prime in enumerate(sieve) if is_prime]
+
+
+_SMALL_PRIMES_PRODUCT = math.prod(_primes_below(20000))
+# Fermat's method finds p and q within these many steps when they share their upper half:
+# the mark of a broken key generator (CVE-2022-26320, the "ROCA"-adjacent Fermat keys).
+FERMAT_ROUNDS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,9 +109,32 @@ def check_proof_of_possession(csr: x509.CertificateSigningRequest) -> None:
         )
 
 
+def check_rsa_key_is_sound(key: rsa.RSAPublicKey) -> None:
+    """Refuse RSA keys that are weak by construction, whatever their size."""
+    numbers = key.public_numbers()
+    n, e = numbers.n, numbers.e
+    if e < MIN_RSA_EXPONENT or e % 2 == 0:
+        raise BadRequest(f"the RSA public exponent must be odd and at least {MIN_RSA_EXPONENT}")
+    if math.gcd(n, _SMALL_PRIMES_PRODUCT) != 1:
+        raise BadRequest("the RSA modulus has a small prime factor; generate a new key")
+    a = math.isqrt(n)
+    if a * a < n:
+        a += 1
+    for _ in range(FERMAT_ROUNDS):
+        b2 = a * a - n
+        b = math.isqrt(b2)
+        if b * b == b2:
+            raise BadRequest(
+                "the RSA modulus's primes are too close together (factorable by Fermat's "
+                "method); generate a new key with a sound key generator"
+            )
+        a += 1
+
+
 def check_key_allowed(key: SubscriberKey, profile: Profile) -> None:
     public_key = key.public_key
     if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size in profile.keys.rsa_sizes:
+        check_rsa_key_is_sound(public_key)
         return
     if (
         isinstance(public_key, ec.EllipticCurvePublicKey)
@@ -108,21 +150,27 @@ def check_key_allowed(key: SubscriberKey, profile: Profile) -> None:
     )
 
 
-def check_extensions_parse(csr: x509.CertificateSigningRequest) -> None:
-    """Duplicate or malformed requested extensions make the CSR ambiguous: refuse it."""
+def check_requested_extensions(csr: x509.CertificateSigningRequest) -> None:
+    """Duplicate or malformed requested extensions make a CSR ambiguous; a critical one we do
+    not know asks for something we will not do. Refuse both rather than silently ignore them."""
     try:
-        csr.extensions  # noqa: B018 - parsing is the check
-        csr.attributes  # noqa: B018
+        extensions = csr.extensions
+        csr.attributes  # noqa: B018 - parsing is the check
     except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
         raise BadRequest(
             f"the CSR's requested extensions or attributes are malformed: {exc}"
         ) from exc
+    for extension in extensions:
+        if extension.critical and isinstance(extension.value, x509.UnrecognizedExtension):
+            raise BadRequest(
+                f"the CSR requests an unknown critical extension {extension.oid.dotted_string}"
+            )
 
 
 def check_csr(csr: x509.CertificateSigningRequest, profile: Profile) -> CheckedCsr:
     """All checks that need nothing but the CSR and the profile. Blocking (signature check)."""
     check_proof_of_possession(csr)
-    check_extensions_parse(csr)
+    check_requested_extensions(csr)
     key = subscriber_key(csr)
     check_key_allowed(key, profile)
     return CheckedCsr(csr=csr, key=key)

@@ -17,7 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from est_ca.ca.building import authority_information_access, crl_distribution_points
 from est_ca.ca.certificates import Serial
+from est_ca.ca.publication import Publication
 from est_ca.ca.signing import KeyFileSigner, SignatureScheme, draft_certificate, signed_with
 
 CA_SIGNATURE = SignatureScheme(algorithm="rsassa-pss", hash="sha512", salt_length=64)
@@ -77,7 +79,10 @@ def _ca_key_usage() -> x509.KeyUsage:
     )
 
 
-def build_root(key: rsa.RSAPrivateKey, now: dt.datetime) -> x509.Certificate:
+def build_root(
+    key: rsa.RSAPrivateKey, now: dt.datetime, publication: Publication
+) -> x509.Certificate:
+    """Self-signed; like the OCES3 root it names its own certificate, OCSP and CRL URLs."""
     name = _ca_name(f"{DEMO_ORGANISATION} Root CA")
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     builder = (
@@ -89,6 +94,11 @@ def build_root(key: rsa.RSAPrivateKey, now: dt.datetime) -> x509.Certificate:
         .not_valid_before(now)
         .not_valid_after(now + ROOT_VALIDITY - dt.timedelta(seconds=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            authority_information_access(publication.ocsp_url, publication.root_cert_url),
+            critical=False,
+        )
+        .add_extension(crl_distribution_points(publication.root_crl_url), critical=False)
         .add_extension(ski, critical=False)
         .add_extension(_ca_key_usage(), critical=True)
     )
@@ -100,8 +110,10 @@ def build_issuing(
     root: x509.Certificate,
     root_key: rsa.RSAPrivateKey,
     now: dt.datetime,
+    publication: Publication,
     number: int = 1,
 ) -> x509.Certificate:
+    """pathLen 0: it issues end-entity certificates only. Its revocation is on the root's CRL."""
     root_ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (
         x509.CertificateBuilder()
@@ -116,6 +128,11 @@ def build_issuing(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski),
             critical=False,
         )
+        .add_extension(
+            authority_information_access(publication.ocsp_url, publication.root_cert_url),
+            critical=False,
+        )
+        .add_extension(crl_distribution_points(publication.root_crl_url), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(_ca_key_usage(), critical=True)
     )
@@ -125,7 +142,7 @@ def build_issuing(
 
 
 def generate_demo_hierarchy(
-    files: HierarchyFiles, passphrase: bytes, now: dt.datetime
+    files: HierarchyFiles, passphrase: bytes, now: dt.datetime, publication: Publication
 ) -> HierarchyFiles:
     """Create keys and certificates; refuses to overwrite anything that exists."""
     for path in dataclasses.astuple(files):
@@ -134,8 +151,8 @@ def generate_demo_hierarchy(
     files.root_cert.parent.mkdir(parents=True, exist_ok=True)
     root_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
     issuing_key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
-    root = build_root(root_key, now)
-    issuing = build_issuing(issuing_key, root, root_key, now)
+    root = build_root(root_key, now, publication)
+    issuing = build_issuing(issuing_key, root, root_key, now, publication)
     write_private_key(files.root_key, root_key, passphrase)
     write_private_key(files.issuing_key, issuing_key, passphrase)
     files.root_cert.write_bytes(root.public_bytes(serialization.Encoding.PEM))

@@ -7,6 +7,7 @@ from cryptography import x509
 from est_ca.ca.authority import CertificateAuthority
 from est_ca.ca.building import IssuanceRequest, certificate_builder
 from est_ca.ca.precheck import check_draft
+from est_ca.ca.publication import Publication
 from est_ca.ca.signing import draft_certificate, signed_with
 from est_ca.errors import IssuanceFailed
 
@@ -15,8 +16,9 @@ class Issuer:
     """The CA's signing step. It takes requests only from the registration authority, which
     has already decided who is entitled; it decides only what is well-formed."""
 
-    def __init__(self, ca: CertificateAuthority) -> None:
+    def __init__(self, ca: CertificateAuthority, publication: Publication) -> None:
         self.ca = ca
+        self.publication = publication
 
     def produce(self, request: IssuanceRequest) -> x509.Certificate:
         """Blocking (two private-key operations): run it on a worker thread."""
@@ -26,8 +28,8 @@ class Issuer:
                 f"profile {request.profile.name!r} signs with {scheme.algorithm}, "
                 "which the CA key cannot do"
             )
-        draft = draft_certificate(certificate_builder(request, self.ca), scheme)
-        check_draft(draft, request, self.ca)
+        draft = draft_certificate(certificate_builder(request, self.ca, self.publication), scheme)
+        check_draft(draft, request, self.ca, self.publication)
         try:
             return signed_with(draft, self.ca.signer, scheme)
         except Exception as exc:

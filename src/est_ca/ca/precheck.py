@@ -10,10 +10,12 @@ from __future__ import annotations
 from asn1crypto import keys
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import ExtensionOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID
 
 from est_ca.ca.authority import CertificateAuthority, public_key_der
 from est_ca.ca.building import IssuanceRequest
+from est_ca.ca.publication import Publication
+from est_ca.ca.qualified import PKIX_QC_SYNTAX_V2, QC_STATEMENTS_OID, read_semantics
 from est_ca.errors import IssuanceFailed
 
 _STRING_TYPES = {
@@ -38,11 +40,15 @@ def expected_extensions(request: IssuanceRequest) -> list[tuple[x509.ObjectIdent
     expected = [
         (ExtensionOID.BASIC_CONSTRAINTS, True),
         (ExtensionOID.AUTHORITY_KEY_IDENTIFIER, False),
+        (ExtensionOID.AUTHORITY_INFORMATION_ACCESS, False),
     ]
     if has_email:
         expected.append((ExtensionOID.SUBJECT_ALTERNATIVE_NAME, False))
+    expected.append((ExtensionOID.CERTIFICATE_POLICIES, False))
+    if profile.qc_semantics_identifier:
+        expected.append((QC_STATEMENTS_OID, False))
     expected += [
-        (ExtensionOID.CERTIFICATE_POLICIES, False),
+        (ExtensionOID.CRL_DISTRIBUTION_POINTS, False),
         (ExtensionOID.SUBJECT_KEY_IDENTIFIER, False),
         (ExtensionOID.KEY_USAGE, True),
     ]
@@ -52,7 +58,10 @@ def expected_extensions(request: IssuanceRequest) -> list[tuple[x509.ObjectIdent
 
 
 def problems(
-    draft: x509.Certificate, request: IssuanceRequest, ca: CertificateAuthority
+    draft: x509.Certificate,
+    request: IssuanceRequest,
+    ca: CertificateAuthority,
+    publication: Publication,
 ) -> list[str]:
     """Every way the draft differs from what the profile promises (empty: fine to sign)."""
     found: list[str] = []
@@ -86,6 +95,7 @@ def problems(
     if extensions != expected_extensions(request):
         found.append(f"extensions {extensions} differ from the profile's")
     found += _extension_value_problems(draft, request, ca)
+    found += _publication_problems(draft, request, publication)
     if identity.email is None and profile.email_san == "required":
         found.append("the profile requires an email address and the identity has none")
     return found
@@ -158,6 +168,49 @@ def _extension_value_problems(
     return found
 
 
+def _publication_problems(
+    draft: x509.Certificate, request: IssuanceRequest, publication: Publication
+) -> list[str]:
+    found: list[str] = []
+    extensions = {ext.oid: ext.value for ext in draft.extensions}
+    access = extensions.get(ExtensionOID.AUTHORITY_INFORMATION_ACCESS)
+    wanted_access = [
+        (AuthorityInformationAccessOID.CA_ISSUERS, publication.issuing_cert_url),
+        (AuthorityInformationAccessOID.OCSP, publication.ocsp_url),
+    ]
+    if (
+        not isinstance(access, x509.AuthorityInformationAccess)
+        or [(d.access_method, d.access_location.value) for d in access] != wanted_access
+    ):
+        found.append("authorityInfoAccess must name this service's CA certificate and OCSP URLs")
+    points = extensions.get(ExtensionOID.CRL_DISTRIBUTION_POINTS)
+    if not isinstance(points, x509.CRLDistributionPoints) or [
+        (
+            [n.value for n in p.full_name or []],
+            p.relative_name,
+            p.reasons,
+            p.crl_issuer,
+        )
+        for p in points
+    ] != [([publication.issuing_crl_url], None, None, None)]:
+        found.append("cRLDistributionPoints must be this service's CRL URL, one full name")
+    semantics = request.profile.qc_semantics_identifier
+    statements = extensions.get(QC_STATEMENTS_OID)
+    if semantics:
+        wanted = [(PKIX_QC_SYNTAX_V2, semantics, [publication.name_registration_authority])]
+        if not isinstance(statements, x509.UnrecognizedExtension) or (
+            read_semantics(statements.value) != wanted
+        ):
+            found.append("qcStatements must be pkixQCSyntax-v2 with the profile's semantics")
+    eku = extensions.get(ExtensionOID.EXTENDED_KEY_USAGE)
+    if request.profile.extended_key_usage and (
+        not isinstance(eku, x509.ExtendedKeyUsage)
+        or [oid.dotted_string for oid in eku] != list(request.profile.extended_key_usage)
+    ):
+        found.append("extendedKeyUsage differs from the profile")
+    return found
+
+
 def method_one_key_identifier(spki_der: bytes) -> bytes:
     """RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING's bits."""
     bits = keys.PublicKeyInfo.load(spki_der)["public_key"].contents[1:]  # drop unused-bits octet
@@ -167,8 +220,11 @@ def method_one_key_identifier(spki_der: bytes) -> bytes:
 
 
 def check_draft(
-    draft: x509.Certificate, request: IssuanceRequest, ca: CertificateAuthority
+    draft: x509.Certificate,
+    request: IssuanceRequest,
+    ca: CertificateAuthority,
+    publication: Publication,
 ) -> None:
-    found = problems(draft, request, ca)
+    found = problems(draft, request, ca, publication)
     if found:
         raise IssuanceFailed("pre-issuance check failed: " + "; ".join(found))

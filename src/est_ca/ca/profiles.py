@@ -75,6 +75,7 @@ class Profile:
     organization_identifier_prefix: str
     serial_number_prefix: str
     email_san: EmailSan
+    qc_semantics_identifier: str
     keys: KeyPolicy
     signature: SignatureScheme
 
@@ -84,7 +85,8 @@ class Profile:
             raise ConfigurationError(f"{where}: a name is letters, digits, '-' and '_'")
         if not 1 <= self.validity_days <= 3660:
             raise ConfigurationError(f"{where}: validity_days must be 1..3660")
-        for oid in (*self.policies, *self.extended_key_usage):
+        semantics = (self.qc_semantics_identifier,) if self.qc_semantics_identifier else ()
+        for oid in (*self.policies, *self.extended_key_usage, *semantics):
             try:
                 x509.ObjectIdentifier(oid)
             except ValueError as exc:
@@ -147,6 +149,7 @@ class _ProfileFile:
     organization_identifier_prefix: str
     serial_number_prefix: str
     email_san: str
+    qc_semantics_identifier: str
     keys: _KeysFile
     signature: _SignatureFile
 
@@ -180,6 +183,7 @@ def profile_from_mapping(raw: Mapping[str, object], source: str) -> Profile:
             organization_identifier_prefix=data.organization_identifier_prefix,
             serial_number_prefix=data.serial_number_prefix,
             email_san=data.email_san,  # type: ignore[arg-type]  # checked in Profile
+            qc_semantics_identifier=data.qc_semantics_identifier,
             keys=KeyPolicy(rsa_sizes=data.keys.rsa_sizes, ec_curves=data.keys.ec_curves),
             signature=SignatureScheme(
                 algorithm=algorithm,  # type: ignore[arg-type]  # checked above

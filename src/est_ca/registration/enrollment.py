@@ -28,6 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from est_ca.audit import Actor, AuditEvent, Outcome
+from est_ca.ca.authority import public_key_der
 from est_ca.ca.building import IssuanceRequest
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
 from est_ca.ca.csr_policy import CheckedCsr, check_csr, parse_csr
@@ -35,6 +36,7 @@ from est_ca.ca.issuer import Issuer
 from est_ca.ca.profiles import Profile, ProfileCatalogue
 from est_ca.clock import Clock
 from est_ca.errors import (
+    BadRequest,
     CertificateNotUsable,
     EstCaError,
     IssuanceFailed,
@@ -84,6 +86,10 @@ class RegistrationAuthority:
         self._profiles = profiles
         self._issuer = issuer
         self._order_policy = order_policy
+        # Keys of the CA and its chain: a subscriber must never get a certificate for them.
+        self._ca_keys = frozenset(
+            public_key_der(certificate.public_key()) for certificate in issuer.ca.certificates
+        )
 
     # -- the three ways in ------------------------------------------------------------------
 
@@ -95,7 +101,7 @@ class RegistrationAuthority:
         async def attempt() -> x509.Certificate:
             order, identity = await self._authenticate_order(reference, one_time_code, actor)
             profile = self._profile(order.profile)
-            checked = await self._check_csr(csr_der, profile)
+            checked = await self._check_csr(csr_der, profile, identity)
             return await self._issue(
                 actor=actor, identity=identity, profile=profile, csr=checked, order=order
             )
@@ -117,7 +123,7 @@ class RegistrationAuthority:
                     "(or use simplereenroll to renew this certificate)"
                 )
             profile = self._profile(order.profile)
-            checked = await self._check_csr(csr_der, profile)
+            checked = await self._check_csr(csr_der, profile, client.identity)
             return await self._issue(
                 actor=actor, identity=client.identity, profile=profile, csr=checked, order=order
             )
@@ -132,7 +138,7 @@ class RegistrationAuthority:
         async def attempt() -> x509.Certificate:
             client = await self.authenticate_certificate(client_certificate_der)
             profile = self._profile(client.record.profile)
-            checked = await self._check_csr(csr_der, profile)
+            checked = await self._check_csr(csr_der, profile, client.identity)
             _check_same_names(checked.csr, client.certificate)
             return await self._issue(
                 actor=actor,
@@ -232,9 +238,20 @@ class RegistrationAuthority:
             raise IssuanceFailed(f"the profile {name!r} is no longer configured")
         return profile
 
-    async def _check_csr(self, csr_der: bytes, profile: Profile) -> CheckedCsr:
+    async def _check_csr(self, csr_der: bytes, profile: Profile, identity: Identity) -> CheckedCsr:
         csr = parse_csr(csr_der)
-        return await self._workers.run(check_csr, csr, profile)
+        checked = await self._workers.run(check_csr, csr, profile)
+        if checked.key.spki_der in self._ca_keys:
+            raise BadRequest("the CSR carries this CA's own public key; generate a key of your own")
+        async with self._store.read() as tx:
+            holders = await tx.certificates_with_public_key(checked.key.sha256)
+        if any(holder.revocation_reason == "keyCompromise" for holder in holders):
+            raise BadRequest("this public key was reported compromised; generate a new key")
+        if any(holder.identity_id != identity.id for holder in holders):
+            raise BadRequest(
+                "this public key is already certified for another identity; generate a new key"
+            )
+        return checked
 
     async def _issue(
         self,

@@ -486,6 +486,18 @@ class StoreTx:
         )
         return [_certificate(row) for row in await self._conn.execute(query)]
 
+    async def certificates_with_public_key(self, public_key_sha256: str) -> list[CertificateRecord]:
+        """Issued or revoked certificates for this key (reservations never certified anything)."""
+        result = await self._conn.execute(
+            select(CERTIFICATES).where(
+                CERTIFICATES.c.public_key_sha256 == public_key_sha256,
+                CERTIFICATES.c.status.in_(
+                    [str(CertificateStatus.ISSUED), str(CertificateStatus.REVOKED)]
+                ),
+            )
+        )
+        return [_certificate(row) for row in result]
+
     async def recover_stale_issuances(self, stale_before: dt.datetime) -> tuple[int, int]:
         """Abandon reservations and release order claims left by enrollments that died.
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
+from est_ca.ca import publication
 from est_ca.errors import NotEntitled
 from est_ca.est import routes as est_routes
 from est_ca.est import wire
 from est_ca.service import Service
-from est_ca.web.middleware import MAX_BODY_BYTES, request_context
+from est_ca.web.middleware import MAX_BODY_BYTES, Handler, request_context
 
 # aiohttp's own cap for request.read(); our readers enforce the configured one first.
 _AIOHTTP_BODY_CAP = 1024 * 1024
@@ -33,9 +36,26 @@ async def _est_needs_https(request: web.Request) -> web.Response:
     )
 
 
+def _certificate_handler(certificate: x509.Certificate) -> Handler:
+    """A CA certificate as caIssuers serves it: DER, application/pkix-cert (RFC 5280 4.2.2.1)."""
+    body = certificate.public_bytes(serialization.Encoding.DER)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(
+            body=body,
+            headers={"Content-Type": "application/pkix-cert", "Cache-Control": "max-age=86400"},
+        )
+
+    return handler
+
+
 def plain_http_app(service: Service) -> web.Application:
-    """Plain HTTP: never EST (RFC 7030 needs TLS); CRL and OCSP come here."""
+    """Plain HTTP for relying parties: CA certificates, CRLs and OCSP; never EST (it needs TLS)."""
+    if service.ca is None:
+        raise ValueError("the relying-party application needs the service opened with its CA")
     app = web.Application(middlewares=[request_context], client_max_size=_AIOHTTP_BODY_CAP)
     app[MAX_BODY_BYTES] = service.settings.service.max_body_bytes
     app.router.add_route("*", est_routes.EST_PREFIX + "/{tail:.*}", _est_needs_https)
+    app.router.add_get(publication.ISSUING_CERT_PATH, _certificate_handler(service.ca.certificate))
+    app.router.add_get(publication.ROOT_CERT_PATH, _certificate_handler(service.ca.root))
     return app
