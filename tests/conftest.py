@@ -86,6 +86,7 @@ def make_settings(
             "chain_file": str(ca.hierarchy.issuing_chain),
             "key_file": str(ca.hierarchy.issuing_key),
             "key_passphrase_file": str(ca.passphrase),
+            "root_key_file": str(ca.hierarchy.root_key),
             "generate_demo": False,
         },
     }

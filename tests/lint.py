@@ -6,9 +6,10 @@ what the real OCES3 certificates also get (see oces3-samples/README.md).
 
 from __future__ import annotations
 
-from pkilint import etsi, finding_filter, loader
+from pkilint import etsi, finding_filter, loader, pkix
+from pkilint.cabf import cabf_crl
 from pkilint.etsi import etsi_constants
-from pkilint.pkix import certificate, extension, name
+from pkilint.pkix import certificate, crl, extension, name, ocsp
 
 Finding = tuple[str, str, str]
 BLOCKING = {"ERROR", "FATAL"}
@@ -62,3 +63,37 @@ def detected_etsi_type(der: bytes) -> str:
 
 def blocking(findings: list[Finding]) -> list[Finding]:
     return [finding for finding in findings if finding[0] in BLOCKING]
+
+
+def crl_findings(der: bytes, *, authority_revocation_list: bool = False) -> list[Finding]:
+    """RFC 5280 CRL validators plus the CA/B Forum BR ones (reason codes, validity period)."""
+    crl_type = crl.CertificateRevocationListType["ARL" if authority_revocation_list else "CRL"]
+    validator = crl.create_pkix_crl_validator_container(
+        [
+            pkix.create_attribute_decoder(name.ATTRIBUTE_TYPE_MAPPINGS),
+            pkix.create_extension_decoder(extension.EXTENSION_MAPPINGS),
+        ],
+        [
+            crl.create_issuer_validator_container([]),
+            crl.create_validity_validator_container(
+                [cabf_crl.create_validity_period_validator(crl_type)]
+            ),
+            crl.create_extensions_validator_container([]),
+            cabf_crl.CabfCrlReasonCodeAllowlistValidator(crl_type),
+        ],
+    )
+    document = loader.RFC5280CertificateListDocumentLoader().load_der_document(der, "crl")
+    return _findings(validator.validate(document.root))
+
+
+def ocsp_findings(der: bytes) -> list[Finding]:
+    validator = ocsp.create_pkix_ocsp_response_validator_container(
+        [
+            ocsp.create_response_decoder(),
+            pkix.create_attribute_decoder(name.ATTRIBUTE_TYPE_MAPPINGS),
+            pkix.create_extension_decoder(extension.EXTENSION_MAPPINGS),
+        ],
+        [],
+    )
+    document = loader.RFC6960OCSPResponseDocumentLoader().load_der_document(der, "ocsp")
+    return _findings(validator.validate(document.root))

@@ -150,3 +150,39 @@ def test_no_certificates_yet_is_said_plainly(est_ca: Any) -> None:
     result = est_ca("certificate", "list")
     assert result.returncode == 0
     assert result.stdout.strip() == "(none)"
+
+
+def test_revoking_a_serial_that_was_never_issued_is_refused(est_ca: Any) -> None:
+    result = est_ca("certificate", "revoke", "7" * 40, "--reason", "keyCompromise")
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"est-ca: no issued certificate with serial {'7' * 40}"
+    bad_reason = est_ca("certificate", "revoke", "7" * 40, "--reason", "certificateHold")
+    assert bad_reason.returncode == 2  # argparse: not one of the offered reasons
+    assert "invalid choice" in bad_reason.stderr
+
+
+def test_disabling_an_identity_cancels_its_orders(est_ca: Any) -> None:
+    [identity] = json_of(
+        est_ca(
+            "identity",
+            "create",
+            "--type",
+            "system",
+            "--organisation",
+            "ÆØÅ ApS",
+            "--cvr",
+            "99999999",
+            "--display-name",
+            "billing",
+            "--json",
+        )
+    )
+    [order] = json_of(est_ca("order", "create", identity["id"], "--json"))
+    disabled = est_ca("identity", "disable", identity["id"], "--reason", "affiliationChanged")
+    assert disabled.returncode == 0, disabled.stderr
+    assert disabled.stdout.startswith(f"identity {identity['id']} disabled; 0 certificate(s)")
+    [shown] = json_of(est_ca("order", "show", order["reference"], "--json"))
+    assert shown["state"] == "cancelled"
+    again = est_ca("identity", "disable", identity["id"])
+    assert again.returncode == 1
+    assert "already disabled" in again.stderr

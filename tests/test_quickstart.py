@@ -72,7 +72,8 @@ async def test_serve_on_an_empty_directory_prints_a_recipe_that_enrolls_and_rene
         assert (data / "est-ca.db").is_file()
         assert (data / "ca" / "root.pem").is_file()
     finally:
-        process.send_signal(signal.SIGTERM)
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
     assert process.returncode == 0, stderr.decode()
     assert b"Traceback" not in stderr

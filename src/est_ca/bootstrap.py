@@ -29,6 +29,8 @@ class ServiceFiles:
     ca_chain: Path
     ca_key: Path
     ca_key_passphrase: Path | None
+    # The root's key, when the service may sign with it (root CRL, OCSP about the issuing CA).
+    root_key: Path | None
     tls_cert: Path
     tls_key: Path
     # Set when the demo hierarchy is in use: the root, for `openssl verify -CAfile`.
@@ -53,6 +55,9 @@ def prepare_files(settings: Settings, clock: Clock, publication: Publication) ->
             if settings.ca.key_passphrase_file
             else None
         )
+        root_key = (
+            settings.data_path(settings.ca.root_key_file, "") if settings.ca.root_key_file else None
+        )
     elif settings.ca.generate_demo:
         hierarchy = HierarchyFiles.in_directory(settings.data_dir / "ca")
         passphrase = settings.data_path(
@@ -66,6 +71,11 @@ def prepare_files(settings: Settings, clock: Clock, publication: Publication) ->
             hierarchy.issuing_key,
         )
         demo_root = hierarchy.root_cert
+        root_key = (
+            settings.data_path(settings.ca.root_key_file, "")
+            if settings.ca.root_key_file
+            else hierarchy.root_key
+        )
     else:
         raise ConfigurationError(
             "no CA is configured: set ca.cert_file, ca.chain_file and ca.key_file, "
@@ -82,6 +92,7 @@ def prepare_files(settings: Settings, clock: Clock, publication: Publication) ->
         ca_chain=ca_chain,
         ca_key=ca_key,
         ca_key_passphrase=passphrase,
+        root_key=root_key,
         tls_cert=tls_cert,
         tls_key=tls_key,
         demo_root=demo_root,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import getpass
 import json
 import os
@@ -21,13 +22,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from est_ca import logs, server
+from est_ca import logs
 from est_ca.audit import Actor, AuditEvent
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
 from est_ca.config import Settings, load_settings
 from est_ca.errors import BadRequest, ConfigurationError, EstCaError
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
 from est_ca.registration.orders import Order, OrderStatus
+from est_ca.revocation.reasons import RevocationReason
 from est_ca.service import Service
 
 Command = Callable[[Service, argparse.Namespace], Coroutine[Any, Any, int]]
@@ -166,6 +168,46 @@ async def identity_show(service: Service, args: argparse.Namespace) -> int:
     identity = await service.registry.get_identity(_uuid(args.identity_id))
     row = _identity_row(identity)
     _emit(args, [row], list(row))
+    return 0
+
+
+async def identity_disable(service: Service, args: argparse.Namespace) -> int:
+    identity, revoked = await service.revocations.revoke_identity(
+        _admin_actor(), _uuid(args.identity_id), RevocationReason.parse(args.reason)
+    )
+    if args.json:
+        _emit(args, [_identity_row(identity) | {"revoked": [r.serial.hex for r in revoked]}], [])
+    else:
+        print(f"identity {identity.id} disabled; {len(revoked)} certificate(s) revoked")
+        for record in revoked:
+            print(f"  revoked {record.serial.hex}")
+    return 0
+
+
+async def certificate_revoke(service: Service, args: argparse.Namespace) -> int:
+    try:
+        serial = Serial.from_hex(args.serial)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+    invalidity = None
+    if args.invalidity_date:
+        try:
+            invalidity = dt.datetime.fromisoformat(args.invalidity_date)
+        except ValueError as exc:
+            raise BadRequest(
+                "--invalidity-date is an ISO 8601 time, e.g. 2026-11-01T12:00Z"
+            ) from exc
+        if invalidity.tzinfo is None:
+            raise BadRequest("--invalidity-date needs a time zone, e.g. 2026-11-01T12:00Z")
+        invalidity = invalidity.astimezone(dt.UTC).replace(microsecond=0)
+    record = await service.revocations.revoke_certificate(
+        _admin_actor(), serial, RevocationReason.parse(args.reason), invalidity
+    )
+    row = _certificate_row(record) | {
+        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
+        "reason": RevocationReason.from_stored(record.revocation_reason).value,
+    }
+    _emit(args, [row], ("serial", "status", "revoked_at", "reason"))
     return 0
 
 
@@ -321,6 +363,17 @@ def _parser() -> argparse.ArgumentParser:
     listing(ilist)
     output(ilist)
     ilist.set_defaults(run=identity_list)
+    idisable = identity.add_parser(
+        "disable", help="disable an identity: cancel its orders, revoke its certificates"
+    )
+    idisable.add_argument("identity_id")
+    idisable.add_argument(
+        "--reason",
+        default=RevocationReason.CESSATION_OF_OPERATION.value,
+        choices=[r.value for r in RevocationReason],
+    )
+    output(idisable)
+    idisable.set_defaults(run=identity_disable)
     ishow = identity.add_parser("show", help="show one identity")
     ishow.add_argument("identity_id")
     output(ishow)
@@ -360,6 +413,17 @@ def _parser() -> argparse.ArgumentParser:
     listing(clist)
     output(clist)
     clist.set_defaults(run=certificate_list)
+    crevoke = certificate.add_parser("revoke", help="revoke a certificate (final)")
+    crevoke.add_argument("serial", help="serial number in hex")
+    crevoke.add_argument(
+        "--reason",
+        default=RevocationReason.UNSPECIFIED.value,
+        choices=[r.value for r in RevocationReason],
+        help="RFC 5280 reason; unspecified puts no reason code on the CRL",
+    )
+    crevoke.add_argument("--invalidity-date", help="when the key is known or suspected compromised")
+    output(crevoke)
+    crevoke.set_defaults(run=certificate_revoke)
     cshow = certificate.add_parser("show", help="show one certificate")
     cshow.add_argument("serial", help="serial number in hex")
     cshow.add_argument("--pem", action="store_true", help="print the certificate as PEM")
@@ -419,6 +483,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = _settings(args)
         if args.command == "serve":
+            from est_ca import server  # aiohttp and the web layer: only `serve` needs them
+
             return server.run(settings)
         logs.configure(settings.logging.format, "warning")
         return asyncio.run(_run_admin(settings, args.run, args))

@@ -63,6 +63,7 @@ class CaSettings:
     chain_file: str
     key_file: str
     key_passphrase_file: str
+    root_key_file: str
     generate_demo: bool
 
 
@@ -71,6 +72,22 @@ class OrderSettings:
     validity_days: int
     max_failed_attempts: int
     claim_lease_seconds: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RevocationSettings:
+    crl_validity_hours: int
+    crl_refresh_hours: int
+    root_crl_validity_days: int
+    poll_seconds: int
+    http_max_age_seconds: int
+
+
+@dataclasses.dataclass(frozen=True)
+class OcspSettings:
+    response_validity_hours: int
+    responder_validity_days: int
+    responder_renew_days: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +117,8 @@ class Settings:
     tls: TlsSettings
     ca: CaSettings
     orders: OrderSettings
+    revocation: RevocationSettings
+    ocsp: OcspSettings
     secrets: SecretSettings
     profiles: ProfileSettings
     logging: LoggingSettings
@@ -277,6 +296,31 @@ def _check(settings: Settings) -> None:
         raise ConfigurationError(
             "setting 'publication.base_url' must be a plain http:// URL (relying parties fetch "
             "CRLs and OCSP over HTTP, RFC 5280 and RFC 6960)"
+        )
+    revocation = settings.revocation
+    if not 1 <= revocation.crl_refresh_hours < revocation.crl_validity_hours <= 240:
+        raise ConfigurationError(
+            "revocation: need 1 <= crl_refresh_hours < crl_validity_hours <= 240 "
+            "(RFC 5280 and the CA/B Forum: a CRL at most 10 days)"
+        )
+    if not 1 <= revocation.root_crl_validity_days <= 365:
+        raise ConfigurationError("setting 'revocation.root_crl_validity_days' must be 1..365")
+    if not 1 <= revocation.poll_seconds <= 300:
+        raise ConfigurationError("setting 'revocation.poll_seconds' must be 1..300")
+    ocsp = settings.ocsp
+    if not 8 <= ocsp.response_validity_hours <= 240:
+        raise ConfigurationError(
+            "setting 'ocsp.response_validity_hours' must be 8..240 (8 hours to 10 days)"
+        )
+    if revocation.http_max_age_seconds < 0:
+        raise ConfigurationError("setting 'revocation.http_max_age_seconds' cannot be negative")
+    if not (
+        0 < ocsp.responder_renew_days < ocsp.responder_validity_days
+        and ocsp.responder_renew_days * 24 > ocsp.response_validity_hours
+    ):
+        raise ConfigurationError(
+            "ocsp: need 0 < responder_renew_days < responder_validity_days, and the renewal "
+            "margin longer than a response's validity (no response may outlive its signer)"
         )
     n = settings.secrets.scrypt_n
     if n < 2**10 or n & (n - 1):

@@ -40,7 +40,6 @@ async def place_demo_order(service: Service) -> PlacedOrder:
 def recipe(service: Service, https_url: str, placed: PlacedOrder) -> str:
     """Commands that enroll the demo order with openssl and curl, ready to paste."""
     files = service.files
-    assert files is not None
     tls = shlex.quote(str(files.tls_cert.resolve()))
     root = shlex.quote(str((files.demo_root or files.ca_chain).resolve()))
     est = f"{https_url}/.well-known/est"

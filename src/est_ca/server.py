@@ -37,7 +37,7 @@ class Server:
     """The listeners of one running instance; `start` binds, `stop` drains and closes."""
 
     def __init__(self, service: Service) -> None:
-        if service.files is None or service.ca is None:
+        if service.ca is None or service.publishing is None:
             raise ValueError("serving needs the service opened with its CA")
         self.service = service
         self._runners: list[web.AppRunner] = []
@@ -47,8 +47,10 @@ class Server:
     async def start(self, host: str, https_port: int, http_port: int) -> None:
         files = self.service.files
         ca = self.service.ca
-        assert files is not None
+        publishing = self.service.publishing
         assert ca is not None
+        assert publishing is not None
+        await publishing.start()
         chain_pem = b"".join(
             certificate.public_bytes(Encoding.PEM) for certificate in ca.certificates
         )
@@ -71,6 +73,8 @@ class Server:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self.service.publishing is not None:
+            await self.service.publishing.stop()
 
 
 async def serve(settings: Settings, *, out: TextIO | None = None) -> int:

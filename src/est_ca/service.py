@@ -10,19 +10,29 @@ import dataclasses
 import datetime as dt
 
 import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from est_ca.bootstrap import ServiceFiles, ensure_data_dir, prepare_files, read_passphrase
-from est_ca.ca.authority import CertificateAuthority
+from est_ca.bootstrap import ServiceFiles, prepare_files, read_passphrase
+from est_ca.ca import publication as publication_paths
+from est_ca.ca.authority import CertificateAuthority, key_identifier
+from est_ca.ca.hierarchy import CA_SIGNATURE, EE_SIGNATURE
 from est_ca.ca.issuer import Issuer
 from est_ca.ca.profiles import ProfileCatalogue
 from est_ca.ca.publication import Publication
-from est_ca.ca.signing import KeyFileSigner
+from est_ca.ca.signing import KeyFileSigner, SignatureScheme
 from est_ca.clock import Clock, SystemClock
 from est_ca.config import Settings
 from est_ca.errors import ConfigurationError
 from est_ca.registration.codes import CodeHasher
 from est_ca.registration.enrollment import RegistrationAuthority
 from est_ca.registration.registry import OrderPolicy, Registry
+from est_ca.revocation.crl import CrlPublisher
+from est_ca.revocation.issuers import ServedIssuer
+from est_ca.revocation.ocsp import OcspResponder
+from est_ca.revocation.publishing import RevocationPublishing
+from est_ca.revocation.responders import ResponderKeeper
+from est_ca.revocation.revoker import Revocations
 from est_ca.store.store import Store
 from est_ca.workers import Workers
 
@@ -37,11 +47,13 @@ class Service:
     workers: Workers
     profiles: ProfileCatalogue
     registry: Registry
+    revocations: Revocations
     publication: Publication
-    # Present when opened with the CA (serving); absent for administrative commands.
-    files: ServiceFiles | None = None
+    files: ServiceFiles
+    # Present when opened with the CA keys (serving); absent for administrative commands.
     ca: CertificateAuthority | None = None
     authority: RegistrationAuthority | None = None
+    publishing: RevocationPublishing | None = None
 
     @classmethod
     async def open(
@@ -49,10 +61,9 @@ class Service:
     ) -> Service:
         clock = clock or SystemClock()
         profiles = ProfileCatalogue.load(settings.profile_dirs)
-        files = prepare_files(settings, clock, publication_of(settings)) if with_ca else None
-        if files is None:
-            ensure_data_dir(settings)
-        ca = _load_ca(files, profiles) if files is not None else None
+        publication = publication_of(settings)
+        files = prepare_files(settings, clock, publication)
+        ca = _load_ca(files, profiles) if with_ca else None
         store = Store(settings.database_url)
         try:
             await _prepare_schema(store, settings)
@@ -76,19 +87,24 @@ class Service:
             profiles=profiles,
             order_policy=order_policy,
         )
-        authority = (
-            RegistrationAuthority(
+        issuing_certificate = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+        revocations = Revocations(
+            store=store, clock=clock, issuer_key_id=key_identifier(issuing_certificate).hex()
+        )
+        authority = None
+        publishing = None
+        if ca is not None:
+            authority = RegistrationAuthority(
                 store=store,
                 clock=clock,
                 hasher=hasher,
                 workers=workers,
                 profiles=profiles,
-                issuer=Issuer(ca, publication_of(settings)),
+                issuer=Issuer(ca, publication),
                 order_policy=order_policy,
             )
-            if ca is not None
-            else None
-        )
+            publishing = _revocation_publishing(settings, files, ca, store, clock, workers)
+            revocations.on_revocation(publishing.revoked)
         return cls(
             settings=settings,
             clock=clock,
@@ -96,10 +112,12 @@ class Service:
             workers=workers,
             profiles=profiles,
             registry=registry,
-            publication=publication_of(settings),
+            revocations=revocations,
+            publication=publication,
             files=files,
             ca=ca,
             authority=authority,
+            publishing=publishing,
         )
 
     async def recover(self) -> None:
@@ -134,6 +152,81 @@ def publication_of(settings: Settings) -> Publication:
     return Publication(
         base_url=base,
         name_registration_authority=settings.publication.name_registration_authority or base,
+    )
+
+
+def _signature_for(ca: CertificateAuthority, *, root: bool) -> SignatureScheme:
+    """How a CA signs CRLs and responder certificates: as it signs end-entity certificates
+    (RSASSA-PSS SHA-256), the root as it signs CA certificates (SHA-512)."""
+    if isinstance(ca.signer.public_key, rsa.RSAPublicKey):
+        return CA_SIGNATURE if root else EE_SIGNATURE
+    return SignatureScheme(algorithm="ecdsa", hash="sha384" if root else "sha256")
+
+
+def _revocation_publishing(
+    settings: Settings,
+    files: ServiceFiles,
+    ca: CertificateAuthority,
+    store: Store,
+    clock: Clock,
+    workers: Workers,
+) -> RevocationPublishing:
+    revocation = settings.revocation
+    issuers = [
+        ServedIssuer(
+            name="issuing",
+            ca=ca,
+            scheme=_signature_for(ca, root=False),
+            crl_path=publication_paths.ISSUING_CRL_PATH,
+            crl_validity=dt.timedelta(hours=revocation.crl_validity_hours),
+            crl_refresh=dt.timedelta(hours=revocation.crl_refresh_hours),
+            lists_subscribers=True,
+        )
+    ]
+    passphrase = read_passphrase(files.ca_key_passphrase) if files.ca_key_passphrase else None
+    if files.root_key is not None:
+        root = CertificateAuthority(
+            certificate=ca.root, chain=(), signer=KeyFileSigner.load(files.root_key, passphrase)
+        )
+        root_validity = dt.timedelta(days=revocation.root_crl_validity_days)
+        issuers.append(
+            ServedIssuer(
+                name="root",
+                ca=root,
+                scheme=_signature_for(root, root=True),
+                crl_path=publication_paths.ROOT_CRL_PATH,
+                crl_validity=root_validity,
+                crl_refresh=root_validity / 2,
+                lists_subscribers=False,
+            )
+        )
+    keepers = [
+        ResponderKeeper(
+            issuer=issuer,
+            store=store,
+            clock=clock,
+            workers=workers,
+            directory=settings.data_dir / "ocsp",
+            passphrase=passphrase,
+            validity=dt.timedelta(days=settings.ocsp.responder_validity_days),
+            renew_before=dt.timedelta(days=settings.ocsp.responder_renew_days),
+        )
+        for issuer in issuers
+    ]
+    return RevocationPublishing(
+        store=store,
+        clock=clock,
+        issuers=issuers,
+        keepers=keepers,
+        crls=CrlPublisher(store=store, clock=clock, workers=workers, issuers=issuers),
+        responder=OcspResponder(
+            store=store,
+            clock=clock,
+            workers=workers,
+            keepers=keepers,
+            validity=dt.timedelta(hours=settings.ocsp.response_validity_hours),
+        ),
+        poll=dt.timedelta(seconds=revocation.poll_seconds),
     )
 
 

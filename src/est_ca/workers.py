@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import multiprocessing
 import os
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
@@ -22,10 +23,30 @@ class Workers:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads or max(2, os.cpu_count() or 2), thread_name_prefix="est-ca-cpu"
         )
+        self._processes: concurrent.futures.ProcessPoolExecutor | None = None
 
     async def run(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: function(*args, **kwargs))
 
+    async def run_in_process(self, function: Callable[..., R], *args: object) -> R:
+        """For work that holds the GIL for long (large CRLs): a separate process, started on
+        first use. `function` and its arguments must be picklable; no keys go there."""
+        if self._processes is None:
+            # Starting a process blocks for a while: do it on a worker thread, not the loop.
+            self._processes = await self.run(self._start_processes)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._processes, function, *args)
+
+    @staticmethod
+    def _start_processes() -> concurrent.futures.ProcessPoolExecutor:
+        processes = concurrent.futures.ProcessPoolExecutor(
+            max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        )
+        processes.submit(int).result()  # the child is up before the loop first uses it
+        return processes
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.shutdown(wait=True, cancel_futures=True)

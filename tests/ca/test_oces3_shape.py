@@ -1,7 +1,8 @@
 """Our certificates have the structure of real OCES3 certificates, field by field, and lint clean.
 
 The reference certificates are the public samples in tests/vectors/oces3 (copied from the
-project's reference material). What differs on purpose: names (ours are demo names), URLs (ours), keys, serials and dates.
+project's reference material). What differs on purpose: names (ours are demo names), URLs
+(ours), keys, serials and dates.
 """
 
 from __future__ import annotations

@@ -12,10 +12,12 @@ from cryptography.hazmat.primitives import serialization
 
 from est_ca.ca.certificates import Serial
 from est_ca.clock import SettableClock
+from est_ca.revocation.reasons import RevocationReason
 from est_ca.server import Server
 from est_ca.service import Service
 from tests.conftest import CaMaterial
 from tests.helpers import (
+    ADMIN,
     CurlResult,
     KeyPool,
     credentials,
@@ -309,10 +311,9 @@ async def test_a_revoked_client_certificate_is_403_at_once(
     server: Server, service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
 ) -> None:
     cert_file, current = await enrolled(server, service, ca_material, keys, tmp_path)
-    async with service.store.write() as tx:
-        await tx.revoke_certificate(
-            Serial(current.serial_number), reason="keyCompromise", at=service.clock.now()
-        )
+    await service.revocations.revoke_certificate(
+        ADMIN, Serial(current.serial_number), RevocationReason.KEY_COMPROMISE
+    )
     response = await post_csr(
         server,
         ca_material,

@@ -21,6 +21,7 @@ from est_ca.errors import (
     Unauthenticated,
 )
 from est_ca.registration.orders import OrderState, OrderStatus
+from est_ca.revocation.reasons import RevocationReason
 from est_ca.service import Service
 from tests.conftest import CaMaterial
 from tests.helpers import (
@@ -236,12 +237,14 @@ async def test_a_csr_signed_with_a_broken_hash_is_refused(
         )
 
 
-async def test_a_disabled_identity_cannot_enroll(service: Service, keys: KeyPool) -> None:
+async def test_disabling_an_identity_cancels_its_pending_orders(
+    service: Service, keys: KeyPool
+) -> None:
     assert service.authority is not None
     identity = await new_user(service)
     placed = await new_order(service, identity)
-    await service.registry.disable_identity(ADMIN, identity.id)
-    with pytest.raises(NotEntitled, match="disabled"):
+    await service.revocations.revoke_identity(ADMIN, identity.id)
+    with pytest.raises(NoPendingOrder, match="cancelled"):
         await service.authority.enroll_with_order(
             placed.order.reference,
             placed.one_time_code,
@@ -337,10 +340,9 @@ async def test_reenroll_with_a_revoked_certificate_is_refused(
 ) -> None:
     assert service.authority is not None
     current = await enroll(service, keys)
-    async with service.store.write() as tx:
-        await tx.revoke_certificate(
-            Serial(current.serial_number), reason="keyCompromise", at=service.clock.now()
-        )
+    await service.revocations.revoke_certificate(
+        ADMIN, Serial(current.serial_number), RevocationReason.KEY_COMPROMISE
+    )
     with pytest.raises(CertificateNotUsable, match="revoked"):
         await service.authority.reenroll(
             der(current),
@@ -474,8 +476,9 @@ async def test_a_key_revoked_as_compromised_is_refused_for_everyone(
     assert service.authority is not None
     first = await enroll(service, keys, key_index=0)
     record = await service.registry.get_certificate(Serial(first.serial_number))
-    async with service.store.write() as tx:
-        await tx.revoke_certificate(record.serial, reason="keyCompromise", at=service.clock.now())
+    await service.revocations.revoke_certificate(
+        ADMIN, record.serial, RevocationReason.KEY_COMPROMISE
+    )
     placed = await new_order(service, await service.registry.get_identity(record.identity_id))
     with pytest.raises(BadRequest, match="compromised"):
         await service.authority.enroll_with_order(

@@ -20,6 +20,16 @@ def public_key_der(key: CertificatePublicKeyTypes) -> bytes:
     )
 
 
+def key_identifier(certificate: x509.Certificate) -> bytes:
+    """A CA certificate's subjectKeyIdentifier (computed by method 1 when it has none)."""
+    try:
+        return certificate.extensions.get_extension_for_class(
+            x509.SubjectKeyIdentifier
+        ).value.digest
+    except x509.ExtensionNotFound:
+        return x509.SubjectKeyIdentifier.from_public_key(certificate.public_key()).digest
+
+
 @dataclasses.dataclass(frozen=True)
 class CertificateAuthority:
     """An issuing CA. `chain` runs from its issuer up to and including the root."""
@@ -69,12 +79,7 @@ class CertificateAuthority:
     @property
     def key_identifier(self) -> bytes:
         """The CA's subjectKeyIdentifier: the keyIdentifier of the AKI in what it issues."""
-        try:
-            return self.certificate.extensions.get_extension_for_class(
-                x509.SubjectKeyIdentifier
-            ).value.digest
-        except x509.ExtensionNotFound:
-            return x509.SubjectKeyIdentifier.from_public_key(self.certificate.public_key()).digest
+        return key_identifier(self.certificate)
 
     @classmethod
     def load(cls, cert_file: Path, chain_file: Path, signer: Signer) -> CertificateAuthority:

@@ -23,6 +23,9 @@ from est_ca.ca.publication import Publication
 from est_ca.ca.signing import KeyFileSigner, SignatureScheme, draft_certificate, signed_with
 
 CA_SIGNATURE = SignatureScheme(algorithm="rsassa-pss", hash="sha512", salt_length=64)
+# What OCES3 end-entity certificates are signed with; the issuing CA signs CRLs and OCSP
+# responder certificates the same way.
+EE_SIGNATURE = SignatureScheme(algorithm="rsassa-pss", hash="sha256", salt_length=32)
 ROOT_VALIDITY = dt.timedelta(days=25 * 365 + 6)  # 25 years, leap days included
 ISSUING_VALIDITY = dt.timedelta(days=10 * 365 + 2)
 DEMO_ORGANISATION = "est-ca Demo"

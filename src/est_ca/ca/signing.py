@@ -12,10 +12,15 @@ Signers block (a private-key operation, or a PKCS#11 call): callers run them on 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
+import hashlib
 from pathlib import Path
 from typing import Literal, Protocol
 
+from asn1crypto import crl as asn1_crl
+from asn1crypto import keys as asn1_keys
+from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -25,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     CertificateIssuerPublicKeyTypes,
 )
+from cryptography.x509 import ocsp
 
 from est_ca.errors import ConfigurationError
 
@@ -160,18 +166,21 @@ class KeyFileSigner:
         return f"KeyFileSigner({type(self._key).__name__})"
 
 
-def signed_with(
-    draft: x509.Certificate, signer: Signer, scheme: SignatureScheme
-) -> x509.Certificate:
-    """The draft certificate's TBS signed by `signer`: the certificate we actually issue.
-
-    The result's signature is verified against the signer's public key before it is returned,
-    so a faulty signer (or token) can never produce a certificate that does not verify.
-    """
-    tbs = draft.tbs_certificate_bytes
+def _signature_over(tbs: bytes, signer: Signer, scheme: SignatureScheme) -> bytes:
+    """The signer's signature over `tbs`, verified before anyone sees it: a faulty signer (or
+    token) can never produce a certificate, CRL or OCSP response that does not verify."""
     signature = signer.sign(tbs, scheme)
     if not scheme.verify(signer.public_key, signature, tbs):
         raise ValueError("the signer produced a signature that does not verify")
+    return signature
+
+
+def signed_with(
+    draft: x509.Certificate, signer: Signer, scheme: SignatureScheme
+) -> x509.Certificate:
+    """The draft certificate's TBS signed by `signer`: the certificate we actually issue."""
+    tbs = draft.tbs_certificate_bytes
+    signature = _signature_over(tbs, signer, scheme)
     parsed = asn1_x509.Certificate.load(draft.public_bytes(serialization.Encoding.DER))
     assembled = asn1_x509.Certificate(
         {
@@ -195,3 +204,112 @@ def draft_certificate(
         scheme.hash_algorithm(),
         rsa_padding=scheme.rsa_padding(),
     )
+
+
+def draft_crl(builder: x509.CertificateRevocationListBuilder, scheme: SignatureScheme) -> bytes:
+    """The builder's CRL signed with a throwaway key: DER, complete, not yet ours."""
+    return builder.sign(
+        scheme.throwaway_key(), scheme.hash_algorithm(), rsa_padding=scheme.rsa_padding()
+    ).public_bytes(serialization.Encoding.DER)
+
+
+def signed_crl(draft: bytes, signer: Signer, scheme: SignatureScheme) -> bytes:
+    """The draft CRL's TBS signed by `signer`: DER.
+
+    Only asn1crypto touches the (possibly megabytes large) draft here: it slices the TBS out
+    and puts it back unchanged, in Python, so a large CRL never holds the GIL for long.
+    """
+    parsed = asn1_crl.CertificateList.load(draft)
+    tbs_cert_list = parsed["tbs_cert_list"]
+    tbs = bytes(tbs_cert_list.dump())
+    signature = _signature_over(tbs, signer, scheme)
+    return bytes(
+        asn1_crl.CertificateList(
+            {
+                "tbs_cert_list": tbs_cert_list,
+                "signature_algorithm": parsed["signature_algorithm"],
+                "signature": signature,
+            }
+        ).dump()
+    )
+
+
+@functools.cache
+def _throwaway_responder(kind: str) -> x509.Certificate:
+    """A certificate for the throwaway key, so cryptography's OCSP builder accepts it."""
+    key = _throwaway_key(kind, 1024 if kind == "rsa" else 0)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "draft responder")])
+    moment = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(moment)
+        .not_valid_after(moment)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def signed_ocsp_response(
+    builder: ocsp.OCSPResponseBuilder,
+    responder: x509.Certificate,
+    signer: Signer,
+    scheme: SignatureScheme,
+) -> bytes:
+    """A successful OCSP response, signed by `signer` for the responder certificate: DER.
+
+    cryptography's builder insists on signing with the responder certificate's own key, so the
+    draft names a throwaway responder; its responderID (by key hash) and certificate are then
+    replaced with the real responder's before the real signature is made over the result.
+    OCSPResponseBuilder cannot state RSASSA-PSS parameters: OCSP schemes are ECDSA or PKCS#1.
+    """
+    if scheme.algorithm == "rsassa-pss":
+        raise ValueError("OCSP responses are signed with ECDSA or RSA PKCS#1 v1.5")
+    kind = "ecdsa" if scheme.algorithm == "ecdsa" else "rsa"
+    stand_in = _throwaway_responder(kind)
+    draft = (
+        builder.responder_id(ocsp.OCSPResponderEncoding.HASH, stand_in)
+        .certificates([stand_in])
+        .sign(scheme.throwaway_key(), scheme.hash_algorithm())
+    )
+    parsed = asn1_ocsp.OCSPResponse.load(draft.public_bytes(serialization.Encoding.DER))
+    basic = parsed["response_bytes"]["response"].parsed
+    tbs_response = basic["tbs_response_data"]
+    key_bits = asn1_keys.PublicKeyInfo.load(
+        responder.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )["public_key"].contents[1:]
+    tbs_response["responder_id"] = asn1_ocsp.ResponderId(
+        name="by_key",
+        value=hashlib.sha1(key_bits).digest(),  # noqa: S324 - RFC 6960 KeyHash
+    )
+    tbs = bytes(tbs_response.dump(force=True))
+    signature = _signature_over(tbs, signer, scheme)
+    assembled = bytes(
+        asn1_ocsp.OCSPResponse(
+            {
+                "response_status": "successful",
+                "response_bytes": {
+                    "response_type": "basic_ocsp_response",
+                    "response": asn1_ocsp.BasicOCSPResponse(
+                        {
+                            "tbs_response_data": asn1_ocsp.ResponseData.load(tbs),
+                            "signature_algorithm": basic["signature_algorithm"],
+                            "signature": signature,
+                            "certs": [
+                                asn1_x509.Certificate.load(
+                                    responder.public_bytes(serialization.Encoding.DER)
+                                )
+                            ],
+                        }
+                    ),
+                },
+            }
+        ).dump()
+    )
+    if ocsp.load_der_ocsp_response(assembled).tbs_response_bytes != tbs:
+        raise ValueError("assembling the OCSP response changed its TBS bytes")
+    return assembled

@@ -96,28 +96,6 @@ class Registry:
             raise NotFound(f"no identity {identity_id}")
         return identity
 
-    async def disable_identity(self, actor: Actor, identity_id: uuid.UUID) -> Identity:
-        """A disabled identity can neither enroll nor renew, nor be given new orders."""
-        now = self._clock.now()
-        async with self._store.write() as tx:
-            if not await tx.set_identity_status(identity_id, IdentityStatus.DISABLED, now):
-                identity = await tx.get_identity(identity_id)
-                if identity is None:
-                    raise NotFound(f"no identity {identity_id}")
-                raise Conflict(f"identity {identity_id} is already disabled")
-            await tx.append_audit(
-                AuditEvent(
-                    action="identity.disabled",
-                    outcome=Outcome.SUCCESS,
-                    actor=actor,
-                    at=now,
-                    identity_id=identity_id,
-                )
-            )
-            identity = await tx.get_identity(identity_id)
-        assert identity is not None
-        return identity
-
     async def list_identities(
         self,
         *,

@@ -133,3 +133,37 @@ class AuditEventRow(Base):
     serial: Mapped[str | None] = mapped_column(String(40))
     reason: Mapped[str | None] = mapped_column(Text)
     details: Mapped[str] = mapped_column(Text)
+
+
+class RevocationStateRow(Base):
+    """Per CA: a revision counted up by every revocation, and the newest CRL published.
+
+    Instances compare `revision` with `crl_revision` to know a new CRL is due, and share the
+    CRL number sequence, so cRLNumber only grows whichever instance signs.
+    """
+
+    __tablename__ = "revocation_state"
+
+    # The CA's subjectKeyIdentifier, lower-case hex.
+    issuer_key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    # The last cRLNumber handed out; the published CRL's own number is crl_number.
+    last_crl_number: Mapped[int] = mapped_column(Integer)
+    crl_number: Mapped[int | None] = mapped_column(Integer)
+    crl_revision: Mapped[int | None] = mapped_column(Integer)
+    crl_this_update: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    crl_next_update: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    crl_der: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class OcspResponderRow(Base):
+    """Delegated OCSP responder certificates we issued (recorded before they are used)."""
+
+    __tablename__ = "ocsp_responders"
+
+    serial: Mapped[str] = mapped_column(String(40), primary_key=True)
+    issuer_key_id: Mapped[str] = mapped_column(String(64), index=True)
+    not_before: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    not_after: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)

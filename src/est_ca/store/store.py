@@ -29,6 +29,8 @@ import structlog
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Select, Table, case, event, literal, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -37,17 +39,23 @@ from est_ca.audit import Actor, AuditEvent, Outcome
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
 from est_ca.registration.orders import Order, OrderStatus
+from est_ca.revocation.reasons import RevocationReason
+from est_ca.revocation.state import PublishedCrl, RevocationState, RevokedEntry
 from est_ca.store.schema import (
     AuditEventRow,
     CertificateRow,
     IdentityRow,
+    OcspResponderRow,
     OrderRow,
+    RevocationStateRow,
     UtcDateTime,
 )
 
 _log = structlog.get_logger(__name__)
 
 IDENTITIES = cast(Table, IdentityRow.__table__)
+REVOCATION_STATE = cast(Table, RevocationStateRow.__table__)
+OCSP_RESPONDERS = cast(Table, OcspResponderRow.__table__)
 ORDERS = cast(Table, OrderRow.__table__)
 CERTIFICATES = cast(Table, CertificateRow.__table__)
 AUDIT_EVENTS = cast(Table, AuditEventRow.__table__)
@@ -521,6 +529,159 @@ class StoreTx:
             .values(status=str(CertificateStatus.ABANDONED))
         )
         return released.rowcount, abandoned.rowcount
+
+    async def live_certificates_of(self, identity_id: uuid.UUID) -> list[CertificateRecord]:
+        result = await self._conn.execute(
+            select(CERTIFICATES)
+            .where(
+                CERTIFICATES.c.identity_id == identity_id,
+                CERTIFICATES.c.status == str(CertificateStatus.ISSUED),
+            )
+            .with_for_update()
+        )
+        return [_certificate(row) for row in result]
+
+    async def cancel_pending_orders_of(self, identity_id: uuid.UUID, now: dt.datetime) -> int:
+        result = await self._conn.execute(
+            update(ORDERS)
+            .where(
+                ORDERS.c.identity_id == identity_id,
+                ORDERS.c.status == str(OrderStatus.PENDING),
+            )
+            .values(status=str(OrderStatus.CANCELLED), cancelled_at=now)
+        )
+        return result.rowcount
+
+    async def revoked_entries(
+        self, now: dt.datetime, batch: int = 1000
+    ) -> AsyncIterator[RevokedEntry]:
+        """Revoked certificates that have not expired (expired ones leave the CRL), streamed."""
+        result = await self._conn.stream(
+            select(
+                CERTIFICATES.c.serial,
+                CERTIFICATES.c.revoked_at,
+                CERTIFICATES.c.revocation_reason,
+                CERTIFICATES.c.invalidity_date,
+            )
+            .where(
+                CERTIFICATES.c.status == str(CertificateStatus.REVOKED),
+                CERTIFICATES.c.not_after > now,
+            )
+            .order_by(CERTIFICATES.c.serial)
+            .execution_options(yield_per=batch)
+        )
+        async for rows in result.partitions(batch):
+            for index, row in enumerate(rows):
+                if index % 200 == 199:
+                    await asyncio.sleep(0)  # turning rows into values is CPU: let others in
+                yield RevokedEntry(
+                    serial=Serial.from_hex(row.serial),
+                    revoked_at=row.revoked_at,
+                    reason=RevocationReason.from_stored(row.revocation_reason),
+                    invalidity_date=row.invalidity_date,
+                )
+
+    # -- revocation state (CRL numbers, published CRLs) ---------------------------------------
+
+    async def ensure_revocation_state(self, issuer_key_id: str) -> None:
+        exists = await self._conn.execute(
+            select(REVOCATION_STATE.c.issuer_key_id).where(
+                REVOCATION_STATE.c.issuer_key_id == issuer_key_id
+            )
+        )
+        if exists.one_or_none() is None:
+            insert = (sqlite_insert if self._conn.dialect.name == "sqlite" else postgresql_insert)(
+                REVOCATION_STATE
+            )
+            await self._conn.execute(
+                insert.values(
+                    issuer_key_id=issuer_key_id, revision=0, last_crl_number=0
+                ).on_conflict_do_nothing()
+            )
+
+    async def count_revocation(self, issuer_key_id: str) -> None:
+        """One more revocation by this CA: every instance's CRL and OCSP cache are now stale."""
+        await self._conn.execute(
+            update(REVOCATION_STATE)
+            .where(REVOCATION_STATE.c.issuer_key_id == issuer_key_id)
+            .values(revision=REVOCATION_STATE.c.revision + 1)
+        )
+
+    async def revocation_state(self, issuer_key_id: str) -> RevocationState:
+        result = await self._conn.execute(
+            select(REVOCATION_STATE).where(REVOCATION_STATE.c.issuer_key_id == issuer_key_id)
+        )
+        row = result.one()
+        crl = None
+        if row.crl_der is not None and row.crl_number is not None:
+            crl = PublishedCrl(
+                number=row.crl_number,
+                revision=row.crl_revision,
+                this_update=row.crl_this_update,
+                next_update=row.crl_next_update,
+                der=row.crl_der,
+            )
+        return RevocationState(revision=row.revision, crl=crl)
+
+    async def next_crl_number(self, issuer_key_id: str) -> int:
+        result = await self._conn.execute(
+            update(REVOCATION_STATE)
+            .where(REVOCATION_STATE.c.issuer_key_id == issuer_key_id)
+            .values(last_crl_number=REVOCATION_STATE.c.last_crl_number + 1)
+            .returning(REVOCATION_STATE.c.last_crl_number)
+        )
+        return int(result.scalar_one())
+
+    async def publish_crl(self, issuer_key_id: str, crl: PublishedCrl) -> bool:
+        """Keep `crl` as the CA's current one, unless one with a higher number is kept already."""
+        result = await self._conn.execute(
+            update(REVOCATION_STATE)
+            .where(
+                REVOCATION_STATE.c.issuer_key_id == issuer_key_id,
+                REVOCATION_STATE.c.crl_number.is_(None)
+                | (REVOCATION_STATE.c.crl_number < crl.number),
+            )
+            .values(
+                crl_number=crl.number,
+                crl_revision=crl.revision,
+                crl_this_update=crl.this_update,
+                crl_next_update=crl.next_update,
+                crl_der=crl.der,
+            )
+        )
+        return result.rowcount == 1
+
+    # -- OCSP responders ----------------------------------------------------------------------
+
+    async def insert_ocsp_responder(
+        self,
+        *,
+        serial: Serial,
+        issuer_key_id: str,
+        not_before: dt.datetime,
+        not_after: dt.datetime,
+        der: bytes,
+        created_at: dt.datetime,
+    ) -> None:
+        await self._conn.execute(
+            OCSP_RESPONDERS.insert().values(
+                serial=serial.hex,
+                issuer_key_id=issuer_key_id,
+                not_before=not_before,
+                not_after=not_after,
+                der=der,
+                created_at=created_at,
+            )
+        )
+
+    async def is_ocsp_responder(self, issuer_key_id: str, serial: Serial) -> bool:
+        result = await self._conn.execute(
+            select(OCSP_RESPONDERS.c.serial).where(
+                OCSP_RESPONDERS.c.serial == serial.hex,
+                OCSP_RESPONDERS.c.issuer_key_id == issuer_key_id,
+            )
+        )
+        return result.one_or_none() is not None
 
     # -- audit ------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from est_ca.ca import publication
 from est_ca.errors import NotEntitled
 from est_ca.est import routes as est_routes
 from est_ca.est import wire
+from est_ca.relying_party import routes as relying_party
 from est_ca.service import Service
 from est_ca.web.middleware import MAX_BODY_BYTES, Handler, request_context
 
@@ -51,10 +52,14 @@ def _certificate_handler(certificate: x509.Certificate) -> Handler:
 
 def plain_http_app(service: Service) -> web.Application:
     """Plain HTTP for relying parties: CA certificates, CRLs and OCSP; never EST (it needs TLS)."""
-    if service.ca is None:
+    if service.ca is None or service.publishing is None:
         raise ValueError("the relying-party application needs the service opened with its CA")
     app = web.Application(middlewares=[request_context], client_max_size=_AIOHTTP_BODY_CAP)
     app[MAX_BODY_BYTES] = service.settings.service.max_body_bytes
+    app[relying_party.PUBLISHING] = service.publishing
+    app[relying_party.CLOCK] = service.clock
+    app[relying_party.MAX_AGE] = service.settings.revocation.http_max_age_seconds
+    relying_party.add_routes(app, [issuer.crl_path for issuer in service.publishing.issuers])
     app.router.add_route("*", est_routes.EST_PREFIX + "/{tail:.*}", _est_needs_https)
     app.router.add_get(publication.ISSUING_CERT_PATH, _certificate_handler(service.ca.certificate))
     app.router.add_get(publication.ROOT_CERT_PATH, _certificate_handler(service.ca.root))

@@ -1,0 +1,56 @@
+"""The CAs whose revocation status this service publishes: the issuing CA, and the root when
+its key is available.
+
+Each has its own CRL (RFC 5280: one issuer per CRL, no indirect CRLs), its own delegated OCSP
+responder, and is recognised in OCSP requests by the hashes of its name and key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+
+from asn1crypto import keys
+
+from est_ca.ca.authority import CertificateAuthority, public_key_der
+from est_ca.ca.signing import SignatureScheme
+
+# CertID hash algorithms we accept in OCSP requests (RFC 6960 clients send SHA-1 or SHA-256).
+CERT_ID_HASHES = ("sha1", "sha256", "sha384", "sha512")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedIssuer:
+    """One CA's publication: how its CRL and OCSP responses are signed and how long they live."""
+
+    name: str
+    ca: CertificateAuthority
+    # How this CA signs CRLs and responder certificates.
+    scheme: SignatureScheme
+    crl_path: str
+    crl_validity: dt.timedelta
+    crl_refresh: dt.timedelta
+    # True for the issuing CA: its CRL lists the subscribers' revoked certificates. The root's
+    # lists revoked CA certificates, of which there are none.
+    lists_subscribers: bool
+
+    @property
+    def key_id(self) -> str:
+        """The CA's subjectKeyIdentifier in hex: how the store names the CA."""
+        return self.ca.key_identifier.hex()
+
+    @property
+    def cert_id_hashes(self) -> dict[str, tuple[bytes, bytes]]:
+        """(issuerNameHash, issuerKeyHash) for each accepted CertID hash algorithm."""
+        name = self.ca.certificate.subject.public_bytes()
+        key_bits = keys.PublicKeyInfo.load(public_key_der(self.ca.certificate.public_key()))[
+            "public_key"
+        ].contents[1:]
+        return {
+            algorithm: (
+                hashlib.new(algorithm, name).digest(),
+                hashlib.new(algorithm, key_bits).digest(),
+            )
+            for algorithm in CERT_ID_HASHES
+        }

@@ -1,0 +1,194 @@
+"""Delegated OCSP responder certificates (RFC 6960 4.2.2.2): one per served CA and instance.
+
+The responder key is a P-256 key of its own, so the CA key stays out of the hot path. Its
+certificate is issued by the CA with id-kp-OCSPSigning and id-pkix-ocsp-nocheck, recorded in
+the database before it is used, and replaced well before it expires (no response may outlive
+the certificate that signs it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from pathlib import Path
+
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from est_ca.ca.certificates import Serial
+from est_ca.ca.signing import KeyFileSigner, SignatureScheme, draft_certificate, signed_with
+from est_ca.clock import Clock
+from est_ca.revocation.issuers import ServedIssuer
+from est_ca.store.store import Store
+from est_ca.workers import Workers
+
+_log = structlog.get_logger(__name__)
+RESPONDER_SCHEME = SignatureScheme(algorithm="ecdsa", hash="sha256")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResponderCredential:
+    certificate: x509.Certificate
+    signer: KeyFileSigner
+
+    @property
+    def not_after(self) -> dt.datetime:
+        return self.certificate.not_valid_after_utc
+
+
+def responder_certificate(
+    issuer: ServedIssuer,
+    public_key: ec.EllipticCurvePublicKey,
+    serial: Serial,
+    not_before: dt.datetime,
+    validity: dt.timedelta,
+) -> x509.Certificate:
+    """Blocking (a CA signature): run it on a worker thread."""
+    ca_subject = issuer.ca.subject
+    organisation = ca_subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    country = ca_subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)
+    common_name = str(ca_subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name} OCSP responder"),
+            *organisation,
+            *country,
+        ]
+    )
+    builder = (
+        x509.CertificateBuilder()
+        .serial_number(serial.value)
+        .issuer_name(ca_subject)
+        .subject_name(subject)
+        .public_key(public_key)
+        .not_valid_before(not_before)
+        .not_valid_after(not_before + validity - dt.timedelta(seconds=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier(issuer.ca.key_identifier, None, None), critical=False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+        .add_extension(x509.OCSPNoCheck(), critical=False)
+    )
+    return signed_with(draft_certificate(builder, issuer.scheme), issuer.ca.signer, issuer.scheme)
+
+
+class ResponderKeeper:
+    """The current responder credential of one CA, kept in files under `directory`."""
+
+    def __init__(
+        self,
+        *,
+        issuer: ServedIssuer,
+        store: Store,
+        clock: Clock,
+        workers: Workers,
+        directory: Path,
+        passphrase: bytes | None,
+        validity: dt.timedelta,
+        renew_before: dt.timedelta,
+    ) -> None:
+        self.issuer = issuer
+        self._store = store
+        self._clock = clock
+        self._workers = workers
+        self._key_file = directory / f"{issuer.name}-responder.key"
+        self._cert_file = directory / f"{issuer.name}-responder.pem"
+        self._passphrase = passphrase
+        self._validity = validity
+        self._renew_before = renew_before
+        self._current: ResponderCredential | None = None
+
+    @property
+    def current(self) -> ResponderCredential:
+        if self._current is None:
+            raise RuntimeError("the responder credential has not been prepared")
+        return self._current
+
+    async def prepare(self) -> ResponderCredential:
+        """Load the credential from its files, or issue a new one when it is missing or due."""
+        if self._current is None:
+            self._current = self._load()
+        if self._current is None or self._is_due(self._current):
+            self._current = await self._issue()
+        return self._current
+
+    def _is_due(self, credential: ResponderCredential) -> bool:
+        return self._clock.now() >= credential.not_after - self._renew_before
+
+    def _load(self) -> ResponderCredential | None:
+        if not (self._key_file.is_file() and self._cert_file.is_file()):
+            return None
+        certificate = x509.load_pem_x509_certificate(self._cert_file.read_bytes())
+        if certificate.issuer != self.issuer.ca.subject:
+            return None  # a responder of another CA (the data directory was re-used)
+        signer = KeyFileSigner.load(self._key_file, self._passphrase)
+        return ResponderCredential(certificate=certificate, signer=signer)
+
+    async def _issue(self) -> ResponderCredential:
+        key = ec.generate_private_key(ec.SECP256R1())
+        serial = Serial.random()
+        now = self._clock.now()
+        certificate = await self._workers.run(
+            responder_certificate, self.issuer, key.public_key(), serial, now, self._validity
+        )
+        async with self._store.write() as tx:  # recorded before it is ever used
+            await tx.insert_ocsp_responder(
+                serial=serial,
+                issuer_key_id=self.issuer.key_id,
+                not_before=certificate.not_valid_before_utc,
+                not_after=certificate.not_valid_after_utc,
+                der=certificate.public_bytes(serialization.Encoding.DER),
+                created_at=now,
+            )
+        self._write(key, certificate)
+        _log.info(
+            "OCSP responder certificate issued",
+            ca=self.issuer.name,
+            serial=serial.hex,
+            not_after=certificate.not_valid_after_utc.isoformat(),
+        )
+        return ResponderCredential(certificate=certificate, signer=KeyFileSigner(key))
+
+    def _write(self, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> None:
+        """Replace both files atomically (write, then rename), the key never world-readable."""
+        self._key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(self._passphrase)
+            if self._passphrase
+            else serialization.NoEncryption()
+        )
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        )
+        for path, data in (
+            (self._key_file, key_pem),
+            (self._cert_file, certificate.public_bytes(serialization.Encoding.PEM)),
+        ):
+            temporary = path.with_suffix(path.suffix + ".new")
+            temporary.unlink(missing_ok=True)
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            temporary.replace(path)
