@@ -394,3 +394,29 @@ async def test_requests_refused_while_parsing_are_audited_too(
         ("enroll.refused", "anonymous:-", "Unauthenticated"),
         ("reenroll.refused", "anonymous:-", "NotEntitled"),
     ]
+
+
+async def test_tls_authenticated_enroll_with_a_certificate_revoked_a_moment_ago_is_403(
+    server: Server, service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    cert_file, current = await enrolled(server, service, ca_material, keys, tmp_path)
+    record = await service.registry.get_certificate(Serial(current.serial_number))
+    placed = await new_order(service, await service.registry.get_identity(record.identity_id))
+    await service.revocations.revoke_certificate(
+        ADMIN, record.serial, RevocationReason.KEY_COMPROMISE
+    )
+    response = await post_csr(
+        server,
+        ca_material,
+        tmp_path,
+        csr_base64(make_csr(keys.rsa(1).key)),
+        *PKCS10,
+        "--cert",
+        str(cert_file),
+        "--key",
+        keys.rsa(0).pem_path,
+    )
+    assert_plain_text_error(response, 403, "revoked")
+    order = await service.registry.get_order(placed.order.reference)
+    assert order.failed_attempts == 0
+    assert order.certificate_serial is None
