@@ -79,6 +79,7 @@ def make_settings(
     overrides: dict[str, Any] = {
         "data_dir": str(data_dir),
         "service": {"host": "127.0.0.1", "port": 0, "http_port": ca.http_port, "demo": False},
+        "admin": {"port": 0},
         "database": {"url": database_url},
         "tls": {"cert_file": str(ca.tls_cert), "key_file": str(ca.tls_key)},
         "ca": {

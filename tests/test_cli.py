@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +188,88 @@ def test_disabling_an_identity_cancels_its_orders(est_ca: Any) -> None:
     again = est_ca("identity", "disable", identity["id"])
     assert again.returncode == 1
     assert "already disabled" in again.stderr
+
+
+def test_an_import_writes_the_one_time_codes_to_a_new_private_file(
+    est_ca: Any, tmp_path: Path
+) -> None:
+    source = tmp_path / "staff.csv"
+    source.write_text(
+        "external_id,type,organisation_name,cvr,given_name,surname,email\n"
+        "e1,user,ÆØÅ ApS,99999999,Søren,Ærø,s@example.dk\n"
+        "e2,user,ÆØÅ ApS,99999999,Åse,Ørsted,a@example.dk\n",
+        encoding="utf-8",
+    )
+    codes = tmp_path / "codes.csv"
+    result = est_ca("identity", "import", str(source), "--place-orders", "--codes-out", str(codes))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        f"imported 2 identities (0 already present), placed 2 orders; "
+        f"one-time codes in {codes} (mode 0600)"
+    )
+    assert stat.S_IMODE(codes.stat().st_mode) == 0o600
+    written = list(csv.DictReader(codes.open(encoding="utf-8")))
+    assert [row["external_id"] for row in written] == ["e1", "e2"]
+    orders = json_of(est_ca("order", "list", "--json"))
+    assert {o["reference"] for o in orders} == {row["order_reference"] for row in written}
+    again = est_ca("identity", "import", str(source))
+    assert again.stdout.strip() == "imported 0 identities (2 already present), placed 0 orders"
+    reused = est_ca("identity", "import", str(source), "--place-orders", "--codes-out", str(codes))
+    assert reused.returncode == 1
+    assert "exists; the codes file must be new" in reused.stderr
+
+
+def test_an_import_with_errors_lists_them_and_imports_nothing(est_ca: Any, tmp_path: Path) -> None:
+    source = tmp_path / "staff.jsonl"
+    source.write_text(
+        json.dumps(
+            {
+                "external_id": "ok",
+                "type": "system",
+                "organisation_name": "Ø",
+                "cvr": "99999999",
+                "display_name": "fine",
+            }
+        )
+        + "\n"
+        + json.dumps(
+            {
+                "external_id": "bad",
+                "type": "user",
+                "organisation_name": "Ø",
+                "cvr": "9999",
+                "given_name": "A",
+                "surname": "B",
+                "email": "æ@example.dk",
+            }
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    result = est_ca("identity", "import", str(source))
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[0] == (
+        "est-ca: 2 error(s) in 1 row(s); nothing was imported:"
+    )
+    assert "line 2, cvr: CVR must be exactly 8 digits" in result.stderr
+    assert est_ca("identity", "list").stdout.strip() == "(none)"
+
+
+def test_a_token_is_shown_once_listed_without_its_secret_and_revoked(est_ca: Any) -> None:
+    created = est_ca("token", "create", "idm", "--scopes", "read,order", "--cvr", "99999999")
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.splitlines()[1].strip()
+    assert secret.startswith("estca_")
+    listed = est_ca("token", "list", "--json")
+    [token] = json_of(listed)
+    assert (token["name"], token["scopes"], token["cvr"]) == ("idm", "order,read", "99999999")
+    assert secret.split("_")[-1] not in listed.stdout
+    assert est_ca("token", "revoke", "idm").returncode == 0
+    again = est_ca("token", "revoke", "idm")
+    assert (again.returncode, again.stderr.strip()) == (
+        1,
+        "est-ca: the token 'idm' is already revoked",
+    )
+    bad = est_ca("token", "create", "x", "--scopes", "read,root")
+    assert bad.returncode == 1
+    assert "comma-separated list of read, order, revoke, admin" in bad.stderr

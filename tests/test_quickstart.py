@@ -39,6 +39,8 @@ async def test_serve_on_an_empty_directory_prints_a_recipe_that_enrolls_and_rene
         "0",
         "--http-port",
         str(free_port()),
+        "--admin-port",
+        "0",
         cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

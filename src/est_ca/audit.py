@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import uuid
 from collections.abc import Mapping
 from enum import StrEnum
@@ -76,3 +78,92 @@ class AuditEvent:
             reason=self.reason,
             **dict(self.details),
         )
+
+
+GENESIS_HASH = "0" * 64
+
+
+def chain_hash(prev_hash: str, seq: int, event: AuditEvent) -> str:
+    """The hash a row carries: SHA-256 over the previous hash and a canonical JSON of the event.
+
+    Never change this encoding: every stored chain was computed with it.
+    """
+    canonical = json.dumps(
+        {
+            "seq": seq,
+            "at": event.at.astimezone(dt.UTC).isoformat(),
+            "action": event.action,
+            "outcome": event.outcome.value,
+            "actor": str(event.actor),
+            "source": event.actor.source,
+            "request_id": event.request_id,
+            "identity_id": str(event.identity_id) if event.identity_id else None,
+            "order_reference": event.order_reference,
+            "serial": event.serial,
+            "reason": event.reason,
+            "details": dict(event.details),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(f"{prev_hash}\n{canonical}".encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainedEvent:
+    seq: int
+    prev_hash: str
+    hash: str
+    event: AuditEvent
+
+
+@dataclasses.dataclass(frozen=True)
+class ChainReport:
+    """The outcome of walking the chain: how far it held, and the first place it did not."""
+
+    checked: int
+    problem: str | None = None
+    seq: int | None = None
+
+    @property
+    def intact(self) -> bool:
+        return self.problem is None
+
+
+class ChainVerifier:
+    """Feed it the chain in order; it recomputes every hash and checks every link."""
+
+    def __init__(self) -> None:
+        self._previous = GENESIS_HASH
+        self._checked = 0
+        self.report: ChainReport | None = None
+
+    def add(self, row: ChainedEvent) -> bool:
+        """False (and a report) at the first row that breaks the chain."""
+        expected_seq = self._checked + 1
+        if row.seq != expected_seq:
+            return self._broken(f"event {expected_seq} is missing", expected_seq)
+        if row.prev_hash != self._previous:
+            return self._broken("the link to the previous event is broken", row.seq)
+        if chain_hash(row.prev_hash, row.seq, row.event) != row.hash:
+            return self._broken("the event was modified after it was written", row.seq)
+        self._previous = row.hash
+        self._checked += 1
+        return True
+
+    def finish(self, head_seq: int, head_hash: str) -> ChainReport:
+        """Also compare with the chain's head: events removed from the end show here."""
+        if self.report is not None:
+            return self.report
+        if (head_seq, head_hash) != (self._checked, self._previous):
+            return ChainReport(
+                self._checked,
+                f"the chain ends at {self._checked}, its head says {head_seq}",
+                self._checked + 1,
+            )
+        return ChainReport(self._checked)
+
+    def _broken(self, problem: str, seq: int) -> bool:
+        self.report = ChainReport(self._checked, problem, seq)
+        return False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import datetime as dt
 import getpass
 import json
@@ -16,30 +17,32 @@ import sys
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 
 from est_ca import logs
-from est_ca.audit import Actor, AuditEvent
-from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
+from est_ca.admin.access import Scope
+from est_ca.admin.views import (
+    audit_view,
+    certificate_view,
+    identity_view,
+    order_view,
+    placed_order_view,
+    token_view,
+)
+from est_ca.audit import Actor, ChainVerifier
+from est_ca.ca.certificates import CertificateStatus, Serial
 from est_ca.config import Settings, load_settings
 from est_ca.errors import BadRequest, ConfigurationError, EstCaError
-from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
-from est_ca.registration.orders import Order, OrderStatus
+from est_ca.registration import importing
+from est_ca.registration.identities import IdentityStatus, IdentityType
+from est_ca.registration.orders import OrderStatus
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.service import Service
 
 Command = Callable[[Service, argparse.Namespace], Coroutine[Any, Any, int]]
-# Short names for subject attributes that RFC 4514 would print as dotted OIDs.
-_ATTRIBUTE_NAMES = {
-    NameOID.ORGANIZATION_IDENTIFIER: "organizationIdentifier",
-    NameOID.SERIAL_NUMBER: "serialNumber",
-    NameOID.SURNAME: "SN",
-    NameOID.GIVEN_NAME: "GN",
-}
 
 
 def _admin_actor() -> Actor:
@@ -69,67 +72,6 @@ def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: Sequenc
         _print_table(rows, columns)
 
 
-def _identity_row(identity: Identity) -> dict[str, Any]:
-    return {
-        "id": str(identity.id),
-        "type": identity.type.value,
-        "display_name": identity.display_name,
-        "organisation_name": identity.organisation_name,
-        "cvr": identity.cvr,
-        "given_name": identity.given_name,
-        "surname": identity.surname,
-        "email": identity.email,
-        "status": identity.status.value,
-        "created_at": identity.created_at.isoformat(),
-    }
-
-
-def _order_row(service: Service, order: Order) -> dict[str, Any]:
-    return {
-        "reference": order.reference,
-        "identity_id": str(order.identity_id),
-        "profile": order.profile,
-        "state": service.registry.order_state(order).value,
-        "failed_attempts": order.failed_attempts,
-        "created_at": order.created_at.isoformat(),
-        "expires_at": order.expires_at.isoformat(),
-        "certificate_serial": order.certificate_serial,
-    }
-
-
-def _certificate_row(record: CertificateRecord) -> dict[str, Any]:
-    subject = None
-    if record.der is not None:
-        subject = x509.load_der_x509_certificate(record.der).subject.rfc4514_string(
-            _ATTRIBUTE_NAMES
-        )
-    return {
-        "serial": record.serial.hex,
-        "identity_id": str(record.identity_id),
-        "profile": record.profile,
-        "status": record.status.value,
-        "not_before": record.not_before.isoformat() if record.not_before else None,
-        "not_after": record.not_after.isoformat() if record.not_after else None,
-        "subject": subject,
-        "renewal_of": record.renewal_of.hex if record.renewal_of else None,
-    }
-
-
-def _audit_row(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "at": event.at.isoformat(),
-        "action": event.action,
-        "outcome": event.outcome.value,
-        "actor": str(event.actor),
-        "source": event.actor.source,
-        "identity_id": str(event.identity_id) if event.identity_id else None,
-        "order_reference": event.order_reference,
-        "serial": event.serial,
-        "reason": event.reason,
-        "details": dict(event.details),
-    }
-
-
 # -- commands ---------------------------------------------------------------------------------
 
 
@@ -144,7 +86,7 @@ async def identity_create(service: Service, args: argparse.Namespace) -> int:
         surname=args.surname,
         email=args.email,
     )
-    _emit(args, [_identity_row(identity)], ("id", "type", "display_name", "cvr", "status"))
+    _emit(args, [identity_view(identity)], ("id", "type", "display_name", "cvr", "status"))
     return 0
 
 
@@ -158,7 +100,7 @@ async def identity_list(service: Service, args: argparse.Namespace) -> int:
     )
     _emit(
         args,
-        [_identity_row(i) for i in identities],
+        [identity_view(i) for i in identities],
         ("id", "type", "display_name", "organisation_name", "cvr", "status"),
     )
     return 0
@@ -166,7 +108,7 @@ async def identity_list(service: Service, args: argparse.Namespace) -> int:
 
 async def identity_show(service: Service, args: argparse.Namespace) -> int:
     identity = await service.registry.get_identity(_uuid(args.identity_id))
-    row = _identity_row(identity)
+    row = identity_view(identity)
     _emit(args, [row], list(row))
     return 0
 
@@ -176,7 +118,7 @@ async def identity_disable(service: Service, args: argparse.Namespace) -> int:
         _admin_actor(), _uuid(args.identity_id), RevocationReason.parse(args.reason)
     )
     if args.json:
-        _emit(args, [_identity_row(identity) | {"revoked": [r.serial.hex for r in revoked]}], [])
+        _emit(args, [identity_view(identity) | {"revoked": [r.serial.hex for r in revoked]}], [])
     else:
         print(f"identity {identity.id} disabled; {len(revoked)} certificate(s) revoked")
         for record in revoked:
@@ -203,11 +145,149 @@ async def certificate_revoke(service: Service, args: argparse.Namespace) -> int:
     record = await service.revocations.revoke_certificate(
         _admin_actor(), serial, RevocationReason.parse(args.reason), invalidity
     )
-    row = _certificate_row(record) | {
-        "revoked_at": record.revoked_at.isoformat() if record.revoked_at else None,
-        "reason": RevocationReason.from_stored(record.revocation_reason).value,
-    }
-    _emit(args, [row], ("serial", "status", "revoked_at", "reason"))
+    columns = ("serial", "status", "revoked_at", "revocation_reason")
+    _emit(args, [certificate_view(record)], columns)
+    return 0
+
+
+class _ProgressBar:
+    """A one-line progress bar on a terminal's stderr; silent when stderr is not a terminal."""
+
+    def __init__(self) -> None:
+        self._shown = sys.stderr.isatty()
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if not self._shown or total <= 0:
+            return
+        width = 30
+        filled = width * done // total
+        bar = "#" * filled + "-" * (width - filled)
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r{phase:<15} [{bar}] {100 * done // total:3d}% ({done}/{total}){end}")
+        sys.stderr.flush()
+
+
+async def identity_import(service: Service, args: argparse.Namespace) -> int:
+    if args.place_orders and not args.codes_out:
+        raise BadRequest("--place-orders needs --codes-out FILE: the one-time codes go there")
+    path = Path(args.file)
+    try:
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"cannot read {path} as UTF-8 text: {exc}") from exc
+    kind = args.format or ("jsonl" if path.suffix in (".jsonl", ".ndjson", ".json") else "csv")
+    progress = _ProgressBar()
+    parse = importing.parse_json_lines if kind == "jsonl" else importing.parse_csv
+    try:
+        rows = parse(text, service.clock.now(), progress)
+        codes_file = _open_private(Path(args.codes_out)) if args.codes_out else None
+        result = await service.registry.import_identities(
+            _admin_actor(), rows, place_orders=args.place_orders, progress=progress
+        )
+    except importing.ImportRejected as rejected:
+        summary = rejected.summary(rejected.errors)
+        print(f"est-ca: {summary}; nothing was imported:", file=sys.stderr)
+        for error in rejected.errors:
+            print(f"  {error}", file=sys.stderr)
+        return 1
+    if codes_file is not None:
+        with codes_file:
+            writer = csv.writer(codes_file)
+            writer.writerow(
+                ["external_id", "identity_id", "order_reference", "one_time_code", "expires_at"]
+            )
+            by_id = {identity.id: identity for identity in result.created}
+            for placed in result.orders:
+                writer.writerow(
+                    [
+                        by_id[placed.order.identity_id].external_id,
+                        placed.order.identity_id,
+                        placed.order.reference,
+                        placed.one_time_code,
+                        placed.order.expires_at.isoformat(),
+                    ]
+                )
+    print(
+        f"imported {len(result.created)} identities ({len(result.existing)} already present), "
+        f"placed {len(result.orders)} orders"
+        + (f"; one-time codes in {args.codes_out} (mode 0600)" if result.orders else "")
+    )
+    return 0
+
+
+def _open_private(path: Path) -> TextIO:
+    """A new file only its owner can read; never an existing one (codes must not leak)."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError as exc:
+        raise BadRequest(f"{path} exists; the codes file must be new") from exc
+    return os.fdopen(descriptor, "w", newline="", encoding="utf-8")
+
+
+async def token_create(service: Service, args: argparse.Namespace) -> int:
+    token, secret = await service.tokens.create(
+        _admin_actor(),
+        name=args.name,
+        scopes=Scope.parse_many(args.scopes),
+        cvr=args.cvr,
+        valid_days=args.valid_days,
+    )
+    if args.json:
+        _emit(args, [token_view(token) | {"token": secret}], [])
+    else:
+        print(
+            f"token {token.name} ({','.join(sorted(token.scopes))}, "
+            f"CVR {token.cvr or 'all'}, until {token.expires_at.isoformat()}):"
+        )
+        print(f"  {secret}")
+        print("  shown only now; give it as 'Authorization: Bearer <token>'")
+    return 0
+
+
+async def token_list(service: Service, args: argparse.Namespace) -> int:
+    tokens = await service.tokens.list()
+    _emit(
+        args,
+        [token_view(t) for t in tokens],
+        ("name", "scopes", "cvr", "expires_at", "revoked_at", "last_used_at"),
+    )
+    return 0
+
+
+async def token_revoke(service: Service, args: argparse.Namespace) -> int:
+    token = await service.tokens.revoke(_admin_actor(), args.name)
+    _emit(args, [token_view(token)], ("name", "revoked_at"))
+    return 0
+
+
+async def audit_verify(service: Service, args: argparse.Namespace) -> int:
+    verifier = ChainVerifier()
+    async with service.store.read() as tx:
+        async for row in tx.audit_chain():
+            if not verifier.add(row):
+                break
+        head_seq, head_hash = await tx.audit_chain_head()
+    report = verifier.finish(head_seq, head_hash)
+    if report.intact:
+        print(f"audit chain intact: {report.checked} events")
+        return 0
+    print(
+        f"est-ca: audit chain broken at event {report.seq}: {report.problem} "
+        f"({report.checked} events before it verify)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+async def audit_export(service: Service, args: argparse.Namespace) -> int:
+    async with service.store.read() as tx:
+        async for row in tx.audit_chain():
+            if row.seq > args.after:
+                line = audit_view(row.seq, row.event) | {
+                    "prev_hash": row.prev_hash,
+                    "hash": row.hash,
+                }
+                sys.stdout.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
     return 0
 
 
@@ -218,7 +298,7 @@ async def order_create(service: Service, args: argparse.Namespace) -> int:
         profile=args.profile,
         validity_days=args.valid_days,
     )
-    row = _order_row(service, placed.order) | {"one_time_code": placed.one_time_code}
+    row = placed_order_view(placed, service.registry.order_state(placed.order))
     if args.json:
         _emit(args, [row], list(row))
     else:
@@ -238,27 +318,32 @@ async def order_list(service: Service, args: argparse.Namespace) -> int:
     )
     _emit(
         args,
-        [_order_row(service, o) for o in orders],
+        [order_view(o, service.registry.order_state(o)) for o in orders],
         ("reference", "identity_id", "profile", "state", "expires_at", "certificate_serial"),
     )
     return 0
 
 
 async def order_show(service: Service, args: argparse.Namespace) -> int:
-    row = _order_row(service, await service.registry.get_order(args.reference))
+    order = await service.registry.get_order(args.reference)
+    row = order_view(order, service.registry.order_state(order))
     _emit(args, [row], list(row))
     return 0
 
 
 async def order_cancel(service: Service, args: argparse.Namespace) -> int:
     order = await service.registry.cancel_order(_admin_actor(), args.reference)
-    _emit(args, [_order_row(service, order)], ("reference", "state"))
+    _emit(args, [order_view(order, service.registry.order_state(order))], ("reference", "state"))
     return 0
 
 
 async def order_unlock(service: Service, args: argparse.Namespace) -> int:
     order = await service.registry.unlock_order(_admin_actor(), args.reference)
-    _emit(args, [_order_row(service, order)], ("reference", "state", "failed_attempts"))
+    _emit(
+        args,
+        [order_view(order, service.registry.order_state(order))],
+        ("reference", "state", "failed_attempts"),
+    )
     return 0
 
 
@@ -271,7 +356,7 @@ async def certificate_list(service: Service, args: argparse.Namespace) -> int:
     )
     _emit(
         args,
-        [_certificate_row(r) for r in records],
+        [certificate_view(r) for r in records],
         ("serial", "profile", "status", "not_after", "subject"),
     )
     return 0
@@ -290,7 +375,7 @@ async def certificate_show(service: Service, args: argparse.Namespace) -> int:
         certificate = x509.load_der_x509_certificate(record.der)
         sys.stdout.write(certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"))
         return 0
-    row = _certificate_row(record)
+    row = certificate_view(record)
     _emit(args, [row], list(row))
     return 0
 
@@ -300,7 +385,7 @@ async def audit_list(service: Service, args: argparse.Namespace) -> int:
         events = await tx.list_audit(action=args.action, limit=args.limit, offset=args.offset)
     _emit(
         args,
-        [_audit_row(e) for e in events],
+        [audit_view(None, e) for e in events],
         ("at", "action", "outcome", "actor", "order_reference", "serial", "reason"),
     )
     return 0
@@ -334,6 +419,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on")
     serve.add_argument("--port", type=int, help="HTTPS (EST) port")
     serve.add_argument("--http-port", type=int, help="plain HTTP port (CRL, OCSP)")
+    serve.add_argument("--admin-port", type=int, help="HTTPS port of the admin API")
     serve.add_argument("--no-demo", action="store_true", help="do not place a demo order")
 
     def listing(sub: argparse.ArgumentParser) -> None:
@@ -374,6 +460,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     output(idisable)
     idisable.set_defaults(run=identity_disable)
+    iimport = identity.add_parser(
+        "import", help="import identities from CSV or JSON lines (all rows or none)"
+    )
+    iimport.add_argument("file", help=f"columns: {', '.join(importing.COLUMNS)}")
+    iimport.add_argument("--format", choices=["csv", "jsonl"], help="default: by file suffix")
+    iimport.add_argument(
+        "--place-orders", action="store_true", help="order a certificate for each new identity"
+    )
+    iimport.add_argument("--codes-out", help="new file (mode 0600) for the one-time codes")
+    iimport.set_defaults(run=identity_import)
     ishow = identity.add_parser("show", help="show one identity")
     ishow.add_argument("identity_id")
     output(ishow)
@@ -439,6 +535,32 @@ def _parser() -> argparse.ArgumentParser:
     output(alist)
     alist.set_defaults(run=audit_list)
 
+    averify = audit.add_parser("verify", help="check the hash chain of the audit trail")
+    averify.set_defaults(run=audit_verify)
+    aexport = audit.add_parser("export", help="the audit trail as JSON lines, with its hashes")
+    aexport.add_argument("--after", type=int, default=0, help="only events after this seq")
+    aexport.set_defaults(run=audit_export)
+
+    token = commands.add_parser("token", help="admin API tokens").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    tcreate = token.add_parser("create", help="create a token (shown once)")
+    tcreate.add_argument("name")
+    tcreate.add_argument(
+        "--scopes", required=True, help="comma-separated: read, order, revoke, admin"
+    )
+    tcreate.add_argument("--cvr", help="confine the token to this organisation's identities")
+    tcreate.add_argument("--valid-days", type=int, default=90)
+    output(tcreate)
+    tcreate.set_defaults(run=token_create)
+    tlist = token.add_parser("list", help="list tokens")
+    output(tlist)
+    tlist.set_defaults(run=token_list)
+    trevoke = token.add_parser("revoke", help="revoke a token")
+    trevoke.add_argument("name")
+    output(trevoke)
+    trevoke.set_defaults(run=token_revoke)
+
     db = commands.add_parser("db", help="database").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
@@ -464,6 +586,8 @@ def _settings(args: argparse.Namespace) -> Settings:
             service["demo"] = False
         if service:
             overrides["service"] = service
+        if args.admin_port is not None:
+            overrides["admin"] = {"port": args.admin_port}
     config = args.config
     if config is None and os.environ.get("EST_CA_CONFIG"):
         config = Path(os.environ["EST_CA_CONFIG"])

@@ -40,6 +40,14 @@ class ServiceSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class AdminSettings:
+    port: int
+    client_ca_file: str
+    client_certificate_scopes: tuple[str, ...]
+    import_max_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
 class PublicationSettings:
     base_url: str
     name_registration_authority: str
@@ -112,6 +120,7 @@ class LoggingSettings:
 class Settings:
     data_dir: Path
     service: ServiceSettings
+    admin: AdminSettings
     publication: PublicationSettings
     database: DatabaseSettings
     tls: TlsSettings
@@ -277,6 +286,18 @@ def _check(settings: Settings) -> None:
     if not 0 <= settings.service.port < 65536:
         raise ConfigurationError(
             "setting 'service.port' must be between 0 (any free port) and 65535"
+        )
+    if not 0 <= settings.admin.port < 65536:
+        raise ConfigurationError("setting 'admin.port' must be between 0 and 65535")
+    unknown_scopes = set(settings.admin.client_certificate_scopes) - {
+        "read",
+        "order",
+        "revoke",
+        "admin",
+    }
+    if unknown_scopes:
+        raise ConfigurationError(
+            "setting 'admin.client_certificate_scopes' takes read, order, revoke, admin"
         )
     if not 0 <= settings.service.http_port < 65536:
         raise ConfigurationError("setting 'service.http_port' must be between 0 and 65535")

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from est_ca import demo, logs
 from est_ca.config import Settings
 from est_ca.service import Service
-from est_ca.web.app import est_app, plain_http_app
+from est_ca.web.app import admin_app, est_app, plain_http_app
 from est_ca.web.tls import server_context
 
 _log = structlog.get_logger(__name__)
@@ -43,8 +43,11 @@ class Server:
         self._runners: list[web.AppRunner] = []
         self.https_url = ""
         self.http_url = ""
+        self.admin_url = ""
 
-    async def start(self, host: str, https_port: int, http_port: int) -> None:
+    async def start(
+        self, host: str, https_port: int, http_port: int, admin_port: int | None = None
+    ) -> None:
         files = self.service.files
         ca = self.service.ca
         publishing = self.service.publishing
@@ -55,11 +58,24 @@ class Server:
             certificate.public_bytes(Encoding.PEM) for certificate in ca.certificates
         )
         context = server_context(files.tls_cert, files.tls_key, client_ca_pem=chain_pem)
+        settings = self.service.settings
+        admin_ca = (
+            settings.data_path(settings.admin.client_ca_file, "").read_bytes()
+            if settings.admin.client_ca_file
+            else None
+        )
+        admin_context = server_context(
+            files.tls_cert, files.tls_key, client_ca_pem=admin_ca, check_time=True
+        )
         https_socket = _listening_socket(host, https_port)
         http_socket = _listening_socket(host, http_port)
+        admin_socket = _listening_socket(
+            host, settings.admin.port if admin_port is None else admin_port
+        )
         for app, sock, ssl_context in (
             (est_app(self.service), https_socket, context),
             (plain_http_app(self.service), http_socket, None),
+            (admin_app(self.service), admin_socket, admin_context),
         ):
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
@@ -67,7 +83,13 @@ class Server:
             self._runners.append(runner)
         self.https_url = _url("https", https_socket)
         self.http_url = _url("http", http_socket)
-        _log.info("listening", est=self.https_url + "/.well-known/est/", http=self.http_url)
+        self.admin_url = _url("https", admin_socket)
+        _log.info(
+            "listening",
+            est=self.https_url + "/.well-known/est/",
+            http=self.http_url,
+            admin=self.admin_url + "/admin/v1/",
+        )
 
     async def stop(self) -> None:
         for runner in reversed(self._runners):

@@ -13,6 +13,8 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from est_ca.admin.service import Administration
+from est_ca.admin.tokens import Tokens
 from est_ca.bootstrap import ServiceFiles, prepare_files, read_passphrase
 from est_ca.ca import publication as publication_paths
 from est_ca.ca.authority import CertificateAuthority, key_identifier
@@ -48,6 +50,8 @@ class Service:
     profiles: ProfileCatalogue
     registry: Registry
     revocations: Revocations
+    tokens: Tokens
+    administration: Administration
     publication: Publication
     files: ServiceFiles
     # Present when opened with the CA keys (serving); absent for administrative commands.
@@ -113,12 +117,28 @@ class Service:
             profiles=profiles,
             registry=registry,
             revocations=revocations,
+            tokens=Tokens(store=store, clock=clock),
+            administration=Administration(
+                registry=registry, revocations=revocations, publishing=publishing
+            ),
             publication=publication,
             files=files,
             ca=ca,
             authority=authority,
             publishing=publishing,
         )
+
+    def readiness(self) -> dict[str, bool]:
+        """What must be true before this instance takes traffic (the database is asked apart)."""
+        if self.publishing is None:
+            return {"ca": self.ca is not None}
+        return {
+            "ca": self.ca is not None,
+            "crls": all(
+                self.publishing.crls.current(issuer.key_id) is not None
+                for issuer in self.publishing.issuers
+            ),
+        }
 
     async def recover(self) -> None:
         """Release what enrollments that died mid-issuance left behind (see enrollment.py)."""

@@ -60,6 +60,13 @@ def check_cvr(value: str) -> str:
     return text
 
 
+def check_external_id(value: str) -> str:
+    text = value.strip()
+    if not text or len(text) > 200 or not text.isprintable():
+        raise BadRequest("external_id is 1 to 200 printable characters", field="external_id")
+    return text
+
+
 def check_email(value: str) -> str:
     """An address that can go into an rfc822Name: ASCII only (IA5String), local@host."""
     text = value.strip()
@@ -98,6 +105,8 @@ class Identity:
     email: str | None
     status: IdentityStatus
     created_at: dt.datetime
+    # The organisation's own id for this person or system (bulk imports are idempotent on it).
+    external_id: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "display_name", normalise_name(self.display_name, "display_name"))
@@ -116,6 +125,8 @@ class Identity:
                 object.__setattr__(self, field, normalise_name(value, field))
         if self.email is not None:
             object.__setattr__(self, "email", check_email(self.email))
+        if self.external_id is not None:
+            object.__setattr__(self, "external_id", check_external_id(self.external_id))
 
     @classmethod
     def create(
@@ -129,8 +140,13 @@ class Identity:
         given_name: str | None = None,
         surname: str | None = None,
         email: str | None = None,
+        external_id: str | None = None,
     ) -> Identity:
         """A new identity with a UUID we assign; a user's display name defaults to the full name."""
+        if type is IdentityType.USER and not (
+            (given_name or "").strip() and (surname or "").strip()
+        ):
+            raise BadRequest("a user needs a given name and a surname", field="given_name")
         if display_name is None or not display_name.strip():
             if type is IdentityType.USER and given_name and surname:
                 display_name = f"{given_name.strip()} {surname.strip()}"
@@ -147,7 +163,31 @@ class Identity:
             email=email or None,
             status=IdentityStatus.ACTIVE,
             created_at=created_at,
+            external_id=external_id or None,
         )
+
+    def updated(
+        self,
+        *,
+        display_name: str | None = None,
+        organisation_name: str | None = None,
+        given_name: str | None = None,
+        surname: str | None = None,
+        email: str | None = None,
+    ) -> Identity:
+        """A copy with the given names or email changed, validated like a new record."""
+        changes = {
+            name: value
+            for name, value in (
+                ("display_name", display_name),
+                ("organisation_name", organisation_name),
+                ("given_name", given_name),
+                ("surname", surname),
+                ("email", email),
+            )
+            if value is not None
+        }
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     @property
     def is_active(self) -> bool:

@@ -6,9 +6,11 @@ the admin API call these methods; neither talks to the store directly.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy.exc import IntegrityError
 
@@ -20,9 +22,24 @@ from est_ca.errors import BadRequest, Conflict, NotFound
 from est_ca.registration import codes
 from est_ca.registration.codes import CodeHasher
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
+from est_ca.registration.importing import (
+    ImportRejected,
+    ImportRow,
+    Progress,
+    RowError,
+    same_record,
+)
 from est_ca.registration.orders import Order, OrderState, OrderStatus, PlacedOrder
 from est_ca.store.store import Store
 from est_ca.workers import Workers
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportResult:
+    created: list[Identity]
+    existing: list[Identity]
+    # The orders placed for created identities, with their one-time codes: shown once.
+    orders: list[PlacedOrder]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +112,153 @@ class Registry:
         if identity is None:
             raise NotFound(f"no identity {identity_id}")
         return identity
+
+    async def update_identity(
+        self,
+        actor: Actor,
+        identity_id: uuid.UUID,
+        *,
+        display_name: str | None = None,
+        organisation_name: str | None = None,
+        given_name: str | None = None,
+        surname: str | None = None,
+        email: str | None = None,
+    ) -> Identity:
+        """New names or email; certificates already issued keep theirs, renewals get these."""
+        now = self._clock.now()
+        async with self._store.write() as tx:
+            current = await tx.get_identity(identity_id)
+            if current is None:
+                raise NotFound(f"no identity {identity_id}")
+            changed = current.updated(
+                display_name=display_name,
+                organisation_name=organisation_name,
+                given_name=given_name,
+                surname=surname,
+                email=email,
+            )
+            fields = [
+                name
+                for name in ("display_name", "organisation_name", "given_name", "surname", "email")
+                if getattr(changed, name) != getattr(current, name)
+            ]
+            if fields:
+                await tx.update_identity(changed, now)
+                await tx.append_audit(
+                    AuditEvent(
+                        action="identity.updated",
+                        outcome=Outcome.SUCCESS,
+                        actor=actor,
+                        at=now,
+                        identity_id=identity_id,
+                        details={"fields": ",".join(fields)},
+                    )
+                )
+        return changed
+
+    async def import_identities(
+        self,
+        actor: Actor,
+        rows: Sequence[ImportRow],
+        *,
+        place_orders: bool = False,
+        progress: Progress | None = None,
+    ) -> ImportResult:
+        """All rows or none, in one transaction; rows already imported are skipped."""
+        async with self._store.read() as tx:
+            existing = await tx.identities_by_external_id([row.key for row in rows])
+        new_rows = [row for row in rows if row.key not in existing]
+        errors = [
+            RowError(
+                row.line,
+                None,
+                f"external_id {row.key[1]!r} of CVR {row.key[0]} is registered "
+                "with other data; change that identity itself, not by import",
+            )
+            for row in rows
+            if row.key in existing and not same_record(row.identity, existing[row.key])
+        ]
+        if place_orders:
+            for row in new_rows:
+                try:
+                    self.profile_for(row.identity, None)
+                except BadRequest as exc:
+                    errors.append(RowError(row.line, exc.field, exc.detail))
+        if errors:
+            raise ImportRejected(errors)
+        orders = await self._prepare_orders(new_rows, progress) if place_orders else []
+        now = self._clock.now()
+        async with self._store.write() as tx:
+            again = await tx.identities_by_external_id([row.key for row in new_rows])
+            if again:
+                raise Conflict(
+                    "another import registered some of these rows meanwhile; run it again"
+                )
+            await tx.insert_identities([row.identity for row in new_rows])
+            await tx.insert_orders([(placed.order, code_hash) for placed, code_hash in orders])
+            events = [
+                AuditEvent(
+                    action="identity.created",
+                    outcome=Outcome.SUCCESS,
+                    actor=actor,
+                    at=now,
+                    identity_id=row.identity.id,
+                    details={
+                        "type": row.identity.type.value,
+                        "cvr": row.identity.cvr,
+                        "import": "yes",
+                    },
+                )
+                for row in new_rows
+            ] + [
+                AuditEvent(
+                    action="order.created",
+                    outcome=Outcome.SUCCESS,
+                    actor=actor,
+                    at=now,
+                    identity_id=placed.order.identity_id,
+                    order_reference=placed.order.reference,
+                    details={"profile": placed.order.profile, "import": "yes"},
+                )
+                for placed, _ in orders
+            ]
+            await tx.append_audits(events)
+        if progress:
+            progress("importing", len(rows), len(rows))
+        return ImportResult(
+            created=[row.identity for row in new_rows],
+            existing=[existing[row.key] for row in rows if row.key in existing],
+            orders=[placed for placed, _ in orders],
+        )
+
+    async def _prepare_orders(
+        self, rows: Sequence[ImportRow], progress: Progress | None
+    ) -> list[tuple[PlacedOrder, str]]:
+        """An order and its code hash per row; hashing (scrypt) runs on every worker thread."""
+        now = self._clock.now()
+        prepared: list[tuple[PlacedOrder, str]] = []
+        done = 0
+
+        async def one(row: ImportRow) -> tuple[PlacedOrder, str]:
+            nonlocal done
+            code = codes.new_one_time_code()
+            code_hash = await self._workers.run(self._hasher.hash, code)
+            order = Order.place(
+                reference=codes.new_reference(),
+                identity_id=row.identity.id,
+                profile=self.profile_for(row.identity, None).name,
+                created_at=now,
+                validity=self.order_policy.validity,
+            )
+            done += 1
+            if progress and done % 50 == 0:
+                progress("placing orders", done, len(rows))
+            return PlacedOrder(order=order, one_time_code=code), code_hash
+
+        prepared = list(await asyncio.gather(*(one(row) for row in rows)))
+        if progress:
+            progress("placing orders", len(rows), len(rows))
+        return prepared
 
     async def list_identities(
         self,
@@ -192,12 +356,13 @@ class Registry:
         *,
         identity_id: uuid.UUID | None = None,
         status: OrderStatus | None = None,
+        cvr: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Order]:
         async with self._store.read() as tx:
             return await tx.list_orders(
-                identity_id=identity_id, status=status, limit=limit, offset=offset
+                identity_id=identity_id, status=status, cvr=cvr, limit=limit, offset=offset
             )
 
     async def cancel_order(self, actor: Actor, reference: str) -> Order:
@@ -251,12 +416,21 @@ class Registry:
         *,
         identity_id: uuid.UUID | None = None,
         status: CertificateStatus | None = None,
+        cvr: str | None = None,
+        expires_after: dt.datetime | None = None,
+        expires_before: dt.datetime | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[CertificateRecord]:
         async with self._store.read() as tx:
             return await tx.list_certificates(
-                identity_id=identity_id, status=status, limit=limit, offset=offset
+                identity_id=identity_id,
+                status=status,
+                cvr=cvr,
+                expires_after=expires_after,
+                expires_before=expires_before,
+                limit=limit,
+                offset=offset,
             )
 
     async def get_certificate(self, serial: Serial) -> CertificateRecord:

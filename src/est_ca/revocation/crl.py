@@ -146,6 +146,12 @@ class CrlPublisher:
             return state.crl
         return await self._make(issuer, state.revision)
 
+    async def regenerate(self, key_id: str) -> PublishedCrl:
+        """A new CRL now, due or not (an administrator asked)."""
+        async with self._store.read() as tx:
+            state = await tx.revocation_state(key_id)
+        return await self._make(self._issuers[key_id], state.revision)
+
     async def _make(self, issuer: ServedIssuer, revision: int) -> PublishedCrl:
         now = self._clock.now()
         packed = bytearray()

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     Uuid,
 )
 from sqlalchemy.engine import Dialect
@@ -61,6 +62,8 @@ class Base(DeclarativeBase):
 
 class IdentityRow(Base):
     __tablename__ = "identities"
+    # An organisation's own id for the person or system: bulk imports are idempotent on it.
+    __table_args__ = (UniqueConstraint("cvr", "external_id"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     type: Mapped[str] = mapped_column(String(16))
@@ -71,6 +74,7 @@ class IdentityRow(Base):
     surname: Mapped[str | None] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16))
+    external_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
@@ -119,9 +123,16 @@ class CertificateRow(Base):
 
 
 class AuditEventRow(Base):
+    """Append-only (database triggers refuse UPDATE and DELETE) and hash-chained: each row
+    carries the hash of the one before, so a changed, removed or inserted row shows."""
+
     __tablename__ = "audit_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # Position in the chain: 1, 2, 3, ... without gaps.
+    seq: Mapped[int] = mapped_column(Integer, unique=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
     at: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
     action: Mapped[str] = mapped_column(String(64))
     outcome: Mapped[str] = mapped_column(String(16))
@@ -167,3 +178,31 @@ class OcspResponderRow(Base):
     not_after: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     der: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class AuditChainRow(Base):
+    """The chain's head, one row: appending locks it, so appends are strictly one after another
+    on SQLite and on PostgreSQL alike."""
+
+    __tablename__ = "audit_chain"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class ApiTokenRow(Base):
+    """Admin API tokens: only a hash of the secret is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[str] = mapped_column(String(100))
+    # Set: the token only sees identities of this CVR.
+    cvr: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)

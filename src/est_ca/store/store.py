@@ -35,13 +35,16 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from est_ca.audit import Actor, AuditEvent, Outcome
+from est_ca.admin.access import ApiToken, Scope
+from est_ca.audit import Actor, AuditEvent, ChainedEvent, Outcome, chain_hash
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
 from est_ca.registration.orders import Order, OrderStatus
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.revocation.state import PublishedCrl, RevocationState, RevokedEntry
 from est_ca.store.schema import (
+    ApiTokenRow,
+    AuditChainRow,
     AuditEventRow,
     CertificateRow,
     IdentityRow,
@@ -59,6 +62,8 @@ OCSP_RESPONDERS = cast(Table, OcspResponderRow.__table__)
 ORDERS = cast(Table, OrderRow.__table__)
 CERTIFICATES = cast(Table, CertificateRow.__table__)
 AUDIT_EVENTS = cast(Table, AuditEventRow.__table__)
+AUDIT_CHAIN = cast(Table, AuditChainRow.__table__)
+API_TOKENS = cast(Table, ApiTokenRow.__table__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Any constant works; it keeps two instances from migrating one PostgreSQL database at once.
@@ -84,14 +89,14 @@ class Store:
         if self._reader is not self._writer:
             await self._reader.dispose()
 
-    async def migrate(self) -> None:
-        """Bring the schema to the newest migration (idempotent)."""
+    async def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to the newest migration, or `revision` (idempotent)."""
         async with self._writer.connect() as conn:
             if not self.is_sqlite:
                 await conn.execute(
                     text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
                 )
-            await conn.run_sync(_upgrade_to_head)
+            await conn.run_sync(_upgrade, revision)
             await conn.commit()
 
     async def schema_revision(self) -> str | None:
@@ -151,11 +156,11 @@ def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
     return engine
 
 
-def _upgrade_to_head(connection: Connection) -> None:
+def _upgrade(connection: Connection, revision: str) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
 class StoreTx:
@@ -168,21 +173,66 @@ class StoreTx:
     # -- identities -------------------------------------------------------------------------
 
     async def insert_identity(self, identity: Identity) -> None:
+        await self.insert_identities([identity])
+
+    async def insert_identities(self, identities: Sequence[Identity]) -> None:
+        """Many at once (bulk import): one executemany."""
+        if not identities:
+            return
         await self._conn.execute(
-            IDENTITIES.insert().values(
-                id=identity.id,
-                type=str(identity.type),
+            IDENTITIES.insert(),
+            [
+                {
+                    "id": identity.id,
+                    "type": str(identity.type),
+                    "display_name": identity.display_name,
+                    "organisation_name": identity.organisation_name,
+                    "cvr": identity.cvr,
+                    "given_name": identity.given_name,
+                    "surname": identity.surname,
+                    "email": identity.email,
+                    "status": str(identity.status),
+                    "external_id": identity.external_id,
+                    "created_at": identity.created_at,
+                    "updated_at": identity.created_at,
+                }
+                for identity in identities
+            ],
+        )
+
+    async def update_identity(self, identity: Identity, now: dt.datetime) -> None:
+        await self._conn.execute(
+            update(IDENTITIES)
+            .where(IDENTITIES.c.id == identity.id)
+            .values(
                 display_name=identity.display_name,
                 organisation_name=identity.organisation_name,
-                cvr=identity.cvr,
                 given_name=identity.given_name,
                 surname=identity.surname,
                 email=identity.email,
-                status=str(identity.status),
-                created_at=identity.created_at,
-                updated_at=identity.created_at,
+                updated_at=now,
             )
         )
+
+    async def identities_by_external_id(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], Identity]:
+        """Existing identities for (cvr, external_id) pairs, looked up in chunks."""
+        found: dict[tuple[str, str], Identity] = {}
+        wanted = sorted(set(keys))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            external_ids = {external_id for _, external_id in chunk}
+            result = await self._conn.execute(
+                select(IDENTITIES).where(IDENTITIES.c.external_id.in_(external_ids))
+            )
+            for row in result:
+                identity = _identity(row)
+                assert identity.external_id is not None
+                key = (identity.cvr, identity.external_id)
+                if key in set(chunk):
+                    found[key] = identity
+        return found
 
     async def set_identity_status(
         self, identity_id: uuid.UUID, status: IdentityStatus, now: dt.datetime
@@ -222,24 +272,34 @@ class StoreTx:
     # -- orders -----------------------------------------------------------------------------
 
     async def insert_order(self, order: Order, code_hash: str) -> None:
+        await self.insert_orders([(order, code_hash)])
+
+    async def insert_orders(self, orders: Sequence[tuple[Order, str]]) -> None:
+        """Many orders with their code hashes at once (bulk import)."""
+        if not orders:
+            return
         await self._conn.execute(
-            ORDERS.insert().values(
-                id=order.id,
-                reference=order.reference,
-                identity_id=order.identity_id,
-                profile=order.profile,
-                code_hash=code_hash,
-                status=str(order.status),
-                failed_attempts=order.failed_attempts,
-                locked_at=order.locked_at,
-                created_at=order.created_at,
-                expires_at=order.expires_at,
-                claimed_serial=None,
-                claimed_at=None,
-                consumed_at=None,
-                cancelled_at=None,
-                certificate_serial=None,
-            )
+            ORDERS.insert(),
+            [
+                {
+                    "id": order.id,
+                    "reference": order.reference,
+                    "identity_id": order.identity_id,
+                    "profile": order.profile,
+                    "code_hash": code_hash,
+                    "status": str(order.status),
+                    "failed_attempts": 0,
+                    "locked_at": None,
+                    "created_at": order.created_at,
+                    "expires_at": order.expires_at,
+                    "claimed_serial": None,
+                    "claimed_at": None,
+                    "consumed_at": None,
+                    "cancelled_at": None,
+                    "certificate_serial": None,
+                }
+                for order, code_hash in orders
+            ],
         )
 
     async def get_order(self, order_id: uuid.UUID) -> Order | None:
@@ -258,6 +318,7 @@ class StoreTx:
         *,
         identity_id: uuid.UUID | None = None,
         status: OrderStatus | None = None,
+        cvr: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Order]:
@@ -269,6 +330,8 @@ class StoreTx:
             identity_id=identity_id,
             status=status,
         )
+        if cvr is not None:
+            query = query.where(ORDERS.c.identity_id.in_(_identities_of(cvr)))
         return [_order(row) for row in await self._conn.execute(query)]
 
     async def count_failed_attempt(
@@ -481,6 +544,9 @@ class StoreTx:
         *,
         identity_id: uuid.UUID | None = None,
         status: CertificateStatus | None = None,
+        cvr: str | None = None,
+        expires_after: dt.datetime | None = None,
+        expires_before: dt.datetime | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[CertificateRecord]:
@@ -492,6 +558,12 @@ class StoreTx:
             identity_id=identity_id,
             status=status,
         )
+        if cvr is not None:
+            query = query.where(CERTIFICATES.c.identity_id.in_(_identities_of(cvr)))
+        if expires_after is not None:
+            query = query.where(CERTIFICATES.c.not_after > expires_after)
+        if expires_before is not None:
+            query = query.where(CERTIFICATES.c.not_after <= expires_before)
         return [_certificate(row) for row in await self._conn.execute(query)]
 
     async def certificates_with_public_key(self, public_key_sha256: str) -> list[CertificateRecord]:
@@ -683,25 +755,109 @@ class StoreTx:
         )
         return result.one_or_none() is not None
 
+    # -- API tokens ---------------------------------------------------------------------------
+
+    async def insert_api_token(self, token: ApiToken, secret_hash: str) -> None:
+        await self._conn.execute(
+            API_TOKENS.insert().values(
+                id=token.id,
+                name=token.name,
+                secret_hash=secret_hash,
+                scopes=",".join(sorted(token.scopes)),
+                cvr=token.cvr,
+                created_at=token.created_at,
+                expires_at=token.expires_at,
+            )
+        )
+
+    async def get_api_token(self, token_id: uuid.UUID) -> tuple[ApiToken, str] | None:
+        """The token and the hash of its secret (for comparison only)."""
+        result = await self._conn.execute(select(API_TOKENS).where(API_TOKENS.c.id == token_id))
+        row = result.one_or_none()
+        return (_api_token(row), row.secret_hash) if row is not None else None
+
+    async def get_api_token_by_name(self, name: str) -> ApiToken | None:
+        result = await self._conn.execute(select(API_TOKENS).where(API_TOKENS.c.name == name))
+        row = result.one_or_none()
+        return _api_token(row) if row is not None else None
+
+    async def list_api_tokens(self) -> list[ApiToken]:
+        result = await self._conn.execute(select(API_TOKENS).order_by(API_TOKENS.c.created_at))
+        return [_api_token(row) for row in result]
+
+    async def revoke_api_token(self, token_id: uuid.UUID, now: dt.datetime) -> bool:
+        result = await self._conn.execute(
+            update(API_TOKENS)
+            .where(API_TOKENS.c.id == token_id, API_TOKENS.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return result.rowcount == 1
+
+    async def touch_api_token(self, token_id: uuid.UUID, now: dt.datetime) -> None:
+        await self._conn.execute(
+            update(API_TOKENS).where(API_TOKENS.c.id == token_id).values(last_used_at=now)
+        )
+
     # -- audit ------------------------------------------------------------------------------
 
     async def append_audit(self, audit_event: AuditEvent) -> None:
-        await self._conn.execute(
-            AUDIT_EVENTS.insert().values(
-                at=audit_event.at,
-                action=audit_event.action,
-                outcome=str(audit_event.outcome),
-                actor=str(audit_event.actor),
-                source=audit_event.actor.source,
-                request_id=audit_event.request_id,
-                identity_id=audit_event.identity_id,
-                order_reference=audit_event.order_reference,
-                serial=audit_event.serial,
-                reason=audit_event.reason,
-                details=json.dumps(dict(audit_event.details), sort_keys=True),
+        """Append to the hash chain. The head row is read FOR UPDATE, so concurrent appends
+        (PostgreSQL) queue behind it and each sees the hash the previous one left."""
+        head = (
+            await self._conn.execute(
+                select(AUDIT_CHAIN.c.seq, AUDIT_CHAIN.c.hash)
+                .where(AUDIT_CHAIN.c.id == 1)
+                .with_for_update()
             )
+        ).one()
+        seq = head.seq + 1
+        digest = chain_hash(head.hash, seq, audit_event)
+        await self._conn.execute(
+            update(AUDIT_CHAIN).where(AUDIT_CHAIN.c.id == 1).values(seq=seq, hash=digest)
+        )
+        await self._conn.execute(
+            AUDIT_EVENTS.insert().values(**_audit_row(audit_event, seq, head.hash, digest))
         )
         self.audit_events.append(audit_event)
+
+    async def append_audits(self, audit_events: Sequence[AuditEvent]) -> None:
+        """Append many events (bulk import): one lock of the head, one executemany."""
+        if not audit_events:
+            return
+        head = (
+            await self._conn.execute(
+                select(AUDIT_CHAIN.c.seq, AUDIT_CHAIN.c.hash)
+                .where(AUDIT_CHAIN.c.id == 1)
+                .with_for_update()
+            )
+        ).one()
+        seq, previous = int(head.seq), str(head.hash)
+        rows = []
+        for audit_event in audit_events:
+            seq += 1
+            digest = chain_hash(previous, seq, audit_event)
+            rows.append(_audit_row(audit_event, seq, previous, digest))
+            previous = digest
+        await self._conn.execute(
+            update(AUDIT_CHAIN).where(AUDIT_CHAIN.c.id == 1).values(seq=seq, hash=previous)
+        )
+        await self._conn.execute(AUDIT_EVENTS.insert(), rows)
+        self.audit_events.extend(audit_events)
+
+    async def audit_chain_head(self) -> tuple[int, str]:
+        head = (await self._conn.execute(select(AUDIT_CHAIN.c.seq, AUDIT_CHAIN.c.hash))).one()
+        return int(head.seq), str(head.hash)
+
+    async def audit_chain(self, batch: int = 1000) -> AsyncIterator[ChainedEvent]:
+        """Every audit event with its chain position and hashes, oldest first, streamed."""
+        result = await self._conn.stream(
+            select(AUDIT_EVENTS).order_by(AUDIT_EVENTS.c.seq).execution_options(yield_per=batch)
+        )
+        async for rows in result.partitions(batch):
+            for row in rows:
+                yield ChainedEvent(
+                    seq=row.seq, prev_hash=row.prev_hash, hash=row.hash, event=_audit_event(row)
+                )
 
     async def list_audit(
         self, *, action: str | None = None, limit: int = 100, offset: int = 0
@@ -723,6 +879,42 @@ def _page(
     return query.limit(limit).offset(offset)
 
 
+def _api_token(row: Row[Any]) -> ApiToken:
+    return ApiToken(
+        id=row.id,
+        name=row.name,
+        scopes=frozenset(Scope(name) for name in row.scopes.split(",") if name),
+        cvr=row.cvr,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+    )
+
+
+def _audit_row(event: AuditEvent, seq: int, prev_hash: str, digest: str) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "prev_hash": prev_hash,
+        "hash": digest,
+        "at": event.at,
+        "action": event.action,
+        "outcome": str(event.outcome),
+        "actor": str(event.actor),
+        "source": event.actor.source,
+        "request_id": event.request_id,
+        "identity_id": event.identity_id,
+        "order_reference": event.order_reference,
+        "serial": event.serial,
+        "reason": event.reason,
+        "details": json.dumps(dict(event.details), sort_keys=True),
+    }
+
+
+def _identities_of(cvr: str) -> Select[Any]:
+    return select(IDENTITIES.c.id).where(IDENTITIES.c.cvr == cvr)
+
+
 def _identity(row: Row[Any]) -> Identity:
     return Identity(
         id=row.id,
@@ -735,6 +927,7 @@ def _identity(row: Row[Any]) -> Identity:
         email=row.email,
         status=IdentityStatus(row.status),
         created_at=row.created_at,
+        external_id=row.external_id,
     )
 
 

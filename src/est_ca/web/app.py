@@ -6,13 +6,15 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from est_ca.admin import routes as admin_routes
+from est_ca.admin.access import Scope
 from est_ca.ca import publication
 from est_ca.errors import NotEntitled
 from est_ca.est import routes as est_routes
 from est_ca.est import wire
 from est_ca.relying_party import routes as relying_party
 from est_ca.service import Service
-from est_ca.web.middleware import MAX_BODY_BYTES, Handler, request_context
+from est_ca.web.middleware import MAX_BODY_BYTES, RENDER_ERROR, Handler, request_context
 
 # aiohttp's own cap for request.read(); our readers enforce the configured one first.
 _AIOHTTP_BODY_CAP = 1024 * 1024
@@ -48,6 +50,28 @@ def _certificate_handler(certificate: x509.Certificate) -> Handler:
         )
 
     return handler
+
+
+def admin_app(service: Service) -> web.Application:
+    """The admin REST API: problem+json errors, tokens or administrator certificates."""
+    app = web.Application(
+        middlewares=[request_context, admin_routes.authenticate],
+        client_max_size=_AIOHTTP_BODY_CAP,
+    )
+    app[RENDER_ERROR] = admin_routes.problem
+    app[MAX_BODY_BYTES] = service.settings.service.max_body_bytes
+    app[admin_routes.IMPORT_MAX_BYTES] = service.settings.admin.import_max_bytes
+    app[admin_routes.ADMINISTRATION] = service.administration
+    app[admin_routes.TOKENS] = service.tokens
+    app[admin_routes.REGISTRY] = service.registry
+    app[admin_routes.STORE] = service.store
+    app[admin_routes.CLOCK] = service.clock
+    app[admin_routes.CERTIFICATE_SCOPES] = Scope.parse_many(
+        ",".join(service.settings.admin.client_certificate_scopes)
+    )
+    app[admin_routes.READINESS] = service.readiness
+    admin_routes.add_routes(app)
+    return app
 
 
 def plain_http_app(service: Service) -> web.Application:

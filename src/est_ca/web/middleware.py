@@ -18,11 +18,20 @@ from est_ca.web.errors import headers_for, status_for
 _log = structlog.get_logger("est_ca.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# How an application writes an error: (status, message, headers, the domain error if any).
+ErrorRenderer = Callable[[int, str, dict[str, str], EstCaError | None], web.Response]
 REQUEST_ID_HEADER = "X-Request-Id"
 MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
+RENDER_ERROR: web.AppKey[ErrorRenderer] = web.AppKey("render_error")
 
 
-def plain_text(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def plain_text(
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    error: EstCaError | None = None,
+) -> web.Response:
+    """Errors for EST and relying parties: one short line a person can act on."""
     return web.Response(
         status=status,
         text=message.rstrip("\n") + "\n",
@@ -49,17 +58,18 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     request_id = secrets.token_hex(8)
     structlog.contextvars.bind_contextvars(request_id=request_id)
     started = time.perf_counter()
+    render = request.app.get(RENDER_ERROR, plain_text)
     try:
         try:
             response = await handler(request)
         except EstCaError as exc:
-            response = plain_text(status_for(exc), exc.detail, headers_for(exc))
+            response = render(status_for(exc), exc.detail, headers_for(exc), exc)
         except web.HTTPException as exc:
             kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
-            response = plain_text(exc.status, describe(exc, request), kept)
+            response = render(exc.status, describe(exc, request), kept, None)
         except Exception:
             _log.exception("unhandled error", method=request.method, path=request.path)
-            response = plain_text(500, f"internal error; quote request id {request_id}")
+            response = render(500, f"internal error; quote request id {request_id}", {}, None)
         response.headers[REQUEST_ID_HEADER] = request_id
         _log.info(
             "request",

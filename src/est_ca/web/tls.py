@@ -25,7 +25,11 @@ X509_V_FLAG_NO_CHECK_TIME = 0x200000
 TLS_CERT_VALIDITY = dt.timedelta(days=825)
 
 
-def server_context(cert_file: Path, key_file: Path, client_ca_pem: bytes | None) -> ssl.SSLContext:
+def server_context(
+    cert_file: Path, key_file: Path, client_ca_pem: bytes | None, *, check_time: bool = False
+) -> ssl.SSLContext:
+    """`check_time`: also refuse expired client certificates in the handshake (administrators);
+    EST leaves that to the service so the client learns why (see the module's docstring)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     # TLS 1.2 stays on: libest's client speaks nothing newer.
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -34,7 +38,8 @@ def server_context(cert_file: Path, key_file: Path, client_ca_pem: bytes | None)
     if client_ca_pem is not None:
         context.verify_mode = ssl.CERT_OPTIONAL
         context.load_verify_locations(cadata=client_ca_pem.decode("ascii"))
-        context.verify_flags = context.verify_flags | X509_V_FLAG_NO_CHECK_TIME
+        if not check_time:
+            context.verify_flags = context.verify_flags | X509_V_FLAG_NO_CHECK_TIME
     return context
 
 

@@ -1,0 +1,96 @@
+"""Who is calling the admin API, and what they may touch.
+
+A principal holds scopes and, for an organisation's token, the one CVR it is confined to.
+Every admin operation asks the principal first; objects of another organisation are reported
+as not found, so a token cannot even learn that they exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from enum import StrEnum
+
+from est_ca.audit import Actor
+from est_ca.errors import BadRequest, NotEntitled, NotFound
+from est_ca.registration.identities import Identity
+
+
+class Scope(StrEnum):
+    # Read identities, orders, certificates.
+    READ = "read"
+    # Create and update identities (also by import), place, cancel and unlock orders.
+    ORDER = "order"
+    # Revoke certificates, disable identities.
+    REVOKE = "revoke"
+    # Everything, including operations on the CA itself (CRL regeneration).
+    ADMIN = "admin"
+
+    @classmethod
+    def parse_many(cls, text: str) -> frozenset[Scope]:
+        names = [part.strip() for part in text.split(",") if part.strip()]
+        try:
+            scopes = frozenset(cls(name) for name in names)
+        except ValueError as exc:
+            allowed = ", ".join(scope.value for scope in cls)
+            raise BadRequest(
+                f"scopes are a comma-separated list of {allowed}", field="scopes"
+            ) from exc
+        if not scopes:
+            raise BadRequest("a token needs at least one scope", field="scopes")
+        return scopes
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiToken:
+    id: uuid.UUID
+    name: str
+    scopes: frozenset[Scope]
+    cvr: str | None
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None = None
+    last_used_at: dt.datetime | None = None
+
+    def usable_at(self, now: dt.datetime) -> bool:
+        return self.revoked_at is None and now < self.expires_at
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    kind: str  # "token" or "certificate"
+    name: str
+    scopes: frozenset[Scope]
+    # Set: confined to identities of this organisation.
+    cvr: str | None
+    source: str | None = None
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.kind, self.name, self.source)
+
+    def require(self, scope: Scope) -> None:
+        if scope not in self.scopes and Scope.ADMIN not in self.scopes:
+            raise NotEntitled(f"this operation needs the {scope.value!r} scope")
+
+    def require_unconfined(self) -> None:
+        """Operations on the CA itself are not an organisation's to make."""
+        self.require(Scope.ADMIN)
+        if self.cvr is not None:
+            raise NotEntitled("this operation is not open to an organisation's token")
+
+    def may_see(self, identity: Identity) -> bool:
+        return self.cvr is None or identity.cvr == self.cvr
+
+    def check(self, identity: Identity) -> Identity:
+        """The identity, if this principal may touch it; otherwise it does not exist."""
+        if not self.may_see(identity):
+            raise NotFound(f"no identity {identity.id}")
+        return identity
+
+    def check_cvr(self, cvr: str) -> None:
+        if self.cvr is not None and cvr != self.cvr:
+            raise NotEntitled(
+                f"this token is for CVR {self.cvr} only",
+            )

@@ -1,0 +1,556 @@
+"""The OpenAPI 3.1 document of the admin API, served at /admin/v1/openapi.json.
+
+tests/admin/test_openapi.py keeps it true: every route is documented and every documented
+operation is routed, and the bodies the API returns match the schemas written here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_TIME = {"type": "string", "format": "date-time"}
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_NULLABLE_TEXT = {"type": ["string", "null"]}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/problem+json": {"schema": _ref("Problem")}},
+    }
+
+
+def _page_of(name: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["items", "limit", "offset", "next_offset"],
+        "properties": {
+            "items": {"type": "array", "items": _ref(name)},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "next_offset": {"type": ["integer", "null"]},
+        },
+    }
+
+
+_ERRORS = {
+    "400": _problem("Malformed input; `field` names the field"),
+    "401": _problem("No or invalid credentials"),
+    "403": _problem("The caller lacks the scope, or acts outside its organisation"),
+    "404": _problem("No such object (or not visible to the caller)"),
+    "409": _problem("The object's state forbids the change"),
+    "413": _problem("The body is too large"),
+    "415": _problem("The body has the wrong content type"),
+}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {code: _ERRORS[code] for code in ("400", "401", "403", *codes)}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+_PAGING = [
+    _query(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
+        "Items per page (at most 500)",
+    ),
+    _query("offset", {"type": "integer", "minimum": 0, "default": 0}, "Items to skip"),
+]
+_SECURITY: list[dict[str, list[str]]] = [{"token": []}, {"certificate": []}]
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "description": "RFC 9457 problem details",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "field": {"type": "string", "description": "The input field at fault"},
+            "errors": {
+                "type": "array",
+                "description": "Every error of an import, by line",
+                "items": {
+                    "type": "object",
+                    "required": ["line", "field", "detail"],
+                    "properties": {
+                        "line": {"type": "integer"},
+                        "field": _NULLABLE_TEXT,
+                        "detail": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+    "Identity": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [
+            "id",
+            "type",
+            "display_name",
+            "organisation_name",
+            "cvr",
+            "given_name",
+            "surname",
+            "email",
+            "status",
+            "external_id",
+            "created_at",
+        ],
+        "properties": {
+            "id": {"type": "string", "format": "uuid"},
+            "type": {"enum": ["user", "organisation", "system"]},
+            "display_name": {"type": "string"},
+            "organisation_name": {"type": "string"},
+            "cvr": {"type": "string", "pattern": "^[0-9]{8}$"},
+            "given_name": _NULLABLE_TEXT,
+            "surname": _NULLABLE_TEXT,
+            "email": _NULLABLE_TEXT,
+            "status": {"enum": ["active", "disabled"]},
+            "external_id": _NULLABLE_TEXT,
+            "created_at": _TIME,
+        },
+    },
+    "NewIdentity": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["type", "organisation_name", "cvr"],
+        "properties": {
+            "type": {"enum": ["user", "organisation", "system"]},
+            "organisation_name": {"type": "string", "maxLength": 64},
+            "cvr": {"type": "string", "pattern": "^[0-9]{8}$"},
+            "display_name": {
+                "type": "string",
+                "maxLength": 64,
+                "description": "The CN; for users the full name by default",
+            },
+            "given_name": {"type": "string", "maxLength": 64},
+            "surname": {"type": "string", "maxLength": 64},
+            "email": {"type": "string", "description": "ASCII only: it becomes an rfc822Name"},
+        },
+    },
+    "IdentityChanges": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            name: {"type": "string"}
+            for name in ("display_name", "organisation_name", "given_name", "surname", "email")
+        },
+    },
+    "DisabledIdentity": {
+        "allOf": [
+            _ref("IdentityBase"),
+            {
+                "type": "object",
+                "required": ["revoked"],
+                "properties": {"revoked": {"type": "array", "items": {"type": "string"}}},
+            },
+        ]
+    },
+    "Order": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [
+            "reference",
+            "identity_id",
+            "profile",
+            "state",
+            "failed_attempts",
+            "created_at",
+            "expires_at",
+            "certificate_serial",
+        ],
+        "properties": {
+            "reference": {"type": "string"},
+            "identity_id": {"type": "string", "format": "uuid"},
+            "profile": {"type": "string"},
+            "state": {"enum": ["pending", "issuing", "consumed", "cancelled", "expired", "locked"]},
+            "failed_attempts": {"type": "integer"},
+            "created_at": _TIME,
+            "expires_at": _TIME,
+            "certificate_serial": _NULLABLE_TEXT,
+        },
+    },
+    "PlacedOrder": {
+        "description": "An order with its one-time code: the only time the code is shown",
+        "allOf": [
+            _ref("OrderBase"),
+            {
+                "type": "object",
+                "required": ["one_time_code"],
+                "properties": {"one_time_code": {"type": "string"}},
+            },
+        ],
+    },
+    "NewOrder": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["identity_id"],
+        "properties": {
+            "identity_id": {"type": "string", "format": "uuid"},
+            "profile": {"type": "string", "description": "Default: the identity type's"},
+            "validity_days": {"type": "integer", "minimum": 1, "maximum": 365},
+        },
+    },
+    "Certificate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": [
+            "serial",
+            "identity_id",
+            "profile",
+            "status",
+            "subject",
+            "not_before",
+            "not_after",
+            "renewal_of",
+            "revoked_at",
+            "revocation_reason",
+            "invalidity_date",
+        ],
+        "properties": {
+            "serial": {"type": "string"},
+            "identity_id": {"type": "string", "format": "uuid"},
+            "profile": {"type": "string"},
+            "status": {"enum": ["reserved", "issued", "revoked", "abandoned"]},
+            "subject": _NULLABLE_TEXT,
+            "not_before": _NULLABLE_TIME,
+            "not_after": _NULLABLE_TIME,
+            "renewal_of": _NULLABLE_TEXT,
+            "revoked_at": _NULLABLE_TIME,
+            "revocation_reason": _NULLABLE_TEXT,
+            "invalidity_date": _NULLABLE_TIME,
+            "pem": {"type": ["string", "null"], "description": "Only when read by serial"},
+        },
+    },
+    "Revocation": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "reason": {
+                "enum": [
+                    "unspecified",
+                    "keyCompromise",
+                    "affiliationChanged",
+                    "superseded",
+                    "cessationOfOperation",
+                    "privilegeWithdrawn",
+                ]
+            },
+            "invalidity_date": _TIME,
+        },
+    },
+    "ImportResult": {
+        "type": "object",
+        "required": ["created", "existing", "orders"],
+        "properties": {
+            "created": {"type": "array", "items": _ref("Identity")},
+            "existing": {"type": "array", "items": _ref("Identity")},
+            "orders": {"type": "array", "items": _ref("PlacedOrder")},
+        },
+    },
+    "CrlRegeneration": {
+        "type": "object",
+        "required": ["crls"],
+        "properties": {
+            "crls": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["ca", "number", "this_update", "next_update"],
+                    "properties": {
+                        "ca": {"type": "string"},
+                        "number": {"type": "integer"},
+                        "this_update": _TIME,
+                        "next_update": _TIME,
+                    },
+                },
+            }
+        },
+    },
+}
+# Open variants for composition (allOf cannot extend a schema that forbids extra properties).
+_SCHEMAS["IdentityBase"] = {**_SCHEMAS["Identity"], "additionalProperties": True}
+_SCHEMAS["OrderBase"] = {**_SCHEMAS["Order"], "additionalProperties": True}
+
+_IDENTITY_ID = _path("identity_id", "The identity's UUID")
+_REFERENCE = _path("reference", "The order reference")
+_SERIAL = _path("serial", "The certificate serial, hexadecimal")
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "est-ca administration",
+            "version": "1",
+            "description": (
+                "Identities, orders, certificates and revocation. Authenticate with "
+                "'Authorization: Bearer <token>' (tokens are made with `est-ca token create`; "
+                "scopes read, order, revoke, admin; a token may be confined to one CVR) or "
+                "with an administrator client certificate."
+            ),
+        },
+        "servers": [{"url": "/admin/v1"}],
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {
+                "token": {"type": "http", "scheme": "bearer"},
+                "certificate": {"type": "mutualTLS"},
+            },
+        },
+        "security": _SECURITY,
+        "paths": {
+            "/health": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "Liveness",
+                    "security": [],
+                    "responses": {"200": _json({"type": "object"}, "Alive")},
+                }
+            },
+            "/ready": {
+                "get": {
+                    "operationId": "ready",
+                    "summary": "Readiness",
+                    "security": [],
+                    "responses": {
+                        "200": _json({"type": "object"}, "Ready"),
+                        "503": _json({"type": "object"}, "Not ready"),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+                }
+            },
+            "/identities": {
+                "get": {
+                    "operationId": "listIdentities",
+                    "summary": "List identities",
+                    "parameters": [
+                        _query("type", {"enum": ["user", "organisation", "system"]}, "Type"),
+                        _query("cvr", {"type": "string"}, "Organisation"),
+                        _query("status", {"enum": ["active", "disabled"]}, "Status"),
+                        *_PAGING,
+                    ],
+                    "responses": {"200": _json(_page_of("Identity"), "A page"), **_errors()},
+                },
+                "post": {
+                    "operationId": "createIdentity",
+                    "summary": "Create an identity",
+                    "requestBody": _body(_ref("NewIdentity")),
+                    "responses": {
+                        "201": _json(_ref("Identity"), "Created"),
+                        **_errors("413", "415"),
+                    },
+                },
+            },
+            "/identities/import": {
+                "post": {
+                    "operationId": "importIdentities",
+                    "summary": "Import identities (all rows or none; idempotent on external_id)",
+                    "parameters": [
+                        _query(
+                            "place_orders",
+                            {"enum": ["true", "false"]},
+                            "Order a certificate for each new identity",
+                        )
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "text/csv": {"schema": {"type": "string"}},
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": {
+                        "200": _json(_ref("ImportResult"), "Nothing new"),
+                        "201": _json(_ref("ImportResult"), "Imported"),
+                        **_errors("409", "413", "415"),
+                    },
+                }
+            },
+            "/identities/{identity_id}": {
+                "parameters": [_IDENTITY_ID],
+                "get": {
+                    "operationId": "readIdentity",
+                    "summary": "Read an identity",
+                    "responses": {"200": _json(_ref("Identity"), "The identity"), **_errors("404")},
+                },
+                "patch": {
+                    "operationId": "updateIdentity",
+                    "summary": "Change names or email",
+                    "requestBody": _body(_ref("IdentityChanges")),
+                    "responses": {
+                        "200": _json(_ref("Identity"), "Updated"),
+                        **_errors("404", "413", "415"),
+                    },
+                },
+            },
+            "/identities/{identity_id}/disable": {
+                "parameters": [_IDENTITY_ID],
+                "post": {
+                    "operationId": "disableIdentity",
+                    "summary": "Disable: cancel its orders, revoke its certificates",
+                    "requestBody": _body(
+                        {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {"reason": {"type": "string"}},
+                        }
+                    ),
+                    "responses": {
+                        "200": _json(_ref("DisabledIdentity"), "Disabled"),
+                        **_errors("404", "409", "413", "415"),
+                    },
+                },
+            },
+            "/orders": {
+                "get": {
+                    "operationId": "listOrders",
+                    "summary": "List orders",
+                    "parameters": [
+                        _query("identity_id", {"type": "string", "format": "uuid"}, "Identity"),
+                        _query(
+                            "status",
+                            {"enum": ["pending", "issuing", "consumed", "cancelled"]},
+                            "Stored status",
+                        ),
+                        *_PAGING,
+                    ],
+                    "responses": {"200": _json(_page_of("Order"), "A page"), **_errors("404")},
+                },
+                "post": {
+                    "operationId": "createOrder",
+                    "summary": "Order a certificate",
+                    "requestBody": _body(_ref("NewOrder")),
+                    "responses": {
+                        "201": _json(_ref("PlacedOrder"), "Placed"),
+                        **_errors("404", "409", "413", "415"),
+                    },
+                },
+            },
+            "/orders/{reference}": {
+                "parameters": [_REFERENCE],
+                "get": {
+                    "operationId": "readOrder",
+                    "summary": "Read an order",
+                    "responses": {"200": _json(_ref("Order"), "The order"), **_errors("404")},
+                },
+            },
+            "/orders/{reference}/cancel": {
+                "parameters": [_REFERENCE],
+                "post": {
+                    "operationId": "cancelOrder",
+                    "summary": "Cancel a pending order",
+                    "responses": {
+                        "200": _json(_ref("Order"), "Cancelled"),
+                        **_errors("404", "409"),
+                    },
+                },
+            },
+            "/orders/{reference}/unlock": {
+                "parameters": [_REFERENCE],
+                "post": {
+                    "operationId": "unlockOrder",
+                    "summary": "Unlock an order locked by wrong one-time codes",
+                    "responses": {"200": _json(_ref("Order"), "Unlocked"), **_errors("404", "409")},
+                },
+            },
+            "/certificates": {
+                "get": {
+                    "operationId": "listCertificates",
+                    "summary": "List certificates",
+                    "parameters": [
+                        _query("identity_id", {"type": "string", "format": "uuid"}, "Identity"),
+                        _query(
+                            "status",
+                            {"enum": ["reserved", "issued", "revoked", "abandoned"]},
+                            "Status",
+                        ),
+                        _query("expires_after", _TIME, "notAfter later than this"),
+                        _query("expires_before", _TIME, "notAfter at or before this"),
+                        *_PAGING,
+                    ],
+                    "responses": {
+                        "200": _json(_page_of("Certificate"), "A page"),
+                        **_errors("404"),
+                    },
+                }
+            },
+            "/certificates/{serial}": {
+                "parameters": [_SERIAL],
+                "get": {
+                    "operationId": "readCertificate",
+                    "summary": "Read a certificate, with PEM",
+                    "responses": {
+                        "200": _json(_ref("Certificate"), "The certificate"),
+                        **_errors("404"),
+                    },
+                },
+            },
+            "/certificates/{serial}/revoke": {
+                "parameters": [_SERIAL],
+                "post": {
+                    "operationId": "revokeCertificate",
+                    "summary": "Revoke (final)",
+                    "requestBody": _body(_ref("Revocation")),
+                    "responses": {
+                        "200": _json(_ref("Certificate"), "Revoked"),
+                        **_errors("404", "409", "413", "415"),
+                    },
+                },
+            },
+            "/crl/regenerate": {
+                "post": {
+                    "operationId": "regenerateCrls",
+                    "summary": "Sign new CRLs now (unconfined admin only)",
+                    "responses": {
+                        "200": _json(_ref("CrlRegeneration"), "Published"),
+                        **_errors("404"),
+                    },
+                }
+            },
+        },
+    }

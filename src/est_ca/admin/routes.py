@@ -1,0 +1,509 @@
+"""The admin REST API (/admin/v1): authenticate, parse JSON, call `Administration`, render JSON.
+
+Errors are RFC 9457 problem details (application/problem+json) that name the offending field.
+Authentication is a Bearer token or a client certificate from the admin trust anchor;
+`Administration` decides what the principal may do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import hdrs, web
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from est_ca.admin import openapi
+from est_ca.admin.access import Principal
+from est_ca.admin.service import Administration
+from est_ca.admin.tokens import Tokens
+from est_ca.admin.views import certificate_view, identity_view, order_view, placed_order_view
+from est_ca.audit import Actor, AuditEvent, Outcome
+from est_ca.ca.certificates import CertificateStatus, Serial
+from est_ca.clock import Clock
+from est_ca.errors import BadRequest, EstCaError, Unauthenticated, UnsupportedMediaType
+from est_ca.est.wire import peer_certificate, read_body, require_content_type
+from est_ca.registration import importing
+from est_ca.registration.identities import IdentityStatus, IdentityType
+from est_ca.registration.orders import OrderStatus
+from est_ca.registration.registry import Registry
+from est_ca.revocation.reasons import RevocationReason
+from est_ca.store.store import Store
+from est_ca.web.middleware import MAX_BODY_BYTES
+
+PREFIX = "/admin/v1"
+PROBLEM = "application/problem+json"
+BEARER_CHALLENGE = 'Bearer realm="est-ca admin"'
+MAX_PAGE = 500
+ADMINISTRATION = web.AppKey("administration", Administration)
+TOKENS = web.AppKey("tokens", Tokens)
+REGISTRY = web.AppKey("registry", Registry)
+STORE = web.AppKey("store", Store)
+CLOCK = web.AppKey("admin_clock", Clock)
+CERTIFICATE_SCOPES = web.AppKey("certificate_scopes", frozenset)
+IMPORT_MAX_BYTES = web.AppKey("import_max_bytes", int)
+READINESS: web.AppKey[Callable[[], Mapping[str, bool]]] = web.AppKey("readiness")
+PRINCIPAL = web.RequestKey("principal", Principal)
+PUBLIC = frozenset({f"{PREFIX}/health", f"{PREFIX}/ready", f"{PREFIX}/openapi.json"})
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def problem(
+    status: int, detail: str, headers: dict[str, str], error: EstCaError | None
+) -> web.Response:
+    """RFC 9457: type, title, status, detail; `field` names the input at fault, and an import
+    lists every row's errors."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if isinstance(error, BadRequest) and error.field:
+        body["field"] = error.field
+    if isinstance(error, importing.ImportRejected):
+        body["errors"] = [
+            {"line": e.line, "field": e.field, "detail": e.detail} for e in error.errors
+        ]
+    if status == 401:
+        headers = headers | {hdrs.WWW_AUTHENTICATE: BEARER_CHALLENGE}
+    return web.json_response(body, status=status, headers=headers, content_type=PROBLEM)
+
+
+# -- authentication ---------------------------------------------------------------------------
+
+
+@web.middleware
+async def authenticate(
+    request: web.Request, handler: Callable[[web.Request], Any]
+) -> web.StreamResponse:
+    if request.path not in PUBLIC:
+        request[PRINCIPAL] = await _principal(request)
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
+async def _principal(request: web.Request) -> Principal:
+    header = request.headers.get(hdrs.AUTHORIZATION)
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("give a token as 'Authorization: Bearer <token>'")
+        return await request.app[TOKENS].authenticate(token, request.remote)
+    der = peer_certificate(request)
+    if der is not None:  # the handshake verified it against the admin trust anchor
+        certificate = x509.load_der_x509_certificate(der)
+        names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        name = str(names[0].value) if names else certificate.subject.rfc4514_string()
+        principal = Principal(
+            kind="admin-certificate",
+            name=name,
+            scopes=request.app[CERTIFICATE_SCOPES],
+            cvr=None,
+            source=request.remote,
+        )
+        await request.app[STORE].append_audit(
+            AuditEvent(
+                action="admin.certificate_used",
+                outcome=Outcome.SUCCESS,
+                actor=principal.actor,
+                at=request.app[CLOCK].now(),
+                serial=format(certificate.serial_number, "x"),
+            )
+        )
+        return principal
+    await request.app[STORE].append_audit(
+        AuditEvent(
+            action="admin.login_failed",
+            outcome=Outcome.REFUSED,
+            actor=Actor("anonymous", "-", request.remote),
+            at=request.app[CLOCK].now(),
+            reason="no credentials",
+        )
+    )
+    raise Unauthenticated("authenticate with a Bearer token or an administrator certificate")
+
+
+def _me(request: web.Request) -> Principal:
+    return request[PRINCIPAL]
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    require_content_type(request, "application/json")
+    body = await read_body(request, request.app[MAX_BODY_BYTES])
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BadRequest("the body must be a JSON object")
+    return value
+
+
+def _fields(body: Mapping[str, Any], spec: Mapping[str, tuple[type, bool]]) -> dict[str, Any]:
+    """Known fields only, each of its type (`bool` is not an int here); required ones present."""
+    unknown = sorted(set(body) - set(spec))
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}", field=unknown[0])
+    values: dict[str, Any] = {}
+    for name, (kind, required) in spec.items():
+        value = body.get(name)
+        if value is None:
+            if required:
+                raise BadRequest(f"{name} is required", field=name)
+            values[name] = None
+            continue
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+            raise BadRequest(f"{name} must be a {_JSON_NAMES[kind]}", field=name)
+        values[name] = value
+    return values
+
+
+_JSON_NAMES = {str: "string", int: "integer", bool: "boolean"}
+
+
+def _enum(kind: type[Any], value: str | None, field: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except ValueError as exc:
+        allowed = ", ".join(member.value for member in kind)
+        raise BadRequest(f"{field} must be one of {allowed}", field=field) from exc
+
+
+def _uuid(value: str | None, field: str) -> uuid.UUID | None:
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError as exc:
+        raise BadRequest(f"{field} must be a UUID", field=field) from exc
+
+
+def _time(value: str | None, field: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise BadRequest(f"{field} must be an ISO 8601 time", field=field) from exc
+    if moment.tzinfo is None:
+        raise BadRequest(f"{field} needs a time zone (e.g. Z)", field=field)
+    return moment.astimezone(dt.UTC).replace(microsecond=0)
+
+
+def _page(request: web.Request) -> tuple[int, int]:
+    query = request.query
+    try:
+        limit = int(query.get("limit", "100"))
+    except ValueError as exc:
+        raise BadRequest("limit must be an integer", field="limit") from exc
+    try:
+        offset = int(query.get("offset", "0"))
+    except ValueError as exc:
+        raise BadRequest("offset must be an integer", field="offset") from exc
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadRequest(f"limit must be 1 to {MAX_PAGE}", field="limit")
+    if offset < 0:
+        raise BadRequest("offset cannot be negative", field="offset")
+    return limit, offset
+
+
+def _paged(items: list[dict[str, Any]], limit: int, offset: int) -> web.Response:
+    return web.json_response(
+        {
+            "items": items,
+            "limit": limit,
+            "offset": offset,
+            "next_offset": offset + limit if len(items) == limit else None,
+        }
+    )
+
+
+def _query_known(request: web.Request, names: set[str]) -> None:
+    unknown = sorted(set(request.query) - names - {"limit", "offset"})
+    if unknown:
+        raise BadRequest(f"unknown query parameter {unknown[0]!r}", field=unknown[0])
+
+
+def _serial(request: web.Request) -> Serial:
+    try:
+        return Serial.from_hex(request.match_info["serial"])
+    except ValueError as exc:
+        raise BadRequest("the serial is hexadecimal", field="serial") from exc
+
+
+# -- identities -------------------------------------------------------------------------------
+
+_IDENTITY_FIELDS = {
+    "type": (str, True),
+    "organisation_name": (str, True),
+    "cvr": (str, True),
+    "display_name": (str, False),
+    "given_name": (str, False),
+    "surname": (str, False),
+    "email": (str, False),
+}
+_UPDATE_FIELDS = dict.fromkeys(
+    ("display_name", "organisation_name", "given_name", "surname", "email"), (str, False)
+)
+
+
+async def create_identity(request: web.Request) -> web.Response:
+    values = _fields(await _json_object(request), _IDENTITY_FIELDS)
+    values["type"] = _enum(IdentityType, values["type"], "type")
+    identity = await request.app[ADMINISTRATION].create_identity(_me(request), **values)
+    return web.json_response(identity_view(identity), status=201)
+
+
+async def list_identities(request: web.Request) -> web.Response:
+    _query_known(request, {"type", "cvr", "status"})
+    limit, offset = _page(request)
+    identities = await request.app[ADMINISTRATION].identities(
+        _me(request),
+        type=_enum(IdentityType, request.query.get("type"), "type"),
+        cvr=request.query.get("cvr"),
+        status=_enum(IdentityStatus, request.query.get("status"), "status"),
+        limit=limit,
+        offset=offset,
+    )
+    return _paged([identity_view(i) for i in identities], limit, offset)
+
+
+def _identity_id(request: web.Request) -> uuid.UUID:
+    identity_id = _uuid(request.match_info["identity_id"], "identity_id")
+    assert identity_id is not None
+    return identity_id
+
+
+async def read_identity(request: web.Request) -> web.Response:
+    identity = await request.app[ADMINISTRATION].identity(_me(request), _identity_id(request))
+    return web.json_response(identity_view(identity))
+
+
+async def update_identity(request: web.Request) -> web.Response:
+    values = _fields(await _json_object(request), _UPDATE_FIELDS)
+    identity = await request.app[ADMINISTRATION].update_identity(
+        _me(request), _identity_id(request), **values
+    )
+    return web.json_response(identity_view(identity))
+
+
+async def disable_identity(request: web.Request) -> web.Response:
+    values = _fields(await _json_object(request), {"reason": (str, False)})
+    reason = (
+        RevocationReason.parse(values["reason"])
+        if values["reason"]
+        else RevocationReason.CESSATION_OF_OPERATION
+    )
+    identity, revoked = await request.app[ADMINISTRATION].disable_identity(
+        _me(request), _identity_id(request), reason
+    )
+    return web.json_response(
+        identity_view(identity) | {"revoked": [record.serial.hex for record in revoked]}
+    )
+
+
+async def import_identities(request: web.Request) -> web.Response:
+    """text/csv or application/x-ndjson; ?place_orders=true orders a certificate for each new
+    identity and returns the one-time codes, once."""
+    _query_known(request, {"place_orders"})
+    kind = request.content_type.lower()
+    if kind not in ("text/csv", "application/x-ndjson", "application/jsonl"):
+        raise UnsupportedMediaType("send text/csv or application/x-ndjson")
+    place_orders = request.query.get("place_orders", "false")
+    if place_orders not in ("true", "false"):
+        raise BadRequest("place_orders is true or false", field="place_orders")
+    body = await read_body(request, request.app[IMPORT_MAX_BYTES])
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("the file must be UTF-8 text") from exc
+    now = request.app[CLOCK].now()
+    parse = importing.parse_csv if kind == "text/csv" else importing.parse_json_lines
+    rows = parse(text, now)
+    result = await request.app[ADMINISTRATION].import_identities(
+        _me(request), rows, place_orders=place_orders == "true"
+    )
+    registry = request.app[REGISTRY]
+    return web.json_response(
+        {
+            "created": [identity_view(i) for i in result.created],
+            "existing": [identity_view(i) for i in result.existing],
+            "orders": [
+                placed_order_view(placed, registry.order_state(placed.order))
+                for placed in result.orders
+            ],
+        },
+        status=201 if result.created else 200,
+    )
+
+
+# -- orders -----------------------------------------------------------------------------------
+
+
+async def create_order(request: web.Request) -> web.Response:
+    values = _fields(
+        await _json_object(request),
+        {"identity_id": (str, True), "profile": (str, False), "validity_days": (int, False)},
+    )
+    identity_id = _uuid(values["identity_id"], "identity_id")
+    assert identity_id is not None
+    placed = await request.app[ADMINISTRATION].place_order(
+        _me(request), identity_id, profile=values["profile"], validity_days=values["validity_days"]
+    )
+    registry = request.app[REGISTRY]
+    return web.json_response(
+        placed_order_view(placed, registry.order_state(placed.order)), status=201
+    )
+
+
+async def list_orders(request: web.Request) -> web.Response:
+    _query_known(request, {"identity_id", "status"})
+    limit, offset = _page(request)
+    orders = await request.app[ADMINISTRATION].orders(
+        _me(request),
+        identity_id=_uuid(request.query.get("identity_id"), "identity_id"),
+        status=_enum(OrderStatus, request.query.get("status"), "status"),
+        limit=limit,
+        offset=offset,
+    )
+    registry = request.app[REGISTRY]
+    return _paged([order_view(o, registry.order_state(o)) for o in orders], limit, offset)
+
+
+async def read_order(request: web.Request) -> web.Response:
+    order = await request.app[ADMINISTRATION].order(_me(request), request.match_info["reference"])
+    return web.json_response(order_view(order, request.app[REGISTRY].order_state(order)))
+
+
+async def cancel_order(request: web.Request) -> web.Response:
+    order = await request.app[ADMINISTRATION].cancel_order(
+        _me(request), request.match_info["reference"]
+    )
+    return web.json_response(order_view(order, request.app[REGISTRY].order_state(order)))
+
+
+async def unlock_order(request: web.Request) -> web.Response:
+    order = await request.app[ADMINISTRATION].unlock_order(
+        _me(request), request.match_info["reference"]
+    )
+    return web.json_response(order_view(order, request.app[REGISTRY].order_state(order)))
+
+
+# -- certificates -----------------------------------------------------------------------------
+
+
+async def list_certificates(request: web.Request) -> web.Response:
+    _query_known(request, {"identity_id", "status", "expires_after", "expires_before"})
+    limit, offset = _page(request)
+    records = await request.app[ADMINISTRATION].certificates(
+        _me(request),
+        identity_id=_uuid(request.query.get("identity_id"), "identity_id"),
+        status=_enum(CertificateStatus, request.query.get("status"), "status"),
+        expires_after=_time(request.query.get("expires_after"), "expires_after"),
+        expires_before=_time(request.query.get("expires_before"), "expires_before"),
+        limit=limit,
+        offset=offset,
+    )
+    return _paged([certificate_view(r) for r in records], limit, offset)
+
+
+async def read_certificate(request: web.Request) -> web.Response:
+    record = await request.app[ADMINISTRATION].certificate(_me(request), _serial(request))
+    return web.json_response(certificate_view(record, with_pem=True))
+
+
+async def revoke_certificate(request: web.Request) -> web.Response:
+    values = _fields(
+        await _json_object(request), {"reason": (str, False), "invalidity_date": (str, False)}
+    )
+    reason = (
+        RevocationReason.parse(values["reason"])
+        if values["reason"]
+        else RevocationReason.UNSPECIFIED
+    )
+    record = await request.app[ADMINISTRATION].revoke_certificate(
+        _me(request),
+        _serial(request),
+        reason,
+        _time(values["invalidity_date"], "invalidity_date"),
+    )
+    return web.json_response(certificate_view(record))
+
+
+# -- the CA and the service -------------------------------------------------------------------
+
+
+async def regenerate_crls(request: web.Request) -> web.Response:
+    published = await request.app[ADMINISTRATION].regenerate_crls(_me(request))
+    return web.json_response(
+        {
+            "crls": [
+                {
+                    "ca": name,
+                    "number": crl.number,
+                    "this_update": crl.this_update.isoformat(),
+                    "next_update": crl.next_update.isoformat(),
+                }
+                for name, crl in published
+            ]
+        }
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: the database answers and CRLs and OCSP are published."""
+    checks = dict(request.app[READINESS]())
+    try:
+        async with request.app[STORE].read() as tx:
+            await tx.audit_chain_head()
+        checks["database"] = True
+    except Exception:  # any failure means not ready; the reason goes to the log
+        checks["database"] = False
+    ok = all(checks.values())
+    return web.json_response(
+        {"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503
+    )
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.json_response(openapi.document())
+
+
+def add_routes(app: web.Application) -> None:
+    routes = app.router
+    routes.add_get(f"{PREFIX}/health", health)
+    routes.add_get(f"{PREFIX}/ready", ready)
+    routes.add_get(f"{PREFIX}/openapi.json", openapi_document)
+    routes.add_get(f"{PREFIX}/identities", list_identities)
+    routes.add_post(f"{PREFIX}/identities", create_identity)
+    routes.add_post(f"{PREFIX}/identities/import", import_identities)
+    routes.add_get(f"{PREFIX}/identities/{{identity_id}}", read_identity)
+    routes.add_patch(f"{PREFIX}/identities/{{identity_id}}", update_identity)
+    routes.add_post(f"{PREFIX}/identities/{{identity_id}}/disable", disable_identity)
+    routes.add_get(f"{PREFIX}/orders", list_orders)
+    routes.add_post(f"{PREFIX}/orders", create_order)
+    routes.add_get(f"{PREFIX}/orders/{{reference}}", read_order)
+    routes.add_post(f"{PREFIX}/orders/{{reference}}/cancel", cancel_order)
+    routes.add_post(f"{PREFIX}/orders/{{reference}}/unlock", unlock_order)
+    routes.add_get(f"{PREFIX}/certificates", list_certificates)
+    routes.add_get(f"{PREFIX}/certificates/{{serial}}", read_certificate)
+    routes.add_post(f"{PREFIX}/certificates/{{serial}}/revoke", revoke_certificate)
+    routes.add_post(f"{PREFIX}/crl/regenerate", regenerate_crls)

@@ -1,0 +1,248 @@
+"""The admin operations, each asking the caller's principal before it touches anything.
+
+This is where "every operation checks the caller's right to the object it touches" lives:
+the HTTP layer only authenticates and parses; the scope and organisation checks are here, next
+to the operations, so no route can forget them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+
+from est_ca.admin.access import Principal, Scope
+from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
+from est_ca.errors import NotFound
+from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
+from est_ca.registration.importing import ImportRejected, ImportRow, RowError
+from est_ca.registration.orders import Order, OrderStatus, PlacedOrder
+from est_ca.registration.registry import ImportResult, Registry
+from est_ca.revocation.publishing import RevocationPublishing
+from est_ca.revocation.reasons import RevocationReason
+from est_ca.revocation.revoker import Revocations
+from est_ca.revocation.state import PublishedCrl
+
+
+class Administration:
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        revocations: Revocations,
+        publishing: RevocationPublishing | None,
+    ) -> None:
+        self._registry = registry
+        self._revocations = revocations
+        self._publishing = publishing
+
+    # -- identities -------------------------------------------------------------------------
+
+    async def create_identity(
+        self,
+        principal: Principal,
+        *,
+        type: IdentityType,
+        organisation_name: str,
+        cvr: str,
+        display_name: str | None = None,
+        given_name: str | None = None,
+        surname: str | None = None,
+        email: str | None = None,
+    ) -> Identity:
+        principal.require(Scope.ORDER)
+        principal.check_cvr(cvr.strip())
+        return await self._registry.create_identity(
+            principal.actor,
+            type=type,
+            organisation_name=organisation_name,
+            cvr=cvr,
+            display_name=display_name,
+            given_name=given_name,
+            surname=surname,
+            email=email,
+        )
+
+    async def identity(self, principal: Principal, identity_id: uuid.UUID) -> Identity:
+        principal.require(Scope.READ)
+        return principal.check(await self._registry.get_identity(identity_id))
+
+    async def identities(
+        self,
+        principal: Principal,
+        *,
+        type: IdentityType | None,
+        cvr: str | None,
+        status: IdentityStatus | None,
+        limit: int,
+        offset: int,
+    ) -> list[Identity]:
+        principal.require(Scope.READ)
+        if cvr is not None:
+            principal.check_cvr(cvr)
+        return await self._registry.list_identities(
+            type=type, cvr=principal.cvr or cvr, status=status, limit=limit, offset=offset
+        )
+
+    async def update_identity(
+        self,
+        principal: Principal,
+        identity_id: uuid.UUID,
+        *,
+        display_name: str | None = None,
+        organisation_name: str | None = None,
+        given_name: str | None = None,
+        surname: str | None = None,
+        email: str | None = None,
+    ) -> Identity:
+        await self._touch(principal, Scope.ORDER, identity_id)
+        return await self._registry.update_identity(
+            principal.actor,
+            identity_id,
+            display_name=display_name,
+            organisation_name=organisation_name,
+            given_name=given_name,
+            surname=surname,
+            email=email,
+        )
+
+    async def disable_identity(
+        self, principal: Principal, identity_id: uuid.UUID, reason: RevocationReason
+    ) -> tuple[Identity, list[CertificateRecord]]:
+        await self._touch(principal, Scope.REVOKE, identity_id)
+        return await self._revocations.revoke_identity(principal.actor, identity_id, reason)
+
+    async def import_identities(
+        self, principal: Principal, rows: Sequence[ImportRow], *, place_orders: bool
+    ) -> ImportResult:
+        principal.require(Scope.ORDER)
+        if principal.cvr is not None:
+            foreign = [
+                RowError(row.line, "cvr", f"this token is for CVR {principal.cvr} only")
+                for row in rows
+                if row.identity.cvr != principal.cvr
+            ]
+            if foreign:
+                raise ImportRejected(foreign)
+        return await self._registry.import_identities(
+            principal.actor, rows, place_orders=place_orders
+        )
+
+    # -- orders -----------------------------------------------------------------------------
+
+    async def place_order(
+        self,
+        principal: Principal,
+        identity_id: uuid.UUID,
+        *,
+        profile: str | None = None,
+        validity_days: int | None = None,
+    ) -> PlacedOrder:
+        await self._touch(principal, Scope.ORDER, identity_id)
+        return await self._registry.place_order(
+            principal.actor, identity_id, profile=profile, validity_days=validity_days
+        )
+
+    async def order(self, principal: Principal, reference: str) -> Order:
+        principal.require(Scope.READ)
+        return await self._visible_order(principal, reference)
+
+    async def orders(
+        self,
+        principal: Principal,
+        *,
+        identity_id: uuid.UUID | None,
+        status: OrderStatus | None,
+        limit: int,
+        offset: int,
+    ) -> list[Order]:
+        principal.require(Scope.READ)
+        if identity_id is not None:
+            await self.identity(principal, identity_id)
+        return await self._registry.list_orders(
+            identity_id=identity_id, status=status, cvr=principal.cvr, limit=limit, offset=offset
+        )
+
+    async def cancel_order(self, principal: Principal, reference: str) -> Order:
+        principal.require(Scope.ORDER)
+        order = await self._visible_order(principal, reference)
+        return await self._registry.cancel_order(principal.actor, order.reference)
+
+    async def unlock_order(self, principal: Principal, reference: str) -> Order:
+        principal.require(Scope.ORDER)
+        order = await self._visible_order(principal, reference)
+        return await self._registry.unlock_order(principal.actor, order.reference)
+
+    # -- certificates -----------------------------------------------------------------------
+
+    async def certificates(
+        self,
+        principal: Principal,
+        *,
+        identity_id: uuid.UUID | None,
+        status: CertificateStatus | None,
+        expires_after: dt.datetime | None,
+        expires_before: dt.datetime | None,
+        limit: int,
+        offset: int,
+    ) -> list[CertificateRecord]:
+        principal.require(Scope.READ)
+        if identity_id is not None:
+            await self.identity(principal, identity_id)
+        return await self._registry.list_certificates(
+            identity_id=identity_id,
+            status=status,
+            cvr=principal.cvr,
+            expires_after=expires_after,
+            expires_before=expires_before,
+            limit=limit,
+            offset=offset,
+        )
+
+    async def certificate(self, principal: Principal, serial: Serial) -> CertificateRecord:
+        principal.require(Scope.READ)
+        return await self._visible_certificate(principal, serial)
+
+    async def revoke_certificate(
+        self,
+        principal: Principal,
+        serial: Serial,
+        reason: RevocationReason,
+        invalidity_date: dt.datetime | None,
+    ) -> CertificateRecord:
+        principal.require(Scope.REVOKE)
+        await self._visible_certificate(principal, serial)
+        return await self._revocations.revoke_certificate(
+            principal.actor, serial, reason, invalidity_date
+        )
+
+    # -- the CA ---------------------------------------------------------------------------------
+
+    async def regenerate_crls(self, principal: Principal) -> list[tuple[str, PublishedCrl]]:
+        principal.require_unconfined()
+        if self._publishing is None:
+            raise NotFound("this instance does not publish CRLs")
+        return [
+            (issuer.name, await self._publishing.crls.regenerate(issuer.key_id))
+            for issuer in self._publishing.issuers
+        ]
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    async def _touch(self, principal: Principal, scope: Scope, identity_id: uuid.UUID) -> Identity:
+        principal.require(scope)
+        return principal.check(await self._registry.get_identity(identity_id))
+
+    async def _visible_order(self, principal: Principal, reference: str) -> Order:
+        order = await self._registry.get_order(reference)
+        identity = await self._registry.get_identity(order.identity_id)
+        if not principal.may_see(identity):
+            raise NotFound(f"no order {reference!r}")
+        return order
+
+    async def _visible_certificate(self, principal: Principal, serial: Serial) -> CertificateRecord:
+        record = await self._registry.get_certificate(serial)
+        identity = await self._registry.get_identity(record.identity_id)
+        if not principal.may_see(identity):
+            raise NotFound(f"no certificate with serial {serial}")
+        return record

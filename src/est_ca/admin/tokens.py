@@ -1,0 +1,145 @@
+"""API tokens: created and revoked from the CLI, shown once, kept only as a hash.
+
+A token is `estca_<id>_<secret>`: the id finds the record, the secret (256 random bits) is
+compared in constant time with the SHA-256 kept for it. A slow hash buys nothing for 256-bit
+random secrets and would cost every API call tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+
+from est_ca.admin.access import ApiToken, Principal, Scope
+from est_ca.audit import Actor, AuditEvent, Outcome
+from est_ca.clock import Clock
+from est_ca.errors import BadRequest, Conflict, NotFound, Unauthenticated
+from est_ca.registration.identities import check_cvr
+from est_ca.store.store import Store
+
+PREFIX = "estca"
+_TOKEN = re.compile(rf"{PREFIX}_([0-9a-f]{{32}})_([A-Za-z0-9_-]{{43}})")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+INVALID_TOKEN = "the token is unknown, expired or revoked"  # noqa: S105 - a message
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode("ascii")).hexdigest()
+
+
+class Tokens:
+    def __init__(self, *, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def create(
+        self,
+        actor: Actor,
+        *,
+        name: str,
+        scopes: frozenset[Scope],
+        cvr: str | None,
+        valid_days: int,
+    ) -> tuple[ApiToken, str]:
+        """The token and its secret string, which exists here and nowhere else."""
+        if not _NAME.fullmatch(name):
+            raise BadRequest("a token name is letters, digits, '.', '_' and '-'", field="name")
+        if not 1 <= valid_days <= 730:
+            raise BadRequest("a token is valid for 1 to 730 days", field="valid_days")
+        now = self._clock.now()
+        token = ApiToken(
+            id=uuid.uuid4(),
+            name=name,
+            scopes=scopes,
+            cvr=check_cvr(cvr) if cvr else None,
+            created_at=now,
+            expires_at=now + dt.timedelta(days=valid_days),
+        )
+        secret = secrets.token_urlsafe(32)
+        async with self._store.write() as tx:
+            if await tx.get_api_token_by_name(name) is not None:
+                raise Conflict(f"a token named {name!r} exists; revoke it or pick another name")
+            await tx.insert_api_token(token, hash_secret(secret))
+            await tx.append_audit(
+                AuditEvent(
+                    action="token.created",
+                    outcome=Outcome.SUCCESS,
+                    actor=actor,
+                    at=now,
+                    details={
+                        "token": name,
+                        "scopes": ",".join(sorted(scopes)),
+                        "cvr": token.cvr or "all",
+                        "expires_at": token.expires_at.isoformat(),
+                    },
+                )
+            )
+        return token, f"{PREFIX}_{token.id.hex}_{secret}"
+
+    async def revoke(self, actor: Actor, name: str) -> ApiToken:
+        now = self._clock.now()
+        async with self._store.write() as tx:
+            token = await tx.get_api_token_by_name(name)
+            if token is None:
+                raise NotFound(f"no token named {name!r}")
+            if not await tx.revoke_api_token(token.id, now):
+                raise Conflict(f"the token {name!r} is already revoked")
+            await tx.append_audit(
+                AuditEvent(
+                    action="token.revoked",
+                    outcome=Outcome.SUCCESS,
+                    actor=actor,
+                    at=now,
+                    details={"token": name},
+                )
+            )
+            revoked = await tx.get_api_token_by_name(name)
+        assert revoked is not None
+        return revoked
+
+    async def list(self) -> list[ApiToken]:
+        async with self._store.read() as tx:
+            return await tx.list_api_tokens()
+
+    async def authenticate(self, presented: str, source: str | None) -> Principal:
+        """The principal of a valid token; a failure is audited (without the token) and 401."""
+        match = _TOKEN.fullmatch(presented.strip())
+        token = None
+        if match:
+            async with self._store.read() as tx:
+                found = await tx.get_api_token(uuid.UUID(match.group(1)))
+            if found is not None:
+                stored_token, stored_hash = found
+                if hmac.compare_digest(stored_hash, hash_secret(match.group(2))):
+                    token = stored_token
+        now = self._clock.now()
+        if token is None or not token.usable_at(now):
+            await self._store.append_audit(
+                AuditEvent(
+                    action="admin.login_failed",
+                    outcome=Outcome.REFUSED,
+                    actor=Actor("token", token.name if token else "unknown", source),
+                    at=now,
+                    reason=(
+                        "expired or revoked token" if token else "unknown token or wrong secret"
+                    ),
+                )
+            )
+            raise Unauthenticated(INVALID_TOKEN)
+        async with self._store.write() as tx:
+            await tx.touch_api_token(token.id, now)
+            await tx.append_audit(
+                AuditEvent(
+                    action="token.used",
+                    outcome=Outcome.SUCCESS,
+                    actor=Actor("token", token.name, source),
+                    at=now,
+                )
+            )
+        return Principal(
+            kind="token", name=token.name, scopes=token.scopes, cvr=token.cvr, source=source
+        )
