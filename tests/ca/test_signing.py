@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from est_ca.ca.signing import KeyFileSigner, SignatureScheme, draft_certificate, signed_with
+from est_ca.errors import ConfigurationError
 
 PSS_SHA256 = SignatureScheme(algorithm="rsassa-pss", hash="sha256", salt_length=32)
 PSS_SHA512 = SignatureScheme(algorithm="rsassa-pss", hash="sha512", salt_length=64)
@@ -80,3 +83,27 @@ def test_a_signature_that_does_not_verify_never_becomes_a_certificate(
 
 def test_a_key_file_signer_does_not_print_its_key(ca_key: rsa.RSAPrivateKey) -> None:
     assert repr(KeyFileSigner(ca_key)) == "KeyFileSigner(RSAPrivateKey)"
+
+
+def test_a_damaged_key_file_is_refused_at_load(ca_key: rsa.RSAPrivateKey, tmp_path: Path) -> None:
+    numbers = ca_key.private_numbers()
+    # Both d and a CRT exponent: OpenSSL falls back from a faulty CRT result to d.
+    broken = rsa.RSAPrivateNumbers(
+        numbers.p,
+        numbers.q,
+        numbers.d + 2,
+        numbers.dmp1 + 2,
+        numbers.dmq1,
+        numbers.iqmp,
+        numbers.public_numbers,
+    ).private_key(unsafe_skip_rsa_key_validation=True)
+    path = tmp_path / "broken.key"
+    path.write_bytes(
+        broken.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(ConfigurationError, match="damaged"):
+        KeyFileSigner.load(path, None)
