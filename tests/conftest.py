@@ -12,16 +12,38 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import hypothesis
 import pytest
 
 from est_ca.ca.hierarchy import HierarchyFiles, generate_demo_hierarchy
 from est_ca.ca.publication import Publication
 from est_ca.clock import SettableClock
-from est_ca.config import Settings, load_settings
+from est_ca.config import Settings, load_settings, shipped_config_dir
 from est_ca.server import Server
 from est_ca.service import Service
 from est_ca.web.tls import generate_self_signed
 from tests.helpers import REQUIRE_SERVICES, KeyPool
+
+# Property-based and fuzz tests run a bounded number of cases in CI; EST_CA_FUZZ=long runs
+# thousands (EST_CA_FUZZ_EXAMPLES sets any number).
+_EXAMPLES = int(
+    os.environ.get(
+        "EST_CA_FUZZ_EXAMPLES", "3000" if os.environ.get("EST_CA_FUZZ") == "long" else "150"
+    )
+)
+hypothesis.settings.register_profile(
+    "est-ca",
+    max_examples=_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[
+        hypothesis.HealthCheck.function_scoped_fixture,
+        hypothesis.HealthCheck.too_slow,
+        hypothesis.HealthCheck.data_too_large,
+    ],
+    derandomize=os.environ.get("EST_CA_FUZZ") != "long",
+    print_blob=True,
+)
+hypothesis.settings.load_profile("est-ca")
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "EST_CA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -97,6 +119,15 @@ def make_settings(
     for section, values in sections.items():
         overrides.setdefault(section, {}).update(values)
     return load_settings(None, {}, overrides)
+
+
+@pytest.fixture(scope="session")
+def ec_profiles(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The system profile allowing P-256 too: many distinct keys without many RSA key pairs."""
+    directory = tmp_path_factory.mktemp("profiles")
+    text = (shipped_config_dir() / "profiles" / "system.toml").read_text()
+    (directory / "system.toml").write_text(text.replace("ec_curves = []", 'ec_curves = ["P-256"]'))
+    return directory
 
 
 @pytest.fixture

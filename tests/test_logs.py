@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,3 +78,30 @@ def test_a_secret_passed_to_a_logger_by_mistake_is_redacted(log_output: io.Strin
     line = json.loads(log_output.getvalue())
     assert line["password"] == "[redacted]"
     assert line["one_time_code"] == "[redacted]"
+
+
+async def test_a_malformed_request_is_not_repeated_in_the_answer_or_the_log(
+    server: Server,
+    ca_material: CaMaterial,
+    log_output: io.StringIO,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiohttp quotes a bad header in its 400 and its log; ours must not (it may be a code)."""
+    secret = "K7M2Q-9XZ4P-H3D8R-WT5NB"
+    header = base64.b64encode(f"REFERENCE123:{secret}".encode()) + b"\x01"
+    host, port = server.https_url.removeprefix("https://").rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(ca_material.tls_cert))
+    reader, writer = await asyncio.open_connection(host, int(port), ssl=context)
+    writer.write(
+        b"POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Basic " + header + b"\r\nContent-Length: 0\r\n\r\n"
+    )
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    assert answer.split(b" ", 2)[1] == b"400"
+    assert answer.endswith(b"\r\n\r\nmalformed HTTP request\n")
+    recorded = log_output.getvalue() + caplog.text
+    assert "malformed request" in log_output.getvalue()
+    assert header.decode(errors="replace")[:20] not in recorded
+    assert secret not in recorded

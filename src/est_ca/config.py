@@ -54,6 +54,15 @@ class PublicationSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class LimitSettings:
+    max_concurrent_enrollments: int
+    failures_per_source: int
+    failure_window_seconds: int
+    request_timeout_seconds: int
+    max_header_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
 class DatabaseSettings:
     url: str
     auto_migrate: bool
@@ -122,6 +131,7 @@ class Settings:
     service: ServiceSettings
     admin: AdminSettings
     publication: PublicationSettings
+    limits: LimitSettings
     database: DatabaseSettings
     tls: TlsSettings
     ca: CaSettings
@@ -318,6 +328,17 @@ def _check(settings: Settings) -> None:
             "setting 'publication.base_url' must be a plain http:// URL (relying parties fetch "
             "CRLs and OCSP over HTTP, RFC 5280 and RFC 6960)"
         )
+    limits = settings.limits
+    if limits.max_concurrent_enrollments < 1:
+        raise ConfigurationError("setting 'limits.max_concurrent_enrollments' must be at least 1")
+    if limits.failures_per_source < 1 or limits.failure_window_seconds < 1:
+        raise ConfigurationError(
+            "settings 'limits.failures_per_source' and '.._window_seconds' >= 1"
+        )
+    if not 1 <= limits.request_timeout_seconds <= 300:
+        raise ConfigurationError("setting 'limits.request_timeout_seconds' must be 1..300")
+    if not 1024 <= limits.max_header_bytes <= 65536:
+        raise ConfigurationError("setting 'limits.max_header_bytes' must be 1024..65536")
     revocation = settings.revocation
     if not 1 <= revocation.crl_refresh_hours < revocation.crl_validity_hours <= 240:
         raise ConfigurationError(

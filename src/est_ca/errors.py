@@ -12,6 +12,7 @@ contains a secret (one-time code, password, key material).
     │   ├── OrderLocked
     │   └── CertificateNotUsable
     ├── NotFound              the named object does not exist                     (404)
+    ├── RequestTimedOut       the client sent its request too slowly              (408)
     ├── Conflict              the object is in a state that forbids the change    (409)
     ├── PayloadTooLarge       the request body is over the cap                    (413)
     ├── UnsupportedMediaType  the request body is of the wrong type               (415)
@@ -65,6 +66,10 @@ class NotFound(EstCaError):
 
 class Conflict(EstCaError):
     """The object's state forbids the requested change."""
+
+
+class RequestTimedOut(EstCaError):
+    """The request body did not arrive within the time allowed (raised by protocol layers)."""
 
 
 class PayloadTooLarge(EstCaError):

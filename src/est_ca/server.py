@@ -17,6 +17,7 @@ from est_ca import demo, logs
 from est_ca.config import Settings
 from est_ca.service import Service
 from est_ca.web.app import admin_app, est_app, plain_http_app
+from est_ca.web.quiet import QuietAppRunner
 from est_ca.web.tls import server_context
 
 _log = structlog.get_logger(__name__)
@@ -77,7 +78,22 @@ class Server:
             (plain_http_app(self.service), http_socket, None),
             (admin_app(self.service), admin_socket, admin_context),
         ):
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            limits = settings.limits
+            runner = QuietAppRunner(
+                app,
+                access_log=None,
+                handle_signals=False,
+                # aiohttp closes a connection that has not sent a whole request's headers (or,
+                # between requests, anything) within this: slow-header clients are cut off.
+                keepalive_timeout=limits.request_timeout_seconds,
+                max_line_size=limits.max_header_bytes,
+                max_field_size=limits.max_header_bytes,
+                # Nobody compresses EST or OCSP bodies; a compressed one is not read unpacked.
+                auto_decompress=False,
+                # After answering without reading the whole body (a refusal), wait this long
+                # for the rest before closing (aiohttp's default of 10 s lets a client hold on).
+                lingering_time=1.0,
+            )
             await runner.setup()
             await web.SockSite(runner, sock, ssl_context=ssl_context).start()
             self._runners.append(runner)

@@ -36,6 +36,7 @@ from est_ca.revocation.publishing import RevocationPublishing
 from est_ca.revocation.responders import ResponderKeeper
 from est_ca.revocation.revoker import Revocations
 from est_ca.store.store import Store
+from est_ca.throttle import Admission, FailureThrottle
 from est_ca.workers import Workers
 
 _log = structlog.get_logger(__name__)
@@ -75,6 +76,11 @@ class Service:
             await store.close()
             raise
         workers = Workers()
+        throttle = FailureThrottle(
+            limit=settings.limits.failures_per_source,
+            window=dt.timedelta(seconds=settings.limits.failure_window_seconds),
+            clock=clock,
+        )
         hasher = CodeHasher(
             n=settings.secrets.scrypt_n, r=settings.secrets.scrypt_r, p=settings.secrets.scrypt_p
         )
@@ -106,6 +112,8 @@ class Service:
                 profiles=profiles,
                 issuer=Issuer(ca, publication),
                 order_policy=order_policy,
+                throttle=throttle,
+                admission=Admission(settings.limits.max_concurrent_enrollments),
             )
             publishing = _revocation_publishing(settings, files, ca, store, clock, workers)
             revocations.on_revocation(publishing.revoked)
@@ -117,7 +125,7 @@ class Service:
             profiles=profiles,
             registry=registry,
             revocations=revocations,
-            tokens=Tokens(store=store, clock=clock),
+            tokens=Tokens(store=store, clock=clock, throttle=throttle),
             administration=Administration(
                 registry=registry, revocations=revocations, publishing=publishing
             ),

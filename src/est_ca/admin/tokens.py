@@ -20,6 +20,7 @@ from est_ca.clock import Clock
 from est_ca.errors import BadRequest, Conflict, NotFound, Unauthenticated
 from est_ca.registration.identities import check_cvr
 from est_ca.store.store import Store
+from est_ca.throttle import FailureThrottle
 
 PREFIX = "estca"
 _TOKEN = re.compile(rf"{PREFIX}_([0-9a-f]{{32}})_([A-Za-z0-9_-]{{43}})")
@@ -32,9 +33,10 @@ def hash_secret(secret: str) -> str:
 
 
 class Tokens:
-    def __init__(self, *, store: Store, clock: Clock) -> None:
+    def __init__(self, *, store: Store, clock: Clock, throttle: FailureThrottle) -> None:
         self._store = store
         self._clock = clock
+        self._throttle = throttle
 
     async def create(
         self,
@@ -106,7 +108,9 @@ class Tokens:
             return await tx.list_api_tokens()
 
     async def authenticate(self, presented: str, source: str | None) -> Principal:
-        """The principal of a valid token; a failure is audited (without the token) and 401."""
+        """The principal of a valid token; a failure is audited (without the token) and 401,
+        and counts against the source address (429 when it has failed too often)."""
+        self._throttle.check(source)
         match = _TOKEN.fullmatch(presented.strip())
         token = None
         if match:
@@ -118,6 +122,7 @@ class Tokens:
                     token = stored_token
         now = self._clock.now()
         if token is None or not token.usable_at(now):
+            self._throttle.record(source)
             await self._store.append_audit(
                 AuditEvent(
                     action="admin.login_failed",

@@ -8,6 +8,7 @@ Content-Transfer-Encoding: base64.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import ssl
@@ -17,7 +18,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from est_ca.errors import BadRequest, PayloadTooLarge, Unauthenticated, UnsupportedMediaType
+from est_ca.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    RequestTimedOut,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
 
 PKCS10 = "application/pkcs10"
 PKCS7_MIME = "application/pkcs7-mime"
@@ -31,15 +38,26 @@ def require_content_type(request: web.Request, expected: str) -> None:
         raise UnsupportedMediaType(f"the body must be {expected} (base64 DER); got {sent}")
 
 
+REQUEST_TIMEOUT = web.AppKey("request_timeout_seconds", float)
+
+
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, chunked or not, refused early when it is announced or grows too large."""
+    """The whole body, chunked or not, refused early when it is announced or grows too large,
+    and cut off when it trickles in slower than the request timeout allows."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the request body is larger than the {limit} bytes accepted")
     body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the request body is larger than the {limit} bytes accepted")
+    seconds = request.app.get(REQUEST_TIMEOUT, 15.0)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.content.iter_any():
+                body += chunk
+                if len(body) > limit:
+                    raise PayloadTooLarge(
+                        f"the request body is larger than the {limit} bytes accepted"
+                    )
+    except TimeoutError as exc:
+        raise RequestTimedOut(f"the request body did not arrive within {seconds:g} s") from exc
     return bytes(body)
 
 

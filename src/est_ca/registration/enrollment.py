@@ -51,6 +51,7 @@ from est_ca.registration.identities import Identity
 from est_ca.registration.orders import Order, OrderState
 from est_ca.registration.registry import OrderPolicy
 from est_ca.store.store import Store, StoreTx
+from est_ca.throttle import Admission, FailureThrottle
 from est_ca.workers import Workers
 
 _log = structlog.get_logger(__name__)
@@ -78,6 +79,8 @@ class RegistrationAuthority:
         profiles: ProfileCatalogue,
         issuer: Issuer,
         order_policy: OrderPolicy,
+        throttle: FailureThrottle,
+        admission: Admission,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -86,6 +89,8 @@ class RegistrationAuthority:
         self._profiles = profiles
         self._issuer = issuer
         self._order_policy = order_policy
+        self._throttle = throttle
+        self._admission = admission
         # Keys of the CA and its chain: a subscriber must never get a certificate for them.
         self._ca_keys = frozenset(
             public_key_der(certificate.public_key()) for certificate in issuer.ca.certificates
@@ -106,7 +111,7 @@ class RegistrationAuthority:
                 actor=actor, identity=identity, profile=profile, csr=checked, order=order
             )
 
-        return await self._audited("enroll", actor, attempt)
+        return await self._admitted("enroll", actor, attempt)
 
     async def enroll_with_certificate(
         self, client_certificate_der: bytes, csr_der: bytes, *, source: str | None
@@ -128,7 +133,7 @@ class RegistrationAuthority:
                 actor=actor, identity=client.identity, profile=profile, csr=checked, order=order
             )
 
-        return await self._audited("enroll", actor, attempt)
+        return await self._admitted("enroll", actor, attempt)
 
     async def reenroll(
         self, client_certificate_der: bytes, csr_der: bytes, *, source: str | None
@@ -148,7 +153,7 @@ class RegistrationAuthority:
                 renewal_of=client.record,
             )
 
-        return await self._audited("reenroll", actor, attempt)
+        return await self._admitted("reenroll", actor, attempt)
 
     # -- authentication ---------------------------------------------------------------------
 
@@ -360,13 +365,33 @@ class RegistrationAuthority:
                 )
             )
 
-    async def _audited(self, action: str, actor: Actor, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run an enrollment; a refusal becomes an audit event with its reason, then propagates."""
-        try:
-            return await attempt()
-        except EstCaError as exc:
-            await self.record_refusal(action, actor, exc)
-            raise
+    async def _admitted(self, action: str, actor: Actor, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run an enrollment if its source is not throttled and there is room for the work.
+
+        A refusal becomes an audit event with its reason, then propagates; an authentication
+        failure also counts against the source. Throttled and overloaded requests are refused
+        before any work and are not audited one by one (a flood must not become a flood of
+        writes): the moment a source becomes throttled is.
+        """
+        self._throttle.check(actor.source)
+        async with self._admission.slot():
+            try:
+                return await attempt()
+            except EstCaError as exc:
+                await self.record_refusal(action, actor, exc)
+                if isinstance(
+                    exc, Unauthenticated | OrderLocked | CertificateNotUsable
+                ) and self._throttle.record(actor.source):
+                    await self._store.append_audit(
+                        AuditEvent(
+                            action="source.throttled",
+                            outcome=Outcome.REFUSED,
+                            actor=actor,
+                            at=self._clock.now(),
+                            reason="too many authentication failures from this address",
+                        )
+                    )
+                raise
 
     async def record_refusal(self, action: str, actor: Actor, error: EstCaError) -> None:
         """Audit a refused enrollment; protocol layers call it for requests they could not parse."""

@@ -14,6 +14,7 @@ STATUS_BY_ERROR: tuple[tuple[type[errors.EstCaError], int], ...] = (
     (errors.Unauthenticated, 401),
     (errors.NotEntitled, 403),
     (errors.NotFound, 404),
+    (errors.RequestTimedOut, 408),
     (errors.Conflict, 409),
     (errors.PayloadTooLarge, 413),
     (errors.UnsupportedMediaType, 415),
