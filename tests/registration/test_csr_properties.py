@@ -50,7 +50,7 @@ def key(name: str) -> CertificateIssuerPrivateKeyTypes:
     return created
 
 
-TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=80)
+TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), min_size=1, max_size=80)
 ATTRIBUTES = st.sampled_from(
     [
         NameOID.COMMON_NAME,
@@ -158,7 +158,7 @@ def _valid_der() -> bytes:
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mutant")]))
         .sign(key("rsa-3072"), hashes.SHA256())
-    )  # type: ignore[arg-type]
+    )
     return csr.public_bytes(serialization.Encoding.DER)
 
 
@@ -192,7 +192,7 @@ def mutated_csrs(draw: st.DrawFn) -> tuple[str, bytes]:
             x509.CertificateSigningRequestBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mutant")]))
             .sign(key("rsa-4096"), hashes.SHA256())
-        )  # type: ignore[arg-type]
+        )
         signature = other.signature[: len(original) // 2]
         mutated = original[: -len(signature)] + signature
     else:
