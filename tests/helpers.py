@@ -193,6 +193,34 @@ async def new_user(
     )
 
 
+async def danish_identity(
+    service: Service, identity_type: IdentityType, *, organisation_email: bool = False
+) -> Identity:
+    """An identity of the type with Danish letters in every name that allows them."""
+    if identity_type is IdentityType.USER:
+        return await new_user(
+            service,
+            given_name="Søren",
+            surname="Ærø Ålborg",
+            email="soren@example.dk",
+            cvr="99999999",
+            organisation_name="ÆØÅ ApS",
+        )
+    email = (
+        "post@example.dk"
+        if organisation_email and identity_type is IdentityType.ORGANISATION
+        else None
+    )
+    return await service.registry.create_identity(
+        ADMIN,
+        type=identity_type,
+        organisation_name="ÆØÅ ApS",
+        cvr="99999999",
+        display_name=f"ÆØÅ {identity_type.value}",
+        email=email,
+    )
+
+
 async def new_system(service: Service, name: str = "billing.service") -> Identity:
     return await service.registry.create_identity(
         ADMIN,

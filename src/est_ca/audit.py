@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
 
 import structlog
 
@@ -64,20 +65,29 @@ class AuditEvent:
     def __post_init__(self) -> None:
         object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
 
+    def fields(self) -> dict[str, Any]:
+        """The event as plain values: what the log, the JSON export and the chain hash hold."""
+        return {
+            "at": self.at.astimezone(dt.UTC).isoformat(),
+            "action": self.action,
+            "outcome": self.outcome.value,
+            "actor": str(self.actor),
+            "source": self.actor.source,
+            "request_id": self.request_id,
+            "identity_id": str(self.identity_id) if self.identity_id else None,
+            "order_reference": self.order_reference,
+            "serial": self.serial,
+            "reason": self.reason,
+            "details": dict(self.details),
+        }
+
     def log(self) -> None:
         """Write the event to the structured log (the store calls this after commit)."""
-        _log.info(
-            "audit",
-            action=self.action,
-            outcome=str(self.outcome),
-            actor=str(self.actor),
-            source=self.actor.source,
-            identity_id=str(self.identity_id) if self.identity_id else None,
-            order_reference=self.order_reference,
-            serial=self.serial,
-            reason=self.reason,
-            **dict(self.details),
-        )
+        fields = self.fields()
+        details = fields.pop("details")
+        fields.pop("at")  # the log line has its own timestamp
+        fields.pop("request_id")  # bound to every line of the request already
+        _log.info("audit", **fields, **details)
 
 
 GENESIS_HASH = "0" * 64
@@ -89,20 +99,7 @@ def chain_hash(prev_hash: str, seq: int, event: AuditEvent) -> str:
     Never change this encoding: every stored chain was computed with it.
     """
     canonical = json.dumps(
-        {
-            "seq": seq,
-            "at": event.at.astimezone(dt.UTC).isoformat(),
-            "action": event.action,
-            "outcome": event.outcome.value,
-            "actor": str(event.actor),
-            "source": event.actor.source,
-            "request_id": event.request_id,
-            "identity_id": str(event.identity_id) if event.identity_id else None,
-            "order_reference": event.order_reference,
-            "serial": event.serial,
-            "reason": event.reason,
-            "details": dict(event.details),
-        },
+        {"seq": seq, **event.fields()},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

@@ -21,7 +21,7 @@ from est_ca.ca.qualified import QC_STATEMENTS_OID, read_semantics
 from est_ca.registration.identities import IdentityType
 from est_ca.service import Service
 from tests.conftest import CaMaterial, OpenService
-from tests.helpers import ADMIN, KeyPool, csr_der, make_csr, new_order
+from tests.helpers import KeyPool, csr_der, danish_identity, make_csr, new_order
 from tests.lint import blocking, detected_etsi_type, etsi_findings, rfc5280_findings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "vectors" / "oces3"
@@ -44,25 +44,7 @@ def sample(file_name: str) -> x509.Certificate:
 async def issue(service: Service, keys: KeyPool, identity_type: IdentityType) -> x509.Certificate:
     """Enroll one identity of the type, with Danish letters in every name that allows them."""
     assert service.authority is not None
-    if identity_type is IdentityType.USER:
-        identity = await service.registry.create_identity(
-            ADMIN,
-            type=identity_type,
-            organisation_name="ÆØÅ ApS",
-            cvr="99999999",
-            given_name="Søren",
-            surname="Ærø Ålborg",
-            email="soren@example.dk",
-        )
-    else:
-        identity = await service.registry.create_identity(
-            ADMIN,
-            type=identity_type,
-            organisation_name="ÆØÅ ApS",
-            cvr="99999999",
-            display_name=f"ÆØÅ {identity_type.value} løsning",
-            email="post@example.dk" if identity_type is IdentityType.ORGANISATION else None,
-        )
+    identity = await danish_identity(service, identity_type, organisation_email=True)
     placed = await new_order(service, identity)
     index = list(IdentityType).index(identity_type)
     return await service.authority.enroll_with_order(

@@ -11,7 +11,7 @@ from est_ca.registration.identities import IdentityType
 from est_ca.server import Server
 from est_ca.service import Service
 from tests.conftest import CaMaterial
-from tests.helpers import ADMIN, KeyPool, credentials, curl, new_order, openssl
+from tests.helpers import KeyPool, credentials, curl, danish_identity, new_order, openssl
 
 # What `openssl x509 -text` must show for each type (ours and the samples alike).
 EXPECTED = {
@@ -53,24 +53,7 @@ async def test_curl_enrollment_gives_an_oces3_shaped_certificate(
     tmp_path: Path,
     identity_type: IdentityType,
 ) -> None:
-    if identity_type is IdentityType.USER:
-        identity = await service.registry.create_identity(
-            ADMIN,
-            type=identity_type,
-            organisation_name="ÆØÅ ApS",
-            cvr="99999999",
-            given_name="Søren",
-            surname="Ærø Ålborg",
-            email="soren@example.dk",
-        )
-    else:
-        identity = await service.registry.create_identity(
-            ADMIN,
-            type=identity_type,
-            organisation_name="ÆØÅ ApS",
-            cvr="99999999",
-            display_name=f"ÆØÅ {identity_type.value}",
-        )
+    identity = await danish_identity(service, identity_type)
     placed = await new_order(service, identity)
     der = await openssl("req", "-new", "-key", keys.rsa().path, "-subj", "/CN=x", "-outform", "DER")
     body = tmp_path / "csr.b64"

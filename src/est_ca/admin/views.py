@@ -104,17 +104,4 @@ def token_view(token: ApiToken) -> dict[str, Any]:
 
 
 def audit_view(seq: int | None, event: AuditEvent) -> dict[str, Any]:
-    return {
-        **({"seq": seq} if seq is not None else {}),
-        "at": _time(event.at),
-        "action": event.action,
-        "outcome": event.outcome.value,
-        "actor": str(event.actor),
-        "source": event.actor.source,
-        "request_id": event.request_id,
-        "identity_id": str(event.identity_id) if event.identity_id else None,
-        "order_reference": event.order_reference,
-        "serial": event.serial,
-        "reason": event.reason,
-        "details": dict(event.details),
-    }
+    return ({"seq": seq} if seq is not None else {}) | event.fields()

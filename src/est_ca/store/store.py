@@ -327,11 +327,10 @@ class StoreTx:
             (ORDERS.c.created_at, ORDERS.c.id),
             limit,
             offset,
+            of_cvr=cvr,
             identity_id=identity_id,
             status=status,
         )
-        if cvr is not None:
-            query = query.where(ORDERS.c.identity_id.in_(_identities_of(cvr)))
         return [_order(row) for row in await self._conn.execute(query)]
 
     async def count_failed_attempt(
@@ -555,11 +554,10 @@ class StoreTx:
             (CERTIFICATES.c.created_at, CERTIFICATES.c.serial),
             limit,
             offset,
+            of_cvr=cvr,
             identity_id=identity_id,
             status=status,
         )
-        if cvr is not None:
-            query = query.where(CERTIFICATES.c.identity_id.in_(_identities_of(cvr)))
         if expires_after is not None:
             query = query.where(CERTIFICATES.c.not_after > expires_after)
         if expires_before is not None:
@@ -867,10 +865,21 @@ class StoreTx:
 
 
 def _page(
-    table: Table, order_by: Sequence[Any], limit: int, offset: int, **equal: object
+    table: Table,
+    order_by: Sequence[Any],
+    limit: int,
+    offset: int,
+    *,
+    of_cvr: str | None = None,
+    **equal: object,
 ) -> Select[Any]:
-    """SELECT rows of `table` whose columns equal the given values (None: any), one page."""
+    """SELECT rows of `table` whose columns equal the given values (None: any), one page;
+    `of_cvr` keeps rows whose identity belongs to that organisation."""
     query = select(table).order_by(*order_by)
+    if of_cvr is not None:
+        query = query.where(
+            table.c.identity_id.in_(select(IDENTITIES.c.id).where(IDENTITIES.c.cvr == of_cvr))
+        )
     for column, value in equal.items():
         if value is not None:
             query = query.where(
@@ -909,10 +918,6 @@ def _audit_row(event: AuditEvent, seq: int, prev_hash: str, digest: str) -> dict
         "reason": event.reason,
         "details": json.dumps(dict(event.details), sort_keys=True),
     }
-
-
-def _identities_of(cvr: str) -> Select[Any]:
-    return select(IDENTITIES.c.id).where(IDENTITIES.c.cvr == cvr)
 
 
 def _identity(row: Row[Any]) -> Identity:
