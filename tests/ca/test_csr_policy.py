@@ -19,8 +19,8 @@ USER = PROFILES.profiles["user"]
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 # Each hostile vector and the words its refusal must contain (see tests/vectors/README.md).
 REFUSALS = {
-    "rsa-2048": "RSA 2048 key is not allowed",
-    "ec-p256": "ECDSA P-256 key is not allowed",
+    "rsa-2048": "RSA 2048 keys are not allowed",
+    "ec-p256": "ECDSA P-256 keys are not allowed",
     "exponent-3": "exponent must be odd and at least 65537",
     "small-factor": "small prime factor",
     "fermat-close-primes": "Fermat",
@@ -31,6 +31,7 @@ REFUSALS = {
     "trailing-garbage": "not a DER PKCS#10",
     "unknown-critical-extension": "unknown critical extension 1.3.6.1.4.1.99999.1",
     "duplicate-extension": "malformed",
+    "unknown-version": "not a DER PKCS#10",
 }
 
 
@@ -81,7 +82,7 @@ def test_a_valid_rsa_3072_csr_passes(keys: KeyPool) -> None:
 
 
 def test_an_ecdsa_key_is_refused_where_the_profile_allows_only_rsa(keys: KeyPool) -> None:
-    with pytest.raises(BadRequest, match=r"ECDSA P-256 key is not allowed .* RSA 3072, RSA 4096"):
+    with pytest.raises(BadRequest, match=r"ECDSA P-256 keys are not allowed .* RSA 3072, RSA 4096"):
         check_csr(make_csr(keys.ec().key), USER)
 
 

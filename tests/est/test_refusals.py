@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,25 @@ async def test_the_wrong_content_type_is_415(
     assert_plain_text_error(response, 415, "application/pkcs10")
 
 
+async def test_an_unreadable_content_type_is_415_and_not_echoed(
+    server: Server, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path, pending: tuple[str, str]
+) -> None:
+    """Found by the long wire fuzz: non-UTF-8 header bytes once made the error itself a 500."""
+    raw = os.fsdecode(b"Content-Type: \xff\xfe")  # curl sends these two bytes as they are
+    response = await post_csr(
+        server,
+        ca_material,
+        tmp_path,
+        csr_base64(make_csr(keys.rsa().key)),
+        "-H",
+        raw,
+        "-u",
+        ":".join(pending),
+    )
+    assert_plain_text_error(response, 415, "application/pkcs10", "unreadable content type")
+    assert b"\xff" not in response.body
+
+
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 async def test_a_body_over_64_kib_is_413(
     server: Server, ca_material: CaMaterial, tmp_path: Path, pending: tuple[str, str], chunked: bool
@@ -226,6 +246,13 @@ async def test_the_wrong_method_is_405(
 async def test_an_operation_we_do_not_offer_is_404(server: Server, ca_material: CaMaterial) -> None:
     response = await curl(url(server, "serverkeygen"), "-X", "POST", trust=ca_material.tls_cert)
     assert_plain_text_error(response, 404)
+
+
+async def test_a_404_for_a_huge_path_quotes_only_its_start(
+    server: Server, ca_material: CaMaterial
+) -> None:
+    response = await curl(url(server, "x" * 8000), trust=ca_material.tls_cert)
+    assert_plain_text_error(response, 404, "nothing is served at /.well-known/est/xxx")
 
 
 async def test_basic_credentials_over_plain_http_are_refused_unread(

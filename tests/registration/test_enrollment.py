@@ -213,7 +213,7 @@ async def test_a_csr_whose_signature_does_not_verify_changes_nothing(
 async def test_a_key_the_profile_does_not_allow_is_refused(service: Service, keys: KeyPool) -> None:
     assert service.authority is not None
     placed = await new_order(service, await new_user(service))
-    with pytest.raises(BadRequest, match="RSA 2048 key is not allowed"):
+    with pytest.raises(BadRequest, match="RSA 2048 keys are not allowed"):
         await service.authority.enroll_with_order(
             placed.order.reference,
             placed.one_time_code,

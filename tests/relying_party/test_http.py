@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -124,6 +125,18 @@ async def test_ocsp_post_of_another_content_type_is_415(
     body.write_bytes(b"x")
     response = await curl(service.publication.ocsp_url, "--data-binary", f"@{body}")
     assert response.status == 415
+
+
+async def test_an_ocsp_post_with_an_unreadable_content_type_is_415(
+    server: Server, service: Service, tmp_path: Path
+) -> None:
+    body = tmp_path / "x"
+    body.write_bytes(b"x")
+    raw = os.fsdecode(b"Content-Type: \xff\xfe")  # curl sends these two bytes as they are
+    response = await curl(service.publication.ocsp_url, "-H", raw, "--data-binary", f"@{body}")
+    assert response.status == 415
+    assert "application/ocsp-request" in response.text
+    assert b"\xff" not in response.body
 
 
 async def test_an_oversize_ocsp_post_is_413(

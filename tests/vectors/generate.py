@@ -103,8 +103,26 @@ def openssl_csr(key: rsa.RSAPrivateKey, digest: str) -> bytes:
         ).stdout
 
 
+def resigned(
+    key: rsa.RSAPrivateKey, good: x509.CertificateSigningRequest, **changes: object
+) -> bytes:
+    """`good` with fields of its request info replaced, validly signed again by `key`."""
+    request = asn1_csr.CertificationRequest.load(good.public_bytes(serialization.Encoding.DER))
+    info = request["certification_request_info"]
+    fields = {name: info[name] for name in ("version", "subject", "subject_pk_info", "attributes")}
+    altered = asn1_csr.CertificationRequestInfo({**fields, **changes})
+    assembled = asn1_csr.CertificationRequest(
+        {
+            "certification_request_info": altered,
+            "signature_algorithm": request["signature_algorithm"],
+            "signature": key.sign(altered.dump(), padding.PKCS1v15(), hashes.SHA256()),
+        }
+    )
+    return bytes(assembled.dump())
+
+
 def duplicated_extension(key: rsa.RSAPrivateKey) -> bytes:
-    """A CSR requesting the same extension twice, correctly signed (builders refuse to make it)."""
+    """A CSR requesting the same extension twice (builders refuse to make it)."""
     san = x509.SubjectAlternativeName([x509.RFC822Name("a@example.dk")])
     good = (
         x509.CertificateSigningRequestBuilder()
@@ -112,32 +130,19 @@ def duplicated_extension(key: rsa.RSAPrivateKey) -> bytes:
         .add_extension(san, critical=False)
         .sign(key, hashes.SHA256())
     )
-    request = asn1_csr.CertificationRequest.load(good.public_bytes(serialization.Encoding.DER))
-    info = request["certification_request_info"]
+    info = asn1_csr.CertificationRequest.load(good.public_bytes(serialization.Encoding.DER))[
+        "certification_request_info"
+    ]
     attribute = info["attributes"][0]
-    extensions = attribute["values"][0]
-    doubled = asn1_csr.CertificationRequestInfo(
-        {
-            "version": info["version"],
-            "subject": info["subject"],
-            "subject_pk_info": info["subject_pk_info"],
-            "attributes": [
-                {
-                    "type": attribute["type"],
-                    "values": [[extensions[0], extensions[0]]],
-                }
-            ],
-        }
-    )
-    signature = key.sign(doubled.dump(), padding.PKCS1v15(), hashes.SHA256())
-    assembled = asn1_csr.CertificationRequest(
-        {
-            "certification_request_info": doubled,
-            "signature_algorithm": request["signature_algorithm"],
-            "signature": signature,
-        }
-    )
-    return bytes(assembled.dump())
+    extension = attribute["values"][0][0]
+    doubled = [{"type": attribute["type"], "values": [[extension, extension]]}]
+    return resigned(key, good, attributes=doubled)
+
+
+def unknown_version(key: rsa.RSAPrivateKey) -> bytes:
+    """A CSR claiming version 2 (INTEGER 1): PKCS#10 knows only v1 (0)."""
+    good = x509.CertificateSigningRequestBuilder().subject_name(SUBJECT).sign(key, hashes.SHA256())
+    return resigned(key, good, version=1)
 
 
 def main() -> None:
@@ -160,6 +165,7 @@ def main() -> None:
             ),
         ),
         "duplicate-extension": duplicated_extension(good_key),
+        "unknown-version": unknown_version(good_key),
     }
     q = prime_in((1 << 3071) // 3 + 1, (1 << 3072) // 3)
     vectors["small-factor"] = csr(private_key(3, q))

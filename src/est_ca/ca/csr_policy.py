@@ -75,7 +75,7 @@ def parse_csr(der: bytes) -> x509.CertificateSigningRequest:
     """A DER PKCS#10 request; anything else (truncated, trailing bytes, not a CSR) is refused."""
     try:
         return x509.load_der_x509_csr(der)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise BadRequest(
             "the body is not a DER PKCS#10 certificate request (send base64 of the DER CSR)"
         ) from exc
@@ -145,7 +145,7 @@ def check_key_allowed(key: SubscriberKey, profile: Profile) -> None:
         f"ECDSA {curve}" for curve in profile.keys.ec_curves
     ]
     raise BadRequest(
-        f"a {key.description} key is not allowed for {profile.name} certificates; "
+        f"{key.description} keys are not allowed for {profile.name} certificates; "
         f"allowed: {', '.join(allowed)}"
     )
 

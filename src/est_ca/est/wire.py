@@ -35,7 +35,9 @@ _WHITESPACE = b" \t\r\n\v\f"
 def require_content_type(request: web.Request, expected: str) -> None:
     if request.content_type.lower() != expected:
         sent = request.headers.get(hdrs.CONTENT_TYPE, "none")
-        raise UnsupportedMediaType(f"the body must be {expected} (base64 DER); got {sent}")
+        if not (sent.isascii() and sent.isprintable() and len(sent) <= 100):
+            sent = "an unreadable content type"  # never echo bytes we cannot vouch for
+        raise UnsupportedMediaType(f"the body must be {expected}; got {sent}")
 
 
 REQUEST_TIMEOUT = web.AppKey("request_timeout_seconds", float)

@@ -216,7 +216,7 @@ class RegistrationAuthority:
         try:
             certificate = x509.load_der_x509_certificate(certificate_der)
             serial = Serial(certificate.serial_number)
-        except ValueError as exc:
+        except (ValueError, x509.InvalidVersion) as exc:
             raise CertificateNotUsable("the client certificate was not issued by this CA") from exc
         async with self._store.read() as tx:
             record = await tx.get_certificate(serial)
@@ -415,7 +415,7 @@ def certificate_actor(certificate_der: bytes, source: str | None) -> Actor:
     """Audit name of a client using a TLS client certificate: its serial."""
     try:
         serial = format(x509.load_der_x509_certificate(certificate_der).serial_number, "x")
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):
         serial = "unparseable"
     return Actor("certificate", serial[:64], source)
 

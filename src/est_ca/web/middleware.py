@@ -31,23 +31,29 @@ def plain_text(
     headers: dict[str, str] | None = None,
     error: EstCaError | None = None,
 ) -> web.Response:
-    """Errors for EST and relying parties: one short line a person can act on."""
+    """Errors for EST and relying parties: one short line a person can act on. A message that
+    quotes something odd a client sent is still sent (undecodable parts replaced)."""
     return web.Response(
         status=status,
-        text=message.rstrip("\n") + "\n",
+        body=(message.rstrip("\n") + "\n").encode("utf-8", errors="replace"),
         content_type="text/plain",
         charset="utf-8",
         headers=headers,
     )
 
 
+def _shown(path: str) -> str:
+    """A path quoted back in an error: enough to recognise, never all of a huge one."""
+    return path if len(path) <= 120 else path[:120] + "..."
+
+
 def describe(exc: web.HTTPException, request: web.Request) -> str:
     """A sentence for the HTTP errors aiohttp raises itself (routing and body size)."""
     if exc.status == 404:
-        return f"nothing is served at {request.path}"
+        return f"nothing is served at {_shown(request.path)}"
     if exc.status == 405:
         allowed = exc.headers.get("Allow", "")
-        return f"{request.method} is not allowed on {request.path}; allowed: {allowed}"
+        return f"{request.method} is not allowed on {_shown(request.path)}; allowed: {allowed}"
     if exc.status == 413:
         return f"the request body is larger than the {request.app[MAX_BODY_BYTES]} bytes accepted"
     return exc.reason
