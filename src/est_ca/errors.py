@@ -31,6 +31,11 @@ class EstCaError(Exception):
         super().__init__(detail)
         self.detail = detail
 
+    @property
+    def audit_reason(self) -> str:
+        """Why a request was refused, as the audit trail records it: the kind and the detail."""
+        return f"{type(self).__name__}: {self.detail}"
+
 
 class BadRequest(EstCaError):
     """The request cannot be processed as sent; the detail says what is wrong with it."""

@@ -221,6 +221,24 @@ async def test_an_organisation_cannot_read_order_for_or_revoke_anothers(
     assert b_identity.body["display_name"] == f"sys-{ORG_B}"
 
 
+async def test_a_refused_admin_operation_is_audited_with_who_tried_what(
+    admin: AdminSetup, two_organisations: dict[str, Any]
+) -> None:
+    a, b = two_organisations[ORG_A], two_organisations[ORG_B]
+    revoke = f"/certificates/{b['serial']}/revoke"
+    reply = await admin.api.call("POST", revoke, token=a["token"], json_body={})
+    assert reply.status == 404
+    async with admin.service.store.read() as tx:
+        [refused] = await tx.list_audit(action="admin.refused")
+    assert refused.outcome.value == "refused"
+    assert str(refused.actor) == f"token:idm-{ORG_A}"
+    assert refused.reason is not None
+    assert refused.reason.startswith("NotFound: no certificate")
+    assert b["serial"].lstrip("0") in refused.reason
+    assert refused.details["operation"] == f"POST /admin/v1{revoke}"
+    assert refused.request_id
+
+
 async def test_an_organisation_cannot_import_rows_of_another(
     admin: AdminSetup, two_organisations: dict[str, Any]
 ) -> None:

@@ -84,9 +84,26 @@ def problem(
 async def authenticate(
     request: web.Request, handler: Callable[[web.Request], Any]
 ) -> web.StreamResponse:
-    if request.path not in PUBLIC:
-        request[PRINCIPAL] = await _principal(request)
-    response: web.StreamResponse = await handler(request)
+    if request.path in PUBLIC:
+        public: web.StreamResponse = await handler(request)
+        return public
+    principal = request[PRINCIPAL] = await _principal(request)
+    try:
+        response: web.StreamResponse = await handler(request)
+    except EstCaError as error:
+        # An administrator refused (a missing scope, another organisation's object, a second
+        # revocation, bad input) is security-relevant: the trail shows who tried what.
+        await request.app[STORE].append_audit(
+            AuditEvent(
+                action="admin.refused",
+                outcome=Outcome.REFUSED,
+                actor=principal.actor,
+                at=request.app[CLOCK].now(),
+                reason=error.audit_reason,
+                details={"operation": f"{request.method} {request.path[:200]}"},
+            )
+        )
+        raise
     return response
 
 

@@ -401,7 +401,7 @@ class RegistrationAuthority:
                 outcome=Outcome.REFUSED,
                 actor=actor,
                 at=self._clock.now(),
-                reason=f"{type(error).__name__}: {error.detail}",
+                reason=error.audit_reason,
             )
         )
 
