@@ -21,6 +21,7 @@ from cryptography.x509.oid import NameOID
 from est_ca.audit import Actor
 from est_ca.registration.identities import Identity, IdentityType
 from est_ca.registration.orders import PlacedOrder
+from est_ca.server import Server
 from est_ca.service import Service
 
 ADMIN = Actor("admin", "test", "pytest")
@@ -139,6 +140,23 @@ async def curl(url: str, *options: str | Path, trust: Path | None = None) -> Cur
     result = await run(*args, *options, url)
     assert result.returncode == 0, result.stderr.decode()
     return parse_curl_output(result.stdout)
+
+
+PKCS10 = ("-H", "Content-Type: application/pkcs10")
+
+
+def est_url(server: Server, operation: str) -> str:
+    return f"{server.https_url}/.well-known/est/{operation}"
+
+
+async def curl_est(
+    server: Server, operation: str, body: Path, *options: str | Path, trust: Path
+) -> CurlResult:
+    """POST the file `body` to an EST operation with curl; `options` carry the content type,
+    credentials or client certificate, as a client sends them."""
+    return await curl(
+        est_url(server, operation), *options, "--data-binary", f"@{body}", trust=trust
+    )
 
 
 def parse_curl_output(output: bytes) -> CurlResult:

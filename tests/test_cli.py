@@ -36,6 +36,26 @@ def json_of(result: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(result.stdout)
 
 
+def billing_system(est_ca: Any) -> Any:
+    """A system identity made with the CLI, as its --json record."""
+    [identity] = json_of(
+        est_ca(
+            "identity",
+            "create",
+            "--type",
+            "system",
+            "--organisation",
+            "ÆØÅ ApS",
+            "--cvr",
+            "99999999",
+            "--display-name",
+            "billing",
+            "--json",
+        )
+    )
+    return identity
+
+
 def test_an_administrator_creates_an_identity_orders_and_lists(est_ca: Any) -> None:
     [identity] = json_of(
         est_ca(
@@ -77,21 +97,7 @@ def test_an_administrator_creates_an_identity_orders_and_lists(est_ca: Any) -> N
 
 
 def test_the_one_time_code_is_printed_once_for_people(est_ca: Any) -> None:
-    [identity] = json_of(
-        est_ca(
-            "identity",
-            "create",
-            "--type",
-            "system",
-            "--organisation",
-            "ÆØÅ ApS",
-            "--cvr",
-            "99999999",
-            "--display-name",
-            "billing",
-            "--json",
-        )
-    )
+    identity = billing_system(est_ca)
     created = est_ca("order", "create", identity["id"])
     assert created.returncode == 0
     assert "one-time code:" in created.stdout
@@ -99,21 +105,7 @@ def test_the_one_time_code_is_printed_once_for_people(est_ca: Any) -> None:
 
 
 def test_an_order_is_cancelled_once(est_ca: Any) -> None:
-    [identity] = json_of(
-        est_ca(
-            "identity",
-            "create",
-            "--type",
-            "system",
-            "--organisation",
-            "ÆØÅ ApS",
-            "--cvr",
-            "99999999",
-            "--display-name",
-            "billing",
-            "--json",
-        )
-    )
+    identity = billing_system(est_ca)
     [order] = json_of(est_ca("order", "create", identity["id"], "--json"))
     [cancelled] = json_of(est_ca("order", "cancel", order["reference"], "--json"))
     assert cancelled["state"] == "cancelled"
@@ -164,21 +156,7 @@ def test_revoking_a_serial_that_was_never_issued_is_refused(est_ca: Any) -> None
 
 
 def test_disabling_an_identity_cancels_its_orders(est_ca: Any) -> None:
-    [identity] = json_of(
-        est_ca(
-            "identity",
-            "create",
-            "--type",
-            "system",
-            "--organisation",
-            "ÆØÅ ApS",
-            "--cvr",
-            "99999999",
-            "--display-name",
-            "billing",
-            "--json",
-        )
-    )
+    identity = billing_system(est_ca)
     [order] = json_of(est_ca("order", "create", identity["id"], "--json"))
     disabled = est_ca("identity", "disable", identity["id"], "--reason", "affiliationChanged")
     assert disabled.returncode == 0, disabled.stderr

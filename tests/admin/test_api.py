@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from cryptography import x509
 
@@ -25,6 +26,19 @@ async def enroll(admin: AdminSetup, keys: KeyPool, reference: str, code: str) ->
     return await admin.service.authority.enroll_with_order(
         reference, code, csr_der(make_csr(keys.rsa().key)), source="test"
     )
+
+
+async def ordered_user(admin: AdminSetup) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A user identity created through the API and its placed order (with the one-time code)."""
+    identity = (
+        await admin.api.call("POST", "/identities", token=admin.admin_token, json_body=USER)
+    ).body
+    placed = (
+        await admin.api.call(
+            "POST", "/orders", token=admin.admin_token, json_body={"identity_id": identity["id"]}
+        )
+    ).body
+    return identity, placed
 
 
 async def test_an_identity_is_created_read_listed_and_updated(admin: AdminSetup) -> None:
@@ -99,14 +113,7 @@ async def test_an_order_shows_its_code_once_and_can_be_cancelled(admin: AdminSet
 
 
 async def test_a_locked_order_is_unlocked(admin: AdminSetup, keys: KeyPool) -> None:
-    identity = (
-        await admin.api.call("POST", "/identities", token=admin.admin_token, json_body=USER)
-    ).body
-    placed = (
-        await admin.api.call(
-            "POST", "/orders", token=admin.admin_token, json_body={"identity_id": identity["id"]}
-        )
-    ).body
+    _, placed = await ordered_user(admin)
     assert admin.service.authority is not None
     for _ in range(5):
         try:
@@ -129,14 +136,7 @@ async def test_a_locked_order_is_unlocked(admin: AdminSetup, keys: KeyPool) -> N
 async def test_certificates_are_listed_read_with_pem_and_revoked(
     admin: AdminSetup, keys: KeyPool
 ) -> None:
-    identity = (
-        await admin.api.call("POST", "/identities", token=admin.admin_token, json_body=USER)
-    ).body
-    placed = (
-        await admin.api.call(
-            "POST", "/orders", token=admin.admin_token, json_body={"identity_id": identity["id"]}
-        )
-    ).body
+    identity, placed = await ordered_user(admin)
     certificate = await enroll(admin, keys, placed["reference"], placed["one_time_code"])
     serial = format(certificate.serial_number, "x").rjust(40, "0")
     listed = await admin.api.call(
@@ -178,14 +178,7 @@ async def test_certificates_are_listed_read_with_pem_and_revoked(
 async def test_disabling_an_identity_revokes_its_certificates(
     admin: AdminSetup, keys: KeyPool
 ) -> None:
-    identity = (
-        await admin.api.call("POST", "/identities", token=admin.admin_token, json_body=USER)
-    ).body
-    placed = (
-        await admin.api.call(
-            "POST", "/orders", token=admin.admin_token, json_body={"identity_id": identity["id"]}
-        )
-    ).body
+    identity, placed = await ordered_user(admin)
     certificate = await enroll(admin, keys, placed["reference"], placed["one_time_code"])
     disabled = await admin.api.call(
         "POST",

@@ -12,7 +12,7 @@ from est_ca.server import Server
 from est_ca.service import Service
 from tests.ca.test_csr_policy import REFUSALS, VECTORS
 from tests.conftest import CaMaterial
-from tests.helpers import credentials, curl, new_order, new_user
+from tests.helpers import PKCS10, credentials, curl_est, new_order, new_user
 
 
 @pytest.mark.parametrize(("name", "reason"), REFUSALS.items(), ids=list(REFUSALS))
@@ -27,14 +27,13 @@ async def test_a_hostile_csr_is_a_400_and_leaves_the_order_pending(
     placed = await new_order(service, await new_user(service))
     body = tmp_path / "csr.b64"
     body.write_bytes(base64.encodebytes((VECTORS / f"csr-{name}.der").read_bytes()))
-    response = await curl(
-        f"{server.https_url}/.well-known/est/simpleenroll",
-        "-H",
-        "Content-Type: application/pkcs10",
+    response = await curl_est(
+        server,
+        "simpleenroll",
+        body,
+        *PKCS10,
         "-u",
         ":".join(credentials(placed)),
-        "--data-binary",
-        f"@{body}",
         trust=ca_material.tls_cert,
     )
     assert response.status == 400

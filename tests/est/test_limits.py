@@ -15,17 +15,17 @@ from est_ca.server import Server
 from est_ca.service import Service
 from tests.conftest import CaMaterial, OpenService
 from tests.helpers import (
+    PKCS10,
     CurlResult,
     KeyPool,
     credentials,
     csr_base64,
     curl,
+    curl_est,
     make_csr,
     new_order,
     new_user,
 )
-
-PKCS10 = ("-H", "Content-Type: application/pkcs10")
 
 
 @pytest.fixture
@@ -48,14 +48,14 @@ async def strict(open_service: OpenService) -> AsyncIterator[tuple[Service, Serv
 async def enroll(
     server: Server, ca: CaMaterial, body: Path, *options: str, source: str = "127.0.0.1"
 ) -> CurlResult:
-    return await curl(
-        f"{server.https_url}/.well-known/est/simpleenroll",
+    return await curl_est(
+        server,
+        "simpleenroll",
+        body,
         "--interface",
         source,
         *PKCS10,
         *options,
-        "--data-binary",
-        f"@{body}",
         trust=ca.tls_cert,
     )
 

@@ -11,7 +11,15 @@ from est_ca.registration.identities import IdentityType
 from est_ca.server import Server
 from est_ca.service import Service
 from tests.conftest import CaMaterial
-from tests.helpers import KeyPool, credentials, curl, danish_identity, new_order, openssl
+from tests.helpers import (
+    PKCS10,
+    KeyPool,
+    credentials,
+    curl_est,
+    danish_identity,
+    new_order,
+    openssl,
+)
 
 # What `openssl x509 -text` must show for each type (ours and the samples alike).
 EXPECTED = {
@@ -58,14 +66,13 @@ async def test_curl_enrollment_gives_an_oces3_shaped_certificate(
     der = await openssl("req", "-new", "-key", keys.rsa().path, "-subj", "/CN=x", "-outform", "DER")
     body = tmp_path / "csr.b64"
     body.write_bytes(base64.encodebytes(der))
-    response = await curl(
-        f"{server.https_url}/.well-known/est/simpleenroll",
-        "-H",
-        "Content-Type: application/pkcs10",
+    response = await curl_est(
+        server,
+        "simpleenroll",
+        body,
+        *PKCS10,
         "-u",
         ":".join(credentials(placed)),
-        "--data-binary",
-        f"@{body}",
         trust=ca_material.tls_cert,
     )
     assert response.status == 200, response.text

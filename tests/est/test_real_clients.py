@@ -16,9 +16,12 @@ from est_ca.server import Server
 from est_ca.service import Service
 from tests.conftest import CaMaterial
 from tests.helpers import (
+    PKCS10,
     KeyPool,
     credentials,
     curl,
+    curl_est,
+    est_url,
     make_csr,
     new_order,
     new_system,
@@ -27,12 +30,6 @@ from tests.helpers import (
     pem,
     print_certs,
 )
-
-PKCS10 = ("-H", "Content-Type: application/pkcs10")
-
-
-def est_url(server: Server, operation: str) -> str:
-    return f"{server.https_url}/.well-known/est/{operation}"
 
 
 async def openssl_csr_base64(key: Path, *, line_breaks: bool = True) -> bytes:
@@ -97,14 +94,14 @@ async def test_curl_enrolls_a_csr_made_by_openssl(
         extra = ("-H", "Content-Transfer-Encoding: base64")
     elif variant == "chunked":
         extra = ("-H", "Transfer-Encoding: chunked")
-    response = await curl(
-        est_url(server, "simpleenroll"),
+    response = await curl_est(
+        server,
+        "simpleenroll",
+        body,
         "-u",
         f"{reference}:{code}",
         *PKCS10,
         *extra,
-        "--data-binary",
-        f"@{body}",
         trust=ca_material.tls_cert,
     )
     assert response.status == 200, response.text
@@ -122,13 +119,13 @@ async def enroll_with_curl(
     reference, code = credentials(await new_order(service, await new_system(service)))
     body = tmp / "enroll.b64"
     body.write_bytes(await openssl_csr_base64(key))
-    response = await curl(
-        est_url(server, "simpleenroll"),
+    response = await curl_est(
+        server,
+        "simpleenroll",
+        body,
         "-u",
         f"{reference}:{code}",
         *PKCS10,
-        "--data-binary",
-        f"@{body}",
         trust=ca.tls_cert,
     )
     assert response.status == 200, response.text
@@ -155,15 +152,15 @@ async def test_curl_renews_with_its_certificate_and_a_new_key(
     der = await openssl("req", "-outform", "DER", input=request)
     body = tmp_path / "renew.b64"
     body.write_bytes(base64.encodebytes(der))
-    response = await curl(
-        est_url(server, "simplereenroll"),
+    response = await curl_est(
+        server,
+        "simplereenroll",
+        body,
         "--cert",
         current,
         "--key",
         keys.rsa(0).path,
         *PKCS10,
-        "--data-binary",
-        f"@{body}",
         trust=ca_material.tls_cert,
     )
     assert response.status == 200, response.text
@@ -184,15 +181,15 @@ async def test_curl_enrolls_with_a_client_certificate_for_a_pending_order(
     placed = await new_order(service, await service.registry.get_identity(identity_id))
     body = tmp_path / "second.b64"
     body.write_bytes(await openssl_csr_base64(keys.rsa(1).path))
-    response = await curl(
-        est_url(server, "simpleenroll"),
+    response = await curl_est(
+        server,
+        "simpleenroll",
+        body,
         "--cert",
         current,
         "--key",
         keys.rsa(0).path,
         *PKCS10,
-        "--data-binary",
-        f"@{body}",
         trust=ca_material.tls_cert,
     )
     assert response.status == 200, response.text

@@ -19,11 +19,14 @@ from est_ca.service import Service
 from tests.conftest import CaMaterial
 from tests.helpers import (
     ADMIN,
+    PKCS10,
     CurlResult,
     KeyPool,
     credentials,
     csr_base64,
     curl,
+    curl_est,
+    est_url,
     make_csr,
     new_order,
     new_user,
@@ -32,12 +35,6 @@ from tests.helpers import (
     require_tool,
     run,
 )
-
-PKCS10 = ("-H", "Content-Type: application/pkcs10")
-
-
-def url(server: Server, operation: str) -> str:
-    return f"{server.https_url}/.well-known/est/{operation}"
 
 
 def assert_plain_text_error(response: CurlResult, status: int, *fragments: str) -> None:
@@ -54,7 +51,7 @@ async def post_csr(
 ) -> CurlResult:
     path = tmp / "body"
     path.write_bytes(body)
-    return await curl(url(server, op), *options, "--data-binary", f"@{path}", trust=ca.tls_cert)
+    return await curl_est(server, op, path, *options, trust=ca.tls_cert)
 
 
 @pytest.fixture
@@ -238,20 +235,20 @@ async def test_a_body_over_64_kib_is_413(
 async def test_the_wrong_method_is_405(
     server: Server, ca_material: CaMaterial, method: str, operation: str, allowed: str
 ) -> None:
-    response = await curl(url(server, operation), "-X", method, trust=ca_material.tls_cert)
+    response = await curl(est_url(server, operation), "-X", method, trust=ca_material.tls_cert)
     assert_plain_text_error(response, 405, method)
     assert allowed in response.headers["allow"]
 
 
 async def test_an_operation_we_do_not_offer_is_404(server: Server, ca_material: CaMaterial) -> None:
-    response = await curl(url(server, "serverkeygen"), "-X", "POST", trust=ca_material.tls_cert)
+    response = await curl(est_url(server, "serverkeygen"), "-X", "POST", trust=ca_material.tls_cert)
     assert_plain_text_error(response, 404)
 
 
 async def test_a_404_for_a_huge_path_quotes_only_its_start(
     server: Server, ca_material: CaMaterial
 ) -> None:
-    response = await curl(url(server, "x" * 8000), trust=ca_material.tls_cert)
+    response = await curl(est_url(server, "x" * 8000), trust=ca_material.tls_cert)
     assert_plain_text_error(response, 404, "nothing is served at /.well-known/est/xxx")
 
 
@@ -296,6 +293,31 @@ async def enrolled(
     return path, certificate
 
 
+async def post_as_holder(
+    server: Server,
+    ca: CaMaterial,
+    tmp: Path,
+    body: bytes,
+    cert_file: Path,
+    keys: KeyPool,
+    *,
+    op: str = "simplereenroll",
+) -> CurlResult:
+    """A CSR sent with the certificate from `enrolled` (and its key) as TLS client certificate."""
+    return await post_csr(
+        server,
+        ca,
+        tmp,
+        body,
+        *PKCS10,
+        "--cert",
+        str(cert_file),
+        "--key",
+        keys.rsa(0).pem_path,
+        op=op,
+    )
+
+
 def renewal_csr(keys: KeyPool, current: x509.Certificate) -> bytes:
     san = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return csr_base64(make_csr(keys.rsa(1).key, subject=current.subject, san=san))
@@ -319,17 +341,8 @@ async def test_reenroll_with_another_subject_is_403(
     server: Server, service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
 ) -> None:
     cert_file, _ = await enrolled(server, service, ca_material, keys, tmp_path)
-    response = await post_csr(
-        server,
-        ca_material,
-        tmp_path,
-        csr_base64(make_csr(keys.rsa(1).key)),
-        *PKCS10,
-        "--cert",
-        str(cert_file),
-        "--key",
-        keys.rsa(0).pem_path,
-        op="simplereenroll",
+    response = await post_as_holder(
+        server, ca_material, tmp_path, csr_base64(make_csr(keys.rsa(1).key)), cert_file, keys
     )
     assert_plain_text_error(response, 403, "subject")
 
@@ -341,17 +354,8 @@ async def test_a_revoked_client_certificate_is_403_at_once(
     await service.revocations.revoke_certificate(
         ADMIN, Serial(current.serial_number), RevocationReason.KEY_COMPROMISE
     )
-    response = await post_csr(
-        server,
-        ca_material,
-        tmp_path,
-        renewal_csr(keys, current),
-        *PKCS10,
-        "--cert",
-        str(cert_file),
-        "--key",
-        keys.rsa(0).pem_path,
-        op="simplereenroll",
+    response = await post_as_holder(
+        server, ca_material, tmp_path, renewal_csr(keys, current), cert_file, keys
     )
     assert_plain_text_error(response, 403, "revoked")
 
@@ -366,17 +370,8 @@ async def test_an_expired_client_certificate_reaches_the_service_and_is_403(
 ) -> None:
     cert_file, current = await enrolled(server, service, ca_material, keys, tmp_path)
     clock.advance(dt.timedelta(days=1096))
-    response = await post_csr(
-        server,
-        ca_material,
-        tmp_path,
-        renewal_csr(keys, current),
-        *PKCS10,
-        "--cert",
-        str(cert_file),
-        "--key",
-        keys.rsa(0).pem_path,
-        op="simplereenroll",
+    response = await post_as_holder(
+        server, ca_material, tmp_path, renewal_csr(keys, current), cert_file, keys
     )
     assert_plain_text_error(response, 403, "expired")
 
@@ -398,7 +393,7 @@ async def test_a_client_certificate_from_another_ca_fails_the_handshake(
         ca_material.tls_key,
         "-X",
         "POST",
-        url(server, "simplereenroll"),
+        est_url(server, "simplereenroll"),
     )
     assert result.returncode != 0  # a TLS alert: the chain is not ours
 
@@ -432,16 +427,14 @@ async def test_tls_authenticated_enroll_with_a_certificate_revoked_a_moment_ago_
     await service.revocations.revoke_certificate(
         ADMIN, record.serial, RevocationReason.KEY_COMPROMISE
     )
-    response = await post_csr(
+    response = await post_as_holder(
         server,
         ca_material,
         tmp_path,
         csr_base64(make_csr(keys.rsa(1).key)),
-        *PKCS10,
-        "--cert",
-        str(cert_file),
-        "--key",
-        keys.rsa(0).pem_path,
+        cert_file,
+        keys,
+        op="simpleenroll",
     )
     assert_plain_text_error(response, 403, "revoked")
     order = await service.registry.get_order(placed.order.reference)
