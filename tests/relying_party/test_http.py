@@ -15,7 +15,7 @@ from cryptography.x509 import ocsp
 
 from est_ca.server import Server
 from est_ca.service import Service
-from tests.helpers import KeyPool, curl
+from tests.helpers import CurlResult, KeyPool, curl
 from tests.revocation.helpers import issue, ocsp_request, random_nonce
 
 
@@ -24,6 +24,19 @@ def max_age(headers: dict[str, str]) -> int:
         part.strip().partition("=")[::2] for part in headers["cache-control"].split(",")
     )
     return int(directives["max-age"])
+
+
+async def post_ocsp(service: Service, tmp: Path, request: bytes) -> CurlResult:
+    """An OCSP request POSTed by curl, as a relying party sends it."""
+    body = tmp / "ocsp-request.der"
+    body.write_bytes(request)
+    return await curl(
+        service.publication.ocsp_url,
+        "-H",
+        "Content-Type: application/ocsp-request",
+        "--data-binary",
+        f"@{body}",
+    )
 
 
 @pytest.mark.parametrize("name", ["issuing", "root"])
@@ -59,14 +72,8 @@ async def test_ocsp_over_post_answers_application_ocsp_response(
 ) -> None:
     assert service.ca is not None
     certificate = await issue(service, keys)
-    body = tmp_path / "request.der"
-    body.write_bytes(ocsp_request(certificate, service.ca.certificate, nonce=random_nonce()))
-    response = await curl(
-        service.publication.ocsp_url,
-        "-H",
-        "Content-Type: application/ocsp-request",
-        "--data-binary",
-        f"@{body}",
+    response = await post_ocsp(
+        service, tmp_path, ocsp_request(certificate, service.ca.certificate, nonce=random_nonce())
     )
     assert response.status == 200
     assert response.headers["content-type"] == "application/ocsp-response"
@@ -142,14 +149,8 @@ async def test_an_ocsp_post_with_an_unreadable_content_type_is_415(
 async def test_an_oversize_ocsp_post_is_413(
     server: Server, service: Service, tmp_path: Path
 ) -> None:
-    body = tmp_path / "x"
-    body.write_bytes(b"\x30" * (service.settings.service.max_body_bytes + 1))
-    response = await curl(
-        service.publication.ocsp_url,
-        "-H",
-        "Content-Type: application/ocsp-request",
-        "--data-binary",
-        f"@{body}",
+    response = await post_ocsp(
+        service, tmp_path, b"\x30" * (service.settings.service.max_body_bytes + 1)
     )
     assert response.status == 413
 
@@ -158,15 +159,7 @@ async def test_garbage_posted_to_ocsp_is_a_malformed_request_never_a_500(
     server: Server, service: Service, tmp_path: Path
 ) -> None:
     for garbage in (b"", b"\x00", b"\x30\x80\x00\x00", bytes(range(256)) * 10):
-        body = tmp_path / "x"
-        body.write_bytes(garbage)
-        response = await curl(
-            service.publication.ocsp_url,
-            "-H",
-            "Content-Type: application/ocsp-request",
-            "--data-binary",
-            f"@{body}",
-        )
+        response = await post_ocsp(service, tmp_path, garbage)
         assert response.status == 200
         parsed = ocsp.load_der_ocsp_response(response.body)
         assert parsed.response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
