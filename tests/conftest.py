@@ -102,9 +102,6 @@ def make_settings(
         "data_dir": str(data_dir),
         "service": {"host": "127.0.0.1", "port": 0, "http_port": ca.http_port, "demo": False},
         "admin": {"port": 0},
-        # The cheapest scrypt the configuration allows: hashing is not what these tests test
-        # (tests/registration/test_codes.py does, at the shipped cost).
-        "secrets": {"scrypt_n": 1024},
         "database": {"url": database_url},
         "tls": {"cert_file": str(ca.tls_cert), "key_file": str(ca.tls_key)},
         "ca": {

@@ -56,7 +56,7 @@ def test_environment_variables_override_the_file(tmp_path: Path) -> None:
         ('[service]\nport = "8443"\n', "'service.port' must be an integer"),
         ("[service]\nport = 70000\n", "service.port"),
         ('[logging]\nformat = "xml"\n', "'logging.format' must be one of"),
-        ("[secrets]\nscrypt_n = 1000\n", "power of two"),
+        ("[secrets]\nscrypt_n = 16384\n", "unknown setting 'scrypt_n'"),
         ("not toml at all = = =", "not valid TOML"),
     ],
 )

@@ -106,8 +106,6 @@ poll_seconds = 1
 [limits]
 failures_per_source = 1000000
 max_concurrent_enrollments = 1000
-[secrets]
-scrypt_n = 1024
 [profiles]
 extra_dirs = ["{ec_profiles}"]
 [logging]

@@ -2,8 +2,8 @@
 
     .venv/bin/python tools/bench_import.py [--rows 10000] [--orders] [--database URL]
 
-With --orders every new identity also gets an order, whose one-time code is hashed with scrypt
-at the configured cost (secrets.scrypt_n): that hashing dominates, and is printed apart.
+With --orders every new identity also gets an order, whose one-time code is stored as its
+keyed hash (HMAC-SHA-256).
 """
 
 from __future__ import annotations
@@ -27,12 +27,8 @@ def staff_file(rows: int) -> str:
     )
 
 
-async def bench(
-    rows: int, orders: bool, data_dir: Path, database: str, scrypt_n: int | None
-) -> None:
+async def bench(rows: int, orders: bool, data_dir: Path, database: str) -> None:
     overrides: dict[str, object] = {"data_dir": str(data_dir), "database": {"url": database}}
-    if scrypt_n:
-        overrides["secrets"] = {"scrypt_n": scrypt_n}
     settings = load_settings(None, {}, overrides)
     service = await Service.open(settings, with_ca=False)
     try:
@@ -52,12 +48,6 @@ async def bench(
             + (f"  incl. {len(result.orders)} orders" if orders else "")
         )
         print(f"  total:                          {checked + imported:6.2f} s")
-        if orders:
-            cost = settings.secrets
-            print(
-                f"  (one-time codes hashed with scrypt n={cost.scrypt_n} r={cost.scrypt_r} "
-                f"p={cost.scrypt_p})"
-            )
     finally:
         await service.close()
 
@@ -67,10 +57,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--orders", action="store_true")
     parser.add_argument("--database", default="", help="default: SQLite in a scratch directory")
-    parser.add_argument("--scrypt-n", type=int, help="scrypt cost for codes (default: configured)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        asyncio.run(bench(args.rows, args.orders, Path(scratch), args.database, args.scrypt_n))
+        asyncio.run(bench(args.rows, args.orders, Path(scratch), args.database))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ class ServiceFiles:
     tls_key: Path
     # Set when the demo hierarchy is in use: the root, for `openssl verify -CAfile`.
     demo_root: Path | None
+    # Keys kept outside the database: one-time codes and tokens, the audit chain's anchor.
+    hmac_key: Path
+    audit_key: Path
 
 
 def ensure_data_dir(settings: Settings) -> None:
@@ -96,6 +99,8 @@ def prepare_files(settings: Settings, clock: Clock, publication: Publication) ->
         tls_cert=tls_cert,
         tls_key=tls_key,
         demo_root=demo_root,
+        hmac_key=settings.data_path(settings.secrets.hmac_key_file, "secrets/hmac.key"),
+        audit_key=settings.data_path(settings.secrets.audit_key_file, "secrets/audit.key"),
     )
 
 

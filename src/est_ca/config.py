@@ -109,9 +109,8 @@ class OcspSettings:
 
 @dataclasses.dataclass(frozen=True)
 class SecretSettings:
-    scrypt_n: int
-    scrypt_r: int
-    scrypt_p: int
+    hmac_key_file: str
+    audit_key_file: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,6 +251,8 @@ def from_mapping(cls: type[T], raw: Mapping[str, Any], prefix: str) -> T:
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
         name = f"{prefix}{field.name}"
         if field.name not in raw:
+            if field.default is not dataclasses.MISSING:
+                continue  # optional: the dataclass says what its absence means
             raise ConfigurationError(f"setting {name!r} is missing")
         values[field.name] = _coerce(hints[field.name], raw[field.name], name)
     return cls(**values)
@@ -364,6 +365,3 @@ def _check(settings: Settings) -> None:
             "ocsp: need 0 < responder_renew_days < responder_validity_days, and the renewal "
             "margin longer than a response's validity (no response may outlive its signer)"
         )
-    n = settings.secrets.scrypt_n
-    if n < 2**10 or n & (n - 1):
-        raise ConfigurationError("setting 'secrets.scrypt_n' must be a power of two >= 1024")

@@ -7,6 +7,7 @@ contains a secret (one-time code, password, key material).
     EstCaError
     ├── BadRequest            malformed input or a CSR that policy refuses        (400)
     ├── Unauthenticated       missing or wrong credentials                        (401)
+    │   └── CredentialsMissing    none were sent (a client's first, anonymous try)
     ├── NotEntitled           authenticated, but not entitled to this operation   (403)
     │   ├── NoPendingOrder
     │   ├── OrderLocked
@@ -47,6 +48,10 @@ class BadRequest(EstCaError):
 
 class Unauthenticated(EstCaError):
     """Credentials are missing or wrong."""
+
+
+class CredentialsMissing(Unauthenticated):
+    """No credentials were sent at all: the challenge EST clients expect before they send some."""
 
 
 class NotEntitled(EstCaError):

@@ -42,6 +42,7 @@ class Server:
             raise ValueError("serving needs the service opened with its CA")
         self.service = service
         self._runners: list[web.AppRunner] = []
+        self._maintenance: asyncio.Task[None] | None = None
         self.https_url = ""
         self.http_url = ""
         self.admin_url = ""
@@ -55,6 +56,7 @@ class Server:
         assert ca is not None
         assert publishing is not None
         await publishing.start()
+        self._maintenance = asyncio.create_task(self.service.run_maintenance(), name="maintenance")
         chain_pem = b"".join(
             certificate.public_bytes(Encoding.PEM) for certificate in ca.certificates
         )
@@ -111,6 +113,11 @@ class Server:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+            self._maintenance = None
         if self.service.publishing is not None:
             await self.service.publishing.stop()
 

@@ -6,6 +6,7 @@ and the tests open it whole.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 
@@ -26,7 +27,8 @@ from est_ca.ca.signing import KeyFileSigner, SignatureScheme
 from est_ca.clock import Clock, SystemClock
 from est_ca.config import Settings
 from est_ca.errors import ConfigurationError
-from est_ca.registration.codes import CodeHasher
+from est_ca.keyfiles import load_or_create_key
+from est_ca.registration.codes import SecretHasher
 from est_ca.registration.enrollment import RegistrationAuthority
 from est_ca.registration.registry import OrderPolicy, Registry
 from est_ca.revocation.crl import CrlPublisher
@@ -36,10 +38,11 @@ from est_ca.revocation.publishing import RevocationPublishing
 from est_ca.revocation.responders import ResponderKeeper
 from est_ca.revocation.revoker import Revocations
 from est_ca.store.store import Store
-from est_ca.throttle import Admission, FailureThrottle
+from est_ca.throttle import Admission, FailureThrottle, SourceGuard
 from est_ca.workers import Workers
 
 _log = structlog.get_logger(__name__)
+MAINTENANCE_INTERVAL = dt.timedelta(seconds=5)
 
 
 @dataclasses.dataclass
@@ -55,6 +58,7 @@ class Service:
     administration: Administration
     publication: Publication
     files: ServiceFiles
+    guard: SourceGuard
     # Present when opened with the CA keys (serving); absent for administrative commands.
     ca: CertificateAuthority | None = None
     authority: RegistrationAuthority | None = None
@@ -76,14 +80,16 @@ class Service:
             await store.close()
             raise
         workers = Workers()
-        throttle = FailureThrottle(
-            limit=settings.limits.failures_per_source,
-            window=dt.timedelta(seconds=settings.limits.failure_window_seconds),
+        window = dt.timedelta(seconds=settings.limits.failure_window_seconds)
+        guard = SourceGuard(
+            throttle=FailureThrottle(
+                limit=settings.limits.failures_per_source, window=window, clock=clock
+            ),
+            store=store,
             clock=clock,
+            window=window,
         )
-        hasher = CodeHasher(
-            n=settings.secrets.scrypt_n, r=settings.secrets.scrypt_r, p=settings.secrets.scrypt_p
-        )
+        hasher = SecretHasher(load_or_create_key(files.hmac_key))
         order_policy = OrderPolicy(
             validity=dt.timedelta(days=settings.orders.validity_days),
             max_failed_attempts=settings.orders.max_failed_attempts,
@@ -99,7 +105,10 @@ class Service:
         )
         issuing_certificate = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
         revocations = Revocations(
-            store=store, clock=clock, issuer_key_id=key_identifier(issuing_certificate).hex()
+            store=store,
+            clock=clock,
+            issuer_key_id=key_identifier(issuing_certificate).hex(),
+            profiles=profiles,
         )
         authority = None
         publishing = None
@@ -112,8 +121,9 @@ class Service:
                 profiles=profiles,
                 issuer=Issuer(ca, publication),
                 order_policy=order_policy,
-                throttle=throttle,
+                guard=guard,
                 admission=Admission(settings.limits.max_concurrent_enrollments),
+                revocations=revocations,
             )
             publishing = _revocation_publishing(settings, files, ca, store, clock, workers)
             revocations.on_revocation(publishing.revoked)
@@ -125,12 +135,13 @@ class Service:
             profiles=profiles,
             registry=registry,
             revocations=revocations,
-            tokens=Tokens(store=store, clock=clock, throttle=throttle),
+            tokens=Tokens(store=store, clock=clock, guard=guard, hasher=hasher),
             administration=Administration(
                 registry=registry, revocations=revocations, publishing=publishing
             ),
             publication=publication,
             files=files,
+            guard=guard,
             ca=ca,
             authority=authority,
             publishing=publishing,
@@ -160,7 +171,26 @@ class Service:
                 reservations_abandoned=abandoned,
             )
 
+    async def maintain(self) -> None:
+        """One round of the periodic work of a serving instance: predecessors whose renewal's
+        grace period is over are revoked, and refusal summaries whose window closed written."""
+        await self.revocations.revoke_superseded()
+        await self.guard.flush()
+
+    async def run_maintenance(self, every: dt.timedelta = MAINTENANCE_INTERVAL) -> None:
+        """`maintain` for ever, every `every`; a failed round is logged and retried."""
+        while True:
+            await asyncio.sleep(every.total_seconds())
+            try:
+                await self.maintain()
+            except Exception:  # the loop must outlive any one failure
+                _log.exception("maintenance round failed")
+
     async def close(self) -> None:
+        try:
+            await self.guard.flush(everything=True)
+        except Exception:  # the database may be gone already; closing must still finish
+            _log.exception("the last refusal summaries could not be recorded")
         self.workers.close()
         await self.store.close()
 

@@ -8,17 +8,27 @@ many. It is per instance; behind a load balancer each instance counts for itself
 
 `Admission` bounds the enrollment work in progress: beyond the bound a request is refused at
 once with 503 and Retry-After, so an overload sheds load instead of queueing without end.
+
+`SourceGuard` is what protocol handlers and domain services use: it counts the failures that
+deserve counting, and writes refusals to the audit trail without letting a flood become a
+flood of writes. The first refusal of a kind from a source is recorded at once, with all its
+detail; further ones from that source within the window are counted and recorded as one
+summary event when the window closes (or at shutdown). Refusals of different kinds (a 415,
+then a 401) are each recorded in full.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator
 
+from est_ca.audit import Actor, AuditEvent, Outcome
 from est_ca.clock import Clock
 from est_ca.errors import RateLimited, Unavailable
+from est_ca.store.store import Store
 
 MAX_SOURCES = 100_000
 
@@ -87,3 +97,112 @@ class Admission:
             yield
         finally:
             self._in_flight -= 1
+
+
+# The most distinct names a summary event lists (order references, token names, serials).
+SUMMARY_NAMES = 10
+
+
+@dataclasses.dataclass
+class _Window:
+    """Refusals of one kind from one source since the first one that was recorded in full."""
+
+    opened: dt.datetime
+    closes: dt.datetime
+    first: AuditEvent
+    count: int = 0
+    last: AuditEvent | None = None
+    names: set[str] = dataclasses.field(default_factory=set)
+
+    def summary(self) -> AuditEvent | None:
+        if self.count == 0 or self.last is None:
+            return None
+        shown = sorted(self.names)[:SUMMARY_NAMES]
+        return AuditEvent(
+            action=self.first.action,
+            outcome=Outcome.REFUSED,
+            actor=Actor(self.last.actor.kind, "(several)", self.last.actor.source)
+            if len(self.names) > 1
+            else self.last.actor,
+            at=self.last.at,
+            reason=f"{self.count} more like this from this address; the last: {self.last.reason}",
+            request_id=None,
+            details={
+                "coalesced": str(self.count),
+                "since": self.opened.isoformat(),
+                "until": self.last.at.isoformat(),
+                "names": ",".join(shown) + (",..." if len(self.names) > len(shown) else ""),
+            },
+        )
+
+
+class SourceGuard:
+    """The per-source throttle and the audit trail of refusals, for every protocol."""
+
+    def __init__(
+        self, *, throttle: FailureThrottle, store: Store, clock: Clock, window: dt.timedelta
+    ) -> None:
+        self.throttle = throttle
+        self._store = store
+        self._clock = clock
+        self._window = window
+        self._windows: collections.OrderedDict[tuple[str, str], _Window] = collections.OrderedDict()
+
+    def check(self, source: str | None) -> None:
+        """Refuse (429) a source that failed too often; before any other work is done."""
+        self.throttle.check(source)
+
+    async def refused(self, event: AuditEvent, *, counts: bool) -> None:
+        """Record a refusal. `counts`: it was a failed authentication (wrong or malformed
+        credentials), which counts against the source; the one that reaches the limit is
+        recorded as `source.throttled`."""
+        source = event.actor.source
+        if counts and self.throttle.record(source):
+            await self._store.append_audit(
+                AuditEvent(
+                    action="source.throttled",
+                    outcome=Outcome.REFUSED,
+                    actor=event.actor,
+                    at=event.at,
+                    reason="too many failed authentications from this address",
+                )
+            )
+        if source is None:  # in-process callers: nothing floods, record every one
+            await self._store.append_audit(event)
+            return
+        # One window per kind of refusal: a client's 415 and then its 401 are both recorded in
+        # full; only repetitions of the same kind are counted instead.
+        kind = (event.reason or "").partition(":")[0]
+        key = (event.action, source, kind)
+        window = self._windows.get(key)
+        if window is not None and event.at < window.closes:
+            window.count += 1
+            window.last = event
+            if len(window.names) <= SUMMARY_NAMES:
+                window.names.add(event.actor.name)
+            return
+        if window is not None:
+            await self._write_summary(key)
+        self._windows[key] = _Window(
+            opened=event.at,
+            closes=event.at + self._window,
+            first=event,
+            names={event.actor.name},
+        )
+        if len(self._windows) > MAX_SOURCES:
+            await self._write_summary(next(iter(self._windows)))
+        await self._store.append_audit(event)
+
+    async def flush(self, *, everything: bool = False) -> int:
+        """Write the summaries of windows that have closed (all of them, at shutdown)."""
+        now = self._clock.now()
+        due = [k for k, w in self._windows.items() if everything or w.closes <= now]
+        for key in due:
+            await self._write_summary(key)
+        return len(due)
+
+    async def _write_summary(self, key: tuple[str, str, str]) -> None:
+        window = self._windows.pop(key)
+        summary = window.summary()
+        if summary is not None:
+            await self._store.append_audit(summary)

@@ -413,7 +413,7 @@ async def test_requests_refused_while_parsing_are_audited_too(
         ]
     assert refusals == [
         ("enroll.refused", f"order:{pending[0]}", "UnsupportedMediaType"),
-        ("enroll.refused", "anonymous:-", "Unauthenticated"),
+        ("enroll.refused", "anonymous:-", "CredentialsMissing"),
         ("reenroll.refused", "anonymous:-", "NotEntitled"),
     ]
 

@@ -108,12 +108,15 @@ async def authenticate(
 
 
 async def _principal(request: web.Request) -> Principal:
+    tokens = request.app[TOKENS]
+    anonymous = Actor("anonymous", "-", request.remote)
     header = request.headers.get(hdrs.AUTHORIZATION)
     if header is not None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
+            await tokens.refused(anonymous, "an Authorization header that is not a Bearer token")
             raise Unauthenticated("give a token as 'Authorization: Bearer <token>'")
-        return await request.app[TOKENS].authenticate(token, request.remote)
+        return await tokens.authenticate(token, request.remote)
     der = peer_certificate(request)
     if der is not None:  # the handshake verified it against the admin trust anchor
         certificate = x509.load_der_x509_certificate(der)
@@ -136,15 +139,7 @@ async def _principal(request: web.Request) -> Principal:
             )
         )
         return principal
-    await request.app[STORE].append_audit(
-        AuditEvent(
-            action="admin.login_failed",
-            outcome=Outcome.REFUSED,
-            actor=Actor("anonymous", "-", request.remote),
-            at=request.app[CLOCK].now(),
-            reason="no credentials",
-        )
-    )
+    await tokens.refused(anonymous, "no credentials")
     raise Unauthenticated("authenticate with a Bearer token or an administrator certificate")
 
 

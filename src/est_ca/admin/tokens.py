@@ -1,8 +1,9 @@
 """API tokens: created and revoked from the CLI, shown once, kept only as a hash.
 
 A token is `estca_<id>_<secret>`: the id finds the record, the secret (256 random bits) is
-compared in constant time with the SHA-256 kept for it. A slow hash buys nothing for 256-bit
-random secrets and would cost every API call tens of milliseconds.
+compared in constant time with the keyed hash (HMAC-SHA-256, key outside the database) kept for
+it. A slow hash buys nothing for 256-bit random secrets and would cost every API call tens of
+milliseconds. Tokens made by earlier versions kept a bare SHA-256; they still verify.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import uuid
 from est_ca.admin.access import ApiToken, Principal, Scope
 from est_ca.audit import Actor, AuditEvent, Outcome
 from est_ca.clock import Clock
-from est_ca.errors import BadRequest, Conflict, NotFound, Unauthenticated
+from est_ca.errors import BadRequest, Conflict, NotFound, RateLimited, Unauthenticated
+from est_ca.registration.codes import API_TOKEN, SecretHasher
 from est_ca.registration.identities import check_cvr
 from est_ca.store.store import Store
-from est_ca.throttle import FailureThrottle
+from est_ca.throttle import SourceGuard
 
 PREFIX = "estca"
 _TOKEN = re.compile(rf"{PREFIX}_([0-9a-f]{{32}})_([A-Za-z0-9_-]{{43}})")
@@ -28,15 +30,24 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 INVALID_TOKEN = "the token is unknown, expired or revoked"  # noqa: S105 - a message
 
 
-def hash_secret(secret: str) -> str:
+def _legacy_hash(secret: str) -> str:
+    """How tokens were stored before the keyed hash: a bare SHA-256."""
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
 
 
 class Tokens:
-    def __init__(self, *, store: Store, clock: Clock, throttle: FailureThrottle) -> None:
+    def __init__(
+        self, *, store: Store, clock: Clock, guard: SourceGuard, hasher: SecretHasher
+    ) -> None:
         self._store = store
         self._clock = clock
-        self._throttle = throttle
+        self._guard = guard
+        self._hasher = hasher
+
+    def _matches(self, secret: str, stored: str) -> bool:
+        if "$" in stored:
+            return self._hasher.verify(secret, stored, API_TOKEN)
+        return hmac.compare_digest(stored, _legacy_hash(secret))
 
     async def create(
         self,
@@ -65,7 +76,7 @@ class Tokens:
         async with self._store.write() as tx:
             if await tx.get_api_token_by_name(name) is not None:
                 raise Conflict(f"a token named {name!r} exists; revoke it or pick another name")
-            await tx.insert_api_token(token, hash_secret(secret))
+            await tx.insert_api_token(token, self._hasher.hash(secret, API_TOKEN))
             await tx.append_audit(
                 AuditEvent(
                     action="token.created",
@@ -110,7 +121,7 @@ class Tokens:
     async def authenticate(self, presented: str, source: str | None) -> Principal:
         """The principal of a valid token; a failure is audited (without the token) and 401,
         and counts against the source address (429 when it has failed too often)."""
-        self._throttle.check(source)
+        await self._check_source(Actor("token", "-", source))
         match = _TOKEN.fullmatch(presented.strip())
         token = None
         if match:
@@ -118,12 +129,11 @@ class Tokens:
                 found = await tx.get_api_token(uuid.UUID(match.group(1)))
             if found is not None:
                 stored_token, stored_hash = found
-                if hmac.compare_digest(stored_hash, hash_secret(match.group(2))):
+                if self._matches(match.group(2), stored_hash):
                     token = stored_token
         now = self._clock.now()
         if token is None or not token.usable_at(now):
-            self._throttle.record(source)
-            await self._store.append_audit(
+            await self._guard.refused(
                 AuditEvent(
                     action="admin.login_failed",
                     outcome=Outcome.REFUSED,
@@ -132,7 +142,8 @@ class Tokens:
                     reason=(
                         "expired or revoked token" if token else "unknown token or wrong secret"
                     ),
-                )
+                ),
+                counts=True,
             )
             raise Unauthenticated(INVALID_TOKEN)
         async with self._store.write() as tx:
@@ -148,3 +159,35 @@ class Tokens:
         return Principal(
             kind="token", name=token.name, scopes=token.scopes, cvr=token.cvr, source=source
         )
+
+    async def refused(self, actor: Actor, reason: str) -> None:
+        """A request to the admin API without usable credentials: audited (coalesced per
+        source) and counted against the source, like a wrong token."""
+        await self._check_source(actor)
+        await self._guard.refused(
+            AuditEvent(
+                action="admin.login_failed",
+                outcome=Outcome.REFUSED,
+                actor=actor,
+                at=self._clock.now(),
+                reason=reason,
+            ),
+            counts=True,
+        )
+
+    async def _check_source(self, actor: Actor) -> None:
+        """429 for a source that failed too often; the refusal is audited like any other."""
+        try:
+            self._guard.check(actor.source)
+        except RateLimited as exc:
+            await self._guard.refused(
+                AuditEvent(
+                    action="admin.login_failed",
+                    outcome=Outcome.REFUSED,
+                    actor=actor,
+                    at=self._clock.now(),
+                    reason=exc.audit_reason,
+                ),
+                counts=False,
+            )
+            raise

@@ -82,3 +82,17 @@ class CertificateRecord:
             and self.not_after is not None
             and self.not_before <= now <= self.not_after
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyBinding:
+    """A public key we were asked to certify, and the one identity allowed to use it."""
+
+    public_key_sha256: str
+    identity_id: uuid.UUID
+    bound_at: dt.datetime
+    compromised_at: dt.datetime | None = None
+
+    @property
+    def is_compromised(self) -> bool:
+        return self.compromised_at is not None

@@ -8,6 +8,7 @@ completely when the service starts, so a typo stops the start instead of a later
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -39,6 +40,10 @@ KEY_USAGES = (
 )
 EC_CURVES = ("P-256", "P-384", "P-521")
 EmailSan = Literal["required", "if-present", "never"]
+# How long a renewed certificate stays valid beside its successor, when a profile does not say.
+DEFAULT_RENEWAL_GRACE_HOURS = 24
+DEFAULT_RENEWAL_GRACE = dt.timedelta(hours=DEFAULT_RENEWAL_GRACE_HOURS)
+MAX_RENEWAL_GRACE_HOURS = 24 * 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +83,16 @@ class Profile:
     qc_semantics_identifier: str
     keys: KeyPolicy
     signature: SignatureScheme
+    # After a renewal, the predecessor is revoked (superseded) when this much time has passed
+    # since its successor was issued; 0 revokes it at once.
+    renewal_grace_hours: int = DEFAULT_RENEWAL_GRACE_HOURS
 
     def __post_init__(self) -> None:
         where = f"profile {self.name!r}"
+        if not 0 <= self.renewal_grace_hours <= MAX_RENEWAL_GRACE_HOURS:
+            raise ConfigurationError(
+                f"{where}: renewal_grace_hours must be 0..{MAX_RENEWAL_GRACE_HOURS}"
+            )
         if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
             raise ConfigurationError(f"{where}: a name is letters, digits, '-' and '_'")
         if not 1 <= self.validity_days <= 3660:
@@ -113,6 +125,10 @@ class Profile:
             raise ConfigurationError(f"{where}: serial_number_prefix must be PrintableString")
         if self.email_san not in ("required", "if-present", "never"):
             raise ConfigurationError(f"{where}: email_san is required, if-present or never")
+
+    @property
+    def renewal_grace(self) -> dt.timedelta:
+        return dt.timedelta(hours=self.renewal_grace_hours)
 
     @property
     def validity_seconds(self) -> int:
@@ -152,6 +168,7 @@ class _ProfileFile:
     qc_semantics_identifier: str
     keys: _KeysFile
     signature: _SignatureFile
+    renewal_grace_hours: int = DEFAULT_RENEWAL_GRACE_HOURS
 
 
 def profile_from_mapping(raw: Mapping[str, object], source: str) -> Profile:
@@ -190,6 +207,7 @@ def profile_from_mapping(raw: Mapping[str, object], source: str) -> Profile:
                 hash=data.signature.hash,  # type: ignore[arg-type]  # checked above
                 salt_length=data.signature.salt_length if algorithm == "rsassa-pss" else None,
             ),
+            renewal_grace_hours=data.renewal_grace_hours,
         )
     except ConfigurationError as exc:
         raise ConfigurationError(f"{source}: {exc}") from exc

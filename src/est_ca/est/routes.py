@@ -8,7 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from est_ca.audit import Actor
-from est_ca.errors import EstCaError, NotEntitled, Unauthenticated
+from est_ca.errors import CredentialsMissing, EstCaError, NotEntitled
 from est_ca.est import wire
 from est_ca.registration.enrollment import (
     RegistrationAuthority,
@@ -36,6 +36,7 @@ async def simpleenroll(request: web.Request) -> web.Response:
     authority = request.app[AUTHORITY]
     actor = Actor("anonymous", "-", request.remote)
     try:
+        authority.check_source(request.remote)
         credentials = wire.basic_credentials(request)
         client_certificate = wire.peer_certificate(request)
         if credentials is not None:
@@ -43,7 +44,7 @@ async def simpleenroll(request: web.Request) -> web.Response:
         elif client_certificate is not None:
             actor = certificate_actor(client_certificate, request.remote)
         else:
-            raise Unauthenticated(
+            raise CredentialsMissing(
                 "authenticate with Basic credentials (order reference and one-time code) "
                 "or a TLS client certificate issued by this CA"
             )
@@ -52,7 +53,7 @@ async def simpleenroll(request: web.Request) -> web.Response:
         csr = await _csr(request)
     except EstCaError as exc:
         # Refused before the authority saw it; it audits everything else itself.
-        await authority.record_refusal("enroll", actor, exc)
+        await authority.refuse("enroll", actor, exc)
         raise
     if credentials is not None:
         reference, code = credentials
@@ -69,6 +70,7 @@ async def simplereenroll(request: web.Request) -> web.Response:
     authority = request.app[AUTHORITY]
     client_certificate = wire.peer_certificate(request)
     try:
+        authority.check_source(request.remote)
         if client_certificate is None:
             raise NotEntitled(
                 "simplereenroll needs the current certificate as the TLS client certificate"
@@ -80,7 +82,7 @@ async def simplereenroll(request: web.Request) -> web.Response:
             if client_certificate
             else Actor("anonymous", "-", request.remote)
         )
-        await authority.record_refusal("reenroll", actor, exc)
+        await authority.refuse("reenroll", actor, exc)
         raise
     certificate = await authority.reenroll(client_certificate, csr, source=request.remote)
     return wire.certs_only_response(wire.certs_only([certificate]), wire.CERTS_ONLY)

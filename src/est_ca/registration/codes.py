@@ -1,29 +1,35 @@
-"""Order references and one-time codes, and the slow hash the codes are stored as.
+"""Order references and one-time codes, and the keyed hash the codes are stored as.
 
 Codes are 100 random bits written in Crockford's base32 (no I, L, O, U), grouped for reading
 aloud. Input is normalised the way Crockford intends (case, dashes, spaces, I/L->1, O->0) so a
-code typed by a human still matches. Only an scrypt hash is stored, with its parameters, and
-comparison is constant-time. The functions here block for tens of milliseconds: callers run
-them on a worker thread.
+code typed by a human still matches.
+
+We generate every code ourselves, so each has 100 bits of entropy: a slow password hash buys
+nothing (an offline search of 2^100 is out of reach either way) and would cost every enrollment
+and every bulk order tens of milliseconds of CPU. A code is stored as HMAC-SHA-256 under a key
+kept outside the database (`SecretHasher`), so a copy of the database alone cannot even test a
+guess. Hashes made by earlier versions with scrypt carry their parameters and still verify.
+Comparison is constant-time in every case.
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import hmac
 import secrets
-
-from est_ca.errors import ConfigurationError
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _CODE_GROUPS = 4
 _GROUP_LENGTH = 5
 _REFERENCE_LENGTH = 12
-_SALT_BYTES = 16
-_DIGEST_BYTES = 32
 _TRANSLATE = str.maketrans({"I": "1", "L": "1", "O": "0", "-": None, " ": None})
+HMAC_SCHEME = "hmac-sha256"
+SCRYPT_SCHEME = "scrypt"
+# Labels that keep the keyed hashes of different kinds of secret apart under one key.
+ORDER_CODE = "order-code"
+API_TOKEN = "api-token"  # noqa: S105 - a label, not a secret
+MIN_KEY_BYTES = 32
 
 
 def _random_text(length: int) -> str:
@@ -46,53 +52,73 @@ def normalise(text: str) -> str:
     return text.strip().upper().translate(_TRANSLATE)
 
 
-@dataclasses.dataclass(frozen=True)
-class CodeHasher:
-    """scrypt with the configured cost; hashes carry their own cost so it can change later."""
+class SecretHasher:
+    """Keyed hashes of the high-entropy secrets we hand out (one-time codes, API tokens).
 
-    n: int
-    r: int
-    p: int
+    The key lives in the secrets directory, never in the database; every instance of a
+    cluster reads the same key file. `purpose` separates the kinds of secret, so a code's hash
+    can never stand for a token's.
+    """
 
-    def __post_init__(self) -> None:
-        if self.n < 2 or self.n & (self.n - 1) or self.r < 1 or self.p < 1:
-            raise ConfigurationError("scrypt parameters must be n a power of two, r >= 1, p >= 1")
+    def __init__(self, key: bytes) -> None:
+        if len(key) < MIN_KEY_BYTES:
+            raise ValueError(f"a secret-hashing key has at least {MIN_KEY_BYTES} bytes")
+        self._key = key
 
-    def hash(self, code: str) -> str:
-        salt = secrets.token_bytes(_SALT_BYTES)
-        digest = self._derive(normalise(code), salt, self.n, self.r, self.p)
-        return "$".join(("scrypt", str(self.n), str(self.r), str(self.p), _b64(salt), _b64(digest)))
+    def _digest(self, purpose: str, secret: str) -> bytes:
+        return hmac.new(self._key, f"{purpose}\0{secret}".encode(), hashlib.sha256).digest()
 
-    def verify(self, code: str, stored: str) -> bool:
-        """True when `code` matches `stored`; constant-time in the comparison of digests."""
-        try:
-            scheme, n, r, p, salt, digest = stored.split("$")
-            if scheme != "scrypt":
-                return False
-            expected = base64.b64decode(digest, validate=True)
-            actual = self._derive(
-                normalise(code), base64.b64decode(salt, validate=True), int(n), int(r), int(p)
-            )
-        except ValueError:
+    def hash(self, secret: str, purpose: str = ORDER_CODE) -> str:
+        text = normalise(secret) if purpose == ORDER_CODE else secret
+        return f"{HMAC_SCHEME}${self._digest(purpose, text).hex()}"
+
+    def verify(self, secret: str, stored: str | None, purpose: str = ORDER_CODE) -> bool:
+        """True when `secret` matches `stored`. With nothing stored (an unknown reference) the
+        same keyed hash is computed and compared with nothing, so both cost the same."""
+        text = normalise(secret) if purpose == ORDER_CODE else secret
+        actual = self._digest(purpose, text)
+        if stored is None:
+            hmac.compare_digest(actual, bytes(len(actual)))
             return False
-        return hmac.compare_digest(actual, expected)
-
-    def waste_time(self, code: str) -> None:
-        """Spend what a verification costs, so an unknown reference is not told apart by timing."""
-        self._derive(normalise(code), b"\0" * _SALT_BYTES, self.n, self.r, self.p)
+        scheme, _, rest = stored.partition("$")
+        if scheme == HMAC_SCHEME:
+            try:
+                expected = bytes.fromhex(rest)
+            except ValueError:
+                return False
+            return hmac.compare_digest(actual, expected)
+        if scheme == SCRYPT_SCHEME and purpose == ORDER_CODE:
+            return verify_scrypt(text, stored)
+        return False
 
     @staticmethod
-    def _derive(code: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-        return hashlib.scrypt(
-            code.encode("utf-8"),
-            salt=salt,
-            n=n,
-            r=r,
-            p=p,
+    def is_slow(stored: str) -> bool:
+        """Whether verifying `stored` blocks (an scrypt hash of an earlier version)."""
+        return stored.startswith(SCRYPT_SCHEME + "$")
+
+
+def verify_scrypt(normalised_code: str, stored: str) -> bool:
+    """A code against an scrypt hash `scrypt$n$r$p$salt$digest` made by earlier versions.
+
+    Blocking for tens of milliseconds: callers run it on a worker thread.
+    """
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        expected = base64.b64decode(digest, validate=True)
+        actual = hashlib.scrypt(
+            normalised_code.encode("utf-8"),
+            salt=base64.b64decode(salt, validate=True),
+            n=int(n),
+            r=int(r),
+            p=int(p),
             maxmem=256 * 1024 * 1024,
-            dklen=_DIGEST_BYTES,
+            dklen=len(expected),
         )
+    except ValueError:
+        return False
+    return scheme == SCRYPT_SCHEME and hmac.compare_digest(actual, expected)
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+def new_key() -> bytes:
+    """A fresh key for `SecretHasher` or the audit chain."""
+    return secrets.token_bytes(MIN_KEY_BYTES)

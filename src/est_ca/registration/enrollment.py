@@ -6,21 +6,43 @@ Three ways in, one way out:
   same identity;
 - `reenroll`: a valid client certificate renews itself (same subject and SAN, new key allowed).
 
-Issuance is two transactions around one signature. First the serial is allocated and recorded
-as a reservation together with the claim on the order (or the renewal's check of the current
-certificate). Then the certificate is built, checked and signed off the event loop. Then, in
-one transaction, the certificate is recorded as issued and the order consumed. The certificate
-leaves the service only after that commit; a crash in between leaves a reservation that the
-recovery sweep abandons and an order that becomes usable again, never a lost certificate.
+Authentication comes first and is cheap (a keyed hash, a row lookup); only an authenticated
+request takes one of the bounded enrollment slots for the CPU work (CSR checks, signing), so a
+flood of unknown references cannot crowd out the clients who hold real orders.
 
-Every refusal is an audit event with its reason; no secret is in any of them.
+Issuance is two transactions around one signature. First the serial is allocated and recorded
+as a reservation together with the claim on the order (or on the current certificate's one
+successor) and the key's binding to the identity. Then the certificate is built, checked and
+signed off the event loop. Then, in one transaction, the identity, the key and the order are
+checked again under the same locks that disabling, key-compromise revocation and cancelling
+take, and only if all still hold is the certificate recorded as issued. The certificate leaves
+the service only after that commit; a certificate that loses a race was signed but never
+recorded nor returned: its reservation is abandoned (the serial stays burnt), and the audit
+trail says why. A crash in between leaves a reservation that the recovery sweep abandons and
+an order that becomes usable again, never a lost certificate.
+
+The lifecycle rules (docs/architecture.md, "Certificate lifecycle"):
+- one key, one identity: the first identity to reserve a key keeps it;
+- a key reported compromised is never certified again, and no enrollment in flight with it
+  completes;
+- a certificate has at most one successor; a renewal retried with the same key gets that
+  successor again, with another key it is refused; the predecessor is revoked as superseded
+  when its profile's grace period after the renewal is over (at once with a grace of 0), and
+  a renewal of the successor revokes any older certificate of the lineage at once, so at most
+  two certificates of one lineage are ever live.
+
+Every refusal is an audit event with its reason (see `SourceGuard`); no secret is in any.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
+import statistics
+import time
 from collections.abc import Awaitable, Callable
+from enum import Enum
 from typing import TypeVar
 
 import structlog
@@ -38,6 +60,8 @@ from est_ca.clock import Clock
 from est_ca.errors import (
     BadRequest,
     CertificateNotUsable,
+    Conflict,
+    CredentialsMissing,
     EstCaError,
     IssuanceFailed,
     NoPendingOrder,
@@ -46,17 +70,24 @@ from est_ca.errors import (
     Unauthenticated,
 )
 from est_ca.registration import codes
-from est_ca.registration.codes import CodeHasher
+from est_ca.registration.codes import SecretHasher
 from est_ca.registration.identities import Identity
 from est_ca.registration.orders import Order, OrderState
 from est_ca.registration.registry import OrderPolicy
+from est_ca.revocation.reasons import RevocationReason
+from est_ca.revocation.revoker import Revocation, Revocations
 from est_ca.store.store import Store, StoreTx
-from est_ca.throttle import Admission, FailureThrottle
+from est_ca.throttle import Admission, SourceGuard
 from est_ca.workers import Workers
 
 _log = structlog.get_logger(__name__)
 T = TypeVar("T")
+E = TypeVar("E")
 WRONG_CREDENTIALS = "unknown order reference or wrong one-time code"
+KEY_COMPROMISED = "this public key was reported compromised; generate a new key"
+KEY_OF_ANOTHER = "this public key is already certified for another identity; generate a new key"
+# Refusals that are failed authentications: they count against the source address.
+_AUTHENTICATION_FAILURES = (Unauthenticated, OrderLocked, CertificateNotUsable)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,19 +99,48 @@ class ClientCertificate:
     identity: Identity
 
 
+class _CodeCheck(Enum):
+    RIGHT = "right"
+    WRONG = "wrong"
+    LOCKED = "locked"
+
+
+class TimingPad:
+    """Makes an unknown order reference take as long as a wrong code for a known one.
+
+    A wrong code is counted in the database (a write); an unknown reference has nothing to
+    count. Without padding, the difference would tell which references exist. The pad waits
+    (no CPU, no enrollment slot) until the median of recent wrong-code checks has passed.
+    """
+
+    def __init__(self, samples: int = 64) -> None:
+        self._durations: collections.deque[float] = collections.deque(maxlen=samples)
+
+    def record(self, seconds: float) -> None:
+        self._durations.append(seconds)
+
+    async def pad(self, started: float) -> None:
+        if not self._durations:
+            return
+        remaining = statistics.median(self._durations) - (time.perf_counter() - started)
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+
+
 class RegistrationAuthority:
     def __init__(
         self,
         *,
         store: Store,
         clock: Clock,
-        hasher: CodeHasher,
+        hasher: SecretHasher,
         workers: Workers,
         profiles: ProfileCatalogue,
         issuer: Issuer,
         order_policy: OrderPolicy,
-        throttle: FailureThrottle,
+        guard: SourceGuard,
         admission: Admission,
+        revocations: Revocations,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -89,8 +149,10 @@ class RegistrationAuthority:
         self._profiles = profiles
         self._issuer = issuer
         self._order_policy = order_policy
-        self._throttle = throttle
+        self._guard = guard
         self._admission = admission
+        self._revocations = revocations
+        self._timing = TimingPad()
         # Keys of the CA and its chain: a subscriber must never get a certificate for them.
         self._ca_keys = frozenset(
             public_key_der(certificate.public_key()) for certificate in issuer.ca.certificates
@@ -103,22 +165,25 @@ class RegistrationAuthority:
     ) -> x509.Certificate:
         actor = order_actor(reference, source)
 
-        async def attempt() -> x509.Certificate:
-            order, identity = await self._authenticate_order(reference, one_time_code, actor)
+        async def authenticate() -> tuple[Order, Identity]:
+            return await self._authenticate_order(reference, one_time_code, actor)
+
+        async def work(entitled: tuple[Order, Identity]) -> x509.Certificate:
+            order, identity = entitled
             profile = self._profile(order.profile)
             checked = await self._check_csr(csr_der, profile, identity)
             return await self._issue(
                 actor=actor, identity=identity, profile=profile, csr=checked, order=order
             )
 
-        return await self._admitted("enroll", actor, attempt)
+        return await self._admitted("enroll", actor, authenticate, work)
 
     async def enroll_with_certificate(
         self, client_certificate_der: bytes, csr_der: bytes, *, source: str | None
     ) -> x509.Certificate:
         actor = certificate_actor(client_certificate_der, source)
 
-        async def attempt() -> x509.Certificate:
+        async def authenticate() -> tuple[Order, Identity]:
             client = await self.authenticate_certificate(client_certificate_der)
             async with self._store.read() as tx:
                 order = await tx.find_claimable_order(client.identity.id, self._clock.now())
@@ -127,21 +192,27 @@ class RegistrationAuthority:
                     "no pending order for this identity: an administrator must place one "
                     "(or use simplereenroll to renew this certificate)"
                 )
+            return order, client.identity
+
+        async def work(entitled: tuple[Order, Identity]) -> x509.Certificate:
+            order, identity = entitled
             profile = self._profile(order.profile)
-            checked = await self._check_csr(csr_der, profile, client.identity)
+            checked = await self._check_csr(csr_der, profile, identity)
             return await self._issue(
-                actor=actor, identity=client.identity, profile=profile, csr=checked, order=order
+                actor=actor, identity=identity, profile=profile, csr=checked, order=order
             )
 
-        return await self._admitted("enroll", actor, attempt)
+        return await self._admitted("enroll", actor, authenticate, work)
 
     async def reenroll(
         self, client_certificate_der: bytes, csr_der: bytes, *, source: str | None
     ) -> x509.Certificate:
         actor = certificate_actor(client_certificate_der, source)
 
-        async def attempt() -> x509.Certificate:
-            client = await self.authenticate_certificate(client_certificate_der)
+        async def authenticate() -> ClientCertificate:
+            return await self.authenticate_certificate(client_certificate_der)
+
+        async def work(client: ClientCertificate) -> x509.Certificate:
             profile = self._profile(client.record.profile)
             checked = await self._check_csr(csr_der, profile, client.identity)
             _check_same_names(checked.csr, client.certificate)
@@ -153,26 +224,29 @@ class RegistrationAuthority:
                 renewal_of=client.record,
             )
 
-        return await self._admitted("reenroll", actor, attempt)
+        return await self._admitted("reenroll", actor, authenticate, work)
 
     # -- authentication ---------------------------------------------------------------------
 
     async def _authenticate_order(
         self, reference: str, one_time_code: str, actor: Actor
     ) -> tuple[Order, Identity]:
+        started = time.perf_counter()
+        normalised = codes.normalise(reference)
         async with self._store.read() as tx:
-            found = await tx.get_order_by_reference(codes.normalise(reference))
+            found = await tx.get_order_by_reference(normalised)
         if found is None:
-            await self._workers.run(self._hasher.waste_time, one_time_code)
+            self._hasher.verify(one_time_code, None)
+            await self._timing.pad(started)
             raise Unauthenticated(WRONG_CREDENTIALS)
-        order, code_hash = found
-        if order.locked_at is not None:
+        check, order = await self._check_code(normalised, one_time_code, actor)
+        if check is _CodeCheck.LOCKED:
             raise OrderLocked(
                 "this order is locked after too many wrong one-time codes; "
                 "ask an administrator to unlock it"
             )
-        if not await self._workers.run(self._hasher.verify, one_time_code, code_hash):
-            await self._count_wrong_code(order, actor)
+        if check is _CodeCheck.WRONG:
+            self._timing.record(time.perf_counter() - started)
             raise Unauthenticated(WRONG_CREDENTIALS)
         now = self._clock.now()
         state = order.state(now)
@@ -192,13 +266,28 @@ class RegistrationAuthority:
             raise NotEntitled("the identity of this order is disabled")
         return order, identity
 
-    async def _count_wrong_code(self, order: Order, actor: Actor) -> None:
+    async def _check_code(
+        self, reference: str, one_time_code: str, actor: Actor
+    ) -> tuple[_CodeCheck, Order]:
+        """Check the code under the order's row lock, and count it at once when it is wrong:
+        concurrent attempts queue, so at most `max_failed_attempts` codes are ever checked."""
         now = self._clock.now()
         async with self._store.write() as tx:
-            updated = await tx.count_failed_attempt(
+            found = await tx.get_order_by_reference(reference, for_update=True)
+            assert found is not None  # orders are never deleted
+            order, code_hash = found
+            if order.locked_at is not None:
+                return _CodeCheck.LOCKED, order
+            if SecretHasher.is_slow(code_hash):  # an scrypt hash of an earlier version
+                right = await self._workers.run(self._hasher.verify, one_time_code, code_hash)
+            else:
+                right = self._hasher.verify(one_time_code, code_hash)
+            if right:
+                return _CodeCheck.RIGHT, order
+            counted = await tx.count_failed_attempt(
                 order.id, lock_after=self._order_policy.max_failed_attempts, now=now
             )
-            if updated.locked_at == now and order.locked_at is None:
+            if counted.locked_at == now:
                 await tx.append_audit(
                     AuditEvent(
                         action="order.locked",
@@ -207,12 +296,14 @@ class RegistrationAuthority:
                         at=now,
                         identity_id=order.identity_id,
                         order_reference=order.reference,
-                        reason=f"{updated.failed_attempts} wrong one-time codes",
+                        reason=f"{counted.failed_attempts} wrong one-time codes",
                     )
                 )
+            return _CodeCheck.WRONG, counted
 
     async def authenticate_certificate(self, certificate_der: bytes) -> ClientCertificate:
-        """The client certificate must be one we issued and recorded, valid at this moment."""
+        """The certificate must be one we issued and recorded, valid at this moment, of an
+        active identity, and its key not reported compromised."""
         try:
             certificate = x509.load_der_x509_certificate(certificate_der)
             serial = Serial(certificate.serial_number)
@@ -221,10 +312,19 @@ class RegistrationAuthority:
         async with self._store.read() as tx:
             record = await tx.get_certificate(serial)
             identity = await tx.get_identity(record.identity_id) if record else None
+            binding = await tx.key_binding(record.public_key_sha256) if record else None
+            successor = await tx.successor_of(serial) if record else None
         if record is None or record.der != certificate_der or identity is None:
             raise CertificateNotUsable("the client certificate was not issued by this CA")
         if record.status is CertificateStatus.REVOKED:
+            if record.revocation_reason == RevocationReason.SUPERSEDED and successor:
+                raise CertificateNotUsable(
+                    f"the client certificate was replaced by its renewal {successor.serial} "
+                    "and is revoked; use that certificate"
+                )
             raise CertificateNotUsable("the client certificate is revoked")
+        if binding is not None and binding.is_compromised:
+            raise CertificateNotUsable("the client certificate's key was reported compromised")
         now = self._clock.now()
         if not record.is_valid_at(now):
             raise CertificateNotUsable(
@@ -249,13 +349,12 @@ class RegistrationAuthority:
         if checked.key.spki_der in self._ca_keys:
             raise BadRequest("the CSR carries this CA's own public key; generate a key of your own")
         async with self._store.read() as tx:
-            holders = await tx.certificates_with_public_key(checked.key.sha256)
-        if any(holder.revocation_reason == "keyCompromise" for holder in holders):
-            raise BadRequest("this public key was reported compromised; generate a new key")
-        if any(holder.identity_id != identity.id for holder in holders):
-            raise BadRequest(
-                "this public key is already certified for another identity; generate a new key"
-            )
+            binding = await tx.key_binding(checked.key.sha256)
+        # Early and clear; the reservation checks the same again under the binding's lock.
+        if binding is not None and binding.is_compromised:
+            raise BadRequest(KEY_COMPROMISED)
+        if binding is not None and binding.identity_id != identity.id:
+            raise BadRequest(KEY_OF_ANOTHER)
         return checked
 
     async def _issue(
@@ -280,46 +379,64 @@ class RegistrationAuthority:
             public_key_sha256=csr.key.sha256,
             created_at=now,
         )
-        # Step 1: the serial and the intent are on disk before anything is signed.
+        # Step 1: the serial, the intent and the claims are on disk before anything is signed.
         async with self._store.write() as tx:
+            await self._require_active(tx, identity)
+            if renewal_of is not None:
+                await self._require_unrevoked(tx, renewal_of.serial)
+                successor = await self._successor(tx, renewal_of, actor)
+                if successor is not None:
+                    return await self._redeliver(tx, successor, csr, actor, renewal_of)
+            binding = await tx.bind_key(csr.key.sha256, identity.id, now)
+            if binding.is_compromised:
+                raise BadRequest(KEY_COMPROMISED)
+            if binding.identity_id != identity.id:
+                raise BadRequest(KEY_OF_ANOTHER)
             if order is not None:
                 stale_before = now - self._order_policy.claim_lease
                 if not await tx.claim_order(order.id, serial, now=now, stale_before=stale_before):
                     raise NoPendingOrder(
                         "this order is no longer pending (used, being used, expired or locked)"
                     )
-            elif renewal_of is not None:
-                await self._require_unrevoked(tx, renewal_of.serial)
             await tx.insert_reservation(reservation)
         request = IssuanceRequest(
             serial=serial, identity=identity, profile=profile, key=csr.key, not_before=now
         )
+        revoked: list[CertificateRecord] = []
         try:
             # Step 2: build, check the draft, sign (off the event loop).
             certificate = await self._workers.run(self._issuer.produce, request)
-            # Step 3: record the certificate and consume the order together.
+            # Step 3: check everything again under the locks, record, consume the order.
             async with self._store.write() as tx:
+                await self._require_active(tx, identity, during_issuance=True)
+                binding_now = await tx.key_binding(csr.key.sha256, for_update=True)
+                if binding_now is None or binding_now.is_compromised:
+                    raise BadRequest(KEY_COMPROMISED)
+                predecessor = None
                 if renewal_of is not None:
-                    await self._require_unrevoked(tx, renewal_of.serial)
+                    predecessor = await self._require_unrevoked(tx, renewal_of.serial)
                 if order is not None and not await tx.complete_order(order.id, serial, now):
-                    raise NoPendingOrder("this order was taken over by another enrollment")
+                    raise NoPendingOrder("this order was cancelled or taken over meanwhile")
+                issued_at = self._clock.now()
                 recorded = await tx.mark_issued(
                     serial,
                     der=certificate.public_bytes(serialization.Encoding.DER),
                     not_before=certificate.not_valid_before_utc,
                     not_after=certificate.not_valid_after_utc,
-                    issued_at=self._clock.now(),
+                    issued_at=issued_at,
                 )
                 if not recorded:
                     raise IssuanceFailed(
                         "the reservation vanished before the certificate was stored"
                     )
+                if predecessor is not None:
+                    revoked = await self._supersede(tx, actor, predecessor, profile, serial)
                 await tx.append_audit(
                     AuditEvent(
                         action="certificate.issued",
                         outcome=Outcome.SUCCESS,
                         actor=actor,
-                        at=self._clock.now(),
+                        at=issued_at,
                         identity_id=identity.id,
                         order_reference=order.reference if order else None,
                         serial=serial.hex,
@@ -332,77 +449,194 @@ class RegistrationAuthority:
                 )
         except BaseException as exc:
             reason = exc.detail if isinstance(exc, EstCaError) else type(exc).__name__
-            await asyncio.shield(self._abandon(serial, order, actor, identity, reason))
+            await asyncio.shield(self._abandon(reservation, order, actor, reason))
             raise
+        if revoked:
+            self._revocations.notify()
         return certificate
 
     @staticmethod
-    async def _require_unrevoked(tx: StoreTx, serial: Serial) -> None:
+    async def _require_active(
+        tx: StoreTx, identity: Identity, *, during_issuance: bool = False
+    ) -> None:
+        """Lock the identity's row (disabling takes the same lock) and require it active."""
+        current = await tx.get_identity(identity.id, for_update=True)
+        if current is None or not current.is_active:
+            raise NotEntitled(
+                "the identity was disabled while its certificate was being issued; "
+                "nothing was issued"
+                if during_issuance
+                else "the identity of this request is disabled"
+            )
+
+    @staticmethod
+    async def _require_unrevoked(tx: StoreTx, serial: Serial) -> CertificateRecord:
         """Read under a row lock, so a revocation racing this renewal is ordered before or after."""
         current = await tx.get_certificate(serial, for_update=True)
         if current is None or current.status is not CertificateStatus.ISSUED:
             raise CertificateNotUsable("the client certificate is revoked")
+        return current
+
+    async def _successor(
+        self, tx: StoreTx, current: CertificateRecord, actor: Actor
+    ) -> CertificateRecord | None:
+        """The one successor `current` already has, if any; a reservation left by a renewal
+        that died (older than the claim lease) is abandoned and does not count."""
+        successor = await tx.successor_of(current.serial)
+        if successor is None or successor.status is not CertificateStatus.RESERVED:
+            return successor
+        if successor.created_at < self._clock.now() - self._order_policy.claim_lease:
+            await tx.abandon_reservation(successor.serial)
+            await tx.append_audit(
+                AuditEvent(
+                    action="certificate.abandoned",
+                    outcome=Outcome.FAILED,
+                    actor=actor,
+                    at=self._clock.now(),
+                    identity_id=successor.identity_id,
+                    serial=successor.serial.hex,
+                    reason="a renewal that never finished; taken over by a new attempt",
+                )
+            )
+            return None
+        raise Conflict(
+            "a renewal of this certificate is being issued right now; try again in a few seconds"
+        )
+
+    async def _redeliver(
+        self,
+        tx: StoreTx,
+        successor: CertificateRecord,
+        csr: CheckedCsr,
+        actor: Actor,
+        current: CertificateRecord,
+    ) -> x509.Certificate:
+        """A renewal retried from the same certificate: the same key gets the successor that
+        was issued already (the client may have lost the response); another key does not."""
+        if (
+            successor.status is CertificateStatus.ISSUED
+            and successor.public_key_sha256 == csr.key.sha256
+            and successor.der is not None
+        ):
+            await tx.append_audit(
+                AuditEvent(
+                    action="certificate.redelivered",
+                    outcome=Outcome.SUCCESS,
+                    actor=actor,
+                    at=self._clock.now(),
+                    identity_id=successor.identity_id,
+                    serial=successor.serial.hex,
+                    details={"renewal_of": current.serial.hex},
+                )
+            )
+            return x509.load_der_x509_certificate(successor.der)
+        if successor.status is CertificateStatus.REVOKED:
+            raise NotEntitled(
+                f"this certificate was already renewed as {successor.serial}, which is revoked; "
+                "ask an administrator for a new order"
+            )
+        raise NotEntitled(
+            f"this certificate was already renewed as {successor.serial} (with another key); "
+            "a certificate renews once: renew with that certificate"
+        )
+
+    async def _supersede(
+        self,
+        tx: StoreTx,
+        actor: Actor,
+        predecessor: CertificateRecord,
+        profile: Profile,
+        successor: Serial,
+    ) -> list[CertificateRecord]:
+        """Keep at most two certificates of a lineage live: the grandparent goes at once, the
+        predecessor at once only with a grace period of 0 (otherwise when it ends)."""
+        now = self._clock.now()
+        revocation = Revocation(
+            RevocationReason.SUPERSEDED, now, details={"superseded_by": successor.hex}
+        )
+        revoked: list[CertificateRecord] = []
+        if predecessor.renewal_of is not None:
+            older = await tx.get_certificate(predecessor.renewal_of, for_update=True)
+            if older is not None and older.status is CertificateStatus.ISSUED:
+                older_revocation = dataclasses.replace(
+                    revocation, details={"superseded_by": predecessor.serial.hex}
+                )
+                revoked += await self._revocations.revoke_in(tx, actor, older, older_revocation)
+        if profile.renewal_grace_hours == 0:
+            revoked += await self._revocations.revoke_in(tx, actor, predecessor, revocation)
+        return revoked
 
     async def _abandon(
-        self, serial: Serial, order: Order | None, actor: Actor, identity: Identity, reason: str
+        self, reservation: CertificateRecord, order: Order | None, actor: Actor, reason: str
     ) -> None:
-        """Issuance stopped after the reservation: burn the serial, give the order back."""
+        """Issuance stopped after the reservation: burn the serial, give the order back, and
+        forget the key's binding if nothing came of it."""
         now = self._clock.now()
         async with self._store.write() as tx:
-            await tx.abandon_reservation(serial)
+            await tx.get_identity(reservation.identity_id, for_update=True)
+            await tx.abandon_reservation(reservation.serial)
             if order is not None:
-                await tx.release_order(order.id, serial)
+                await tx.release_order(order.id, reservation.serial)
+            await tx.release_unused_key(reservation.public_key_sha256)
             await tx.append_audit(
                 AuditEvent(
                     action="certificate.abandoned",
                     outcome=Outcome.FAILED,
                     actor=actor,
                     at=now,
-                    identity_id=identity.id,
+                    identity_id=reservation.identity_id,
                     order_reference=order.reference if order else None,
-                    serial=serial.hex,
+                    serial=reservation.serial.hex,
                     reason=reason,
                 )
             )
 
-    async def _admitted(self, action: str, actor: Actor, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run an enrollment if its source is not throttled and there is room for the work.
+    # -- admission and refusals ---------------------------------------------------------------
 
-        A refusal becomes an audit event with its reason, then propagates; an authentication
-        failure also counts against the source. Throttled and overloaded requests are refused
-        before any work and are not audited one by one (a flood must not become a flood of
-        writes): the moment a source becomes throttled is.
+    def check_source(self, source: str | None) -> None:
+        """Refuse (429) a source that failed too often, before any other work."""
+        self._guard.check(source)
+
+    async def _admitted(
+        self,
+        action: str,
+        actor: Actor,
+        authenticate: Callable[[], Awaitable[E]],
+        work: Callable[[E], Awaitable[T]],
+    ) -> T:
+        """Authenticate (cheap), then do the work in one of the bounded slots.
+
+        Throttled sources are refused before anything; requests beyond the bound get 503 at
+        once. Every refusal goes to `refuse`, which audits it and counts failed
+        authentications against the source.
         """
-        self._throttle.check(actor.source)
-        async with self._admission.slot():
-            try:
-                return await attempt()
-            except EstCaError as exc:
-                await self.record_refusal(action, actor, exc)
-                if isinstance(
-                    exc, Unauthenticated | OrderLocked | CertificateNotUsable
-                ) and self._throttle.record(actor.source):
-                    await self._store.append_audit(
-                        AuditEvent(
-                            action="source.throttled",
-                            outcome=Outcome.REFUSED,
-                            actor=actor,
-                            at=self._clock.now(),
-                            reason="too many authentication failures from this address",
-                        )
-                    )
-                raise
+        try:
+            self._guard.check(actor.source)
+            entitled = await authenticate()
+            async with self._admission.slot():
+                return await work(entitled)
+        except EstCaError as exc:
+            await self.refuse(action, actor, exc)
+            raise
 
-    async def record_refusal(self, action: str, actor: Actor, error: EstCaError) -> None:
-        """Audit a refused enrollment; protocol layers call it for requests they could not parse."""
-        await self._store.append_audit(
+    async def refuse(self, action: str, actor: Actor, error: EstCaError) -> None:
+        """Audit a refused request; protocol layers call it for requests they could not parse.
+
+        Failed authentications count against the source address, except a request that sent
+        no credentials at all: EST clients (libest's estclient) send one first and retry with
+        credentials after the 401, and that must not count against them."""
+        counts = isinstance(error, _AUTHENTICATION_FAILURES) and not isinstance(
+            error, CredentialsMissing
+        )
+        await self._guard.refused(
             AuditEvent(
                 action=f"{action}.refused",
                 outcome=Outcome.REFUSED,
                 actor=actor,
                 at=self._clock.now(),
                 reason=error.audit_reason,
-            )
+            ),
+            counts=counts,
         )
 
 

@@ -6,7 +6,6 @@ the admin API call these methods; neither talks to the store directly.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import uuid
@@ -20,7 +19,7 @@ from est_ca.ca.profiles import Profile, ProfileCatalogue
 from est_ca.clock import Clock
 from est_ca.errors import BadRequest, Conflict, NotFound
 from est_ca.registration import codes
-from est_ca.registration.codes import CodeHasher
+from est_ca.registration.codes import SecretHasher
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
 from est_ca.registration.importing import (
     ImportRejected,
@@ -32,6 +31,10 @@ from est_ca.registration.importing import (
 from est_ca.registration.orders import Order, OrderState, OrderStatus, PlacedOrder
 from est_ca.store.store import Store
 from est_ca.workers import Workers
+
+# Rows handed to a worker at a time in bulk work: small enough that the event loop gets the
+# interpreter back often, large enough that the hand-over costs little.
+WORK_CHUNK = 500
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +58,7 @@ class Registry:
         *,
         store: Store,
         clock: Clock,
-        hasher: CodeHasher,
+        hasher: SecretHasher,
         workers: Workers,
         profiles: ProfileCatalogue,
         order_policy: OrderPolicy,
@@ -234,15 +237,24 @@ class Registry:
     async def _prepare_orders(
         self, rows: Sequence[ImportRow], progress: Progress | None
     ) -> list[tuple[PlacedOrder, str]]:
-        """An order and its code hash per row; hashing (scrypt) runs on every worker thread."""
+        """An order and its code's keyed hash per row, made on a worker in bounded chunks so
+        the event loop keeps serving everyone else meanwhile."""
         now = self._clock.now()
         prepared: list[tuple[PlacedOrder, str]] = []
-        done = 0
+        for start in range(0, len(rows), WORK_CHUNK):
+            chunk = rows[start : start + WORK_CHUNK]
+            prepared += await self._workers.run(self._orders_for, chunk, now)
+            if progress:
+                progress("placing orders", len(prepared), len(rows))
+        return prepared
 
-        async def one(row: ImportRow) -> tuple[PlacedOrder, str]:
-            nonlocal done
+    def _orders_for(
+        self, rows: Sequence[ImportRow], now: dt.datetime
+    ) -> list[tuple[PlacedOrder, str]]:
+        """Blocking: codes, references and keyed hashes for a chunk of rows."""
+        prepared = []
+        for row in rows:
             code = codes.new_one_time_code()
-            code_hash = await self._workers.run(self._hasher.hash, code)
             order = Order.place(
                 reference=codes.new_reference(),
                 identity_id=row.identity.id,
@@ -250,14 +262,7 @@ class Registry:
                 created_at=now,
                 validity=self.order_policy.validity,
             )
-            done += 1
-            if progress and done % 50 == 0:
-                progress("placing orders", done, len(rows))
-            return PlacedOrder(order=order, one_time_code=code), code_hash
-
-        prepared = list(await asyncio.gather(*(one(row) for row in rows)))
-        if progress:
-            progress("placing orders", len(rows), len(rows))
+            prepared.append((PlacedOrder(order=order, one_time_code=code), self._hasher.hash(code)))
         return prepared
 
     async def list_identities(
@@ -312,7 +317,7 @@ class Registry:
             raise BadRequest("an order is valid for 1 to 365 days", field="validity_days")
         validity = dt.timedelta(days=validity_days) if validity_days else self.order_policy.validity
         code = codes.new_one_time_code()
-        code_hash = await self._workers.run(self._hasher.hash, code)
+        code_hash = self._hasher.hash(code)
         for _attempt in range(3):  # a reference collision (60 random bits) only ever retries
             now = self._clock.now()
             order = Order.place(

@@ -108,7 +108,8 @@ class CertificateRow(Base):
     serial: Mapped[str] = mapped_column(String(40), primary_key=True)
     identity_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("identities.id"), index=True)
     order_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("orders.id"))
-    renewal_of: Mapped[str | None] = mapped_column(String(40))
+    # The certificate this one renewed; a certificate has at most one live successor.
+    renewal_of: Mapped[str | None] = mapped_column(String(40), index=True)
     profile: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))
     public_key_sha256: Mapped[str] = mapped_column(String(64), index=True)
@@ -120,6 +121,21 @@ class CertificateRow(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     revocation_reason: Mapped[str | None] = mapped_column(String(32))
     invalidity_date: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class SubscriberKeyRow(Base):
+    """Every public key we were asked to certify, bound to the one identity that proved it
+    holds it. The row is also the lock that orders issuance against a key-compromise report:
+    both read it FOR UPDATE, so neither can miss the other."""
+
+    __tablename__ = "subscriber_keys"
+
+    # SHA-256 of the SubjectPublicKeyInfo, lower-case hex.
+    public_key_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    identity_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("identities.id"), index=True)
+    bound_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    # Set once, for ever: no certificate is issued for this key again.
+    compromised_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
 class AuditEventRow(Base):
@@ -198,7 +214,8 @@ class ApiTokenRow(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
-    secret_hash: Mapped[str] = mapped_column(String(64))
+    # "hmac-sha256$<hex>" (keyed, see registration/codes.py) or a bare SHA-256 of older tokens.
+    secret_hash: Mapped[str] = mapped_column(String(100))
     scopes: Mapped[str] = mapped_column(String(100))
     # Set: the token only sees identities of this CVR.
     cvr: Mapped[str | None] = mapped_column(String(8))

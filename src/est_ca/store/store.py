@@ -37,7 +37,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from est_ca.admin.access import ApiToken, Scope
 from est_ca.audit import Actor, AuditEvent, ChainedEvent, Outcome, chain_hash
-from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
+from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyBinding, Serial
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
 from est_ca.registration.orders import Order, OrderStatus
 from est_ca.revocation.reasons import RevocationReason
@@ -51,6 +51,7 @@ from est_ca.store.schema import (
     OcspResponderRow,
     OrderRow,
     RevocationStateRow,
+    SubscriberKeyRow,
     UtcDateTime,
 )
 
@@ -64,6 +65,13 @@ CERTIFICATES = cast(Table, CertificateRow.__table__)
 AUDIT_EVENTS = cast(Table, AuditEventRow.__table__)
 AUDIT_CHAIN = cast(Table, AuditChainRow.__table__)
 API_TOKENS = cast(Table, ApiTokenRow.__table__)
+SUBSCRIBER_KEYS = cast(Table, SubscriberKeyRow.__table__)
+# Certificates that exist for someone: a reservation may still become one; abandoned never will.
+_CERTIFYING = (
+    str(CertificateStatus.RESERVED),
+    str(CertificateStatus.ISSUED),
+    str(CertificateStatus.REVOKED),
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Any constant works; it keeps two instances from migrating one PostgreSQL database at once.
@@ -116,13 +124,16 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[StoreTx]:
-        """A write transaction; its audit events are logged once it has committed."""
+        """A write transaction. Its audit events are chained just before it commits (so the
+        chain's head, which every writer needs, is the last lock taken and held briefly) and
+        logged once it has committed."""
         async with contextlib.AsyncExitStack() as stack:
             if self._write_lock is not None:
                 await stack.enter_async_context(self._write_lock)
             conn = await stack.enter_async_context(self._writer.begin())
             tx = StoreTx(conn)
             yield tx
+            await tx.chain_pending_audit()
         for audit_event in tx.audit_events:
             audit_event.log()
 
@@ -244,8 +255,14 @@ class StoreTx:
         )
         return result.rowcount == 1
 
-    async def get_identity(self, identity_id: uuid.UUID) -> Identity | None:
-        result = await self._conn.execute(select(IDENTITIES).where(IDENTITIES.c.id == identity_id))
+    async def get_identity(
+        self, identity_id: uuid.UUID, *, for_update: bool = False
+    ) -> Identity | None:
+        """`for_update` locks the row: issuance and disabling of one identity queue on it."""
+        query = select(IDENTITIES).where(IDENTITIES.c.id == identity_id)
+        if for_update:
+            query = query.with_for_update()
+        result = await self._conn.execute(query)
         row = result.one_or_none()
         return _identity(row) if row is not None else None
 
@@ -307,9 +324,15 @@ class StoreTx:
         row = result.one_or_none()
         return _order(row) if row is not None else None
 
-    async def get_order_by_reference(self, reference: str) -> tuple[Order, str] | None:
-        """The order and its stored code hash (for verification only)."""
-        result = await self._conn.execute(select(ORDERS).where(ORDERS.c.reference == reference))
+    async def get_order_by_reference(
+        self, reference: str, *, for_update: bool = False
+    ) -> tuple[Order, str] | None:
+        """The order and its stored code hash (for verification only); `for_update` makes
+        concurrent attempts on one order check their codes one after another."""
+        query = select(ORDERS).where(ORDERS.c.reference == reference)
+        if for_update:
+            query = query.with_for_update()
+        result = await self._conn.execute(query)
         row = result.one_or_none()
         return (_order(row), row.code_hash) if row is not None else None
 
@@ -564,17 +587,117 @@ class StoreTx:
             query = query.where(CERTIFICATES.c.not_after <= expires_before)
         return [_certificate(row) for row in await self._conn.execute(query)]
 
-    async def certificates_with_public_key(self, public_key_sha256: str) -> list[CertificateRecord]:
-        """Issued or revoked certificates for this key (reservations never certified anything)."""
+    async def live_certificates_with_key(self, public_key_sha256: str) -> list[CertificateRecord]:
+        """Issued, unrevoked certificates for this key, locked for revocation."""
         result = await self._conn.execute(
-            select(CERTIFICATES).where(
+            select(CERTIFICATES)
+            .where(
                 CERTIFICATES.c.public_key_sha256 == public_key_sha256,
-                CERTIFICATES.c.status.in_(
-                    [str(CertificateStatus.ISSUED), str(CertificateStatus.REVOKED)]
-                ),
+                CERTIFICATES.c.status == str(CertificateStatus.ISSUED),
             )
+            .order_by(CERTIFICATES.c.created_at, CERTIFICATES.c.serial)
+            .with_for_update()
         )
         return [_certificate(row) for row in result]
+
+    async def successor_of(self, serial: Serial) -> CertificateRecord | None:
+        """The renewal of `serial` that exists or may yet exist (not an abandoned attempt)."""
+        result = await self._conn.execute(
+            select(CERTIFICATES)
+            .where(
+                CERTIFICATES.c.renewal_of == serial.hex,
+                CERTIFICATES.c.status.in_(_CERTIFYING),
+            )
+            .order_by(CERTIFICATES.c.created_at)
+        )
+        row = result.first()
+        return _certificate(row) if row is not None else None
+
+    async def superseded_candidates(
+        self, renewed_before: dt.datetime
+    ) -> list[tuple[CertificateRecord, str, dt.datetime]]:
+        """Live certificates whose successor was issued by `renewed_before`, with the
+        successor's serial and issuance time (the domain applies each profile's grace)."""
+        successor = CERTIFICATES.alias("successor")
+        result = await self._conn.execute(
+            select(
+                CERTIFICATES,
+                successor.c.serial.label("successor_serial"),
+                successor.c.issued_at.label("renewed_at"),
+            )
+            .join(successor, successor.c.renewal_of == CERTIFICATES.c.serial)
+            .where(
+                CERTIFICATES.c.status == str(CertificateStatus.ISSUED),
+                successor.c.status.in_(
+                    [str(CertificateStatus.ISSUED), str(CertificateStatus.REVOKED)]
+                ),
+                successor.c.issued_at <= renewed_before,
+            )
+            .order_by(successor.c.issued_at)
+        )
+        return [(_certificate(row), row.successor_serial, row.renewed_at) for row in result]
+
+    # -- subscriber keys ----------------------------------------------------------------------
+
+    async def bind_key(
+        self, public_key_sha256: str, identity_id: uuid.UUID, now: dt.datetime
+    ) -> KeyBinding:
+        """The key's binding, created for `identity_id` if the key is new, and locked: two
+        identities racing for one key meet here, and the first binding stays."""
+        insert = (sqlite_insert if self._conn.dialect.name == "sqlite" else postgresql_insert)(
+            SUBSCRIBER_KEYS
+        )
+        await self._conn.execute(
+            insert.values(
+                public_key_sha256=public_key_sha256, identity_id=identity_id, bound_at=now
+            ).on_conflict_do_nothing()
+        )
+        binding = await self.key_binding(public_key_sha256, for_update=True)
+        assert binding is not None
+        return binding
+
+    async def key_binding(
+        self, public_key_sha256: str, *, for_update: bool = False
+    ) -> KeyBinding | None:
+        query = select(SUBSCRIBER_KEYS).where(
+            SUBSCRIBER_KEYS.c.public_key_sha256 == public_key_sha256
+        )
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._conn.execute(query)).one_or_none()
+        if row is None:
+            return None
+        return KeyBinding(
+            public_key_sha256=row.public_key_sha256,
+            identity_id=row.identity_id,
+            bound_at=row.bound_at,
+            compromised_at=row.compromised_at,
+        )
+
+    async def mark_key_compromised(self, public_key_sha256: str, at: dt.datetime) -> None:
+        await self._conn.execute(
+            update(SUBSCRIBER_KEYS)
+            .where(
+                SUBSCRIBER_KEYS.c.public_key_sha256 == public_key_sha256,
+                SUBSCRIBER_KEYS.c.compromised_at.is_(None),
+            )
+            .values(compromised_at=at)
+        )
+
+    async def release_unused_key(self, public_key_sha256: str) -> None:
+        """Forget a binding no certificate came of (its only enrollment was abandoned)."""
+        await self._conn.execute(
+            SUBSCRIBER_KEYS.delete().where(
+                SUBSCRIBER_KEYS.c.public_key_sha256 == public_key_sha256,
+                SUBSCRIBER_KEYS.c.compromised_at.is_(None),
+                ~select(CERTIFICATES.c.serial)
+                .where(
+                    CERTIFICATES.c.public_key_sha256 == public_key_sha256,
+                    CERTIFICATES.c.status.in_(_CERTIFYING),
+                )
+                .exists(),
+            )
+        )
 
     async def recover_stale_issuances(self, stale_before: dt.datetime) -> tuple[int, int]:
         """Abandon reservations and release order claims left by enrollments that died.
@@ -611,12 +734,14 @@ class StoreTx:
         )
         return [_certificate(row) for row in result]
 
-    async def cancel_pending_orders_of(self, identity_id: uuid.UUID, now: dt.datetime) -> int:
+    async def cancel_open_orders_of(self, identity_id: uuid.UUID, now: dt.datetime) -> int:
+        """Cancel pending orders and those an enrollment is using right now (its final
+        commit then finds the order gone and issues nothing)."""
         result = await self._conn.execute(
             update(ORDERS)
             .where(
                 ORDERS.c.identity_id == identity_id,
-                ORDERS.c.status == str(OrderStatus.PENDING),
+                ORDERS.c.status.in_([str(OrderStatus.PENDING), str(OrderStatus.ISSUING)]),
             )
             .values(status=str(OrderStatus.CANCELLED), cancelled_at=now)
         )
@@ -799,28 +924,17 @@ class StoreTx:
     # -- audit ------------------------------------------------------------------------------
 
     async def append_audit(self, audit_event: AuditEvent) -> None:
-        """Append to the hash chain. The head row is read FOR UPDATE, so concurrent appends
-        (PostgreSQL) queue behind it and each sees the hash the previous one left."""
-        head = (
-            await self._conn.execute(
-                select(AUDIT_CHAIN.c.seq, AUDIT_CHAIN.c.hash)
-                .where(AUDIT_CHAIN.c.id == 1)
-                .with_for_update()
-            )
-        ).one()
-        seq = head.seq + 1
-        digest = chain_hash(head.hash, seq, audit_event)
-        await self._conn.execute(
-            update(AUDIT_CHAIN).where(AUDIT_CHAIN.c.id == 1).values(seq=seq, hash=digest)
-        )
-        await self._conn.execute(
-            AUDIT_EVENTS.insert().values(**_audit_row(audit_event, seq, head.hash, digest))
-        )
+        """Add an event to this transaction; it is chained when the transaction commits."""
         self.audit_events.append(audit_event)
 
     async def append_audits(self, audit_events: Sequence[AuditEvent]) -> None:
-        """Append many events (bulk import): one lock of the head, one executemany."""
-        if not audit_events:
+        self.audit_events.extend(audit_events)
+
+    async def chain_pending_audit(self) -> None:
+        """Append this transaction's events to the hash chain: one lock of the head (read FOR
+        UPDATE, so concurrent writers on PostgreSQL queue behind it and each sees the hash the
+        previous one left), one executemany."""
+        if not self.audit_events:
             return
         head = (
             await self._conn.execute(
@@ -831,7 +945,7 @@ class StoreTx:
         ).one()
         seq, previous = int(head.seq), str(head.hash)
         rows = []
-        for audit_event in audit_events:
+        for audit_event in self.audit_events:
             seq += 1
             digest = chain_hash(previous, seq, audit_event)
             rows.append(_audit_row(audit_event, seq, previous, digest))
@@ -840,7 +954,6 @@ class StoreTx:
             update(AUDIT_CHAIN).where(AUDIT_CHAIN.c.id == 1).values(seq=seq, hash=previous)
         )
         await self._conn.execute(AUDIT_EVENTS.insert(), rows)
-        self.audit_events.extend(audit_events)
 
     async def audit_chain_head(self) -> tuple[int, str]:
         head = (await self._conn.execute(select(AUDIT_CHAIN.c.seq, AUDIT_CHAIN.c.hash))).one()
