@@ -146,7 +146,9 @@ class SourceGuard:
         self._store = store
         self._clock = clock
         self._window = window
-        self._windows: collections.OrderedDict[tuple[str, str], _Window] = collections.OrderedDict()
+        self._windows: collections.OrderedDict[tuple[str, str, str], _Window] = (
+            collections.OrderedDict()
+        )
 
     def check(self, source: str | None) -> None:
         """Refuse (429) a source that failed too often; before any other work is done."""
