@@ -1,29 +1,41 @@
 """Wire-level fuzzing of the EST (HTTPS) and OCSP/CRL (HTTP) listeners with raw requests:
 random and mutated bodies, headers, methods, paths, framing and Basic credentials.
 
-Whatever arrives: no 5xx, no traceback in a response, and the service still answers a plain
-request afterwards. 150 cases per listener in CI (derandomized), thousands with EST_CA_FUZZ=long.
+Whatever arrives: no 5xx, no traceback in a response; and afterwards the very instance that was
+fuzzed (one per module) issued nothing, left its pending order as it was, and still serves and
+issues. A third of the EST requests are enrollments with that order's true credentials, so the
+fuzzing reaches the CSR checks and issuance. 150 cases per listener in CI (derandomized),
+thousands with EST_CA_FUZZ=long.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import ssl
 from collections import Counter
 from collections.abc import AsyncIterator
 
 import hypothesis.strategies as st
 import pytest
+import pytest_asyncio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypothesis import given
 
+from est_ca.audit import AuditEvent
+from est_ca.clock import SettableClock
+from est_ca.registration.orders import Order, PlacedOrder
 from est_ca.server import Server
 from est_ca.service import Service
-from tests.conftest import CaMaterial, OpenService
+from tests.conftest import CaMaterial, make_settings
+from tests.helpers import KeyPool, csr_base64, make_csr, new_order, new_user
+
+# One fuzzed instance for the whole module: the last test checks what the fuzzing did to it.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 TOKEN = st.text(
     alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12
@@ -219,6 +231,31 @@ def raw_requests(draw: st.DrawFn, known: list[str], well_formed: bool) -> bytes:
     return b"\r\n".join(head) + b"\r\n" + auth + b"\r\n" + payload
 
 
+@st.composite
+def entitled_enrollments(draw: st.DrawFn, entitled: bytes) -> bytes:
+    """simpleenroll with a pending order's true `reference:code` and a fuzzed body, which
+    the raw requests above almost never make: whatever the body, nothing may be issued."""
+    body = draw(bodies())
+    head = [
+        b"POST /.well-known/est/simpleenroll HTTP/1.1",
+        b"Host: localhost",
+        b"Content-Type: " + draw(st.sampled_from([b"application/pkcs10", b"text/plain"])),
+        b"Authorization: Basic " + base64.b64encode(entitled),
+    ]
+    if draw(st.booleans()):
+        head.append(b"Content-Transfer-Encoding: base64")
+    if draw(st.booleans()):
+        head.append(b"Content-Length: %d" % len(body))
+        payload = body
+    else:
+        head.append(b"Transfer-Encoding: chunked")
+        size = max(1, len(body) // 3)
+        chunks = [body[i : i + size] for i in range(0, len(body), size)] if body else []
+        payload = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
+    head.append(b"Connection: close")
+    return b"\r\n".join(head) + b"\r\n\r\n" + payload
+
+
 async def exchange(host: str, port: int, request: bytes, context: ssl.SSLContext | None) -> bytes:
     """Send one raw request; the server's whole answer (b'' when it just closed)."""
     reader, writer = await asyncio.wait_for(
@@ -243,18 +280,44 @@ def status_of(answer: bytes) -> int | None:
     return int(answer.split(b" ", 2)[1])
 
 
-@pytest.fixture
-async def fuzzed(open_service: OpenService) -> AsyncIterator[tuple[Service, Server]]:
-    service = await open_service(
-        limits={"failures_per_source": 1_000_000, "request_timeout_seconds": 1}
+@dataclasses.dataclass(frozen=True)
+class Fuzzed:
+    """The instance the fuzz tests attack, and what it held before them."""
+
+    service: Service
+    server: Server
+    order: PlacedOrder
+    orders_before: list[Order]
+    audit_before: list[AuditEvent]
+    statuses: dict[str, Counter[int | None]] = dataclasses.field(
+        default_factory=lambda: {"est": Counter(), "http": Counter()}
     )
+
+    @property
+    def entitled(self) -> bytes:
+        return f"{self.order.order.reference}:{self.order.one_time_code}".encode()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def fuzzed(
+    tmp_path_factory: pytest.TempPathFactory, ca_material: CaMaterial
+) -> AsyncIterator[Fuzzed]:
+    settings = make_settings(
+        tmp_path_factory.mktemp("fuzzed"),
+        ca_material,
+        limits={"failures_per_source": 1_000_000, "request_timeout_seconds": 1},
+    )
+    service = await Service.open(settings, clock=SettableClock())
     server = Server(service)
-    await server.start("127.0.0.1", 0, service.settings.service.http_port)
-    yield service, server
-    await server.stop()
-
-
-STATUSES: dict[str, Counter[int | None]] = {"est": Counter(), "http": Counter()}
+    try:
+        order = await new_order(service, await new_user(service))
+        await server.start("127.0.0.1", 0, service.settings.service.http_port)
+        yield Fuzzed(
+            service, server, order, await service.registry.list_orders(), await _all_audit(service)
+        )
+    finally:
+        await server.stop()
+        await service.close()
 
 
 def _address(url: str) -> tuple[str, int]:
@@ -279,6 +342,29 @@ async def _check_still_serving(server: Server, ca: CaMaterial) -> None:
     assert status_of(answer) == 200
 
 
+async def _enroll(fuzzed: Fuzzed, ca: CaMaterial, body: bytes) -> bytes:
+    """A plain simpleenroll with the fuzzed instance's pending order."""
+    host, port = _address(fuzzed.server.https_url)
+    context = ssl.create_default_context(cafile=str(ca.tls_cert))
+    head = [
+        b"POST /.well-known/est/simpleenroll HTTP/1.1",
+        b"Host: x",
+        b"Content-Type: application/pkcs10",
+        b"Authorization: Basic " + base64.b64encode(fuzzed.entitled),
+        b"Content-Length: %d" % len(body),
+        b"Connection: close",
+    ]
+    return await exchange(host, port, b"\r\n".join(head) + b"\r\n\r\n" + body, context)
+
+
+async def _all_audit(service: Service) -> list[AuditEvent]:
+    events: list[AuditEvent] = []
+    async with service.store.read() as tx:
+        while page := await tx.list_audit(limit=1000, offset=len(events)):
+            events += page
+    return events
+
+
 def _assert_clean(answer: bytes, request: bytes) -> None:
     status = status_of(answer)
     assert status is None or status < 500, (status, request[:300], answer[:300])
@@ -286,34 +372,54 @@ def _assert_clean(answer: bytes, request: bytes) -> None:
     assert b'File "' not in answer
 
 
-@given(request=st.one_of(raw_requests(EST_PATHS, True), raw_requests(EST_PATHS, False)))
+@given(data=st.data())
 async def test_est_answers_anything_without_a_5xx(
-    fuzzed: tuple[Service, Server], ca_material: CaMaterial, request: bytes
+    fuzzed: Fuzzed, ca_material: CaMaterial, data: st.DataObject
 ) -> None:
-    _, server = fuzzed
-    host, port = _address(server.https_url)
+    request = data.draw(
+        st.one_of(
+            raw_requests(EST_PATHS, True),
+            raw_requests(EST_PATHS, False),
+            entitled_enrollments(fuzzed.entitled),
+        ),
+        label="request",
+    )
+    host, port = _address(fuzzed.server.https_url)
     context = ssl.create_default_context(cafile=str(ca_material.tls_cert))
     answer = await exchange(host, port, request, context)
     _assert_clean(answer, request)
-    STATUSES["est"][status_of(answer)] += 1
+    fuzzed.statuses["est"][status_of(answer)] += 1
 
 
 @given(request=st.one_of(raw_requests(HTTP_PATHS, True), raw_requests(HTTP_PATHS, False)))
-async def test_ocsp_and_crl_answer_anything_without_a_5xx(
-    fuzzed: tuple[Service, Server], request: bytes
-) -> None:
-    _, server = fuzzed
-    host, port = _address(server.http_url)
+async def test_ocsp_and_crl_answer_anything_without_a_5xx(fuzzed: Fuzzed, request: bytes) -> None:
+    host, port = _address(fuzzed.server.http_url)
     answer = await exchange(host, port, request, None)
     _assert_clean(answer, request)
-    STATUSES["http"][status_of(answer)] += 1
+    fuzzed.statuses["http"][status_of(answer)] += 1
 
 
-async def test_after_the_fuzzing_the_service_still_serves_and_issued_nothing(
-    fuzzed: tuple[Service, Server], ca_material: CaMaterial
+# Refusals are recorded; nothing else the fuzzing may cause is.
+REFUSAL_ACTIONS = {"enroll.refused", "reenroll.refused"}
+
+
+async def test_after_the_fuzzing_the_service_issued_nothing_changed_no_order_and_still_serves(
+    fuzzed: Fuzzed, ca_material: CaMaterial, keys: KeyPool
 ) -> None:
-    """Runs after the two above (same module, file order): the statuses they saw, printed."""
-    service, server = fuzzed
-    await _check_still_serving(server, ca_material)
-    assert await service.registry.list_certificates() == []
-    print(f"wire fuzzing statuses: {dict(STATUSES['est'])} (EST), {dict(STATUSES['http'])} (HTTP)")
+    """Runs after the two above (same module, file order) on the instance they fuzzed."""
+    statuses = fuzzed.statuses
+    assert statuses["est"].total() > 0, "run the whole module: this instance was not fuzzed"
+    assert statuses["http"].total() > 0, "run the whole module: this instance was not fuzzed"
+    print(f"wire fuzzing statuses: {dict(statuses['est'])} (EST), {dict(statuses['http'])} (HTTP)")
+    service = fuzzed.service
+    assert await service.registry.list_certificates() == []  # nothing issued, nor reserved
+    assert await service.registry.list_orders() == fuzzed.orders_before
+    audit = await _all_audit(service)
+    assert audit[: len(fuzzed.audit_before)] == fuzzed.audit_before
+    assert {event.action for event in audit[len(fuzzed.audit_before) :]} <= REFUSAL_ACTIONS
+
+    await _check_still_serving(fuzzed.server, ca_material)
+    answer = await _enroll(fuzzed, ca_material, csr_base64(make_csr(keys.rsa().key)))
+    assert status_of(answer) == 200, answer[:300]
+    [record] = await service.registry.list_certificates()
+    assert record.order_id == fuzzed.order.order.id

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from est_ca.ca.csr_policy import check_csr, parse_csr
+from est_ca.ca.csr_policy import check_csr, check_rsa_exponent, parse_csr
 from est_ca.ca.profiles import KeyPolicy, ProfileCatalogue
 from est_ca.config import shipped_config_dir
 from est_ca.errors import BadRequest
@@ -17,11 +17,14 @@ from tests.helpers import KeyPool, csr_der, make_csr
 PROFILES = ProfileCatalogue.load([shipped_config_dir() / "profiles"])
 USER = PROFILES.profiles["user"]
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
+EXPONENT_RULE = "exponent must be odd, from 65537 to 2^31-1"
 # Each hostile vector and the words its refusal must contain (see tests/vectors/README.md).
 REFUSALS = {
     "rsa-2048": "RSA 2048 keys are not allowed",
     "ec-p256": "ECDSA P-256 keys are not allowed",
-    "exponent-3": "exponent must be odd and at least 65537",
+    "exponent-3": EXPONENT_RULE,
+    "exponent-64-bit": EXPONENT_RULE,
+    "exponent-3071-bit": EXPONENT_RULE,
     "small-factor": "small prime factor",
     "fermat-close-primes": "Fermat",
     "sha1-signature": "SHA1",
@@ -91,3 +94,20 @@ def test_an_unknown_curve_is_refused_even_where_ecdsa_is_allowed(keys: KeyPool) 
     check_csr(make_csr(keys.ec().key), ec_profile)
     with pytest.raises(BadRequest, match="secp256k1"):
         check_csr(make_csr(keys.ec(curve=ec.SECP256K1()).key), ec_profile)
+
+
+@pytest.mark.parametrize("e", [65537, 65539, 2**31 - 1], ids=["65537", "65539", "2^31-1"])
+def test_an_odd_exponent_from_65537_to_2_31_minus_1_is_accepted(e: int) -> None:
+    check_rsa_exponent(e)
+
+
+@pytest.mark.parametrize(
+    "e",
+    [3, 65535, 65538, 2**31 + 1, 2**63 + 1, 2**256 - 1, 2**256 + 1, 2**3071 + 1],
+    ids=["3", "65535", "even", "2^31+1", "2^63+1", "2^256-1", "2^256+1", "3072-bit"],
+)
+def test_an_exponent_below_65537_above_2_31_minus_1_or_even_is_refused(e: int) -> None:
+    """Go's crypto/rsa uses no key with an exponent above 2^31-1 and its crypto/x509 cannot
+    even read one of 2^63 or more: the certificate would be useless to Go relying parties."""
+    with pytest.raises(BadRequest, match=r"must be odd, from 65537 to 2\^31-1"):
+        check_rsa_exponent(e)

@@ -89,14 +89,6 @@ async def test_the_certificate_is_recorded_and_the_order_consumed(
     assert order.certificate_serial == record.serial.hex
 
 
-async def test_the_serial_is_20_random_positive_octets(service: Service, keys: KeyPool) -> None:
-    serials = [(await enroll(service, keys, key_index=i)).serial_number for i in range(3)]
-    assert len(set(serials)) == 3
-    for serial in serials:
-        assert 0 < serial < 2**159
-        assert len(serial.to_bytes(20, "big").lstrip(b"\0")) == 20
-
-
 async def test_an_order_can_be_used_only_once(service: Service, keys: KeyPool) -> None:
     assert service.authority is not None
     placed = await new_order(service, await new_user(service))

@@ -113,6 +113,62 @@ async def test_a_certificate_of_an_issuer_we_do_not_serve_is_unknown(
     assert response.certificate_status is ocsp.OCSPCertStatus.UNKNOWN
 
 
+def _cert_id_of(response: ocsp.OCSPResponse) -> tuple[str, bytes, bytes, int]:
+    return (
+        response.hash_algorithm.name,
+        response.issuer_name_hash,
+        response.issuer_key_hash,
+        response.serial_number,
+    )
+
+
+def _cert_id_request(
+    name_hash: bytes, key_hash: bytes, serial: int, algorithm: hashes.HashAlgorithm
+) -> bytes:
+    request = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+        name_hash, key_hash, serial, algorithm
+    )
+    return request.build().public_bytes(serialization.Encoding.DER)
+
+
+async def test_one_serial_under_two_unknown_issuers_gets_each_its_own_certid(
+    service: Service, keys: KeyPool, publishing: RevocationPublishing
+) -> None:
+    """A pre-produced response answers exactly the CertID it was made for: a response naming
+    another issuer's hashes would tell the second relying party nothing about its certificate."""
+    serial = (await issue(service, keys)).serial_number
+    sha1 = hashes.SHA1()  # noqa: S303 - RFC 5019's CertID hash
+    first = _cert_id_request(b"\x01" * 20, b"\x02" * 20, serial, sha1)
+    second = _cert_id_request(b"\x03" * 20, b"\x04" * 20, serial, sha1)
+    for request in (first, second, first):
+        asked = ocsp.load_der_ocsp_request(request)
+        response = await ask(publishing, request)
+        assert _cert_id_of(response) == (
+            "sha1",
+            asked.issuer_name_hash,
+            asked.issuer_key_hash,
+            serial,
+        )
+        assert response.certificate_status is ocsp.OCSPCertStatus.UNKNOWN
+
+
+async def test_one_certificate_asked_by_sha1_and_sha256_certids_gets_each_its_own_certid(
+    service: Service, keys: KeyPool, publishing: RevocationPublishing
+) -> None:
+    certificate = await issue(service, keys)
+    for algorithm in (hashes.SHA1(), hashes.SHA256(), hashes.SHA1()):  # noqa: S303 - RFC 5019
+        request = ocsp_request(certificate, issuing(service), algorithm=algorithm)
+        asked = ocsp.load_der_ocsp_request(request)
+        response = await ask(publishing, request)
+        assert _cert_id_of(response) == (
+            algorithm.name,
+            asked.issuer_name_hash,
+            asked.issuer_key_hash,
+            certificate.serial_number,
+        )
+        assert response.certificate_status is ocsp.OCSPCertStatus.GOOD
+
+
 async def test_the_root_answers_for_the_issuing_ca(
     service: Service, publishing: RevocationPublishing
 ) -> None:

@@ -1,4 +1,4 @@
-"""Regenerate the hostile CSR vectors in this folder: `python tests/vectors/generate.py`.
+"""Regenerate the hostile CSR vectors in this folder: `python tests/vectors/generate.py [NAME...]`.
 
 The files are committed because some take long to make (3072-bit moduli with a small factor or
 with close primes need a prime search). Each file is one way a CSR can be wrong; README.md
@@ -7,10 +7,13 @@ lists what each one is and what the CA must answer.
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 import subprocess
+import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from asn1crypto import csr as asn1_csr
@@ -145,36 +148,70 @@ def unknown_version(key: rsa.RSAPrivateKey) -> bytes:
     return resigned(key, good, version=1)
 
 
-def main() -> None:
-    good_key = rsa.generate_private_key(65537, 3072)
-    good = csr(good_key)
-    vectors = {
-        "valid-rsa-3072": good,
-        "rsa-2048": csr(rsa.generate_private_key(65537, 2048)),
-        "ec-p256": csr(ec.generate_private_key(ec.SECP256R1())),
-        "exponent-3": csr(rsa.generate_private_key(3, 3072)),
-        "sha1-signature": openssl_csr(good_key, "sha1"),
-        "md5-signature": openssl_csr(good_key, "md5"),
-        "bad-signature": good[:-8] + bytes(b ^ 0x5A for b in good[-8:]),
-        "truncated": good[:-20],
-        "trailing-garbage": good + b"\x00\x00",
-        "unknown-critical-extension": csr(
-            good_key,
-            unknown=x509.UnrecognizedExtension(
-                x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00"
-            ),
-        ),
-        "duplicate-extension": duplicated_extension(good_key),
-        "unknown-version": unknown_version(good_key),
-    }
+def odd_exponent_key(bits: int) -> rsa.RSAPrivateKey:
+    """A sound RSA-3072 key whose public exponent is a random odd number of exactly `bits` bits
+    (cryptography generates keys with 3 or 65537 only: its primes are reused, the exponent set)."""
+    while True:
+        numbers = rsa.generate_private_key(65537, 3072).private_numbers()
+        e = secrets.randbits(bits) | 1 << (bits - 1) | 1
+        if math.gcd(e, (numbers.p - 1) * (numbers.q - 1)) == 1:
+            return private_key(numbers.p, numbers.q, e)
+
+
+@functools.cache
+def good_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(65537, 3072)
+
+
+@functools.cache
+def good() -> bytes:
+    return csr(good_key())
+
+
+def small_factor() -> bytes:
     q = prime_in((1 << 3071) // 3 + 1, (1 << 3072) // 3)
-    vectors["small-factor"] = csr(private_key(3, q))
+    return csr(private_key(3, q))
+
+
+def fermat_close_primes() -> bytes:
     p = prime_in(1 << 1535 | 1 << 1534, 1 << 1536)
-    vectors["fermat-close-primes"] = csr(private_key(p, next_prime(p + (1 << 64))))
-    for name, der in vectors.items():
+    return csr(private_key(p, next_prime(p + (1 << 64))))
+
+
+VECTORS: dict[str, Callable[[], bytes]] = {
+    "valid-rsa-3072": good,
+    "rsa-2048": lambda: csr(rsa.generate_private_key(65537, 2048)),
+    "ec-p256": lambda: csr(ec.generate_private_key(ec.SECP256R1())),
+    "exponent-3": lambda: csr(rsa.generate_private_key(3, 3072)),
+    # Sound keys but for exponents Go's crypto/x509 cannot read (>= 2^63) or use (> 2^31-1).
+    "exponent-64-bit": lambda: csr(odd_exponent_key(64)),
+    "exponent-3071-bit": lambda: csr(odd_exponent_key(3071)),
+    "sha1-signature": lambda: openssl_csr(good_key(), "sha1"),
+    "md5-signature": lambda: openssl_csr(good_key(), "md5"),
+    "bad-signature": lambda: good()[:-8] + bytes(b ^ 0x5A for b in good()[-8:]),
+    "truncated": lambda: good()[:-20],
+    "trailing-garbage": lambda: good() + b"\x00\x00",
+    "unknown-critical-extension": lambda: csr(
+        good_key(),
+        unknown=x509.UnrecognizedExtension(
+            x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00"
+        ),
+    ),
+    "duplicate-extension": lambda: duplicated_extension(good_key()),
+    "unknown-version": lambda: unknown_version(good_key()),
+    "small-factor": small_factor,
+    "fermat-close-primes": fermat_close_primes,
+}
+
+
+def main(names: Sequence[str]) -> None:
+    """Every vector, or only the ones named (`generate.py exponent-64-bit`): a vector added
+    later is made without changing the committed bytes of the others."""
+    for name in names or VECTORS:
+        der = VECTORS[name]()
         (HERE / f"csr-{name}.der").write_bytes(der)
         print(f"csr-{name}.der", len(der))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -23,6 +23,7 @@ from est_ca.errors import BadRequest
 _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 _ALLOWED_CSR_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 MIN_RSA_EXPONENT = 65537
+MAX_RSA_EXPONENT = 2**31 - 1
 
 
 # A modulus sharing a factor with this product has a prime factor below 20,000 (Boulder's
@@ -109,12 +110,24 @@ def check_proof_of_possession(csr: x509.CertificateSigningRequest) -> None:
         )
 
 
+def check_rsa_exponent(e: int) -> None:
+    """Small exponents invite low-exponent attacks on careless padding; large ones make
+    certificates that relying parties cannot use (Go's crypto/rsa refuses exponents above
+    2^31-1, its crypto/x509 cannot read one of 2^63 or more). The range is within the CA/Browser
+    Forum's (odd, 2^16+1 to 2^256-1): every ordinary key generator uses 65537."""
+    if not MIN_RSA_EXPONENT <= e <= MAX_RSA_EXPONENT or e % 2 == 0:
+        shown = str(e) if e.bit_length() <= 64 else f"a {e.bit_length()}-bit number"
+        raise BadRequest(
+            "the RSA public exponent must be odd, from 65537 to 2^31-1 (65537 is usual), "
+            f"not {shown}"
+        )
+
+
 def check_rsa_key_is_sound(key: rsa.RSAPublicKey) -> None:
     """Refuse RSA keys that are weak by construction, whatever their size."""
     numbers = key.public_numbers()
     n, e = numbers.n, numbers.e
-    if e < MIN_RSA_EXPONENT or e % 2 == 0:
-        raise BadRequest(f"the RSA public exponent must be odd and at least {MIN_RSA_EXPONENT}")
+    check_rsa_exponent(e)
     if math.gcd(n, _SMALL_PRIMES_PRODUCT) != 1:
         raise BadRequest("the RSA modulus has a small prime factor; generate a new key")
     a = math.isqrt(n)

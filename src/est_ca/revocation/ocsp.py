@@ -6,8 +6,10 @@
 - A request is one CertID (SHA-1, SHA-256, SHA-384 or SHA-512), optionally a nonce of 1..32
   octets; anything else (several CertIDs, another version, an unknown critical extension,
   another hash, trailing bytes) is malformedRequest.
-- Responses without a nonce are cached per (issuer, hash, serial) and re-signed at half their
-  validity (at most 4 days after thisUpdate); a revocation drops the cache at once.
+- Responses without a nonce are cached per CertID (hash algorithm, issuer name hash, issuer
+  key hash, serial: a response names the CertID it answers, so nothing less may share one) and
+  re-signed at half their validity (at most 4 days after thisUpdate); a revocation drops the
+  cache at once.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ _HASHES: dict[str, hashes.HashAlgorithm] = {
 }
 
 
+# (hash algorithm, issuer name hash, issuer key hash, serial): what a response answers.
+CertId = tuple[str, bytes, bytes, int]
+
+
 class MalformedOcspRequest(BadRequest):
     """Answered with the OCSP status malformedRequest, not an HTTP error."""
 
@@ -55,6 +61,10 @@ class OcspQuery:
     issuer_key_hash: bytes
     serial_number: int
     nonce: bytes | None
+
+    @property
+    def cert_id(self) -> CertId:
+        return (self.hash_name, self.issuer_name_hash, self.issuer_key_hash, self.serial_number)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,9 +152,7 @@ class OcspResponder:
         self._keepers = list(keepers)
         self._validity = validity
         self._refresh_after = min(validity / 2, MAX_REFRESH)
-        self._cache: collections.OrderedDict[tuple[str, str, int], OcspAnswer] = (
-            collections.OrderedDict()
-        )
+        self._cache: collections.OrderedDict[CertId, OcspAnswer] = collections.OrderedDict()
         # Bumped by every invalidation: an answer computed before it is never cached after it.
         self._generation = 0
 
@@ -159,7 +167,7 @@ class OcspResponder:
         except MalformedOcspRequest:
             return OcspAnswer(der=malformed_response(), cacheable=False)
         keeper = self._keeper_for(query)
-        key = (keeper.issuer.key_id if keeper else "-", query.hash_name, query.serial_number)
+        key = query.cert_id
         if query.nonce is None:
             cached = self._cache.get(key)
             if cached is not None and cached.refresh_at and self._clock.now() < cached.refresh_at:
