@@ -9,6 +9,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509.oid import NameOID
+from sqlalchemy import text
 
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
 from est_ca.clock import SettableClock
@@ -34,6 +35,7 @@ from tests.helpers import (
     new_user,
     openssl,
 )
+from tests.registration.test_codes import scrypt_hash
 
 
 def der(certificate: x509.Certificate) -> bytes:
@@ -479,3 +481,26 @@ async def test_a_key_revoked_as_compromised_is_refused_for_everyone(
             csr_der(make_csr(keys.rsa(0).key)),
             source="test",
         )
+
+
+async def test_an_order_whose_code_an_earlier_version_hashed_with_scrypt_still_enrolls(
+    service: Service, keys: KeyPool
+) -> None:
+    assert service.authority is not None
+    placed = await new_order(service, await new_user(service))
+    async with service.store.write() as tx:
+        await tx._conn.execute(
+            text("UPDATE orders SET code_hash = :hash WHERE reference = :reference"),
+            {"hash": scrypt_hash(placed.one_time_code), "reference": placed.order.reference},
+        )
+    with pytest.raises(Unauthenticated):
+        await service.authority.enroll_with_order(
+            placed.order.reference, "WRONG-WRONG-WRONG-WRONG", b"", source="test"
+        )
+    certificate = await service.authority.enroll_with_order(
+        placed.order.reference,
+        placed.one_time_code,
+        csr_der(make_csr(keys.rsa().key)),
+        source="test",
+    )
+    assert certificate.serial_number

@@ -107,3 +107,19 @@ async def test_an_order_for_an_unknown_profile_is_refused(service: Service) -> N
 async def test_an_order_for_an_unknown_identity_is_not_found(service: Service) -> None:
     with pytest.raises(NotFound):
         await service.registry.place_order(ADMIN, uuid.uuid4())
+
+
+async def test_the_code_hashing_key_lives_outside_the_database_readable_by_the_owner_only(
+    service: Service,
+) -> None:
+    key_file = service.files.hmac_key
+    assert key_file.is_file()
+    assert key_file.parent.name == "secrets"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    placed = await new_order(service, await new_user(service))
+    key = key_file.read_text().strip()
+    async with service.store.read() as tx:
+        rows = await tx._conn.execute(text("SELECT * FROM orders"))
+        stored = " ".join(str(value) for row in rows for value in row)
+    assert key not in stored
+    assert placed.order.reference in stored

@@ -86,6 +86,8 @@ E = TypeVar("E")
 WRONG_CREDENTIALS = "unknown order reference or wrong one-time code"
 KEY_COMPROMISED = "this public key was reported compromised; generate a new key"
 KEY_OF_ANOTHER = "this public key is already certified for another identity; generate a new key"
+# How late the event loop may wake from a sleep (epoll's timeout is in whole milliseconds).
+TIMER_GRANULARITY = 0.0015
 # Refusals that are failed authentications: they count against the source address.
 _AUTHENTICATION_FAILURES = (Unauthenticated, OrderLocked, CertificateNotUsable)
 
@@ -109,8 +111,10 @@ class TimingPad:
     """Makes an unknown order reference take as long as a wrong code for a known one.
 
     A wrong code is counted in the database (a write); an unknown reference has nothing to
-    count. Without padding, the difference would tell which references exist. The pad waits
-    (no CPU, no enrollment slot) until the median of recent wrong-code checks has passed.
+    count. Without padding, the difference would tell which references exist. The pad waits,
+    without holding an enrollment slot, until the median of recent wrong-code checks has
+    passed. The event loop's timers are coarse (epoll counts milliseconds), so the wait sleeps
+    to just before that moment and then yields to the loop until it has come.
     """
 
     def __init__(self, samples: int = 64) -> None:
@@ -122,9 +126,12 @@ class TimingPad:
     async def pad(self, started: float) -> None:
         if not self._durations:
             return
-        remaining = statistics.median(self._durations) - (time.perf_counter() - started)
-        if remaining > 0:
-            await asyncio.sleep(remaining)
+        deadline = started + statistics.median(self._durations)
+        coarse = deadline - time.perf_counter() - TIMER_GRANULARITY
+        if coarse > 0:
+            await asyncio.sleep(coarse)
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(0)
 
 
 class RegistrationAuthority:
