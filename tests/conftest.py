@@ -19,6 +19,7 @@ from est_ca.ca.hierarchy import HierarchyFiles, generate_demo_hierarchy
 from est_ca.ca.publication import Publication
 from est_ca.clock import SettableClock
 from est_ca.config import Settings, load_settings, shipped_config_dir
+from est_ca.private_files import write_private
 from est_ca.server import Server
 from est_ca.service import Service
 from est_ca.web.tls import generate_self_signed
@@ -76,7 +77,7 @@ class CaMaterial:
 def ca_material(tmp_path_factory: pytest.TempPathFactory) -> CaMaterial:
     directory = tmp_path_factory.mktemp("ca")
     passphrase = directory / "passphrase"
-    passphrase.write_text("test passphrase\n")
+    write_private(passphrase, b"test passphrase\n")  # 0600: a start refuses anything looser
     http_port = free_port()
     base = f"http://127.0.0.1:{http_port}"
     hierarchy = generate_demo_hierarchy(

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from est_ca.cli import spreadsheet_safe
+
 
 @pytest.fixture
 def est_ca(tmp_path: Path) -> Any:
@@ -195,6 +197,36 @@ def test_an_import_writes_the_one_time_codes_to_a_new_private_file(
     reused = est_ca("identity", "import", str(source), "--place-orders", "--codes-out", str(codes))
     assert reused.returncode == 1
     assert "exists; the codes file must be new" in reused.stderr
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_is_quoted(start: str) -> None:
+    assert spreadsheet_safe(f"{start}HYPERLINK(1)") == f"'{start}HYPERLINK(1)"
+
+
+@pytest.mark.parametrize("cell", ["e1", "0123", "a=b", "'quoted", ""])
+def test_a_csv_cell_that_is_no_formula_is_written_as_it_is(cell: str) -> None:
+    assert spreadsheet_safe(cell) == cell
+
+
+def test_imported_external_ids_that_look_like_formulas_are_quoted_in_the_codes_file(
+    est_ca: Any, tmp_path: Path
+) -> None:
+    formulas = ["=1+2", "+1", "-1", "@SUM(A1)"]
+    source = tmp_path / "staff.csv"
+    source.write_text(
+        "external_id,type,organisation_name,cvr,given_name,surname,email\n"
+        + "".join(f"{f},user,ÆØÅ ApS,99999999,Søren,Ærø,s@example.dk\n" for f in formulas),
+        encoding="utf-8",
+    )
+    codes = tmp_path / "codes.csv"
+    result = est_ca("identity", "import", str(source), "--place-orders", "--codes-out", str(codes))
+    assert result.returncode == 0, result.stderr
+    written = list(csv.DictReader(codes.open(encoding="utf-8")))
+    assert [row["external_id"] for row in written] == [f"'{f}" for f in formulas]
+    # Only the file a spreadsheet opens is changed: the identities keep what was imported.
+    identities = json_of(est_ca("identity", "list", "--json"))
+    assert sorted(i["external_id"] for i in identities) == sorted(formulas)
 
 
 def test_an_import_with_errors_lists_them_and_imports_nothing(est_ca: Any, tmp_path: Path) -> None:

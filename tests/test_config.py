@@ -57,6 +57,7 @@ def test_environment_variables_override_the_file(tmp_path: Path) -> None:
         ("[service]\nport = 70000\n", "service.port"),
         ('[logging]\nformat = "xml"\n', "'logging.format' must be one of"),
         ("[secrets]\nscrypt_n = 16384\n", "unknown setting 'scrypt_n'"),
+        ("[limits]\nmax_connections_per_source = 0\n", "max_connections_per_source' must be"),
         ("not toml at all = = =", "not valid TOML"),
     ],
 )

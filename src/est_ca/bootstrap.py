@@ -1,23 +1,26 @@
 """First start of the embedded default: the data directory, a demo CA and a TLS certificate.
 
 Nothing here overwrites anything. Files an operator configured are used as they are; only
-what is left empty in the configuration is generated, once, under data_dir.
+what is left empty in the configuration is generated, once, under data_dir. Every start then
+checks that no other user can read the data directory or a secret (`secret_paths`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import secrets
 from pathlib import Path
 
 import structlog
+from sqlalchemy.engine import make_url
 
 from est_ca.ca.hierarchy import HierarchyFiles, generate_demo_hierarchy
 from est_ca.ca.publication import Publication
 from est_ca.clock import Clock
 from est_ca.config import Settings
 from est_ca.errors import ConfigurationError
+from est_ca.keyfiles import load_or_create_key
+from est_ca.private_files import create_private, refuse_exposed, write_private
 from est_ca.web.tls import generate_self_signed
 
 _log = structlog.get_logger(__name__)
@@ -35,13 +38,47 @@ class ServiceFiles:
     tls_key: Path
     # Set when the demo hierarchy is in use: the root, for `openssl verify -CAfile`.
     demo_root: Path | None
+    # The delegated OCSP responders' keys and certificates (revocation/responders.py).
+    ocsp_dir: Path
     # Keys kept outside the database: one-time codes and tokens, the audit chain's anchor.
     hmac_key: Path
     audit_key: Path
 
 
+def secret_paths(settings: Settings, files: ServiceFiles) -> list[Path]:
+    """What no other user may read nor the group change; a new secret file is one more line."""
+    paths = [
+        settings.data_dir,
+        files.ca_key,
+        files.root_key,
+        files.ca_key_passphrase,
+        files.tls_key,
+        files.hmac_key,
+        files.audit_key,
+        *sorted(files.ocsp_dir.glob("*.key")),
+    ]
+    return [path for path in paths if path is not None]
+
+
 def ensure_data_dir(settings: Settings) -> None:
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def create_database_file(settings: Settings) -> None:
+    """Create the SQLite database file 0600 before SQLite would create it 0644.
+
+    mkdir(0o700) protects nothing when the data directory already existed; the database
+    holds the audit trail and the one-time codes' hashes, so it is the owner's alone too.
+    """
+    url = make_url(settings.database_url)
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return
+    if database.startswith("file:"):  # an SQLite URI: its own options, left to SQLite
+        return
+    path = Path(database)
+    if path.parent.is_dir():
+        create_private(path)
 
 
 def prepare_files(settings: Settings, clock: Clock, publication: Publication) -> ServiceFiles:
@@ -90,7 +127,7 @@ def prepare_files(settings: Settings, clock: Clock, publication: Publication) ->
     if not settings.tls.cert_file and not tls_cert.exists():
         _log.info("generating a self-signed TLS certificate", path=str(tls_cert))
         generate_self_signed(tls_cert, tls_key, [settings.service.host])
-    return ServiceFiles(
+    files = ServiceFiles(
         ca_cert=ca_cert,
         ca_chain=ca_chain,
         ca_key=ca_key,
@@ -99,9 +136,15 @@ def prepare_files(settings: Settings, clock: Clock, publication: Publication) ->
         tls_cert=tls_cert,
         tls_key=tls_key,
         demo_root=demo_root,
+        ocsp_dir=settings.data_dir / "ocsp",
         hmac_key=settings.data_path(settings.secrets.hmac_key_file, "secrets/hmac.key"),
         audit_key=settings.data_path(settings.secrets.audit_key_file, "secrets/audit.key"),
     )
+    for key_file in (files.hmac_key, files.audit_key):
+        load_or_create_key(key_file)
+    refuse_exposed(secret_paths(settings, files))
+    create_database_file(settings)
+    return files
 
 
 def _generate_demo(
@@ -115,9 +158,7 @@ def _generate_demo(
         )
     if not passphrase_file.exists():
         passphrase_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor = os.open(passphrase_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
+        write_private(passphrase_file, (secrets.token_urlsafe(32) + "\n").encode("ascii"))
     _log.info("generating the demo CA hierarchy (Test - not for production)")
     generate_demo_hierarchy(hierarchy, read_passphrase(passphrase_file), clock.now(), publication)
 

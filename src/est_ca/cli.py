@@ -11,6 +11,7 @@ import asyncio
 import csv
 import datetime as dt
 import getpass
+import io
 import json
 import os
 import sys
@@ -36,6 +37,7 @@ from est_ca.audit import Actor, ChainVerifier
 from est_ca.ca.certificates import CertificateStatus, Serial
 from est_ca.config import Settings, load_settings
 from est_ca.errors import BadRequest, ConfigurationError, EstCaError
+from est_ca.private_files import open_private
 from est_ca.registration import importing
 from est_ca.registration.identities import IdentityStatus, IdentityType
 from est_ca.registration.orders import OrderStatus
@@ -198,15 +200,14 @@ async def identity_import(service: Service, args: argparse.Namespace) -> int:
             )
             by_id = {identity.id: identity for identity in result.created}
             for placed in result.orders:
-                writer.writerow(
-                    [
-                        by_id[placed.order.identity_id].external_id,
-                        placed.order.identity_id,
-                        placed.order.reference,
-                        placed.one_time_code,
-                        placed.order.expires_at.isoformat(),
-                    ]
-                )
+                row = [
+                    by_id[placed.order.identity_id].external_id or "",
+                    str(placed.order.identity_id),
+                    placed.order.reference,
+                    placed.one_time_code,
+                    placed.order.expires_at.isoformat(),
+                ]
+                writer.writerow([spreadsheet_safe(cell) for cell in row])
     print(
         f"imported {len(result.created)} identities ({len(result.existing)} already present), "
         f"placed {len(result.orders)} orders"
@@ -215,13 +216,24 @@ async def identity_import(service: Service, args: argparse.Namespace) -> int:
     return 0
 
 
+# A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets
+# (OWASP, "CSV Injection"): an imported external_id "=HYPERLINK(...)" would run when the
+# administrator opens the codes file.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """`cell` as a spreadsheet shows it as text: a leading single quote before a formula."""
+    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
+
+
 def _open_private(path: Path) -> TextIO:
     """A new file only its owner can read; never an existing one (codes must not leak)."""
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        binary = open_private(path)
     except FileExistsError as exc:
         raise BadRequest(f"{path} exists; the codes file must be new") from exc
-    return os.fdopen(descriptor, "w", newline="", encoding="utf-8")
+    return io.TextIOWrapper(binary, encoding="utf-8", newline="")
 
 
 async def token_create(service: Service, args: argparse.Namespace) -> int:

@@ -60,6 +60,7 @@ class LimitSettings:
     failure_window_seconds: int
     request_timeout_seconds: int
     max_header_bytes: int
+    max_connections_per_source: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,6 +341,8 @@ def _check(settings: Settings) -> None:
         raise ConfigurationError("setting 'limits.request_timeout_seconds' must be 1..300")
     if not 1024 <= limits.max_header_bytes <= 65536:
         raise ConfigurationError("setting 'limits.max_header_bytes' must be 1024..65536")
+    if limits.max_connections_per_source < 1:
+        raise ConfigurationError("setting 'limits.max_connections_per_source' must be at least 1")
     revocation = settings.revocation
     if not 1 <= revocation.crl_refresh_hours < revocation.crl_validity_hours <= 240:
         raise ConfigurationError(

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import os
 from pathlib import Path
 
 from est_ca.errors import ConfigurationError
+from est_ca.private_files import open_private
 from est_ca.registration.codes import MIN_KEY_BYTES, new_key
 
 
@@ -20,13 +22,9 @@ def load_or_create_key(path: Path) -> bytes:
     """The key in `path` (base64 text); a new random one is written there, mode 0600, if none."""
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another instance created it a moment ago: read theirs
-        else:
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(base64.urlsafe_b64encode(new_key()).decode("ascii") + "\n")
+        with contextlib.suppress(FileExistsError):  # another instance made it: read theirs
+            with open_private(path) as handle:
+                handle.write(base64.urlsafe_b64encode(new_key()) + b"\n")
                 handle.flush()
                 os.fsync(handle.fileno())
     try:

@@ -17,15 +17,19 @@ from est_ca import demo, logs
 from est_ca.config import Settings
 from est_ca.service import Service
 from est_ca.web.app import admin_app, est_app, plain_http_app
+from est_ca.web.connections import (
+    CappedListener,
+    ConnectionCap,
+    HandshakeTimedSite,
+    quiet_accept_errors,
+)
 from est_ca.web.quiet import QuietAppRunner
 from est_ca.web.tls import server_context
 
 _log = structlog.get_logger(__name__)
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=512, reuse_port=False)
+BACKLOG = 512
 
 
 def _url(scheme: str, sock: socket.socket) -> str:
@@ -70,17 +74,18 @@ class Server:
         admin_context = server_context(
             files.tls_cert, files.tls_key, client_ca_pem=admin_ca, check_time=True
         )
-        https_socket = _listening_socket(host, https_port)
-        http_socket = _listening_socket(host, http_port)
-        admin_socket = _listening_socket(
-            host, settings.admin.port if admin_port is None else admin_port
+        limits = settings.limits
+        cap = ConnectionCap(limits.max_connections_per_source)
+        https_socket = CappedListener.listen_on(host, https_port, cap, BACKLOG)
+        http_socket = CappedListener.listen_on(host, http_port, cap, BACKLOG)
+        admin_socket = CappedListener.listen_on(
+            host, settings.admin.port if admin_port is None else admin_port, cap, BACKLOG
         )
         for app, sock, ssl_context in (
             (est_app(self.service), https_socket, context),
             (plain_http_app(self.service), http_socket, None),
             (admin_app(self.service), admin_socket, admin_context),
         ):
-            limits = settings.limits
             runner = QuietAppRunner(
                 app,
                 access_log=None,
@@ -97,7 +102,13 @@ class Server:
                 lingering_time=1.0,
             )
             await runner.setup()
-            await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+            await HandshakeTimedSite(
+                runner,
+                sock,
+                ssl_context=ssl_context,
+                handshake_timeout=limits.request_timeout_seconds,
+                backlog=BACKLOG,
+            ).start()
             self._runners.append(runner)
         self.https_url = _url("https", https_socket)
         self.http_url = _url("http", http_socket)
@@ -125,6 +136,7 @@ class Server:
 async def serve(settings: Settings, *, out: TextIO | None = None) -> int:
     """Run until SIGINT or SIGTERM. Prints the demo recipe to `out` when demo mode is on."""
     out = out or sys.stdout
+    quiet_accept_errors(asyncio.get_running_loop())
     service = await Service.open(settings)
     server = Server(service)
     try:

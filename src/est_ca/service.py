@@ -264,7 +264,7 @@ def _revocation_publishing(
             store=store,
             clock=clock,
             workers=workers,
-            directory=settings.data_dir / "ocsp",
+            directory=files.ocsp_dir,
             passphrase=passphrase,
             validity=dt.timedelta(days=settings.ocsp.responder_validity_days),
             renew_before=dt.timedelta(days=settings.ocsp.responder_renew_days),

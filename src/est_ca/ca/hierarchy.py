@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -21,6 +20,7 @@ from est_ca.ca.building import authority_information_access, crl_distribution_po
 from est_ca.ca.certificates import Serial
 from est_ca.ca.publication import Publication
 from est_ca.ca.signing import KeyFileSigner, SignatureScheme, draft_certificate, signed_with
+from est_ca.private_files import write_private
 
 CA_SIGNATURE = SignatureScheme(algorithm="rsassa-pss", hash="sha512", salt_length=64)
 # What OCES3 end-entity certificates are signed with; the issuing CA signs CRLs and OCSP
@@ -171,6 +171,4 @@ def write_private_key(path: Path, key: rsa.RSAPrivateKey, passphrase: bytes) -> 
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(passphrase),
     )
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(pem)
+    write_private(path, pem)

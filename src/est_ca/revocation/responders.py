@@ -22,6 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from est_ca.ca.certificates import Serial
 from est_ca.ca.signing import KeyFileSigner, SignatureScheme, draft_certificate, signed_with
 from est_ca.clock import Clock
+from est_ca.private_files import open_private
 from est_ca.revocation.issuers import ServedIssuer
 from est_ca.store.store import Store
 from est_ca.workers import Workers
@@ -186,8 +187,7 @@ class ResponderKeeper:
         ):
             temporary = path.with_suffix(path.suffix + ".new")
             temporary.unlink(missing_ok=True)
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "wb") as handle:
+            with open_private(temporary) as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import ssl
 from pathlib import Path
 
@@ -19,6 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from est_ca.private_files import write_private
 
 # X509_V_FLAG_NO_CHECK_TIME from OpenSSL's x509_vfy.h; Python's ssl module has no name for it.
 X509_V_FLAG_NO_CHECK_TIME = 0x200000
@@ -76,13 +77,12 @@ def generate_self_signed(cert_file: Path, key_file: Path, host_names: list[str])
         .sign(key, hashes.SHA256())
     )
     cert_file.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+    write_private(
+        key_file,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
     cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))

@@ -1,0 +1,133 @@
+"""The files a start creates and relies on: the database is its owner's alone, and a data
+directory or secret file other users can read (or the group can change) stops the start."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from est_ca.ca.hierarchy import HierarchyFiles
+from est_ca.config import Settings
+from est_ca.errors import ConfigurationError
+from est_ca.service import Service
+from tests.conftest import CaMaterial, make_settings
+from tests.helpers import new_user
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def set_mode(path: Path, new_mode: int) -> None:
+    path.chmod(new_mode)
+
+
+@pytest.fixture(autouse=True)
+def usual_umask() -> Iterator[None]:
+    """The common umask (files 0644 unless created otherwise), whatever the test runner's."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+@pytest.fixture
+def material(tmp_path: Path, ca_material: CaMaterial) -> CaMaterial:
+    """A private copy of the session's CA and TLS files, whose modes a test may change."""
+    directory = tmp_path / "material"
+    directory.mkdir(mode=0o700)
+    hierarchy = HierarchyFiles.in_directory(directory / "demo")
+    hierarchy.root_cert.parent.mkdir(mode=0o700)
+    for source, target in zip(
+        dataclasses.astuple(ca_material.hierarchy), dataclasses.astuple(hierarchy), strict=True
+    ):
+        shutil.copyfile(source, target)
+    copy = dataclasses.replace(
+        ca_material,
+        hierarchy=hierarchy,
+        passphrase=directory / "passphrase",
+        tls_cert=directory / "tls.pem",
+        tls_key=directory / "tls.key",
+    )
+    shutil.copyfile(ca_material.passphrase, copy.passphrase)
+    shutil.copyfile(ca_material.tls_cert, copy.tls_cert)
+    shutil.copyfile(ca_material.tls_key, copy.tls_key)
+    for secret in (hierarchy.root_key, hierarchy.issuing_key, copy.passphrase, copy.tls_key):
+        secret.chmod(0o600)
+    return copy
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A data directory that exists before the first start, as an operator prepares one."""
+    directory = tmp_path / "data"
+    directory.mkdir(mode=0o700)
+    return directory
+
+
+async def test_a_database_created_in_an_existing_data_directory_is_its_owners_alone(
+    data_dir: Path, material: CaMaterial
+) -> None:
+    service = await Service.open(make_settings(data_dir, material))
+    try:
+        await new_user(service)  # a write: the WAL file exists until the last connection ends
+        database = data_dir / "est-ca.db"
+        assert oct(mode(database)) == oct(0o600)
+        assert oct(mode(data_dir / "est-ca.db-wal")) == oct(0o600)
+        assert oct(mode(data_dir / "est-ca.db-shm")) == oct(0o600)
+    finally:
+        await service.close()
+
+
+@pytest.mark.parametrize("directory_mode", [0o755, 0o701, 0o770], ids=oct)
+async def test_start_is_refused_on_a_data_directory_other_users_can_enter_or_change(
+    data_dir: Path, material: CaMaterial, directory_mode: int
+) -> None:
+    set_mode(data_dir, directory_mode)
+    with pytest.raises(ConfigurationError) as refused:
+        await Service.open(make_settings(data_dir, material))
+    assert f"chmod 700 {data_dir}" in str(refused.value)
+
+
+SECRETS: dict[str, Callable[[Settings, CaMaterial], Path]] = {
+    "ca key": lambda _, m: m.hierarchy.issuing_key,
+    "root key": lambda _, m: m.hierarchy.root_key,
+    "key passphrase": lambda _, m: m.passphrase,
+    "tls key": lambda _, m: m.tls_key,
+    "ocsp responder key": lambda s, _: s.data_dir / "ocsp" / "issuing-responder.key",
+}
+
+
+@pytest.mark.parametrize("file_mode", [0o644, 0o604, 0o620], ids=oct)
+@pytest.mark.parametrize("secret", sorted(SECRETS))
+async def test_start_is_refused_on_a_secret_file_other_users_can_read_or_its_group_change(
+    data_dir: Path, material: CaMaterial, secret: str, file_mode: int
+) -> None:
+    settings = make_settings(data_dir, material)
+    path = SECRETS[secret](settings, material)
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        path.write_bytes(b"a responder key left by an earlier start\n")
+    set_mode(path, file_mode)
+    with pytest.raises(ConfigurationError) as refused:
+        await Service.open(settings)
+    assert f"chmod 600 {path}" in str(refused.value)
+
+
+async def test_a_group_may_read_the_keys_and_enter_the_data_directory(
+    data_dir: Path, material: CaMaterial
+) -> None:
+    # root:est-ca 0640 keys and a 0750 directory are a deployment that keeps others out.
+    settings = make_settings(data_dir, material)
+    set_mode(data_dir, 0o750)
+    for secret in SECRETS.values():
+        path = secret(settings, material)
+        if path.exists():
+            set_mode(path, 0o640)
+    service = await Service.open(settings)
+    await service.close()
