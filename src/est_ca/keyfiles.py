@@ -22,11 +22,11 @@ def load_or_create_key(path: Path) -> bytes:
     """The key in `path` (base64 text); a new random one is written there, mode 0600, if none."""
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):  # another instance made it: read theirs
-            with open_private(path) as handle:
-                handle.write(base64.urlsafe_b64encode(new_key()) + b"\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+        # FileExistsError: another instance made it a moment ago; read theirs.
+        with contextlib.suppress(FileExistsError), open_private(path) as handle:
+            handle.write(base64.urlsafe_b64encode(new_key()) + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
     try:
         key = base64.urlsafe_b64decode(path.read_bytes().strip())
     except OSError as exc:
