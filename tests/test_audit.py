@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -16,7 +17,17 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from est_ca.audit import SERVICE, AuditEvent, ChainReport, ChainVerifier, Outcome
+from est_ca.audit import (
+    GENESIS_HASH,
+    SERVICE,
+    AuditEvent,
+    AuditSeal,
+    ChainReport,
+    Outcome,
+    chain_hash,
+)
+from est_ca.errors import ConfigurationError
+from est_ca.registration.codes import new_key
 from est_ca.store.store import Store
 
 NOW = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
@@ -33,33 +44,31 @@ def event(number: int) -> AuditEvent:
     )
 
 
+KEY = new_key()
+
+
 @pytest.fixture
 async def store(database_url: str) -> AsyncIterator[Store]:
-    opened = Store(database_url)
+    opened = Store(database_url, seal=AuditSeal(KEY))
     await opened.migrate()
+    await opened.anchor_audit(fresh_key=True)
     yield opened
     await opened.close()
 
 
 async def verify(store: Store) -> ChainReport:
-    verifier = ChainVerifier()
-    async with store.read() as tx:
-        async for row in tx.audit_chain():
-            if not verifier.add(row):
-                break
-        head = await tx.audit_chain_head()
-    return verifier.finish(*head)
+    return await store.verify_audit()
 
 
-async def tamper(store: Store, statement: str) -> None:
+async def tamper(store: Store, statement: str, **values: object) -> None:
     """What an intruder with database rights does: switch the guard off, then edit."""
     async with store.write() as tx:
         if store.is_sqlite:
-            await tx._conn.execute(text("DROP TRIGGER audit_events_no_update"))
-            await tx._conn.execute(text("DROP TRIGGER audit_events_no_delete"))
+            await tx._conn.execute(text("DROP TRIGGER IF EXISTS audit_events_no_update"))
+            await tx._conn.execute(text("DROP TRIGGER IF EXISTS audit_events_no_delete"))
         else:
             await tx._conn.execute(text("ALTER TABLE audit_events DISABLE TRIGGER USER"))
-        await tx._conn.execute(text(statement))
+        await tx._conn.execute(text(statement), values)
 
 
 async def test_concurrent_appends_form_one_unbroken_chain(store: Store) -> None:
@@ -121,7 +130,7 @@ async def test_a_rewritten_link_is_found(store: Store) -> None:
 async def test_events_written_before_the_chain_existed_are_chained_by_the_migration(
     database_url: str,
 ) -> None:
-    store = Store(database_url)
+    store = Store(database_url, seal=AuditSeal(KEY))
     try:
         await store.migrate("0002")
         async with store.write() as tx:
@@ -134,6 +143,7 @@ async def test_events_written_before_the_chain_existed_are_chained_by_the_migrat
                     {"at": NOW, "details": json.dumps({"n": str(number)})},
                 )
         await store.migrate()
+        await store.anchor_audit(fresh_key=True)
         async with store.write() as tx:
             await tx.append_audit(event(99))
         report = await verify(store)
@@ -173,7 +183,10 @@ def test_the_cli_verifies_exports_and_reports_tampering(tmp_path: Path) -> None:
     order = run_cli(data, "order", "create", identity, "--json")
     code = json.loads(order.stdout)[0]["one_time_code"]
     verified = run_cli(data, "audit", "verify")
-    assert (verified.returncode, verified.stdout.strip()) == (0, "audit chain intact: 2 events")
+    assert (verified.returncode, verified.stdout.strip()) == (
+        0,
+        "audit chain intact and sealed: 2 events",
+    )
     exported = [json.loads(line) for line in run_cli(data, "audit", "export").stdout.splitlines()]
     assert [(e["seq"], e["action"]) for e in exported] == [
         (1, "identity.created"),
@@ -195,3 +208,119 @@ def test_the_cli_verifies_exports_and_reports_tampering(tmp_path: Path) -> None:
         "est-ca: audit chain broken at event 1: the event was modified after it was written "
         "(0 events before it verify)"
     )
+
+
+# -- tamper evidence against someone who can write the database ----------------------------------
+
+
+async def test_cutting_the_last_events_and_rewriting_the_head_is_found(store: Store) -> None:
+    async with store.write() as tx:
+        await tx.append_audits([event(n) for n in range(10)])
+    async with store.read() as tx:
+        rows = [row async for row in tx.audit_chain()]
+    seventh = rows[6]
+    await tamper(store, "DELETE FROM audit_events WHERE seq > 7")
+    await tamper(
+        store, "UPDATE audit_chain SET seq = 7, hash = :hash WHERE id = 1", hash=seventh.hash
+    )
+    report = await verify(store)
+    assert not report.intact
+    assert report.problem is not None
+    assert "not sealed by the audit key" in report.problem
+
+
+async def test_an_event_edited_and_the_chain_recomputed_without_the_key_is_found(
+    store: Store,
+) -> None:
+    async with store.write() as tx:
+        await tx.append_audits([event(n) for n in range(10)])
+    async with store.read() as tx:
+        rows = [row async for row in tx.audit_chain()]
+    # The intruder changes event 6 and recomputes every hash after it, and the head.
+    edited = dataclasses.replace(rows[5].event, reason="nothing happened")
+    previous = rows[4].hash
+    for row in rows[5:]:
+        content = edited if row.seq == 6 else row.event
+        digest = chain_hash(previous, row.seq, content)
+        await tamper(
+            store,
+            "UPDATE audit_events SET reason = :reason, prev_hash = :previous, hash = :hash "
+            "WHERE seq = :seq",
+            reason=content.reason,
+            previous=previous,
+            hash=digest,
+            seq=row.seq,
+        )
+        previous = digest
+    await tamper(store, "UPDATE audit_chain SET hash = :hash WHERE id = 1", hash=previous)
+    report = await verify(store)
+    assert not report.intact
+    assert report.seq == 6
+    assert report.problem is not None
+    assert "not sealed by the audit key" in report.problem
+
+
+async def test_events_from_before_sealing_are_covered_by_the_anchor(database_url: str) -> None:
+    store = Store(database_url, seal=AuditSeal(KEY))
+    try:
+        await store.migrate("0004")
+        previous = GENESIS_HASH
+        async with store.write() as tx:  # what a version without the audit key wrote
+            for seq in range(1, 4):
+                digest = chain_hash(previous, seq, event(seq))
+                await tx._conn.execute(
+                    text(
+                        "INSERT INTO audit_events (seq, prev_hash, hash, at, action, outcome, "
+                        "actor, reason, details) VALUES (:seq, :previous, :hash, :at, "
+                        "'test.event', 'success', 'service:est-ca', :reason, :details)"
+                    ),
+                    {
+                        "seq": seq,
+                        "previous": previous,
+                        "hash": digest,
+                        "at": NOW,
+                        "reason": f"event {seq}",
+                        "details": json.dumps(dict(event(seq).details)),
+                    },
+                )
+                previous = digest
+            await tx._conn.execute(
+                text("UPDATE audit_chain SET seq = 3, hash = :hash"), {"hash": previous}
+            )
+        await store.migrate()
+        await store.anchor_audit(fresh_key=True)
+        async with store.write() as tx:
+            await tx.append_audit(event(99))
+        assert (await verify(store)).intact
+        await tamper(store, "UPDATE audit_events SET reason = 'edited' WHERE seq = 2")
+        report = await verify(store)
+        assert (report.intact, report.seq) == (False, 2)
+    finally:
+        await store.close()
+
+
+async def test_another_key_does_not_confirm_the_anchor_and_may_not_write(store: Store) -> None:
+    async with store.write() as tx:
+        await tx.append_audits([event(n) for n in range(3)])
+    impostor = Store(store.url, seal=AuditSeal(new_key()))
+    try:
+        with pytest.raises(ConfigurationError, match="not the key the trail was sealed with"):
+            await impostor.anchor_audit(fresh_key=False)
+        report = await impostor.verify_audit()
+        assert not report.intact
+    finally:
+        await impostor.close()
+
+
+async def test_seals_removed_to_have_a_rewritten_trail_sealed_anew_stop_the_start(
+    store: Store,
+) -> None:
+    async with store.write() as tx:
+        await tx.append_audits([event(n) for n in range(3)])
+    await tamper(store, "UPDATE audit_events SET mac = NULL")
+    await tamper(store, "UPDATE audit_chain SET anchor_seq = NULL, anchor_mac = NULL, mac = NULL")
+    with pytest.raises(ConfigurationError, match="no anchor, although the audit key exists"):
+        await store.anchor_audit(fresh_key=False)
+    report = await verify(store)
+    assert report.problem is not None
+    assert "no anchor" in report.problem

@@ -28,7 +28,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 
 from est_ca.admin.access import Scope
-from est_ca.audit import ChainVerifier
 from est_ca.ca.certificates import CertificateStatus, Serial
 from est_ca.client import EstClient
 from est_ca.config import load_settings
@@ -239,11 +238,7 @@ async def _check_running(deployment: Deployment, ledger: Ledger) -> dict[str, in
         async with service.store.read() as tx:
             certificates = await tx.list_certificates(limit=100_000)
             orders = await tx.list_orders(limit=100_000)
-            verifier = ChainVerifier()
-            async for row in tx.audit_chain():
-                if not verifier.add(row):
-                    break
-            chain = verifier.finish(*await tx.audit_chain_head())
+        chain = await service.store.verify_audit()
     finally:
         await service.close()
     by_serial = {record.serial.value: record for record in certificates}

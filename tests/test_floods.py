@@ -64,8 +64,7 @@ async def statuses(
 
 async def audit_rows(service: Service) -> int:
     async with service.store.read() as tx:
-        seq, _ = await tx.audit_chain_head()
-    return seq
+        return (await tx.audit_chain_head()).seq
 
 
 def est(server: Server, operation: str = "simpleenroll") -> str:

@@ -43,6 +43,8 @@ class ServiceFiles:
     # Keys kept outside the database: one-time codes and tokens, the audit chain's anchor.
     hmac_key: Path
     audit_key: Path
+    # The audit key was created by this start: the audit chain may be anchored now.
+    audit_key_created: bool = False
 
 
 def secret_paths(settings: Settings, files: ServiceFiles) -> list[Path]:
@@ -140,6 +142,7 @@ def prepare_files(settings: Settings, clock: Clock, publication: Publication) ->
         hmac_key=settings.data_path(settings.secrets.hmac_key_file, "secrets/hmac.key"),
         audit_key=settings.data_path(settings.secrets.audit_key_file, "secrets/audit.key"),
     )
+    files = dataclasses.replace(files, audit_key_created=not files.audit_key.exists())
     for key_file in (files.hmac_key, files.audit_key):
         load_or_create_key(key_file)
     refuse_exposed(secret_paths(settings, files))

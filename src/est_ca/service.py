@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from est_ca.admin.service import Administration
 from est_ca.admin.tokens import Tokens
+from est_ca.audit import AuditSeal
 from est_ca.bootstrap import ServiceFiles, prepare_files, read_passphrase
 from est_ca.ca import publication as publication_paths
 from est_ca.ca.authority import CertificateAuthority, key_identifier
@@ -66,16 +67,25 @@ class Service:
 
     @classmethod
     async def open(
-        cls, settings: Settings, *, clock: Clock | None = None, with_ca: bool = True
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        with_ca: bool = True,
+        check_audit_seal: bool = True,
     ) -> Service:
+        """`check_audit_seal=False` only for reading the audit trail whatever its state
+        (`est-ca audit verify` and `export`); everything that writes needs the seal confirmed."""
         clock = clock or SystemClock()
         profiles = ProfileCatalogue.load(settings.profile_dirs)
         publication = publication_of(settings)
         files = prepare_files(settings, clock, publication)
         ca = _load_ca(files, profiles) if with_ca else None
-        store = Store(settings.database_url)
+        store = Store(settings.database_url, seal=AuditSeal(load_or_create_key(files.audit_key)))
         try:
             await _prepare_schema(store, settings)
+            if check_audit_seal:
+                await store.anchor_audit(fresh_key=files.audit_key_created)
         except BaseException:
             await store.close()
             raise

@@ -8,6 +8,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
+from est_ca.audit import AuditSeal
+from est_ca.registration.codes import new_key
 from est_ca.store.schema import Base
 from est_ca.store.store import MIGRATIONS_DIR, Store
 
@@ -26,7 +28,7 @@ def _differences(connection: Connection) -> list[object]:
 
 
 async def test_migrations_match_the_models(database_url: str) -> None:
-    store = Store(database_url)
+    store = Store(database_url, seal=AuditSeal(new_key()))
     try:
         await store.migrate()
         async with store.read() as tx:
@@ -37,7 +39,7 @@ async def test_migrations_match_the_models(database_url: str) -> None:
 
 
 async def test_migrating_twice_changes_nothing(database_url: str) -> None:
-    store = Store(database_url)
+    store = Store(database_url, seal=AuditSeal(new_key()))
     try:
         await store.migrate()
         first = await store.schema_revision()
@@ -48,7 +50,7 @@ async def test_migrating_twice_changes_nothing(database_url: str) -> None:
 
 
 async def test_a_new_database_has_no_revision(database_url: str) -> None:
-    store = Store(database_url)
+    store = Store(database_url, seal=AuditSeal(new_key()))
     try:
         assert await store.schema_revision() is None
     finally:

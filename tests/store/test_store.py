@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 from sqlalchemy.exc import IntegrityError
 
+from est_ca.audit import AuditSeal
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
+from est_ca.registration.codes import new_key
 from est_ca.registration.identities import Identity, IdentityType
 from est_ca.registration.orders import Order
 from est_ca.store.store import Store
@@ -19,7 +21,7 @@ NOW = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
 
 @pytest.fixture
 async def store(database_url: str) -> AsyncIterator[Store]:
-    opened = Store(database_url)
+    opened = Store(database_url, seal=AuditSeal(new_key()))
     await opened.migrate()
     yield opened
     await opened.close()

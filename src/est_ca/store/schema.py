@@ -160,6 +160,8 @@ class AuditEventRow(Base):
     serial: Mapped[str | None] = mapped_column(String(40))
     reason: Mapped[str | None] = mapped_column(Text)
     details: Mapped[str] = mapped_column(Text)
+    # HMAC of (seq, hash) under the audit key (audit.AuditSeal); NULL before sealing began.
+    mac: Mapped[str | None] = mapped_column(String(64))
 
 
 class RevocationStateRow(Base):
@@ -205,6 +207,10 @@ class AuditChainRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+    # Where sealing with the audit key began, and that point's seal; then the head's own seal.
+    anchor_seq: Mapped[int | None] = mapped_column(Integer)
+    anchor_mac: Mapped[str | None] = mapped_column(String(64))
+    mac: Mapped[str | None] = mapped_column(String(64))
 
 
 class ApiTokenRow(Base):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import uuid
@@ -36,8 +37,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from est_ca.admin.access import ApiToken, Scope
-from est_ca.audit import Actor, AuditEvent, ChainedEvent, Outcome, chain_hash
+from est_ca.audit import (
+    GENESIS_HASH,
+    Actor,
+    AuditEvent,
+    AuditSeal,
+    ChainedEvent,
+    ChainHead,
+    ChainReport,
+    ChainVerifier,
+    Outcome,
+    chain_hash,
+)
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyBinding, Serial
+from est_ca.errors import ConfigurationError
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
 from est_ca.registration.orders import Order, OrderStatus
 from est_ca.revocation.reasons import RevocationReason
@@ -81,8 +94,9 @@ _MIGRATION_LOCK_ID = 0x657374_6361
 class Store:
     """A database connection pool plus the transactions the domain runs on it."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, seal: AuditSeal) -> None:
         self.url = url
+        self.seal = seal
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             self._writer = _sqlite_engine(url, immediate=True)
@@ -133,14 +147,53 @@ class Store:
             conn = await stack.enter_async_context(self._writer.begin())
             tx = StoreTx(conn)
             yield tx
-            await tx.chain_pending_audit()
-        for audit_event in tx.audit_events:
-            audit_event.log()
+            first = await tx.chain_pending_audit(self.seal)
+        for offset, audit_event in enumerate(tx.audit_events):
+            audit_event.log(first + offset)
 
     async def append_audit(self, audit_event: AuditEvent) -> None:
         """Record one event in a transaction of its own (refusals: nothing else changes)."""
         async with self.write() as tx:
             await tx.append_audit(audit_event)
+
+    async def verify_audit(self) -> ChainReport:
+        """Walk the whole audit chain: every hash, link and seal, and the head."""
+        async with self.read() as tx:
+            verifier = ChainVerifier(self.seal, await tx.audit_chain_head())
+            async for row in tx.audit_chain():
+                if not verifier.add(row):
+                    break
+        return verifier.finish()
+
+    async def anchor_audit(self, *, fresh_key: bool) -> None:
+        """Make sure the audit chain is sealed with this store's key from some point on.
+
+        A chain without an anchor is anchored at its current head, but only with a key that
+        was created just now (the first start of a version with sealing, or of a new
+        deployment): otherwise someone may have removed the seals to have a rewritten trail
+        sealed anew. An anchor that this key does not confirm means the key file is not the
+        one the trail was sealed with; neither may start.
+        """
+        async with self.write() as tx:
+            head = await tx.audit_chain_head(for_update=True)
+            if head.anchor_seq is None:
+                if not fresh_key:
+                    raise ConfigurationError(
+                        "the audit trail has no anchor, although the audit key exists: its "
+                        "seals were removed, or a first start was interrupted; run "
+                        "`est-ca audit verify` and see docs/architecture.md (audit trail)"
+                    )
+                await tx.anchor_audit_chain(self.seal, head)
+                return
+            anchored_at = await tx.audit_hash_at(head.anchor_seq)
+            if anchored_at is None or not self.seal.same(
+                head.anchor_mac, self.seal.anchor(head.anchor_seq, anchored_at)
+            ):
+                raise ConfigurationError(
+                    "the audit key does not confirm the audit trail's anchor: this is not the "
+                    "key the trail was sealed with (every instance needs the same key file), "
+                    "or the trail was rewritten; run `est-ca audit verify`"
+                )
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
@@ -930,34 +983,67 @@ class StoreTx:
     async def append_audits(self, audit_events: Sequence[AuditEvent]) -> None:
         self.audit_events.extend(audit_events)
 
-    async def chain_pending_audit(self) -> None:
-        """Append this transaction's events to the hash chain: one lock of the head (read FOR
-        UPDATE, so concurrent writers on PostgreSQL queue behind it and each sees the hash the
-        previous one left), one executemany."""
+    async def chain_pending_audit(self, seal: AuditSeal) -> int:
+        """Append this transaction's events to the hash chain, each sealed, and seal the new
+        head: one lock of the head (read FOR UPDATE, so concurrent writers on PostgreSQL queue
+        behind it and each sees the hash the previous one left), one executemany. Returns the
+        first event's position."""
         if not self.audit_events:
-            return
-        head = (
-            await self._conn.execute(
-                select(AUDIT_CHAIN.c.seq, AUDIT_CHAIN.c.hash)
-                .where(AUDIT_CHAIN.c.id == 1)
-                .with_for_update()
-            )
-        ).one()
-        seq, previous = int(head.seq), str(head.hash)
+            return 0
+        head = await self.audit_chain_head(for_update=True)
+        seq, previous = head.seq, head.hash
         rows = []
         for audit_event in self.audit_events:
             seq += 1
             digest = chain_hash(previous, seq, audit_event)
-            rows.append(_audit_row(audit_event, seq, previous, digest))
+            rows.append(_audit_row(audit_event, seq, previous, digest, seal.event(seq, digest)))
             previous = digest
+        new_head = dataclasses.replace(head, seq=seq, hash=previous)
         await self._conn.execute(
-            update(AUDIT_CHAIN).where(AUDIT_CHAIN.c.id == 1).values(seq=seq, hash=previous)
+            update(AUDIT_CHAIN)
+            .where(AUDIT_CHAIN.c.id == 1)
+            .values(seq=seq, hash=previous, mac=seal.head(new_head))
         )
         await self._conn.execute(AUDIT_EVENTS.insert(), rows)
+        return head.seq + 1
 
-    async def audit_chain_head(self) -> tuple[int, str]:
-        head = (await self._conn.execute(select(AUDIT_CHAIN.c.seq, AUDIT_CHAIN.c.hash))).one()
-        return int(head.seq), str(head.hash)
+    async def anchor_audit_chain(self, seal: AuditSeal, head: ChainHead) -> None:
+        """Begin sealing at the current head (see `Store.anchor_audit`)."""
+        anchored = dataclasses.replace(
+            head, anchor_seq=head.seq, anchor_mac=seal.anchor(head.seq, head.hash)
+        )
+        await self._conn.execute(
+            update(AUDIT_CHAIN)
+            .where(AUDIT_CHAIN.c.id == 1)
+            .values(
+                anchor_seq=anchored.anchor_seq,
+                anchor_mac=anchored.anchor_mac,
+                mac=seal.head(anchored),
+            )
+        )
+
+    async def audit_hash_at(self, seq: int) -> str | None:
+        """The hash of the event at `seq` (the genesis hash at 0)."""
+        if seq == 0:
+            return GENESIS_HASH
+        result = await self._conn.execute(
+            select(AUDIT_EVENTS.c.hash).where(AUDIT_EVENTS.c.seq == seq)
+        )
+        digest = result.scalar_one_or_none()
+        return str(digest) if digest is not None else None
+
+    async def audit_chain_head(self, *, for_update: bool = False) -> ChainHead:
+        query = select(AUDIT_CHAIN).where(AUDIT_CHAIN.c.id == 1)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._conn.execute(query)).one()
+        return ChainHead(
+            seq=int(row.seq),
+            hash=str(row.hash),
+            anchor_seq=row.anchor_seq,
+            anchor_mac=row.anchor_mac,
+            mac=row.mac,
+        )
 
     async def audit_chain(self, batch: int = 1000) -> AsyncIterator[ChainedEvent]:
         """Every audit event with its chain position and hashes, oldest first, streamed."""
@@ -967,7 +1053,11 @@ class StoreTx:
         async for rows in result.partitions(batch):
             for row in rows:
                 yield ChainedEvent(
-                    seq=row.seq, prev_hash=row.prev_hash, hash=row.hash, event=_audit_event(row)
+                    seq=row.seq,
+                    prev_hash=row.prev_hash,
+                    hash=row.hash,
+                    event=_audit_event(row),
+                    mac=row.mac,
                 )
 
     async def list_audit(
@@ -1014,8 +1104,11 @@ def _api_token(row: Row[Any]) -> ApiToken:
     )
 
 
-def _audit_row(event: AuditEvent, seq: int, prev_hash: str, digest: str) -> dict[str, Any]:
+def _audit_row(
+    event: AuditEvent, seq: int, prev_hash: str, digest: str, mac: str
+) -> dict[str, Any]:
     return {
+        "mac": mac,
         "seq": seq,
         "prev_hash": prev_hash,
         "hash": digest,
