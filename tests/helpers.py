@@ -142,6 +142,19 @@ async def curl(url: str, *options: str | Path, trust: Path | None = None) -> Cur
     return parse_curl_output(result.stdout)
 
 
+async def post_ocsp(service: Service, tmp: Path, request: bytes) -> CurlResult:
+    """An OCSP request POSTed by curl, as a relying party sends it."""
+    body = tmp / "ocsp-request.der"
+    body.write_bytes(request)
+    return await curl(
+        service.publication.ocsp_url,
+        "-H",
+        "Content-Type: application/ocsp-request",
+        "--data-binary",
+        f"@{body}",
+    )
+
+
 PKCS10 = ("-H", "Content-Type: application/pkcs10")
 
 

@@ -34,13 +34,16 @@ from typing import Any
 
 import aiohttp
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
 from est_ca.client import encode_csr
 
 CVR = "99999999"
+PKCS10 = "application/pkcs10"
 
 
 def make_csr(
@@ -72,6 +75,7 @@ class Deployment:
         self.process: asyncio.subprocess.Process | None = None
         self.token = ""
         self.organisations: bool | None = None
+        self.last_ocsp_seconds = 0.0
 
     def cli(self, *args: str) -> str:
         import subprocess
@@ -150,6 +154,70 @@ class Deployment:
         )
         placed = await self.api("/orders", {"identity_id": identity["id"]})
         return placed["reference"], placed["one_time_code"]
+
+    async def enroll(
+        self, reference: str, code: str, csr: x509.CertificateSigningRequest
+    ) -> x509.Certificate:
+        connector = aiohttp.TCPConnector(ssl=self.trust)
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.post(
+                self.est(),
+                data=encode_csr(csr),
+                headers={"Authorization": basic(reference, code), "Content-Type": PKCS10},
+            ) as response,
+        ):
+            body = await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"enrollment: {response.status} {body!r}")
+        return pkcs7.load_der_pkcs7_certificates(base64.b64decode(body))[0]
+
+    async def cacerts(self) -> list[x509.Certificate]:
+        connector = aiohttp.TCPConnector(ssl=self.trust)
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(self.est("cacerts")) as response,
+        ):
+            return pkcs7.load_der_pkcs7_certificates(base64.b64decode(await response.read()))
+
+    async def ocsp(self, certificate: x509.Certificate, issuer: x509.Certificate) -> None:
+        """An OCSP POST with a nonce (signed fresh); the time it took in `last_ocsp_seconds`."""
+        request = (
+            ocsp.OCSPRequestBuilder()
+            .add_certificate(certificate, issuer, hashes.SHA1())  # noqa: S303 - RFC 5019 CertID
+            .add_extension(x509.OCSPNonce(os.urandom(16)), critical=False)
+            .build()
+            .public_bytes(serialization.Encoding.DER)
+        )
+        started = time.perf_counter()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"http://127.0.0.1:{self.http}/ocsp",
+                data=request,
+                headers={"Content-Type": "application/ocsp-request"},
+            ) as response,
+        ):
+            answer = ocsp.load_der_ocsp_response(await response.read())
+        self.last_ocsp_seconds = time.perf_counter() - started
+        if answer.certificate_status is not ocsp.OCSPCertStatus.GOOD:
+            raise RuntimeError(f"OCSP said {answer.certificate_status}")
+
+    async def import_csv(self, text: str) -> int:
+        """POST an import with orders; the number of orders placed."""
+        connector = aiohttp.TCPConnector(ssl=self.trust)
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.post(
+                f"https://127.0.0.1:{self.admin}/admin/v1/identities/import?place_orders=true",
+                data=text.encode(),
+                headers={"Authorization": f"Bearer {self.token}", "Content-Type": "text/csv"},
+            ) as response,
+        ):
+            reply = await response.json(content_type=None)
+            if response.status >= 300:
+                raise RuntimeError(f"import: {response.status} {str(reply)[:300]}")
+            return len(reply["orders"])
 
     async def _has_organisations(self) -> bool:
         connector = aiohttp.TCPConnector(ssl=self.trust)

@@ -44,6 +44,9 @@ from est_ca.workers import Workers
 
 _log = structlog.get_logger(__name__)
 MAINTENANCE_INTERVAL = dt.timedelta(seconds=5)
+# An import still staged after this long belongs to a process that stopped (100,000 rows take
+# well under a minute).
+STALE_IMPORT = dt.timedelta(hours=1)
 
 
 @dataclasses.dataclass
@@ -183,9 +186,11 @@ class Service:
 
     async def maintain(self) -> None:
         """One round of the periodic work of a serving instance: predecessors whose renewal's
-        grace period is over are revoked, and refusal summaries whose window closed written."""
+        grace period is over are revoked, refusal summaries whose window closed written, and
+        what imports that died half way staged removed."""
         await self.revocations.revoke_superseded()
         await self.guard.flush()
+        await self.registry.remove_stale_imports(STALE_IMPORT)
 
     async def run_maintenance(self, every: dt.timedelta = MAINTENANCE_INTERVAL) -> None:
         """`maintain` for ever, every `every`; a failed round is logged and retried."""

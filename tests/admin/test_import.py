@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
 
+from cryptography.x509 import ocsp
+
+from est_ca.client import EstClient
 from tests.admin.conftest import AdminSetup, Reply
+from tests.conftest import CaMaterial
+from tests.helpers import KeyPool, credentials, make_csr, new_order, new_system, post_ocsp
+from tests.revocation.helpers import issue, ocsp_request, random_nonce
+
+T = TypeVar("T")
 
 GOOD = (
     "external_id,type,organisation_name,cvr,display_name,given_name,surname,email\n"
@@ -115,3 +128,50 @@ async def test_a_jsonl_line_that_is_not_an_object_is_reported(admin: AdminSetup)
 async def test_an_import_in_another_format_is_a_415(admin: AdminSetup) -> None:
     reply = await imported(admin, GOOD, "application/json")
     assert reply.status == 415
+
+
+async def test_others_are_served_within_a_second_during_a_big_import_with_orders(
+    admin: AdminSetup, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    """One organisation imports 2,000 people with orders; meanwhile someone else enrolls and a
+    relying party asks OCSP (with a nonce: a fresh signature): neither waits for the import."""
+    service, server = admin.service, admin.server
+    assert service.ca is not None
+    issued = await issue(service, keys)
+    waiting = await new_order(service, await new_system(service, "someone-else"))
+    staff = "external_id,type,organisation_name,cvr,given_name,surname,email\n" + "".join(
+        f"emp-{n},user,ÆØÅ ApS,99999999,Søren {n},Ærø,s{n}@example.dk\n" for n in range(2000)
+    )
+    importing = asyncio.create_task(imported(admin, staff, query="?place_orders=true"))
+    await asyncio.sleep(0.05)  # the import is under way
+
+    async def timed(work: Awaitable[T]) -> tuple[T, float]:
+        started = time.perf_counter()
+        result = await work
+        return result, time.perf_counter() - started
+
+    (enrolled, enroll_seconds), (ocsp_reply, ocsp_seconds) = await asyncio.gather(
+        timed(
+            EstClient(server.https_url, trust=ca_material.tls_cert).simpleenroll(
+                make_csr(keys.rsa(1).key), credentials(waiting)
+            )
+        ),
+        timed(
+            post_ocsp(
+                service,
+                tmp_path,
+                ocsp_request(issued, service.ca.certificate, nonce=random_nonce()),
+            )
+        ),
+    )
+    reply = await importing
+    print(f"during the import: enrollment {enroll_seconds:.2f} s, OCSP {ocsp_seconds:.2f} s")
+    assert reply.status == 201, reply.body
+    assert len(reply.body["orders"]) == 2000
+    assert enrolled.status == 200, enrolled.text
+    assert ocsp_reply.status == 200
+    assert ocsp.load_der_ocsp_response(ocsp_reply.body).certificate_status is (
+        ocsp.OCSPCertStatus.GOOD
+    )
+    assert enroll_seconds < 1
+    assert ocsp_seconds < 1

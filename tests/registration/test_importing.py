@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+from typing import Any
 
 import pytest
 
+from est_ca.clock import SettableClock
 from est_ca.errors import BadRequest
+from est_ca.registration.identities import IdentityStatus
 from est_ca.registration.importing import ImportRejected, parse_csv, parse_json_lines
+from est_ca.registration.orders import OrderState, OrderStatus
 from est_ca.service import Service
+from est_ca.store.store import StoreTx
 from tests.helpers import ADMIN
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -120,14 +126,78 @@ async def test_an_import_is_all_or_nothing_in_the_database(service: Service) -> 
     assert len(await service.registry.list_identities()) == 3
 
 
-async def test_ten_thousand_rows_import_in_one_transaction_with_their_audit_events(
-    service: Service,
-) -> None:
+async def test_ten_thousand_rows_import_with_their_audit_events(service: Service) -> None:
     """Correctness at size; tools/bench_import.py prints how long it takes."""
     result = await service.registry.import_identities(ADMIN, parse_csv(rows(10_000), NOW))
     assert len(result.created) == 10_000
     async with service.store.read() as tx:
         assert len(await tx.list_identities(limit=20_000)) == 10_000
-        assert (await tx.audit_chain_head()).seq == 10_000
+        # One event per identity, and the one that made them all active together.
+        assert (await tx.audit_chain_head()).seq == 10_001
+        [completed] = await tx.list_audit(action="import.completed")
+    assert completed.details["identities"] == "10000"
     again = await service.registry.import_identities(ADMIN, parse_csv(rows(10_000), NOW))
     assert (len(again.created), len(again.existing)) == (0, 10_000)
+
+
+async def test_a_staged_import_is_invisible_until_its_last_transaction(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows go in a chunk at a time; until the end nobody sees or uses any of them."""
+    seen_while_importing: list[int] = []
+    real = StoreTx.activate_staged
+
+    async def look_first(self: StoreTx, *args: Any) -> int:
+        async with service.store.read() as tx:
+            seen_while_importing.append(len(await tx.list_identities(limit=5000)))
+        return await real(self, *args)
+
+    monkeypatch.setattr(StoreTx, "activate_staged", look_first)
+    result = await service.registry.import_identities(
+        ADMIN, parse_csv(rows(1200), NOW), place_orders=True
+    )
+    assert seen_while_importing == [0]
+    assert len(await service.registry.list_identities(limit=5000)) == 1200
+    assert {service.registry.order_state(p.order) for p in result.orders} == {OrderState.PENDING}
+    stored = await service.registry.get_order(result.orders[0].order.reference)
+    assert stored.status is OrderStatus.PENDING
+
+
+async def test_an_import_that_fails_half_way_leaves_nothing_behind(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = StoreTx.insert_orders
+    calls = 0
+
+    async def fail_on_the_third_chunk(self: StoreTx, orders: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OSError("disk full")
+        await real(self, orders)
+
+    monkeypatch.setattr(StoreTx, "insert_orders", fail_on_the_third_chunk)
+    with pytest.raises(OSError, match="disk full"):
+        await service.registry.import_identities(
+            ADMIN, parse_csv(rows(1200), NOW), place_orders=True
+        )
+    async with service.store.read() as tx:
+        assert await tx.list_identities(status=IdentityStatus.STAGED, limit=5000) == []
+        assert await tx.list_orders(limit=5000) == []
+        [abandoned] = await tx.list_audit(action="import.abandoned")
+    assert abandoned.details["identities_removed"] == "1000"
+
+
+async def test_what_an_import_that_died_staged_is_removed_later(
+    service: Service, clock: SettableClock
+) -> None:
+    staged = dataclasses.replace(
+        parse_csv(rows(1), clock.now())[0].identity, status=IdentityStatus.STAGED
+    )
+    async with service.store.write() as tx:
+        await tx.insert_identities([staged])
+    assert await service.registry.remove_stale_imports(dt.timedelta(hours=1)) == 0
+    clock.advance(dt.timedelta(hours=2))
+    assert await service.registry.remove_stale_imports(dt.timedelta(hours=1)) == 1
+    async with service.store.read() as tx:
+        assert await tx.get_identity(staged.id) is None

@@ -15,7 +15,7 @@ from cryptography.x509 import ocsp
 
 from est_ca.server import Server
 from est_ca.service import Service
-from tests.helpers import CurlResult, KeyPool, curl
+from tests.helpers import KeyPool, curl, post_ocsp
 from tests.revocation.helpers import issue, ocsp_request, random_nonce
 
 
@@ -24,19 +24,6 @@ def max_age(headers: dict[str, str]) -> int:
         part.strip().partition("=")[::2] for part in headers["cache-control"].split(",")
     )
     return int(directives["max-age"])
-
-
-async def post_ocsp(service: Service, tmp: Path, request: bytes) -> CurlResult:
-    """An OCSP request POSTed by curl, as a relying party sends it."""
-    body = tmp / "ocsp-request.der"
-    body.write_bytes(request)
-    return await curl(
-        service.publication.ocsp_url,
-        "-H",
-        "Content-Type: application/ocsp-request",
-        "--data-binary",
-        f"@{body}",
-    )
 
 
 @pytest.mark.parametrize("name", ["issuing", "root"])

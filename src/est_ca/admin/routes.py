@@ -342,11 +342,11 @@ async def import_identities(request: web.Request) -> web.Response:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise BadRequest("the file must be UTF-8 text") from exc
-    now = request.app[CLOCK].now()
-    parse = importing.parse_csv if kind == "text/csv" else importing.parse_json_lines
-    rows = parse(text, now)
-    result = await request.app[ADMINISTRATION].import_identities(
-        _me(request), rows, place_orders=place_orders == "true"
+    result = await request.app[ADMINISTRATION].import_file(
+        _me(request),
+        text,
+        "csv" if kind == "text/csv" else "jsonl",
+        place_orders=place_orders == "true",
     )
     registry = request.app[REGISTRY]
     return web.json_response(

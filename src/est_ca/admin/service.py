@@ -15,7 +15,7 @@ from est_ca.admin.access import Principal, Scope
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
 from est_ca.errors import NotFound
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
-from est_ca.registration.importing import ImportRejected, ImportRow, RowError
+from est_ca.registration.importing import ImportFormat, ImportRejected, ImportRow, RowError
 from est_ca.registration.orders import Order, OrderStatus, PlacedOrder
 from est_ca.registration.registry import ImportResult, Registry
 from est_ca.revocation.publishing import RevocationPublishing
@@ -111,6 +111,14 @@ class Administration:
     ) -> tuple[Identity, list[CertificateRecord]]:
         await self._touch(principal, Scope.REVOKE, identity_id)
         return await self._revocations.revoke_identity(principal.actor, identity_id, reason)
+
+    async def import_file(
+        self, principal: Principal, text: str, kind: ImportFormat, *, place_orders: bool
+    ) -> ImportResult:
+        """Check the caller's right first, then parse (on workers), then import."""
+        principal.require(Scope.ORDER)
+        rows = await self._registry.parse_import(text, kind)
+        return await self.import_identities(principal, rows, place_orders=place_orders)
 
     async def import_identities(
         self, principal: Principal, rows: Sequence[ImportRow], *, place_orders: bool

@@ -33,7 +33,10 @@ MIN_KEY_BYTES = 32
 
 
 def _random_text(length: int) -> str:
-    return "".join(secrets.choice(ALPHABET) for _ in range(length))
+    """`length` characters of the alphabet, 5 random bits each, from one read of the system's
+    random source (a read per character made bulk orders slow)."""
+    bits = int.from_bytes(secrets.token_bytes((5 * length + 7) // 8), "big")
+    return "".join(ALPHABET[(bits >> (5 * i)) & 31] for i in range(length))
 
 
 def new_reference() -> str:

@@ -36,6 +36,9 @@ class IdentityType(StrEnum):
 class IdentityStatus(StrEnum):
     ACTIVE = "active"
     DISABLED = "disabled"
+    # Written by a bulk import that has not finished: usable by no one until the import's
+    # last transaction makes the whole file active at once (or its cleanup removes it).
+    STAGED = "staged"
 
 
 def normalise_name(value: str, field: str) -> str:

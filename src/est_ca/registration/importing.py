@@ -15,6 +15,7 @@ import datetime as dt
 import io
 import json
 from collections.abc import Callable, Iterable
+from typing import Literal
 
 from est_ca.errors import BadRequest
 from est_ca.registration.identities import (
@@ -39,6 +40,7 @@ COLUMNS = (
 REQUIRED = ("external_id", "type", "organisation_name", "cvr")
 MAX_ROWS = 100_000
 Progress = Callable[[str, int, int], None]
+ImportFormat = Literal["csv", "jsonl"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,47 +145,76 @@ def _row_identity(line: int, values: dict[str, object], now: dt.datetime) -> Imp
     return ImportRow(line=line, identity=identity)
 
 
-def _validate(
-    numbered: Iterable[tuple[int, dict[str, object] | RowError]],
-    now: dt.datetime,
-    progress: Progress | None,
-    total: int,
-) -> list[ImportRow]:
-    rows: list[ImportRow] = []
-    errors: list[RowError] = []
-    seen: dict[tuple[str, str], int] = {}
-    for count, (line, values) in enumerate(numbered, start=1):
+class ImportParser:
+    """A file's rows, checked a chunk at a time: each `step` is blocking work a worker does,
+    so a 100,000-row file never holds the event loop (or one worker) for long."""
+
+    def __init__(
+        self, numbered: Iterable[tuple[int, dict[str, object] | RowError]], now: dt.datetime
+    ) -> None:
+        self._numbered = iter(_limited(numbered))
+        self._now = now
+        self._rows: list[ImportRow] = []
+        self._errors: list[RowError] = []
+        self._seen: dict[tuple[str, str], int] = {}
+        self.checked = 0
+
+    def step(self, count: int) -> bool:
+        """Check up to `count` more rows; True when the file is done."""
+        for _ in range(count):
+            try:
+                line, values = next(self._numbered)
+            except StopIteration:
+                return True
+            self.checked += 1
+            self._check(line, values)
+        return False
+
+    def _check(self, line: int, values: dict[str, object] | RowError) -> None:
         if isinstance(values, RowError):
-            errors.append(values)
-            continue
+            self._errors.append(values)
+            return
         try:
-            row = _row_identity(line, values, now)
+            row = _row_identity(line, values, self._now)
         except ImportRejected as rejected:
-            errors.extend(rejected.errors)
-            continue
+            self._errors.extend(rejected.errors)
+            return
         except BadRequest as exc:  # what only the whole record shows (a user without email)
-            errors.append(RowError(line, exc.field, exc.detail))
-            continue
-        if row.key in seen:
-            errors.append(
-                RowError(line, "external_id", f"duplicates the row on line {seen[row.key]}")
+            self._errors.append(RowError(line, exc.field, exc.detail))
+            return
+        if row.key in self._seen:
+            self._errors.append(
+                RowError(line, "external_id", f"duplicates the row on line {self._seen[row.key]}")
             )
         else:
-            seen[row.key] = line
-            rows.append(row)
-        if progress and count % 500 == 0:
-            progress("checking", count, total)
-    if progress:
-        progress("checking", total, total)
-    if errors:
-        raise ImportRejected(errors)
-    if not rows:
-        raise BadRequest("the file holds no rows")
-    return rows
+            self._seen[row.key] = line
+            self._rows.append(row)
+
+    def result(self) -> list[ImportRow]:
+        """Every row, or every error: nothing is imported from a file with errors."""
+        if self._errors:
+            raise ImportRejected(self._errors)
+        if not self._rows:
+            raise BadRequest("the file holds no rows")
+        return self._rows
+
+    def parse_all(self, progress: Progress | None = None, total: int = 0) -> list[ImportRow]:
+        """Everything at once (the CLI, tests): blocking."""
+        while not self.step(500):
+            if progress:
+                progress("checking", self.checked, total)
+        if progress:
+            progress("checking", total, total)
+        return self.result()
 
 
 def parse_csv(text: str, now: dt.datetime, progress: Progress | None = None) -> list[ImportRow]:
     """CSV with a header line naming the columns (any order; unknown columns are an error)."""
+    return csv_parser(text, now).parse_all(progress, text.count("\n") or 1)
+
+
+def csv_parser(text: str, now: dt.datetime) -> ImportParser:
+    """The rows of a CSV file, to be checked in steps; a bad header is refused at once."""
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     try:
         header = reader.fieldnames or []
@@ -199,7 +230,6 @@ def parse_csv(text: str, now: dt.datetime, progress: Progress | None = None) -> 
     ]
     if problems:
         raise ImportRejected(problems)
-    lines = text.count("\n") or 1
 
     def numbered() -> Iterable[tuple[int, dict[str, object] | RowError]]:
         while True:
@@ -215,13 +245,18 @@ def parse_csv(text: str, now: dt.datetime, progress: Progress | None = None) -> 
                 continue
             yield reader.line_num, dict(values)
 
-    return _validate(_limited(numbered()), now, progress, lines)
+    return ImportParser(numbered(), now)
 
 
 def parse_json_lines(
     text: str, now: dt.datetime, progress: Progress | None = None
 ) -> list[ImportRow]:
     """One JSON object per line; blank lines are skipped."""
+    return json_lines_parser(text, now).parse_all(progress, text.count("\n") or 1)
+
+
+def json_lines_parser(text: str, now: dt.datetime) -> ImportParser:
+    """The rows of a JSON-lines file, to be checked in steps."""
     lines = text.splitlines()
 
     def numbered() -> Iterable[tuple[int, dict[str, object] | RowError]]:
@@ -238,7 +273,7 @@ def parse_json_lines(
                 continue
             yield number, values
 
-    return _validate(_limited(numbered()), now, progress, len(lines))
+    return ImportParser(numbered(), now)
 
 
 def _limited(

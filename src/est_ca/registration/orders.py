@@ -20,6 +20,8 @@ class OrderStatus(StrEnum):
     ISSUING = "issuing"
     CONSUMED = "consumed"
     CANCELLED = "cancelled"
+    # Placed by a bulk import that has not finished (see IdentityStatus.STAGED).
+    STAGED = "staged"
 
 
 class OrderState(StrEnum):
@@ -31,6 +33,7 @@ class OrderState(StrEnum):
     CANCELLED = "cancelled"
     EXPIRED = "expired"
     LOCKED = "locked"
+    STAGED = "staged"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +60,8 @@ class Order:
             raise ValueError("failed_attempts cannot be negative")
 
     def state(self, now: dt.datetime) -> OrderState:
+        if self.status is OrderStatus.STAGED:
+            return OrderState.STAGED
         if self.status is OrderStatus.CONSUMED:
             return OrderState.CONSUMED
         if self.status is OrderStatus.CANCELLED:

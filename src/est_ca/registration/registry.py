@@ -6,6 +6,7 @@ the admin API call these methods; neither talks to the store directly.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import uuid
@@ -13,15 +14,16 @@ from collections.abc import Sequence
 
 from sqlalchemy.exc import IntegrityError
 
-from est_ca.audit import Actor, AuditEvent, Outcome
+from est_ca.audit import SERVICE, Actor, AuditEvent, Outcome
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
 from est_ca.ca.profiles import Profile, ProfileCatalogue
 from est_ca.clock import Clock
-from est_ca.errors import BadRequest, Conflict, NotFound
-from est_ca.registration import codes
+from est_ca.errors import BadRequest, Conflict, EstCaError, NotFound
+from est_ca.registration import codes, importing
 from est_ca.registration.codes import SecretHasher
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
 from est_ca.registration.importing import (
+    ImportFormat,
     ImportRejected,
     ImportRow,
     Progress,
@@ -35,6 +37,41 @@ from est_ca.workers import Workers
 # Rows handed to a worker at a time in bulk work: small enough that the event loop gets the
 # interpreter back often, large enough that the hand-over costs little.
 WORK_CHUNK = 500
+
+
+def _import_events(
+    actor: Actor,
+    now: dt.datetime,
+    import_id: str,
+    rows: Sequence[ImportRow],
+    orders: Sequence[tuple[PlacedOrder, str]],
+) -> list[AuditEvent]:
+    """One event per identity and per order of a chunk; the import's last transaction says
+    that they became active (`import.completed`), or its cleanup that they were removed."""
+    identities = [
+        AuditEvent(
+            action="identity.created",
+            outcome=Outcome.SUCCESS,
+            actor=actor,
+            at=now,
+            identity_id=row.identity.id,
+            details={"type": row.identity.type.value, "cvr": row.identity.cvr, "import": import_id},
+        )
+        for row in rows
+    ]
+    placed = [
+        AuditEvent(
+            action="order.created",
+            outcome=Outcome.SUCCESS,
+            actor=actor,
+            at=now,
+            identity_id=order.order.identity_id,
+            order_reference=order.order.reference,
+            details={"profile": order.order.profile, "import": import_id},
+        )
+        for order, _ in orders
+    ]
+    return identities + placed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +204,13 @@ class Registry:
         place_orders: bool = False,
         progress: Progress | None = None,
     ) -> ImportResult:
-        """All rows or none, in one transaction; rows already imported are skipped."""
+        """All rows or none; rows already imported are skipped.
+
+        A big file is written in stages, so that no transaction holds the database for long
+        (SQLite has one writer at a time; everyone else's enrollment waits for it): the rows
+        go in a chunk at a time as staged (usable by no one), and one short transaction at
+        the end makes them all active together. An import that fails or dies half way leaves
+        only staged rows, which are removed (at once, or by `remove_stale_imports`)."""
         async with self._store.read() as tx:
             existing = await tx.identities_by_external_id([row.key for row in rows])
         new_rows = [row for row in rows if row.key not in existing]
@@ -190,42 +233,7 @@ class Registry:
         if errors:
             raise ImportRejected(errors)
         orders = await self._prepare_orders(new_rows, progress) if place_orders else []
-        now = self._clock.now()
-        async with self._store.write() as tx:
-            again = await tx.identities_by_external_id([row.key for row in new_rows])
-            if again:
-                raise Conflict(
-                    "another import registered some of these rows meanwhile; run it again"
-                )
-            await tx.insert_identities([row.identity for row in new_rows])
-            await tx.insert_orders([(placed.order, code_hash) for placed, code_hash in orders])
-            events = [
-                AuditEvent(
-                    action="identity.created",
-                    outcome=Outcome.SUCCESS,
-                    actor=actor,
-                    at=now,
-                    identity_id=row.identity.id,
-                    details={
-                        "type": row.identity.type.value,
-                        "cvr": row.identity.cvr,
-                        "import": "yes",
-                    },
-                )
-                for row in new_rows
-            ] + [
-                AuditEvent(
-                    action="order.created",
-                    outcome=Outcome.SUCCESS,
-                    actor=actor,
-                    at=now,
-                    identity_id=placed.order.identity_id,
-                    order_reference=placed.order.reference,
-                    details={"profile": placed.order.profile, "import": "yes"},
-                )
-                for placed, _ in orders
-            ]
-            await tx.append_audits(events)
+        await self._import_in_stages(actor, new_rows, orders, progress)
         if progress:
             progress("importing", len(rows), len(rows))
         return ImportResult(
@@ -233,6 +241,108 @@ class Registry:
             existing=[existing[row.key] for row in rows if row.key in existing],
             orders=[placed for placed, _ in orders],
         )
+
+    async def _import_in_stages(
+        self,
+        actor: Actor,
+        rows: Sequence[ImportRow],
+        orders: Sequence[tuple[PlacedOrder, str]],
+        progress: Progress | None,
+    ) -> None:
+        now = self._clock.now()
+        import_id = str(uuid.uuid4())
+        staged_ids = [row.identity.id for row in rows]
+        orders_of = {placed.order.identity_id: (placed, code_hash) for placed, code_hash in orders}
+        try:
+            for start in range(0, len(rows), WORK_CHUNK):
+                chunk = rows[start : start + WORK_CHUNK]
+                chunk_orders = [
+                    orders_of[r.identity.id] for r in chunk if r.identity.id in orders_of
+                ]
+                async with self._store.write() as tx:
+                    if await tx.identities_by_external_id([row.key for row in chunk]):
+                        raise Conflict(
+                            "another import registered some of these rows meanwhile; run it again"
+                        )
+                    await tx.insert_identities(
+                        [
+                            dataclasses.replace(r.identity, status=IdentityStatus.STAGED)
+                            for r in chunk
+                        ]
+                    )
+                    await tx.insert_orders(
+                        [
+                            (dataclasses.replace(p.order, status=OrderStatus.STAGED), code_hash)
+                            for p, code_hash in chunk_orders
+                        ]
+                    )
+                    await tx.append_audits(
+                        _import_events(actor, now, import_id, chunk, chunk_orders)
+                    )
+                if progress:
+                    progress("importing", start + len(chunk), len(rows))
+            async with self._store.write() as tx:
+                activated = await tx.activate_staged(
+                    staged_ids, [placed.order.id for placed, _ in orders], self._clock.now()
+                )
+                if activated != len(staged_ids):
+                    raise Conflict("the import took too long and was cleaned up; run it again")
+                await tx.append_audit(
+                    AuditEvent(
+                        action="import.completed",
+                        outcome=Outcome.SUCCESS,
+                        actor=actor,
+                        at=self._clock.now(),
+                        details={
+                            "import": import_id,
+                            "identities": str(len(rows)),
+                            "orders": str(len(orders)),
+                        },
+                    )
+                )
+        except BaseException as exc:
+            reason = exc.detail if isinstance(exc, EstCaError) else type(exc).__name__
+            await asyncio.shield(self._abandon_import(actor, import_id, staged_ids, reason))
+            if isinstance(exc, IntegrityError):
+                raise Conflict(
+                    "another import registered some of these rows meanwhile; run it again"
+                ) from exc
+            raise
+
+    async def _abandon_import(
+        self, actor: Actor, import_id: str, staged_ids: Sequence[uuid.UUID], reason: str
+    ) -> None:
+        async with self._store.write() as tx:
+            removed = await tx.delete_staged(staged_ids)
+            await tx.append_audit(
+                AuditEvent(
+                    action="import.abandoned",
+                    outcome=Outcome.FAILED,
+                    actor=actor,
+                    at=self._clock.now(),
+                    reason=reason,
+                    details={"import": import_id, "identities_removed": str(removed)},
+                )
+            )
+
+    async def remove_stale_imports(self, older_than: dt.timedelta) -> int:
+        """Remove what imports that died half way staged (usable by no one, ever)."""
+        async with self._store.read() as tx:
+            stale = await tx.stale_staged_identities(self._clock.now() - older_than)
+        if stale:
+            await self._abandon_import(
+                SERVICE, "unknown", stale, "the import did not finish (its process stopped)"
+            )
+        return len(stale)
+
+    async def parse_import(self, text: str, kind: ImportFormat) -> list[ImportRow]:
+        """The rows of an import file, checked on a worker a chunk at a time, so the event
+        loop and the other workers keep serving everyone else meanwhile."""
+        make = importing.csv_parser if kind == "csv" else importing.json_lines_parser
+        parser = await self._workers.run(make, text, self._clock.now())
+        while not await self._workers.run(parser.step, WORK_CHUNK):
+            pass
+        return parser.result()
 
     async def _prepare_orders(
         self, rows: Sequence[ImportRow], progress: Progress | None

@@ -16,6 +16,7 @@ SQLite's sleeping busy handler; the busy timeout then only covers other processe
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -148,8 +149,11 @@ class Store:
             tx = StoreTx(conn)
             yield tx
             first = await tx.chain_pending_audit(self.seal)
-        for offset, audit_event in enumerate(tx.audit_events):
-            audit_event.log(first + offset)
+        if len(tx.audit_events) > BULK_AUDIT:
+            log_bulk_audit(tx.audit_events, first)
+        else:
+            for offset, audit_event in enumerate(tx.audit_events):
+                audit_event.log(first + offset)
 
     async def append_audit(self, audit_event: AuditEvent) -> None:
         """Record one event in a transaction of its own (refusals: nothing else changes)."""
@@ -196,6 +200,20 @@ class Store:
                 )
 
 
+def log_bulk_audit(events: Sequence[AuditEvent], first: int) -> None:
+    """One log line for a bulk commit (an import's thousands of events): what and how many,
+    and the chain positions, instead of thousands of lines rendered on the event loop."""
+    actions = collections.Counter(event.action for event in events)
+    _log.info(
+        "audit",
+        bulk=len(events),
+        seq=f"{first}..{first + len(events) - 1}",
+        actions=",".join(f"{action}={count}" for action, count in sorted(actions.items())),
+        actor=str(events[0].actor),
+        source=events[0].actor.source,
+    )
+
+
 def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
     engine = create_async_engine(url, connect_args={"timeout": 30})
 
@@ -227,6 +245,13 @@ def _upgrade(connection: Connection, revision: str) -> None:
     command.upgrade(config, revision)
 
 
+# Rows per statement in bulk inserts: each statement's parameters are prepared on the event
+# loop, so a bulk import lets other requests in between chunks instead of stalling them.
+INSERT_CHUNK = 500
+# More audit events than this in one commit are chained on a thread and logged as one line.
+BULK_AUDIT = 100
+
+
 class StoreTx:
     """The queries, inside one open transaction."""
 
@@ -234,17 +259,19 @@ class StoreTx:
         self._conn = conn
         self.audit_events: list[AuditEvent] = []
 
+    async def _insert_many(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+        for start in range(0, len(rows), INSERT_CHUNK):
+            await self._conn.execute(table.insert(), list(rows[start : start + INSERT_CHUNK]))
+
     # -- identities -------------------------------------------------------------------------
 
     async def insert_identity(self, identity: Identity) -> None:
         await self.insert_identities([identity])
 
     async def insert_identities(self, identities: Sequence[Identity]) -> None:
-        """Many at once (bulk import): one executemany."""
-        if not identities:
-            return
-        await self._conn.execute(
-            IDENTITIES.insert(),
+        """Many at once (bulk import): executemany in chunks."""
+        await self._insert_many(
+            IDENTITIES,
             [
                 {
                     "id": identity.id,
@@ -337,7 +364,68 @@ class StoreTx:
             cvr=cvr,
             status=status,
         )
+        if status is None:  # an import in progress shows when it is complete
+            query = query.where(IDENTITIES.c.status != str(IdentityStatus.STAGED))
         return [_identity(row) for row in await self._conn.execute(query)]
+
+    # -- bulk imports in stages ---------------------------------------------------------------
+
+    async def activate_staged(
+        self, identity_ids: Sequence[uuid.UUID], order_ids: Sequence[uuid.UUID], now: dt.datetime
+    ) -> int:
+        """Make an import's staged identities active and its orders pending; the number of
+        identities made active (fewer than asked: its cleanup removed some)."""
+        activated = 0
+        for start in range(0, len(identity_ids), INSERT_CHUNK):
+            result = await self._conn.execute(
+                update(IDENTITIES)
+                .where(
+                    IDENTITIES.c.id.in_(identity_ids[start : start + INSERT_CHUNK]),
+                    IDENTITIES.c.status == str(IdentityStatus.STAGED),
+                )
+                .values(status=str(IdentityStatus.ACTIVE), updated_at=now)
+            )
+            activated += result.rowcount
+        for start in range(0, len(order_ids), INSERT_CHUNK):
+            await self._conn.execute(
+                update(ORDERS)
+                .where(
+                    ORDERS.c.id.in_(order_ids[start : start + INSERT_CHUNK]),
+                    ORDERS.c.status == str(OrderStatus.STAGED),
+                )
+                .values(status=str(OrderStatus.PENDING))
+            )
+        return activated
+
+    async def delete_staged(self, identity_ids: Sequence[uuid.UUID]) -> int:
+        """Remove what an unfinished import staged (its orders first); staged rows were never
+        usable, so nothing else refers to them."""
+        deleted = 0
+        for start in range(0, len(identity_ids), INSERT_CHUNK):
+            chunk = identity_ids[start : start + INSERT_CHUNK]
+            await self._conn.execute(
+                ORDERS.delete().where(
+                    ORDERS.c.identity_id.in_(chunk), ORDERS.c.status == str(OrderStatus.STAGED)
+                )
+            )
+            result = await self._conn.execute(
+                IDENTITIES.delete().where(
+                    IDENTITIES.c.id.in_(chunk),
+                    IDENTITIES.c.status == str(IdentityStatus.STAGED),
+                )
+            )
+            deleted += result.rowcount
+        return deleted
+
+    async def stale_staged_identities(self, created_before: dt.datetime) -> list[uuid.UUID]:
+        """Identities staged by imports that did not finish (their process died)."""
+        result = await self._conn.execute(
+            select(IDENTITIES.c.id).where(
+                IDENTITIES.c.status == str(IdentityStatus.STAGED),
+                IDENTITIES.c.created_at < created_before,
+            )
+        )
+        return [row.id for row in result]
 
     # -- orders -----------------------------------------------------------------------------
 
@@ -346,10 +434,8 @@ class StoreTx:
 
     async def insert_orders(self, orders: Sequence[tuple[Order, str]]) -> None:
         """Many orders with their code hashes at once (bulk import)."""
-        if not orders:
-            return
-        await self._conn.execute(
-            ORDERS.insert(),
+        await self._insert_many(
+            ORDERS,
             [
                 {
                     "id": order.id,
@@ -407,6 +493,8 @@ class StoreTx:
             identity_id=identity_id,
             status=status,
         )
+        if status is None:
+            query = query.where(ORDERS.c.status != str(OrderStatus.STAGED))
         return [_order(row) for row in await self._conn.execute(query)]
 
     async def count_failed_attempt(
@@ -986,25 +1074,21 @@ class StoreTx:
     async def chain_pending_audit(self, seal: AuditSeal) -> int:
         """Append this transaction's events to the hash chain, each sealed, and seal the new
         head: one lock of the head (read FOR UPDATE, so concurrent writers on PostgreSQL queue
-        behind it and each sees the hash the previous one left), one executemany. Returns the
-        first event's position."""
+        behind it and each sees the hash the previous one left), then the inserts. A bulk
+        import's thousands of events are hashed on a thread. Returns the first event's seq."""
         if not self.audit_events:
             return 0
         head = await self.audit_chain_head(for_update=True)
-        seq, previous = head.seq, head.hash
-        rows = []
-        for audit_event in self.audit_events:
-            seq += 1
-            digest = chain_hash(previous, seq, audit_event)
-            rows.append(_audit_row(audit_event, seq, previous, digest, seal.event(seq, digest)))
-            previous = digest
-        new_head = dataclasses.replace(head, seq=seq, hash=previous)
+        if len(self.audit_events) > BULK_AUDIT:
+            rows, new_head = await asyncio.to_thread(_chain, head, self.audit_events, seal)
+        else:
+            rows, new_head = _chain(head, self.audit_events, seal)
         await self._conn.execute(
             update(AUDIT_CHAIN)
             .where(AUDIT_CHAIN.c.id == 1)
-            .values(seq=seq, hash=previous, mac=seal.head(new_head))
+            .values(seq=new_head.seq, hash=new_head.hash, mac=seal.head(new_head))
         )
-        await self._conn.execute(AUDIT_EVENTS.insert(), rows)
+        await self._insert_many(AUDIT_EVENTS, rows)
         return head.seq + 1
 
     async def anchor_audit_chain(self, seal: AuditSeal, head: ChainHead) -> None:
@@ -1102,6 +1186,20 @@ def _api_token(row: Row[Any]) -> ApiToken:
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
     )
+
+
+def _chain(
+    head: ChainHead, events: Sequence[AuditEvent], seal: AuditSeal
+) -> tuple[list[dict[str, Any]], ChainHead]:
+    """The rows of `events` chained after `head`, each sealed, and the new head."""
+    seq, previous = head.seq, head.hash
+    rows = []
+    for audit_event in events:
+        seq += 1
+        digest = chain_hash(previous, seq, audit_event)
+        rows.append(_audit_row(audit_event, seq, previous, digest, seal.event(seq, digest)))
+        previous = digest
+    return rows, dataclasses.replace(head, seq=seq, hash=previous)
 
 
 def _audit_row(
