@@ -23,7 +23,7 @@ from est_ca.private_files import write_private
 from est_ca.server import Server
 from est_ca.service import Service
 from est_ca.web.tls import generate_self_signed
-from tests.helpers import REQUIRE_SERVICES, KeyPool
+from tests.helpers import REQUIRE_SERVICES, KeyPool, organisation
 
 # Property-based and fuzz tests run a bounded number of cases in CI; EST_CA_FUZZ=long runs
 # thousands (EST_CA_FUZZ_EXAMPLES sets any number).
@@ -138,9 +138,23 @@ def clock() -> SettableClock:
     return SettableClock()
 
 
+# The organisations the tests' identities belong to (CVR, name); email domain example.dk.
+TEST_ORGANISATIONS = (
+    ("99999999", "ÆØÅ ApS"),
+    ("96908409", "Testorganisation nr. 96908409"),
+    ("34051178", "Digitaliseringsstyrelsen"),
+)
+
+
+async def with_test_organisations(service: Service) -> Service:
+    for cvr, name in TEST_ORGANISATIONS:
+        await organisation(service, cvr, name)
+    return service
+
+
 @pytest.fixture
 async def service(settings: Settings, clock: SettableClock) -> AsyncIterator[Service]:
-    opened = await Service.open(settings, clock=clock)
+    opened = await with_test_organisations(await Service.open(settings, clock=clock))
     yield opened
     await opened.close()
 
@@ -168,7 +182,7 @@ async def open_service(
         configured = make_settings(data_dir, ca_material, database_url=database_url, **sections)
         instance = await Service.open(configured, clock=clock)
         opened.append(instance)
-        return instance
+        return await with_test_organisations(instance)
 
     yield open_
     for instance in opened:

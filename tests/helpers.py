@@ -21,6 +21,7 @@ from cryptography.x509.oid import NameOID
 from est_ca.audit import Actor
 from est_ca.registration.identities import Identity, IdentityType
 from est_ca.registration.orders import PlacedOrder
+from est_ca.registration.organisations import Organisation
 from est_ca.server import Server
 from est_ca.service import Service
 
@@ -204,6 +205,22 @@ def pem(certificates: Sequence[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
 
 
+TEST_DOMAINS = ("example.dk",)
+
+
+async def organisation(
+    service: Service, cvr: str, name: str, domains: Sequence[str] = TEST_DOMAINS
+) -> Organisation:
+    """The organisation of `cvr`, registered now with `name` if it is not yet."""
+    async with service.store.read() as tx:
+        registered = await tx.get_organisation(cvr)
+    if registered is not None:
+        return registered
+    return await service.registry.create_organisation(
+        ADMIN, cvr=cvr, name=name, email_domains=domains
+    )
+
+
 async def new_user(
     service: Service,
     *,
@@ -213,6 +230,7 @@ async def new_user(
     cvr: str = "96908409",
     organisation_name: str = "Testorganisation nr. 96908409",
 ) -> Identity:
+    await organisation(service, cvr, organisation_name)
     return await service.registry.create_identity(
         ADMIN,
         type=IdentityType.USER,
@@ -242,6 +260,7 @@ async def danish_identity(
         if organisation_email and identity_type is IdentityType.ORGANISATION
         else None
     )
+    await organisation(service, "99999999", "ÆØÅ ApS")
     return await service.registry.create_identity(
         ADMIN,
         type=identity_type,
@@ -253,6 +272,7 @@ async def danish_identity(
 
 
 async def new_system(service: Service, name: str = "billing.service") -> Identity:
+    await organisation(service, "34051178", "Digitaliseringsstyrelsen")
     return await service.registry.create_identity(
         ADMIN,
         type=IdentityType.SYSTEM,

@@ -30,6 +30,7 @@ from est_ca.admin.views import (
     certificate_view,
     identity_view,
     order_view,
+    organisation_view,
     placed_order_view,
     token_view,
 )
@@ -41,6 +42,7 @@ from est_ca.private_files import open_private
 from est_ca.registration import importing
 from est_ca.registration.identities import IdentityStatus, IdentityType
 from est_ca.registration.orders import OrderStatus
+from est_ca.registration.organisations import OrganisationStatus
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.service import Service
 
@@ -75,6 +77,79 @@ def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: Sequenc
 
 
 # -- commands ---------------------------------------------------------------------------------
+
+
+ORGANISATION_COLUMNS = ("cvr", "name", "email_domains", "status")
+
+
+def _domains(text: str | None) -> list[str] | None:
+    return None if text is None else [d for d in text.replace(";", ",").split(",") if d.strip()]
+
+
+async def organisation_create(service: Service, args: argparse.Namespace) -> int:
+    organisation = await service.registry.create_organisation(
+        _admin_actor(),
+        cvr=args.cvr,
+        name=args.name,
+        email_domains=_domains(args.email_domains) or [],
+    )
+    _emit(args, [organisation_view(organisation)], ORGANISATION_COLUMNS)
+    return 0
+
+
+async def organisation_update(service: Service, args: argparse.Namespace) -> int:
+    organisation = await service.registry.update_organisation(
+        _admin_actor(),
+        args.cvr,
+        name=args.name,
+        email_domains=_domains(args.email_domains),
+        status=OrganisationStatus(args.status) if args.status else None,
+    )
+    _emit(args, [organisation_view(organisation)], ORGANISATION_COLUMNS)
+    return 0
+
+
+async def organisation_list(service: Service, args: argparse.Namespace) -> int:
+    organisations = await service.registry.list_organisations(
+        status=OrganisationStatus(args.status) if args.status else None,
+        limit=args.limit,
+        offset=args.offset,
+    )
+    _emit(args, [organisation_view(o) for o in organisations], ORGANISATION_COLUMNS)
+    return 0
+
+
+async def organisation_show(service: Service, args: argparse.Namespace) -> int:
+    organisation = await service.registry.get_organisation(args.cvr)
+    _emit(args, [organisation_view(organisation)], ORGANISATION_COLUMNS)
+    return 0
+
+
+async def organisation_import(service: Service, args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"cannot read {path} as UTF-8 text: {exc}") from exc
+    kind: importing.ImportFormat = (
+        "jsonl"
+        if (args.format or path.suffix.lstrip(".")) in ("jsonl", "ndjson", "json")
+        else "csv"
+    )
+    try:
+        organisations = importing.parse_organisations(text, kind, service.clock.now())
+        created, existing = await service.registry.import_organisations(
+            _admin_actor(), organisations
+        )
+    except importing.ImportRejected as rejected:
+        print(
+            f"est-ca: {rejected.summary(rejected.errors)}; nothing was imported:", file=sys.stderr
+        )
+        for error in rejected.errors:
+            print(f"  {error}", file=sys.stderr)
+        return 1
+    print(f"imported {len(created)} organisations ({len(existing)} already present)")
+    return 0
 
 
 async def identity_create(service: Service, args: argparse.Namespace) -> int:
@@ -436,13 +511,49 @@ def _parser() -> argparse.ArgumentParser:
     def output(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--json", action="store_true", help="JSON for scripts")
 
+    organisation = commands.add_parser(
+        "organisation", help="organisations (one per CVR: name, email domains, status)"
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    ocreate_org = organisation.add_parser("create", help="register an organisation")
+    ocreate_org.add_argument("--cvr", required=True, help="its CVR (8 digits)")
+    ocreate_org.add_argument("--name", required=True, help="the name its certificates carry")
+    ocreate_org.add_argument(
+        "--email-domains", help="domains its identities' email addresses may use, a,b"
+    )
+    output(ocreate_org)
+    ocreate_org.set_defaults(run=organisation_create)
+    oupdate = organisation.add_parser("update", help="change an organisation")
+    oupdate.add_argument("cvr")
+    oupdate.add_argument("--name")
+    oupdate.add_argument("--email-domains", help="the new list, a,b (empty: none)")
+    oupdate.add_argument("--status", choices=[s.value for s in OrganisationStatus])
+    output(oupdate)
+    oupdate.set_defaults(run=organisation_update)
+    olist_org = organisation.add_parser("list", help="list organisations")
+    olist_org.add_argument("--status", choices=[s.value for s in OrganisationStatus])
+    listing(olist_org)
+    output(olist_org)
+    olist_org.set_defaults(run=organisation_list)
+    oshow = organisation.add_parser("show", help="show one organisation")
+    oshow.add_argument("cvr")
+    output(oshow)
+    oshow.set_defaults(run=organisation_show)
+    oimport = organisation.add_parser(
+        "import", help="import organisations from CSV or JSON lines (all rows or none)"
+    )
+    oimport.add_argument("file", help=f"columns: {', '.join(ORGANISATION_COLUMNS)}")
+    oimport.add_argument("--format", choices=["csv", "jsonl"], help="default: by file suffix")
+    oimport.set_defaults(run=organisation_import)
+
     identity = commands.add_parser("identity", help="identities").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
     create = identity.add_parser("create", help="register an identity")
     create.add_argument("--type", required=True, choices=[t.value for t in IdentityType])
-    create.add_argument("--organisation", required=True, help="organisation name")
-    create.add_argument("--cvr", required=True, help="the organisation's CVR (8 digits)")
+    create.add_argument("--cvr", required=True, help="its organisation's CVR (registered)")
+    create.add_argument(
+        "--organisation", help="organisation name; if given, must be the registered one"
+    )
     create.add_argument("--display-name", help="CN; defaults to the full name for users")
     create.add_argument("--given-name")
     create.add_argument("--surname")

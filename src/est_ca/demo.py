@@ -21,10 +21,18 @@ async def demo_identity(service: Service) -> Identity:
         type=IdentityType.USER, cvr=DEMO_CVR, limit=1
     ):
         return identity
+    async with service.store.read() as tx:
+        registered = await tx.get_organisation(DEMO_CVR)
+    if registered is None:
+        await service.registry.create_organisation(
+            DEMO_ACTOR,
+            cvr=DEMO_CVR,
+            name="Demo Organisation ÆØÅ ApS",
+            email_domains=["demo.example"],
+        )
     return await service.registry.create_identity(
         DEMO_ACTOR,
         type=IdentityType.USER,
-        organisation_name="Demo Organisation ÆØÅ ApS",
         cvr=DEMO_CVR,
         given_name=DEMO_GIVEN_NAME,
         surname=DEMO_SURNAME,

@@ -142,18 +142,65 @@ _SCHEMAS: dict[str, Any] = {
             "given_name": _NULLABLE_TEXT,
             "surname": _NULLABLE_TEXT,
             "email": _NULLABLE_TEXT,
-            "status": {"enum": ["active", "disabled"]},
+            "status": {"enum": ["active", "disabled", "staged"]},
             "external_id": _NULLABLE_TEXT,
             "created_at": _TIME,
+        },
+    },
+    "Organisation": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["cvr", "name", "email_domains", "status", "created_at"],
+        "properties": {
+            "cvr": {"type": "string", "pattern": "^[0-9]{8}$"},
+            "name": {"type": "string", "description": "The O of its identities' certificates"},
+            "email_domains": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Domains its identities' email addresses may use",
+            },
+            "status": {"enum": ["active", "disabled"]},
+            "created_at": _TIME,
+        },
+    },
+    "NewOrganisation": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["cvr", "name"],
+        "properties": {
+            "cvr": {"type": "string", "pattern": "^[0-9]{8}$"},
+            "name": {"type": "string", "maxLength": 64},
+            "email_domains": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "OrganisationChanges": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "maxLength": 64},
+            "email_domains": {"type": "array", "items": {"type": "string"}},
+            "status": {"enum": ["active", "disabled"]},
+        },
+    },
+    "OrganisationImport": {
+        "type": "object",
+        "required": ["created", "existing"],
+        "properties": {
+            "created": {"type": "array", "items": _ref("Organisation")},
+            "existing": {"type": "array", "items": _ref("Organisation")},
         },
     },
     "NewIdentity": {
         "type": "object",
         "additionalProperties": False,
-        "required": ["type", "organisation_name", "cvr"],
+        "required": ["type", "cvr"],
         "properties": {
             "type": {"enum": ["user", "organisation", "system"]},
-            "organisation_name": {"type": "string", "maxLength": 64},
+            "organisation_name": {
+                "type": "string",
+                "maxLength": 64,
+                "description": "Optional; if given, the organisation's registered name",
+            },
             "cvr": {"type": "string", "pattern": "^[0-9]{8}$"},
             "display_name": {
                 "type": "string",
@@ -169,8 +216,7 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            name: {"type": "string"}
-            for name in ("display_name", "organisation_name", "given_name", "surname", "email")
+            name: {"type": "string"} for name in ("display_name", "given_name", "surname", "email")
         },
     },
     "DisabledIdentity": {
@@ -200,7 +246,17 @@ _SCHEMAS: dict[str, Any] = {
             "reference": {"type": "string"},
             "identity_id": {"type": "string", "format": "uuid"},
             "profile": {"type": "string"},
-            "state": {"enum": ["pending", "issuing", "consumed", "cancelled", "expired", "locked"]},
+            "state": {
+                "enum": [
+                    "pending",
+                    "issuing",
+                    "consumed",
+                    "cancelled",
+                    "expired",
+                    "locked",
+                    "staged",
+                ]
+            },
             "failed_attempts": {"type": "integer"},
             "created_at": _TIME,
             "expires_at": _TIME,
@@ -363,6 +419,67 @@ def document() -> dict[str, Any]:
                     "security": [],
                     "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
                 }
+            },
+            "/organisations": {
+                "get": {
+                    "operationId": "listOrganisations",
+                    "summary": "List organisations (a confined token sees its own)",
+                    "parameters": [
+                        _query("status", {"enum": ["active", "disabled"]}, "Status"),
+                        *_PAGING,
+                    ],
+                    "responses": {
+                        "200": _json(_page_of("Organisation"), "A page"),
+                        **_errors(),
+                    },
+                },
+                "post": {
+                    "operationId": "createOrganisation",
+                    "summary": "Register an organisation (administrators of the CA only)",
+                    "requestBody": _body(_ref("NewOrganisation")),
+                    "responses": {
+                        "201": _json(_ref("Organisation"), "Created"),
+                        **_errors("409", "413", "415"),
+                    },
+                },
+            },
+            "/organisations/import": {
+                "post": {
+                    "operationId": "importOrganisations",
+                    "summary": "Import organisations (administrators of the CA only; all or none)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "text/csv": {"schema": {"type": "string"}},
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": {
+                        "200": _json(_ref("OrganisationImport"), "Nothing new"),
+                        "201": _json(_ref("OrganisationImport"), "Imported"),
+                        **_errors("413", "415"),
+                    },
+                }
+            },
+            "/organisations/{cvr}": {
+                "parameters": [_path("cvr", "The organisation's CVR")],
+                "get": {
+                    "operationId": "readOrganisation",
+                    "summary": "Read an organisation",
+                    "responses": {
+                        "200": _json(_ref("Organisation"), "The organisation"),
+                        **_errors("404"),
+                    },
+                },
+                "patch": {
+                    "operationId": "updateOrganisation",
+                    "summary": "Change an organisation (administrators of the CA only)",
+                    "requestBody": _body(_ref("OrganisationChanges")),
+                    "responses": {
+                        "200": _json(_ref("Organisation"), "Changed"),
+                        **_errors("404", "413", "415"),
+                    },
+                },
             },
             "/identities": {
                 "get": {

@@ -22,7 +22,13 @@ from est_ca.admin import openapi
 from est_ca.admin.access import Principal
 from est_ca.admin.service import Administration
 from est_ca.admin.tokens import Tokens
-from est_ca.admin.views import certificate_view, identity_view, order_view, placed_order_view
+from est_ca.admin.views import (
+    certificate_view,
+    identity_view,
+    order_view,
+    organisation_view,
+    placed_order_view,
+)
 from est_ca.audit import Actor, AuditEvent, Outcome
 from est_ca.ca.certificates import CertificateStatus, Serial
 from est_ca.clock import Clock
@@ -31,6 +37,7 @@ from est_ca.est.wire import peer_certificate, read_body, require_content_type
 from est_ca.registration import importing
 from est_ca.registration.identities import IdentityStatus, IdentityType
 from est_ca.registration.orders import OrderStatus
+from est_ca.registration.organisations import OrganisationStatus
 from est_ca.registration.registry import Registry
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.store.store import Store
@@ -256,20 +263,95 @@ def _serial(request: web.Request) -> Serial:
         raise BadRequest("the serial is hexadecimal", field="serial") from exc
 
 
+# -- organisations ----------------------------------------------------------------------------
+
+
+def _domain_list(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise BadRequest("email_domains must be a list of domain names", field="email_domains")
+    return value
+
+
+async def create_organisation(request: web.Request) -> web.Response:
+    body = await _json_object(request)
+    domains = _domain_list(body.pop("email_domains", None)) or []
+    values = _fields(body, {"cvr": (str, True), "name": (str, True)})
+    organisation = await request.app[ADMINISTRATION].create_organisation(
+        _me(request), cvr=values["cvr"], name=values["name"], email_domains=domains
+    )
+    return web.json_response(organisation_view(organisation), status=201)
+
+
+async def list_organisations(request: web.Request) -> web.Response:
+    _query_known(request, {"status"})
+    limit, offset = _page(request)
+    organisations = await request.app[ADMINISTRATION].organisations(
+        _me(request),
+        status=_enum(OrganisationStatus, request.query.get("status"), "status"),
+        limit=limit,
+        offset=offset,
+    )
+    return _paged([organisation_view(o) for o in organisations], limit, offset)
+
+
+async def read_organisation(request: web.Request) -> web.Response:
+    organisation = await request.app[ADMINISTRATION].organisation(
+        _me(request), request.match_info["cvr"]
+    )
+    return web.json_response(organisation_view(organisation))
+
+
+async def update_organisation(request: web.Request) -> web.Response:
+    body = await _json_object(request)
+    domains = _domain_list(body.pop("email_domains", None))
+    values = _fields(body, {"name": (str, False), "status": (str, False)})
+    organisation = await request.app[ADMINISTRATION].update_organisation(
+        _me(request),
+        request.match_info["cvr"],
+        name=values["name"],
+        email_domains=domains,
+        status=_enum(OrganisationStatus, values["status"], "status"),
+    )
+    return web.json_response(organisation_view(organisation))
+
+
+async def import_organisations(request: web.Request) -> web.Response:
+    """text/csv or application/x-ndjson: cvr, name, email_domains, status."""
+    _query_known(request, set())
+    kind = request.content_type.lower()
+    if kind not in ("text/csv", "application/x-ndjson", "application/jsonl"):
+        raise UnsupportedMediaType("send text/csv or application/x-ndjson")
+    body = await read_body(request, request.app[IMPORT_MAX_BYTES])
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("the file must be UTF-8 text") from exc
+    created, existing = await request.app[ADMINISTRATION].import_organisations(
+        _me(request), text, "csv" if kind == "text/csv" else "jsonl"
+    )
+    return web.json_response(
+        {
+            "created": [organisation_view(o) for o in created],
+            "existing": [organisation_view(o) for o in existing],
+        },
+        status=201 if created else 200,
+    )
+
+
 # -- identities -------------------------------------------------------------------------------
 
 _IDENTITY_FIELDS = {
     "type": (str, True),
-    "organisation_name": (str, True),
+    "organisation_name": (str, False),
     "cvr": (str, True),
     "display_name": (str, False),
     "given_name": (str, False),
     "surname": (str, False),
     "email": (str, False),
 }
-_UPDATE_FIELDS = dict.fromkeys(
-    ("display_name", "organisation_name", "given_name", "surname", "email"), (str, False)
-)
+_UPDATE_FIELDS = dict.fromkeys(("display_name", "given_name", "surname", "email"), (str, False))
 
 
 async def create_identity(request: web.Request) -> web.Response:
@@ -305,7 +387,14 @@ async def read_identity(request: web.Request) -> web.Response:
 
 
 async def update_identity(request: web.Request) -> web.Response:
-    values = _fields(await _json_object(request), _UPDATE_FIELDS)
+    body = await _json_object(request)
+    if "organisation_name" in body:
+        raise BadRequest(
+            "an identity takes its organisation's registered name; an administrator of the CA "
+            "changes it with PATCH /admin/v1/organisations/{cvr}",
+            field="organisation_name",
+        )
+    values = _fields(body, _UPDATE_FIELDS)
     identity = await request.app[ADMINISTRATION].update_identity(
         _me(request), _identity_id(request), **values
     )
@@ -504,6 +593,11 @@ def add_routes(app: web.Application) -> None:
     routes.add_get(f"{PREFIX}/health", health)
     routes.add_get(f"{PREFIX}/ready", ready)
     routes.add_get(f"{PREFIX}/openapi.json", openapi_document)
+    routes.add_get(f"{PREFIX}/organisations", list_organisations)
+    routes.add_post(f"{PREFIX}/organisations", create_organisation)
+    routes.add_post(f"{PREFIX}/organisations/import", import_organisations)
+    routes.add_get(f"{PREFIX}/organisations/{{cvr}}", read_organisation)
+    routes.add_patch(f"{PREFIX}/organisations/{{cvr}}", update_organisation)
     routes.add_get(f"{PREFIX}/identities", list_identities)
     routes.add_post(f"{PREFIX}/identities", create_identity)
     routes.add_post(f"{PREFIX}/identities/import", import_identities)

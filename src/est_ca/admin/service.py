@@ -15,8 +15,15 @@ from est_ca.admin.access import Principal, Scope
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
 from est_ca.errors import NotFound
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
-from est_ca.registration.importing import ImportFormat, ImportRejected, ImportRow, RowError
+from est_ca.registration.importing import (
+    ImportFormat,
+    ImportRejected,
+    ImportRow,
+    RowError,
+    parse_organisations,
+)
 from est_ca.registration.orders import Order, OrderStatus, PlacedOrder
+from est_ca.registration.organisations import Organisation, OrganisationStatus
 from est_ca.registration.registry import ImportResult, Registry
 from est_ca.revocation.publishing import RevocationPublishing
 from est_ca.revocation.reasons import RevocationReason
@@ -36,6 +43,58 @@ class Administration:
         self._revocations = revocations
         self._publishing = publishing
 
+    # -- organisations ----------------------------------------------------------------------
+
+    async def create_organisation(
+        self, principal: Principal, *, cvr: str, name: str, email_domains: Sequence[str]
+    ) -> Organisation:
+        """Only the CA's own administrators: an organisation must not name itself."""
+        principal.require_unconfined()
+        return await self._registry.create_organisation(
+            principal.actor, cvr=cvr, name=name, email_domains=email_domains
+        )
+
+    async def update_organisation(
+        self,
+        principal: Principal,
+        cvr: str,
+        *,
+        name: str | None,
+        email_domains: Sequence[str] | None,
+        status: OrganisationStatus | None,
+    ) -> Organisation:
+        principal.require_unconfined()
+        return await self._registry.update_organisation(
+            principal.actor, cvr, name=name, email_domains=email_domains, status=status
+        )
+
+    async def import_organisations(
+        self, principal: Principal, text: str, kind: ImportFormat
+    ) -> tuple[list[Organisation], list[Organisation]]:
+        principal.require_unconfined()
+        organisations = parse_organisations(text, kind, self._registry.now())
+        return await self._registry.import_organisations(principal.actor, organisations)
+
+    async def organisation(self, principal: Principal, cvr: str) -> Organisation:
+        principal.require(Scope.READ)
+        if principal.cvr is not None and principal.cvr != cvr.strip():
+            raise NotFound(f"no organisation with CVR {cvr}")
+        return await self._registry.get_organisation(cvr)
+
+    async def organisations(
+        self,
+        principal: Principal,
+        *,
+        status: OrganisationStatus | None,
+        limit: int,
+        offset: int,
+    ) -> list[Organisation]:
+        """An organisation's own token sees its own record only."""
+        principal.require(Scope.READ)
+        return await self._registry.list_organisations(
+            cvr=principal.cvr, status=status, limit=limit, offset=offset
+        )
+
     # -- identities -------------------------------------------------------------------------
 
     async def create_identity(
@@ -43,8 +102,8 @@ class Administration:
         principal: Principal,
         *,
         type: IdentityType,
-        organisation_name: str,
         cvr: str,
+        organisation_name: str | None = None,
         display_name: str | None = None,
         given_name: str | None = None,
         surname: str | None = None,
@@ -90,7 +149,6 @@ class Administration:
         identity_id: uuid.UUID,
         *,
         display_name: str | None = None,
-        organisation_name: str | None = None,
         given_name: str | None = None,
         surname: str | None = None,
         email: str | None = None,
@@ -100,7 +158,6 @@ class Administration:
             principal.actor,
             identity_id,
             display_name=display_name,
-            organisation_name=organisation_name,
             given_name=given_name,
             surname=surname,
             email=email,

@@ -14,6 +14,7 @@ from est_ca.audit import AuditEvent
 from est_ca.ca.certificates import CertificateRecord
 from est_ca.registration.identities import Identity
 from est_ca.registration.orders import Order, OrderState, PlacedOrder
+from est_ca.registration.organisations import Organisation
 from est_ca.revocation.reasons import RevocationReason
 
 # Short names for subject attributes that RFC 4514 would print as dotted OIDs.
@@ -27,6 +28,16 @@ _ATTRIBUTE_NAMES = {
 
 def _time(value: dt.datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def organisation_view(organisation: Organisation) -> dict[str, Any]:
+    return {
+        "cvr": organisation.cvr,
+        "name": organisation.name,
+        "email_domains": list(organisation.email_domains),
+        "status": organisation.status.value,
+        "created_at": _time(organisation.created_at),
+    }
 
 
 def identity_view(identity: Identity) -> dict[str, Any]:

@@ -73,6 +73,7 @@ from est_ca.registration import codes
 from est_ca.registration.codes import SecretHasher
 from est_ca.registration.identities import Identity
 from est_ca.registration.orders import Order, OrderState
+from est_ca.registration.organisations import Organisation
 from est_ca.registration.registry import OrderPolicy
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.revocation.revoker import Revocation, Revocations
@@ -268,9 +269,11 @@ class RegistrationAuthority:
             raise NoPendingOrder("this order was cancelled")
         async with self._store.read() as tx:
             identity = await tx.get_identity(order.identity_id)
+            organisation = await tx.get_organisation(identity.cvr) if identity else None
         assert identity is not None  # a foreign key guarantees it
         if not identity.is_active:
             raise NotEntitled("the identity of this order is disabled")
+        _require_organisation_active(organisation)
         return order, identity
 
     async def _check_code(
@@ -321,6 +324,7 @@ class RegistrationAuthority:
             identity = await tx.get_identity(record.identity_id) if record else None
             binding = await tx.key_binding(record.public_key_sha256) if record else None
             successor = await tx.successor_of(serial) if record else None
+            organisation = await tx.get_organisation(identity.cvr) if identity else None
         if record is None or record.der != certificate_der or identity is None:
             raise CertificateNotUsable("the client certificate was not issued by this CA")
         if record.status is CertificateStatus.REVOKED:
@@ -340,6 +344,7 @@ class RegistrationAuthority:
             )
         if not identity.is_active:
             raise NotEntitled("the identity of this certificate is disabled")
+        _require_organisation_active(organisation)
         return ClientCertificate(certificate=certificate, record=record, identity=identity)
 
     # -- checks and issuance ----------------------------------------------------------------
@@ -644,6 +649,13 @@ class RegistrationAuthority:
                 reason=error.audit_reason,
             ),
             counts=counts,
+        )
+
+
+def _require_organisation_active(organisation: Organisation | None) -> None:
+    if organisation is None or not organisation.is_active:
+        raise NotEntitled(
+            "the organisation of this identity is disabled; its administrators can tell why"
         )
 
 

@@ -96,7 +96,8 @@ def check_email(value: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Identity:
-    """A registered subscriber. `display_name` becomes the certificate's CN."""
+    """A registered subscriber. `display_name` becomes the certificate's CN; the organisation
+    name (its O) is the organisation record's, read with the identity, never the identity's."""
 
     id: uuid.UUID
     type: IdentityType
@@ -173,7 +174,6 @@ class Identity:
         self,
         *,
         display_name: str | None = None,
-        organisation_name: str | None = None,
         given_name: str | None = None,
         surname: str | None = None,
         email: str | None = None,
@@ -183,7 +183,6 @@ class Identity:
             name: value
             for name, value in (
                 ("display_name", display_name),
-                ("organisation_name", organisation_name),
                 ("given_name", given_name),
                 ("surname", surname),
                 ("email", email),

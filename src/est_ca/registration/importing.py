@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import io
 import json
+import re
 from collections.abc import Callable, Iterable
 from typing import Literal
 
@@ -26,6 +27,7 @@ from est_ca.registration.identities import (
     check_external_id,
     normalise_name,
 )
+from est_ca.registration.organisations import Organisation, OrganisationStatus
 
 COLUMNS = (
     "external_id",
@@ -37,7 +39,9 @@ COLUMNS = (
     "surname",
     "email",
 )
-REQUIRED = ("external_id", "type", "organisation_name", "cvr")
+# organisation_name may be left out: an identity takes its organisation's registered name (a
+# name given must be that one).
+REQUIRED = ("external_id", "type", "cvr")
 MAX_ROWS = 100_000
 Progress = Callable[[str, int, int], None]
 ImportFormat = Literal["csv", "jsonl"]
@@ -73,6 +77,8 @@ class ImportRejected(BadRequest):
 class ImportRow:
     line: int
     identity: Identity
+    # The organisation name the row gave, if any (checked against the registered one).
+    organisation_name: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -82,7 +88,7 @@ class ImportRow:
 
 def same_record(new: Identity, existing: Identity) -> bool:
     """Whether a row describes the identity already registered under its key."""
-    fields = ("type", "display_name", "organisation_name", "given_name", "surname", "email")
+    fields = ("type", "display_name", "given_name", "surname", "email")
     return all(getattr(new, name) == getattr(existing, name) for name in fields)
 
 
@@ -133,7 +139,7 @@ def _row_identity(line: int, values: dict[str, object], now: dt.datetime) -> Imp
     identity_type = IdentityType(text["type"] or "")
     identity = Identity.create(
         type=identity_type,
-        organisation_name=text["organisation_name"] or "",
+        organisation_name=text["organisation_name"] or text["cvr"] or "",
         cvr=text["cvr"] or "",
         created_at=now,
         display_name=text["display_name"],
@@ -142,7 +148,7 @@ def _row_identity(line: int, values: dict[str, object], now: dt.datetime) -> Imp
         email=text["email"],
         external_id=text["external_id"],
     )
-    return ImportRow(line=line, identity=identity)
+    return ImportRow(line=line, identity=identity, organisation_name=text["organisation_name"])
 
 
 class ImportParser:
@@ -283,3 +289,90 @@ def _limited(
         if count > MAX_ROWS:
             raise BadRequest(f"a file holds at most {MAX_ROWS} rows; split it")
         yield row
+
+
+ORGANISATION_COLUMNS = ("cvr", "name", "email_domains", "status")
+
+
+def parse_organisations(text: str, kind: ImportFormat, now: dt.datetime) -> list[Organisation]:
+    """Organisations from CSV (a header naming the columns) or JSON lines: cvr, name,
+    email_domains (separated by spaces, commas or semicolons; a JSON list too), status
+    (active or disabled; default active). Every error of every row, or every row."""
+    records: Iterable[tuple[int, dict[str, object] | RowError]]
+    if kind == "csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+        header = reader.fieldnames or []
+        unknown = [
+            RowError(1, n, f"unknown column {n!r}") for n in header if n not in ORGANISATION_COLUMNS
+        ]
+        if unknown:
+            raise ImportRejected(unknown)
+        records = ((reader.line_num, dict(values)) for values in reader)
+    else:
+        records = _json_objects(text)
+    organisations: list[Organisation] = []
+    errors: list[RowError] = []
+    seen: dict[str, int] = {}
+    try:
+        for line, values in _limited(records):
+            if isinstance(values, RowError):
+                errors.append(values)
+                continue
+            try:
+                organisation = _organisation_of(values, now)
+            except BadRequest as exc:
+                errors.append(RowError(line, exc.field, exc.detail))
+                continue
+            if organisation.cvr in seen:
+                errors.append(
+                    RowError(line, "cvr", f"duplicates the row on line {seen[organisation.cvr]}")
+                )
+                continue
+            seen[organisation.cvr] = line
+            organisations.append(organisation)
+    except (csv.Error, ValueError, RecursionError) as exc:
+        raise ImportRejected([RowError(0, None, f"the file cannot be read: {exc}")]) from exc
+    if errors:
+        raise ImportRejected(errors)
+    if not organisations:
+        raise BadRequest("the file holds no rows")
+    return organisations
+
+
+def _json_objects(text: str) -> Iterable[tuple[int, dict[str, object] | RowError]]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            values = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            yield number, RowError(number, None, f"not JSON: {exc}")
+            continue
+        if not isinstance(values, dict):
+            yield number, RowError(number, None, "each line must be a JSON object")
+            continue
+        yield number, values
+
+
+def _organisation_of(values: dict[str, object], now: dt.datetime) -> Organisation:
+    unknown = sorted(set(values) - set(ORGANISATION_COLUMNS))
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}", field=unknown[0])
+    domains = values.get("email_domains") or ""
+    if isinstance(domains, str):
+        domains = [part for part in re.split(r"[\s,;]+", domains) if part]
+    if not isinstance(domains, list) or not all(isinstance(d, str) for d in domains):
+        raise BadRequest("email_domains is a list of domain names", field="email_domains")
+    status = values.get("status") or "active"
+    if status not in {s.value for s in OrganisationStatus}:
+        raise BadRequest("status is active or disabled", field="status")
+    for field in ("cvr", "name"):
+        if not isinstance(values.get(field), str) or not str(values[field]).strip():
+            raise BadRequest(f"{field} is required", field=field)
+    return Organisation(
+        cvr=str(values["cvr"]),
+        name=str(values["name"]),
+        email_domains=tuple(domains),
+        status=OrganisationStatus(str(status)),
+        created_at=now,
+    )

@@ -21,7 +21,13 @@ from est_ca.clock import Clock
 from est_ca.errors import BadRequest, Conflict, EstCaError, NotFound
 from est_ca.registration import codes, importing
 from est_ca.registration.codes import SecretHasher
-from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
+from est_ca.registration.identities import (
+    Identity,
+    IdentityStatus,
+    IdentityType,
+    check_cvr,
+    normalise_name,
+)
 from est_ca.registration.importing import (
     ImportFormat,
     ImportRejected,
@@ -31,7 +37,8 @@ from est_ca.registration.importing import (
     same_record,
 )
 from est_ca.registration.orders import Order, OrderState, OrderStatus, PlacedOrder
-from est_ca.store.store import Store
+from est_ca.registration.organisations import Organisation, OrganisationStatus
+from est_ca.store.store import Store, StoreTx
 from est_ca.workers import Workers
 
 # Rows handed to a worker at a time in bulk work: small enough that the event loop gets the
@@ -74,6 +81,46 @@ def _import_events(
     return identities + placed
 
 
+def _of_registered_organisations(
+    rows: Sequence[ImportRow], organisations: dict[str, Organisation]
+) -> tuple[list[ImportRow], list[RowError]]:
+    """Rows of registered, active organisations, each identity with its organisation's name,
+    and an error for every row that is not (unknown CVR, other name, foreign email domain)."""
+    accepted: list[ImportRow] = []
+    errors: list[RowError] = []
+    for row in rows:
+        organisation = organisations.get(row.identity.cvr)
+        if organisation is None:
+            errors.append(
+                RowError(
+                    row.line, "cvr", f"no organisation with CVR {row.identity.cvr} is registered"
+                )
+            )
+            continue
+        try:
+            organisation.require_active()
+            if row.organisation_name is not None and row.organisation_name != organisation.name:
+                raise BadRequest(
+                    f"organisation {organisation.cvr} is registered as {organisation.name!r}",
+                    field="organisation_name",
+                )
+            organisation.check_email(row.identity.email)
+        except BadRequest as exc:
+            errors.append(RowError(row.line, exc.field, exc.detail))
+            continue
+        named = dataclasses.replace(row.identity, organisation_name=organisation.name)
+        accepted.append(dataclasses.replace(row, identity=named))
+    return accepted, errors
+
+
+def _same_organisation(new: Organisation, existing: Organisation) -> bool:
+    return (new.name, new.email_domains, new.status) == (
+        existing.name,
+        existing.email_domains,
+        existing.status,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class ImportResult:
     created: list[Identity]
@@ -107,6 +154,121 @@ class Registry:
         self._profiles = profiles
         self.order_policy = order_policy
 
+    def now(self) -> dt.datetime:
+        return self._clock.now()
+
+    # -- organisations ----------------------------------------------------------------------
+
+    async def create_organisation(
+        self, actor: Actor, *, cvr: str, name: str, email_domains: Sequence[str] = ()
+    ) -> Organisation:
+        organisation = Organisation(
+            cvr=cvr,
+            name=name,
+            email_domains=tuple(email_domains),
+            status=OrganisationStatus.ACTIVE,
+            created_at=self._clock.now(),
+        )
+        await self.import_organisations(actor, [organisation], single=True)
+        return organisation
+
+    async def import_organisations(
+        self, actor: Actor, organisations: Sequence[Organisation], *, single: bool = False
+    ) -> tuple[list[Organisation], list[Organisation]]:
+        """New organisations (created) and those registered already with the same data
+        (skipped); one registered with other data is an error, changed only by update."""
+        async with self._store.write() as tx:
+            existing = await tx.organisations_by_cvr([o.cvr for o in organisations])
+            if single and existing:
+                raise Conflict(f"organisation {organisations[0].cvr} is registered already")
+            differing = [
+                o.cvr
+                for o in organisations
+                if o.cvr in existing and not _same_organisation(o, existing[o.cvr])
+            ]
+            if differing:
+                raise BadRequest(
+                    f"organisation {differing[0]} is registered with other data; change it "
+                    "with an update, not by import",
+                    field="cvr",
+                )
+            new = [o for o in organisations if o.cvr not in existing]
+            await tx.insert_organisations(new)
+            await tx.append_audits(
+                [
+                    AuditEvent(
+                        action="organisation.created",
+                        outcome=Outcome.SUCCESS,
+                        actor=actor,
+                        at=o.created_at,
+                        details={
+                            "cvr": o.cvr,
+                            "name": o.name,
+                            "email_domains": ",".join(o.email_domains),
+                        },
+                    )
+                    for o in new
+                ]
+            )
+        return new, [existing[o.cvr] for o in organisations if o.cvr in existing]
+
+    async def update_organisation(
+        self,
+        actor: Actor,
+        cvr: str,
+        *,
+        name: str | None = None,
+        email_domains: Sequence[str] | None = None,
+        status: OrganisationStatus | None = None,
+    ) -> Organisation:
+        """A new name reaches certificates at their next issuance or renewal; addresses of
+        existing identities are not re-checked against new domains (disable those)."""
+        now = self._clock.now()
+        async with self._store.write() as tx:
+            current = await tx.get_organisation(check_cvr(cvr), for_update=True)
+            if current is None:
+                raise NotFound(f"no organisation with CVR {cvr}")
+            changed = current.updated(
+                name=name,
+                email_domains=tuple(email_domains) if email_domains is not None else None,
+                status=status,
+            )
+            if changed != current:
+                await tx.update_organisation(changed, now)
+                await tx.append_audit(
+                    AuditEvent(
+                        action="organisation.updated",
+                        outcome=Outcome.SUCCESS,
+                        actor=actor,
+                        at=now,
+                        details={
+                            "cvr": changed.cvr,
+                            "name": changed.name,
+                            "email_domains": ",".join(changed.email_domains),
+                            "status": changed.status.value,
+                        },
+                    )
+                )
+        return changed
+
+    async def get_organisation(self, cvr: str) -> Organisation:
+        async with self._store.read() as tx:
+            organisation = await tx.get_organisation(cvr.strip())
+        if organisation is None:
+            raise NotFound(f"no organisation with CVR {cvr}")
+        return organisation
+
+    async def list_organisations(
+        self,
+        *,
+        cvr: str | None = None,
+        status: OrganisationStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Organisation]:
+        async with self._store.read() as tx:
+            return await tx.list_organisations(cvr=cvr, status=status, limit=limit, offset=offset)
+
     # -- identities -------------------------------------------------------------------------
 
     async def create_identity(
@@ -114,25 +276,30 @@ class Registry:
         actor: Actor,
         *,
         type: IdentityType,
-        organisation_name: str,
         cvr: str,
+        organisation_name: str | None = None,
         display_name: str | None = None,
         given_name: str | None = None,
         surname: str | None = None,
         email: str | None = None,
     ) -> Identity:
+        """A new identity of a registered, active organisation, whose name it takes; its
+        email address must be in one of the organisation's domains. `organisation_name`, if
+        given, must be the registered name (callers of earlier versions sent it)."""
         now = self._clock.now()
-        identity = Identity.create(
-            type=type,
-            organisation_name=organisation_name,
-            cvr=cvr,
-            created_at=now,
-            display_name=display_name,
-            given_name=given_name,
-            surname=surname,
-            email=email,
-        )
         async with self._store.write() as tx:
+            organisation = await self._organisation_for(tx, cvr, organisation_name)
+            identity = Identity.create(
+                type=type,
+                organisation_name=organisation.name,
+                cvr=cvr,
+                created_at=now,
+                display_name=display_name,
+                given_name=given_name,
+                surname=surname,
+                email=email,
+            )
+            organisation.check_email(identity.email)
             await tx.insert_identity(identity)
             await tx.append_audit(
                 AuditEvent(
@@ -145,6 +312,28 @@ class Registry:
                 )
             )
         return identity
+
+    @staticmethod
+    async def _organisation_for(
+        tx: StoreTx, cvr: str, organisation_name: str | None
+    ) -> Organisation:
+        organisation = await tx.get_organisation(check_cvr(cvr))
+        if organisation is None:
+            raise BadRequest(
+                f"no organisation with CVR {cvr.strip()} is registered; an administrator of the "
+                "CA must register it first (est-ca organisation create)",
+                field="cvr",
+            )
+        organisation.require_active()
+        if organisation_name is not None and (
+            normalise_name(organisation_name, "organisation_name") != organisation.name
+        ):
+            raise BadRequest(
+                f"organisation {organisation.cvr} is registered as {organisation.name!r}; "
+                "identities take that name (leave organisation_name out)",
+                field="organisation_name",
+            )
+        return organisation
 
     async def get_identity(self, identity_id: uuid.UUID) -> Identity:
         async with self._store.read() as tx:
@@ -159,7 +348,6 @@ class Registry:
         identity_id: uuid.UUID,
         *,
         display_name: str | None = None,
-        organisation_name: str | None = None,
         given_name: str | None = None,
         surname: str | None = None,
         email: str | None = None,
@@ -171,15 +359,15 @@ class Registry:
             if current is None:
                 raise NotFound(f"no identity {identity_id}")
             changed = current.updated(
-                display_name=display_name,
-                organisation_name=organisation_name,
-                given_name=given_name,
-                surname=surname,
-                email=email,
+                display_name=display_name, given_name=given_name, surname=surname, email=email
             )
+            if changed.email != current.email:
+                organisation = await tx.get_organisation(current.cvr)
+                assert organisation is not None  # an identity's organisation stays
+                organisation.check_email(changed.email)
             fields = [
                 name
-                for name in ("display_name", "organisation_name", "given_name", "surname", "email")
+                for name in ("display_name", "given_name", "surname", "email")
                 if getattr(changed, name) != getattr(current, name)
             ]
             if fields:
@@ -213,7 +401,10 @@ class Registry:
         only staged rows, which are removed (at once, or by `remove_stale_imports`)."""
         async with self._store.read() as tx:
             existing = await tx.identities_by_external_id([row.key for row in rows])
-        new_rows = [row for row in rows if row.key not in existing]
+            organisations = await tx.organisations_by_cvr([row.identity.cvr for row in rows])
+        new_rows, organisation_errors = _of_registered_organisations(
+            [row for row in rows if row.key not in existing], organisations
+        )
         errors = [
             RowError(
                 row.line,
@@ -223,7 +414,7 @@ class Registry:
             )
             for row in rows
             if row.key in existing and not same_record(row.identity, existing[row.key])
-        ]
+        ] + organisation_errors
         if place_orders:
             for row in new_rows:
                 try:
@@ -422,6 +613,7 @@ class Registry:
         identity = await self.get_identity(identity_id)
         if not identity.is_active:
             raise Conflict(f"identity {identity.id} is disabled; no orders can be placed for it")
+        (await self.get_organisation(identity.cvr)).require_active()
         chosen = self.profile_for(identity, profile)
         if validity_days is not None and not 1 <= validity_days <= 365:
             raise BadRequest("an order is valid for 1 to 365 days", field="validity_days")

@@ -60,6 +60,20 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+class OrganisationRow(Base):
+    """One per CVR: the name certificates carry and the email domains its identities may use."""
+
+    __tablename__ = "organisations"
+
+    cvr: Mapped[str] = mapped_column(String(8), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # Lower-case ASCII domain names, comma-separated.
+    email_domains: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
 class IdentityRow(Base):
     __tablename__ = "identities"
     # An organisation's own id for the person or system: bulk imports are idempotent on it.
@@ -68,7 +82,7 @@ class IdentityRow(Base):
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
     type: Mapped[str] = mapped_column(String(16))
     display_name: Mapped[str] = mapped_column(String(200))
-    organisation_name: Mapped[str] = mapped_column(String(200))
+    # The organisation (its name comes from there; the domain checks that it exists).
     cvr: Mapped[str] = mapped_column(String(8), index=True)
     given_name: Mapped[str | None] = mapped_column(String(200))
     surname: Mapped[str | None] = mapped_column(String(200))

@@ -54,6 +54,7 @@ from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyBind
 from est_ca.errors import ConfigurationError
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
 from est_ca.registration.orders import Order, OrderStatus
+from est_ca.registration.organisations import Organisation, OrganisationStatus
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.revocation.state import PublishedCrl, RevocationState, RevokedEntry
 from est_ca.store.schema import (
@@ -64,6 +65,7 @@ from est_ca.store.schema import (
     IdentityRow,
     OcspResponderRow,
     OrderRow,
+    OrganisationRow,
     RevocationStateRow,
     SubscriberKeyRow,
     UtcDateTime,
@@ -72,6 +74,11 @@ from est_ca.store.schema import (
 _log = structlog.get_logger(__name__)
 
 IDENTITIES = cast(Table, IdentityRow.__table__)
+ORGANISATIONS = cast(Table, OrganisationRow.__table__)
+# An identity as the domain sees it: with its organisation's registered name.
+_IDENTITY = select(IDENTITIES, ORGANISATIONS.c.name.label("organisation_name")).join_from(
+    IDENTITIES, ORGANISATIONS, ORGANISATIONS.c.cvr == IDENTITIES.c.cvr
+)
 REVOCATION_STATE = cast(Table, RevocationStateRow.__table__)
 OCSP_RESPONDERS = cast(Table, OcspResponderRow.__table__)
 ORDERS = cast(Table, OrderRow.__table__)
@@ -263,6 +270,66 @@ class StoreTx:
         for start in range(0, len(rows), INSERT_CHUNK):
             await self._conn.execute(table.insert(), list(rows[start : start + INSERT_CHUNK]))
 
+    # -- organisations ----------------------------------------------------------------------
+
+    async def insert_organisations(self, organisations: Sequence[Organisation]) -> None:
+        await self._insert_many(
+            ORGANISATIONS,
+            [
+                {
+                    "cvr": organisation.cvr,
+                    "name": organisation.name,
+                    "email_domains": ",".join(organisation.email_domains),
+                    "status": str(organisation.status),
+                    "created_at": organisation.created_at,
+                    "updated_at": organisation.created_at,
+                }
+                for organisation in organisations
+            ],
+        )
+
+    async def update_organisation(self, organisation: Organisation, now: dt.datetime) -> None:
+        await self._conn.execute(
+            update(ORGANISATIONS)
+            .where(ORGANISATIONS.c.cvr == organisation.cvr)
+            .values(
+                name=organisation.name,
+                email_domains=",".join(organisation.email_domains),
+                status=str(organisation.status),
+                updated_at=now,
+            )
+        )
+
+    async def get_organisation(self, cvr: str, *, for_update: bool = False) -> Organisation | None:
+        query = select(ORGANISATIONS).where(ORGANISATIONS.c.cvr == cvr)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._conn.execute(query)).one_or_none()
+        return _organisation(row) if row is not None else None
+
+    async def organisations_by_cvr(self, cvrs: Sequence[str]) -> dict[str, Organisation]:
+        found: dict[str, Organisation] = {}
+        wanted = sorted(set(cvrs))
+        for start in range(0, len(wanted), INSERT_CHUNK):
+            result = await self._conn.execute(
+                select(ORGANISATIONS).where(
+                    ORGANISATIONS.c.cvr.in_(wanted[start : start + INSERT_CHUNK])
+                )
+            )
+            found.update((row.cvr, _organisation(row)) for row in result)
+        return found
+
+    async def list_organisations(
+        self,
+        *,
+        cvr: str | None = None,
+        status: OrganisationStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Organisation]:
+        query = _page(ORGANISATIONS, (ORGANISATIONS.c.cvr,), limit, offset, cvr=cvr, status=status)
+        return [_organisation(row) for row in await self._conn.execute(query)]
+
     # -- identities -------------------------------------------------------------------------
 
     async def insert_identity(self, identity: Identity) -> None:
@@ -277,7 +344,6 @@ class StoreTx:
                     "id": identity.id,
                     "type": str(identity.type),
                     "display_name": identity.display_name,
-                    "organisation_name": identity.organisation_name,
                     "cvr": identity.cvr,
                     "given_name": identity.given_name,
                     "surname": identity.surname,
@@ -297,7 +363,6 @@ class StoreTx:
             .where(IDENTITIES.c.id == identity.id)
             .values(
                 display_name=identity.display_name,
-                organisation_name=identity.organisation_name,
                 given_name=identity.given_name,
                 surname=identity.surname,
                 email=identity.email,
@@ -315,7 +380,7 @@ class StoreTx:
             chunk = wanted[start : start + 500]
             external_ids = {external_id for _, external_id in chunk}
             result = await self._conn.execute(
-                select(IDENTITIES).where(IDENTITIES.c.external_id.in_(external_ids))
+                _IDENTITY.where(IDENTITIES.c.external_id.in_(external_ids))
             )
             for row in result:
                 identity = _identity(row)
@@ -339,9 +404,9 @@ class StoreTx:
         self, identity_id: uuid.UUID, *, for_update: bool = False
     ) -> Identity | None:
         """`for_update` locks the row: issuance and disabling of one identity queue on it."""
-        query = select(IDENTITIES).where(IDENTITIES.c.id == identity_id)
+        query = _IDENTITY.where(IDENTITIES.c.id == identity_id)
         if for_update:
-            query = query.with_for_update()
+            query = query.with_for_update(of=IDENTITIES)
         result = await self._conn.execute(query)
         row = result.one_or_none()
         return _identity(row) if row is not None else None
@@ -360,6 +425,7 @@ class StoreTx:
             (IDENTITIES.c.created_at, IDENTITIES.c.id),
             limit,
             offset,
+            base=_IDENTITY,
             type=type,
             cvr=cvr,
             status=status,
@@ -1158,11 +1224,12 @@ def _page(
     offset: int,
     *,
     of_cvr: str | None = None,
+    base: Select[Any] | None = None,
     **equal: object,
 ) -> Select[Any]:
     """SELECT rows of `table` whose columns equal the given values (None: any), one page;
     `of_cvr` keeps rows whose identity belongs to that organisation."""
-    query = select(table).order_by(*order_by)
+    query = (base if base is not None else select(table)).order_by(*order_by)
     if of_cvr is not None:
         query = query.where(
             table.c.identity_id.in_(select(IDENTITIES.c.id).where(IDENTITIES.c.cvr == of_cvr))
@@ -1222,6 +1289,16 @@ def _audit_row(
         "reason": event.reason,
         "details": json.dumps(dict(event.details), sort_keys=True),
     }
+
+
+def _organisation(row: Row[Any]) -> Organisation:
+    return Organisation(
+        cvr=row.cvr,
+        name=row.name,
+        email_domains=tuple(domain for domain in row.email_domains.split(",") if domain),
+        status=OrganisationStatus(row.status),
+        created_at=row.created_at,
+    )
 
 
 def _identity(row: Row[Any]) -> Identity:
