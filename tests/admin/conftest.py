@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -105,8 +106,9 @@ class AdminApi:
         json_body: Any = None,
         data: bytes | None = None,
         content_type: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Reply:
-        headers: dict[str, str] = {}
+        headers = dict(headers or {})
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         if json_body is not None:
@@ -146,11 +148,13 @@ class AdminSetup:
 RECORDED: list[Reply] = []
 
 
-@pytest.fixture
-async def admin(
-    open_service: OpenService, ca_material: CaMaterial, admin_ca: AdminCa
+@contextlib.asynccontextmanager
+async def running_admin(
+    open_service: OpenService, ca_material: CaMaterial, admin_ca: AdminCa, database_url: str = ""
 ) -> AsyncIterator[AdminSetup]:
-    service = await open_service(admin={"client_ca_file": str(admin_ca.ca_file)})
+    service = await open_service(
+        database_url=database_url, admin={"client_ca_file": str(admin_ca.ca_file)}
+    )
     server = Server(service)
     await server.start("127.0.0.1", 0, service.settings.service.http_port)
     api = AdminApi(server.admin_url, ca_material.tls_cert)
@@ -163,3 +167,20 @@ async def admin(
     finally:
         RECORDED.extend(api.replies + certificate_api.replies)
         await server.stop()
+
+
+@pytest.fixture
+async def admin(
+    open_service: OpenService, ca_material: CaMaterial, admin_ca: AdminCa
+) -> AsyncIterator[AdminSetup]:
+    async with running_admin(open_service, ca_material, admin_ca) as running:
+        yield running
+
+
+@pytest.fixture
+async def admin_on_each_database(
+    open_service: OpenService, ca_material: CaMaterial, admin_ca: AdminCa, database_url: str
+) -> AsyncIterator[AdminSetup]:
+    """The admin API on SQLite, then on PostgreSQL: what one database takes, the other may not."""
+    async with running_admin(open_service, ca_material, admin_ca, database_url) as running:
+        yield running

@@ -86,8 +86,8 @@ async def test_every_token_use_is_audited(admin: AdminSetup) -> None:
     [
         ("order", "GET", "/identities", None),
         ("read", "POST", "/identities", system(ORG_A, "x")),
-        ("read", "POST", "/crl/regenerate", None),
-        ("order,revoke", "POST", "/crl/regenerate", None),
+        ("read", "POST", "/crl/regenerate", {}),
+        ("order,revoke", "POST", "/crl/regenerate", {}),
     ],
 )
 async def test_a_token_without_the_scope_is_403(
@@ -202,8 +202,8 @@ async def test_an_organisation_cannot_read_order_for_or_revoke_anothers(
         ("POST", f"/identities/{b['identity']}/disable", {}),
         ("POST", "/orders", {"identity_id": b["identity"]}),
         ("GET", f"/orders/{b['order']}", None),
-        ("POST", f"/orders/{b['order']}/cancel", None),
-        ("POST", f"/orders/{b['order']}/unlock", None),
+        ("POST", f"/orders/{b['order']}/cancel", {}),
+        ("POST", f"/orders/{b['order']}/unlock", {}),
         ("GET", f"/orders?identity_id={b['identity']}", None),
         ("GET", f"/certificates/{b['serial']}", None),
         ("GET", f"/certificates?identity_id={b['identity']}", None),
@@ -271,7 +271,7 @@ async def test_an_organisation_token_cannot_regenerate_crls_even_with_admin_scop
     admin: AdminSetup,
 ) -> None:
     token = await admin.token("org-admin", "admin", cvr=ORG_A)
-    reply = await admin.api.call("POST", "/crl/regenerate", token=token)
+    reply = await admin.api.call("POST", "/crl/regenerate", token=token, json_body={})
     assert reply.status == 403
 
 

@@ -105,9 +105,10 @@ async def test_an_order_shows_its_code_once_and_can_be_cancelled(admin: AdminSet
         "GET", f"/orders?identity_id={identity['id']}", token=admin.admin_token
     )
     assert [o["reference"] for o in listed.body["items"]] == [reference]
-    cancelled = await admin.api.call("POST", f"/orders/{reference}/cancel", token=admin.admin_token)
+    cancel = f"/orders/{reference}/cancel"
+    cancelled = await admin.api.call("POST", cancel, token=admin.admin_token, json_body={})
     assert cancelled.body["state"] == "cancelled"
-    again = await admin.api.call("POST", f"/orders/{reference}/cancel", token=admin.admin_token)
+    again = await admin.api.call("POST", cancel, token=admin.admin_token, json_body={})
     assert again.status == 409
     assert again.headers["Content-Type"].startswith("application/problem+json")
 
@@ -125,7 +126,7 @@ async def test_a_locked_order_is_unlocked(admin: AdminSetup, keys: KeyPool) -> N
     locked = await admin.api.call("GET", f"/orders/{placed['reference']}", token=admin.admin_token)
     assert locked.body["state"] == OrderState.LOCKED.value
     unlocked = await admin.api.call(
-        "POST", f"/orders/{placed['reference']}/unlock", token=admin.admin_token
+        "POST", f"/orders/{placed['reference']}/unlock", token=admin.admin_token, json_body={}
     )
     assert unlocked.body["state"] == "pending"
     assert unlocked.body["failed_attempts"] == 0
@@ -191,8 +192,8 @@ async def test_disabling_an_identity_revokes_its_certificates(
 
 
 async def test_crls_are_regenerated_on_request(admin: AdminSetup) -> None:
-    first = await admin.api.call("POST", "/crl/regenerate", token=admin.admin_token)
-    second = await admin.api.call("POST", "/crl/regenerate", token=admin.admin_token)
+    first = await admin.api.call("POST", "/crl/regenerate", token=admin.admin_token, json_body={})
+    second = await admin.api.call("POST", "/crl/regenerate", token=admin.admin_token, json_body={})
     assert first.status == second.status == 200
     numbers = {crl["ca"]: crl["number"] for crl in first.body["crls"]}
     assert set(numbers) == {"issuing", "root"}

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from typing import Any
 
 import pytest
 
 from tests.admin.conftest import AdminSetup
+from tests.helpers import KeyPool
+from tests.revocation.helpers import issue
 
 USER = {
     "type": "user",
@@ -168,3 +172,154 @@ async def test_a_revocation_with_an_unknown_reason_names_it(admin: AdminSetup) -
         json_body={"reason": "certificateHold"},
     )
     problem(reply, 400, "reason")
+
+
+# -- hostile input: a 400 naming the field, never a 500, and an admin.refused event each ---------
+
+DEEP = "[" * 20_000 + "]" * 20_000
+HUGE = "1" + "0" * 4999  # 5000 digits: Python's int() refuses more than 4300
+
+
+async def refusals(admin: AdminSetup) -> list[str | None]:
+    async with admin.service.store.read() as tx:
+        return [event.reason for event in await tx.list_audit(action="admin.refused")]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "field"),
+    [
+        ("GET", "/identities?offset=9223372036854775808", "offset"),
+        ("GET", "/orders?offset=1000000001", "offset"),
+        ("GET", "/certificates?offset=" + "9" * 4000, "offset"),
+        ("GET", "/certificates?offset=" + HUGE, "offset"),
+        ("GET", "/identities?limit=" + HUGE, "limit"),
+        ("GET", "/certificates?expires_after=0001-01-01T00:00:00%2B14:00", "expires_after"),
+        ("GET", "/certificates?expires_before=9999-12-31T23:59:59-14:00", "expires_before"),
+        ("GET", "/identities?cvr=%00", "cvr"),
+        ("GET", "/orders/%00", "reference"),
+        ("POST", "/orders/AB%00CD/cancel", "reference"),
+    ],
+    ids=[
+        "offset-2**63",
+        "offset-over-the-cap",
+        "offset-4000-digits",
+        "offset-5000-digits",
+        "limit-5000-digits",
+        "year-1-east-of-utc",
+        "year-9999-west-of-utc",
+        "nul-in-cvr",
+        "nul-reference",
+        "nul-in-reference",
+    ],
+)
+async def test_a_hostile_query_or_path_is_a_400_naming_it_and_audited(
+    admin_on_each_database: AdminSetup, method: str, path: str, field: str
+) -> None:
+    admin = admin_on_each_database
+    body: dict[str, str] | None = {} if method == "POST" else None
+    reply = await admin.api.call(method, path, token=admin.admin_token, json_body=body)
+    problem(reply, 400, field)
+    [reason] = await refusals(admin)
+    assert reason is not None
+    assert reason.startswith("BadRequest: ")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/identities", DEEP, "body"),
+        ("/identities", '{"type": ' + DEEP + "}", "body"),
+        ("/identities", json.dumps(USER)[:-1] + ', "surname": ' + HUGE + "}", "surname"),
+        ("/orders", '{"identity_id": "x", "validity_days": ' + HUGE + "}", "validity_days"),
+        ("/orders", '{"identity_id": "x", "validity_days": -' + HUGE + "}", "validity_days"),
+    ],
+    ids=["deep-array", "deep-field", "huge-name", "huge-validity", "huge-negative"],
+)
+async def test_a_hostile_json_body_is_a_400_naming_it_and_audited(
+    admin: AdminSetup, path: str, body: str, field: str
+) -> None:
+    reply = await admin.api.call(
+        "POST", path, token=admin.admin_token, data=body.encode(), content_type="application/json"
+    )
+    problem(reply, 400, field)
+    [reason] = await refusals(admin)
+    assert reason is not None
+    assert reason.startswith("BadRequest: ")
+
+
+async def test_hostile_json_lines_are_row_errors_and_audited(admin: AdminSetup) -> None:
+    lines = "\n".join(
+        [
+            DEEP,
+            '{"external_id": "a", "cvr": ' + HUGE + "}",
+            '{"external_id": ' + DEEP + "}",
+        ]
+    )
+    reply = await admin.api.call(
+        "POST",
+        "/identities/import",
+        token=admin.admin_token,
+        data=lines.encode(),
+        content_type="application/x-ndjson",
+    )
+    problem(reply, 400)
+    assert [(e["line"], e["detail"]) for e in reply.body["errors"]] == [
+        (1, "nested too deeply to read"),
+        (2, "a number too long to read"),
+        (3, "nested too deeply to read"),
+    ]
+    [reason] = await refusals(admin)
+    assert reason is not None
+    assert reason.startswith("ImportRejected: 3 error(s)")
+
+
+@pytest.mark.parametrize(
+    "when",
+    ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00+14:00", "before-not-before"],
+    ids=["year-1", "year-1-east-of-utc", "a-second-before-not-before"],
+)
+async def test_an_invalidity_date_outside_the_certificates_validity_is_a_400(
+    admin: AdminSetup, keys: KeyPool, when: str
+) -> None:
+    certificate = await issue(admin.service, keys)
+    if when == "before-not-before":
+        when = (certificate.not_valid_before_utc - dt.timedelta(seconds=1)).isoformat()
+    serial = format(certificate.serial_number, "040x")
+    reply = await admin.api.call(
+        "POST",
+        f"/certificates/{serial}/revoke",
+        token=admin.admin_token,
+        json_body={"reason": "keyCompromise", "invalidity_date": when},
+    )
+    problem(reply, 400, "invalidity_date")
+    [reason] = await refusals(admin)
+    assert reason is not None
+    assert reason.startswith("BadRequest: ")
+    still = await admin.api.call("GET", f"/certificates/{serial}", token=admin.admin_token)
+    assert still.body["status"] == "issued"
+
+
+async def test_control_characters_in_an_import_are_reported_and_audited_on_each_database(
+    admin_on_each_database: AdminSetup,
+) -> None:
+    """Found by the schemathesis fuzz: PostgreSQL refuses NUL in text, so the refusal's audit
+    event carried the column name raw and the answer was a 500."""
+    admin = admin_on_each_database
+    reply = await admin.api.call(
+        "POST",
+        "/identities/import",
+        token=admin.admin_token,
+        data=b"external_id,ty\x00pe\x1b[2J\nx,system\n",
+        content_type="text/csv",
+    )
+    body = problem(reply, 400)
+    assert {
+        "line": 1,
+        "field": "ty\x00pe\x1b[2J",
+        "detail": "unknown column 'ty\\x00pe\\x1b[2J'",
+    } in body["errors"]
+    [reason] = await refusals(admin)
+    assert reason is not None
+    assert reason.startswith("ImportRejected: ")
+    assert "\\x00" in reason
+    assert all(character.isprintable() for character in reason)

@@ -11,7 +11,7 @@ from openapi_spec_validator import validate
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from est_ca.admin import openapi
+from est_ca.admin import openapi, routes
 from est_ca.admin.routes import PREFIX
 from est_ca.web.app import admin_app
 from tests.admin.conftest import AdminSetup, Reply
@@ -49,6 +49,26 @@ async def test_every_route_is_documented_and_every_documented_operation_routed(
 ) -> None:
     routed = _routed(admin_app(admin.service))
     assert routed == _documented()
+
+
+async def test_every_change_documents_the_bodies_it_takes_and_its_refusals(
+    admin: AdminSetup,
+) -> None:
+    """The same-origin and content-type rule, as the document shows it to clients."""
+    changes = {(m, p) for m, p in _routed(admin_app(admin.service)) if m in {"post", "patch"}}
+    assert changes
+    for method, path in sorted(changes):
+        operation = DOCUMENT["paths"][path][method]
+        body = operation.get("requestBody", {})
+        assert set(body.get("content", {})) == set(routes.body_types(PREFIX + path)), path
+        assert {"403", "413", "415"} <= set(operation["responses"]), path
+
+
+def test_the_documented_page_bounds_are_the_enforced_ones() -> None:
+    parameters = DOCUMENT["paths"]["/identities"]["get"]["parameters"]
+    schemas = {p["name"]: p["schema"] for p in parameters}
+    assert (schemas["limit"]["minimum"], schemas["limit"]["maximum"]) == (1, routes.MAX_PAGE)
+    assert (schemas["offset"]["minimum"], schemas["offset"]["maximum"]) == (0, routes.MAX_OFFSET)
 
 
 async def test_the_service_serves_the_document(admin: AdminSetup) -> None:
@@ -141,7 +161,7 @@ async def test_what_each_operation_returns_matches_the_document(
     ).body
     await api.call("GET", "/orders", token=token)
     await api.call("GET", f"/orders/{placed['reference']}", token=token)
-    await api.call("POST", f"/orders/{placed['reference']}/unlock", token=token)
+    await api.call("POST", f"/orders/{placed['reference']}/unlock", token=token, json_body={})
     assert admin.service.authority is not None
     certificate = await admin.service.authority.enroll_with_order(
         placed["reference"],
@@ -158,9 +178,9 @@ async def test_what_each_operation_returns_matches_the_document(
     second = (
         await api.call("POST", "/orders", token=token, json_body={"identity_id": identity["id"]})
     ).body
-    await api.call("POST", f"/orders/{second['reference']}/cancel", token=token)
+    await api.call("POST", f"/orders/{second['reference']}/cancel", token=token, json_body={})
     await api.call("POST", f"/identities/{identity['id']}/disable", token=token, json_body={})
-    await api.call("POST", "/crl/regenerate", token=token)
+    await api.call("POST", "/crl/regenerate", token=token, json_body={})
     await api.call("GET", "/health")
     await api.call("GET", "/ready")
     await api.call("GET", "/identities")

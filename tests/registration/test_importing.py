@@ -112,6 +112,17 @@ def test_json_lines_are_read_with_blank_lines_skipped() -> None:
     assert (error.line, error.field) == (3, "cvr_extra")
 
 
+def test_a_json_line_too_deep_or_with_a_huge_number_is_a_row_error() -> None:
+    """json.loads raises RecursionError and ValueError for these, not JSONDecodeError."""
+    lines = ["[" * 20_000 + "]" * 20_000, '{"external_id": ' + "9" * 5000 + "}"]
+    with pytest.raises(ImportRejected) as rejected:
+        parse_json_lines("\n".join(lines), NOW)
+    assert [(e.line, e.detail) for e in rejected.value.errors] == [
+        (1, "nested too deeply to read"),
+        (2, "a number too long to read"),
+    ]
+
+
 def test_an_empty_file_is_refused() -> None:
     with pytest.raises(BadRequest, match="no rows"):
         parse_csv(HEADER, NOW)

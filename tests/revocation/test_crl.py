@@ -50,7 +50,7 @@ async def test_a_revocation_puts_the_serial_on_a_new_crl_with_a_higher_number(
         ADMIN,
         Serial(certificate.serial_number),
         RevocationReason.KEY_COMPROMISE,
-        service.clock.now() - dt.timedelta(hours=1),
+        certificate.not_valid_before_utc,
     )
     await publishing.check()
     after = current_crl(publishing, "issuing")
@@ -61,9 +61,10 @@ async def test_a_revocation_puts_the_serial_on_a_new_crl_with_a_higher_number(
     assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason is (
         x509.ReasonFlags.key_compromise
     )
-    assert entry.extensions.get_extension_for_class(
-        x509.InvalidityDate
-    ).value.invalidity_date_utc == (service.clock.now() - dt.timedelta(hours=1))
+    assert (
+        entry.extensions.get_extension_for_class(x509.InvalidityDate).value.invalidity_date_utc
+        == certificate.not_valid_before_utc
+    )
 
 
 async def test_an_unspecified_revocation_has_no_reason_code(

@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from est_ca.ca.certificates import CertificateStatus, Serial
+from est_ca.clock import SettableClock
 from est_ca.errors import BadRequest, Conflict, NotFound
 from est_ca.registration.identities import IdentityStatus
 from est_ca.registration.orders import OrderState
@@ -17,9 +18,10 @@ from tests.revocation.helpers import issue
 
 
 async def test_a_certificate_is_revoked_with_reason_and_invalidity_date(
-    service: Service, keys: KeyPool
+    service: Service, clock: SettableClock, keys: KeyPool
 ) -> None:
     certificate = await issue(service, keys)
+    clock.advance(dt.timedelta(days=3))
     compromised = service.clock.now() - dt.timedelta(days=2)
     record = await service.revocations.revoke_certificate(
         ADMIN, Serial(certificate.serial_number), RevocationReason.KEY_COMPROMISE, compromised
@@ -58,6 +60,43 @@ async def test_an_invalidity_date_in_the_future_is_refused(service: Service, key
             RevocationReason.KEY_COMPROMISE,
             service.clock.now() + dt.timedelta(hours=1),
         )
+
+
+@pytest.mark.parametrize(
+    "moved",
+    [dt.timedelta(seconds=-1), dt.datetime(1, 1, 1, tzinfo=dt.UTC)],
+    ids=["a-second-before-not-before", "year-1"],
+)
+async def test_an_invalidity_date_before_the_certificates_validity_is_refused(
+    service: Service, keys: KeyPool, moved: dt.timedelta | dt.datetime
+) -> None:
+    certificate = await issue(service, keys)
+    not_before = certificate.not_valid_before_utc
+    when = not_before + moved if isinstance(moved, dt.timedelta) else moved
+    with pytest.raises(BadRequest, match="validity") as refused:
+        await service.revocations.revoke_certificate(
+            ADMIN, Serial(certificate.serial_number), RevocationReason.KEY_COMPROMISE, when
+        )
+    assert refused.value.field == "invalidity_date"
+    record = await service.revocations.revoke_certificate(
+        ADMIN, Serial(certificate.serial_number), RevocationReason.KEY_COMPROMISE, not_before
+    )
+    assert record.invalidity_date == not_before
+
+
+async def test_an_invalidity_date_after_the_certificates_validity_is_refused(
+    service: Service, clock: SettableClock, keys: KeyPool
+) -> None:
+    certificate = await issue(service, keys)
+    clock.advance(certificate.not_valid_after_utc - clock.now() + dt.timedelta(days=1))
+    with pytest.raises(BadRequest, match="validity") as refused:
+        await service.revocations.revoke_certificate(
+            ADMIN,
+            Serial(certificate.serial_number),
+            RevocationReason.KEY_COMPROMISE,
+            certificate.not_valid_after_utc + dt.timedelta(seconds=1),
+        )
+    assert refused.value.field == "invalidity_date"
 
 
 async def test_disabling_an_identity_revokes_its_live_certificates_and_cancels_orders(

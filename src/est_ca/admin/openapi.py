@@ -44,16 +44,26 @@ def _page_of(name: str) -> dict[str, Any]:
 _ERRORS = {
     "400": _problem("Malformed input; `field` names the field"),
     "401": _problem("No or invalid credentials"),
-    "403": _problem("The caller lacks the scope, or acts outside its organisation"),
+    "403": _problem(
+        "The caller lacks the scope, or acts outside its organisation, or (for a change) the "
+        "request comes from another origin"
+    ),
     "404": _problem("No such object (or not visible to the caller)"),
+    "408": _problem("The body did not arrive in time"),
     "409": _problem("The object's state forbids the change"),
     "413": _problem("The body is too large"),
     "415": _problem("The body has the wrong content type"),
+    "429": _problem("Too many failed authentications from this address; see Retry-After"),
 }
 
 
 def _errors(*codes: str) -> dict[str, Any]:
-    return {code: _ERRORS[code] for code in ("400", "401", "403", *codes)}
+    return {code: _ERRORS[code] for code in sorted({"400", "401", "403", "429", *codes})}
+
+
+def _change_errors(*codes: str) -> dict[str, Any]:
+    """A state-changing operation reads a body: it may also be slow, too large or not JSON."""
+    return _errors("408", "413", "415", *codes)
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -66,12 +76,12 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     }
 
 
-def _path(name: str, description: str) -> dict[str, Any]:
+def _path(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {
         "name": name,
         "in": "path",
         "required": True,
-        "schema": {"type": "string"},
+        "schema": schema,
         "description": description,
     }
 
@@ -82,13 +92,35 @@ _PAGING = [
         {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
         "Items per page (at most 500)",
     ),
-    _query("offset", {"type": "integer", "minimum": 0, "default": 0}, "Items to skip"),
+    _query(
+        "offset",
+        {"type": "integer", "minimum": 0, "maximum": 1_000_000_000, "default": 0},
+        "Items to skip (at most 10^9)",
+    ),
 ]
 _SECURITY: list[dict[str, list[str]]] = [{"token": []}, {"certificate": []}]
 
 
 def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+# Operations without fields still take JSON (or nothing), never a form: see the description.
+_NO_FIELDS = {
+    "required": False,
+    "description": "Empty, or an empty JSON object",
+    "content": {"application/json": {"schema": {"type": "object", "additionalProperties": False}}},
+}
+_REASONS = [
+    "unspecified",
+    "keyCompromise",
+    "affiliationChanged",
+    "superseded",
+    "cessationOfOperation",
+    "privilegeWithdrawn",
+]
+_CVR = {"type": "string", "pattern": "^[0-9]{8}$"}
+_NAME = {"type": "string", "minLength": 1, "maxLength": 64}
 
 
 _SCHEMAS: dict[str, Any] = {
@@ -101,7 +133,10 @@ _SCHEMAS: dict[str, Any] = {
             "title": {"type": "string"},
             "status": {"type": "integer"},
             "detail": {"type": "string"},
-            "field": {"type": "string", "description": "The input field at fault"},
+            "field": {
+                "type": "string",
+                "description": "The input at fault: a field, a parameter, or `body` as a whole",
+            },
             "errors": {
                 "type": "array",
                 "description": "Every error of an import, by line",
@@ -196,27 +231,28 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["type", "cvr"],
         "properties": {
             "type": {"enum": ["user", "organisation", "system"]},
-            "organisation_name": {
+            "organisation_name": _NAME
+            | {"description": "Optional; if given, the organisation's registered name"},
+            "cvr": _CVR,
+            "display_name": _NAME | {"description": "The CN; for users the full name by default"},
+            "given_name": _NAME,
+            "surname": _NAME,
+            "email": {
                 "type": "string",
-                "maxLength": 64,
-                "description": "Optional; if given, the organisation's registered name",
+                "maxLength": 255,
+                "description": "ASCII only: it becomes an rfc822Name",
             },
-            "cvr": {"type": "string", "pattern": "^[0-9]{8}$"},
-            "display_name": {
-                "type": "string",
-                "maxLength": 64,
-                "description": "The CN; for users the full name by default",
-            },
-            "given_name": {"type": "string", "maxLength": 64},
-            "surname": {"type": "string", "maxLength": 64},
-            "email": {"type": "string", "description": "ASCII only: it becomes an rfc822Name"},
         },
+        "if": {"properties": {"type": {"const": "user"}}},
+        "then": {"required": ["given_name", "surname", "email"]},
+        "else": {"required": ["display_name"]},
     },
     "IdentityChanges": {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            name: {"type": "string"} for name in ("display_name", "given_name", "surname", "email")
+            **dict.fromkeys(("display_name", "given_name", "surname"), _NAME),
+            "email": {"type": "string", "maxLength": 255},
         },
     },
     "DisabledIdentity": {
@@ -319,17 +355,12 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "reason": {
-                "enum": [
-                    "unspecified",
-                    "keyCompromise",
-                    "affiliationChanged",
-                    "superseded",
-                    "cessationOfOperation",
-                    "privilegeWithdrawn",
-                ]
+            "reason": {"enum": _REASONS},
+            "invalidity_date": _TIME
+            | {
+                "description": "When the key was (suspected) compromised: within the "
+                "certificate's validity and not in the future"
             },
-            "invalidity_date": _TIME,
         },
     },
     "ImportResult": {
@@ -365,9 +396,15 @@ _SCHEMAS: dict[str, Any] = {
 _SCHEMAS["IdentityBase"] = {**_SCHEMAS["Identity"], "additionalProperties": True}
 _SCHEMAS["OrderBase"] = {**_SCHEMAS["Order"], "additionalProperties": True}
 
-_IDENTITY_ID = _path("identity_id", "The identity's UUID")
-_REFERENCE = _path("reference", "The order reference")
-_SERIAL = _path("serial", "The certificate serial, hexadecimal")
+_IDENTITY_ID = _path("identity_id", {"type": "string", "format": "uuid"}, "The identity's UUID")
+_REFERENCE = _path(
+    "reference",
+    {"type": "string", "pattern": "^[0-9A-Za-z -]{1,64}$"},
+    "The order reference (case, dashes and spaces are ignored)",
+)
+_SERIAL = _path(
+    "serial", {"type": "string", "pattern": "^[0-9A-Fa-f]{1,40}$"}, "The certificate serial"
+)
 
 
 def document() -> dict[str, Any]:
@@ -380,7 +417,11 @@ def document() -> dict[str, Any]:
                 "Identities, orders, certificates and revocation. Authenticate with "
                 "'Authorization: Bearer <token>' (tokens are made with `est-ca token create`; "
                 "scopes read, order, revoke, admin; a token may be confined to one CVR) or "
-                "with an administrator client certificate."
+                "with an administrator client certificate. A change (POST, PATCH) takes "
+                "application/json (the import also text/csv or application/x-ndjson), even "
+                "where it has no fields (send {} or nothing), and is refused when its Origin "
+                "is not this listener's or Sec-Fetch-Site is cross-site or same-site: no other "
+                "site's page can act with an administrator's browser certificate."
             ),
         },
         "servers": [{"url": "/admin/v1"}],
@@ -462,7 +503,7 @@ def document() -> dict[str, Any]:
                 }
             },
             "/organisations/{cvr}": {
-                "parameters": [_path("cvr", "The organisation's CVR")],
+                "parameters": [_path("cvr", _CVR, "The organisation's CVR")],
                 "get": {
                     "operationId": "readOrganisation",
                     "summary": "Read an organisation",
@@ -487,7 +528,7 @@ def document() -> dict[str, Any]:
                     "summary": "List identities",
                     "parameters": [
                         _query("type", {"enum": ["user", "organisation", "system"]}, "Type"),
-                        _query("cvr", {"type": "string"}, "Organisation"),
+                        _query("cvr", _CVR, "Organisation"),
                         _query("status", {"enum": ["active", "disabled"]}, "Status"),
                         *_PAGING,
                     ],
@@ -499,7 +540,7 @@ def document() -> dict[str, Any]:
                     "requestBody": _body(_ref("NewIdentity")),
                     "responses": {
                         "201": _json(_ref("Identity"), "Created"),
-                        **_errors("413", "415"),
+                        **_change_errors(),
                     },
                 },
             },
@@ -519,12 +560,13 @@ def document() -> dict[str, Any]:
                         "content": {
                             "text/csv": {"schema": {"type": "string"}},
                             "application/x-ndjson": {"schema": {"type": "string"}},
+                            "application/jsonl": {"schema": {"type": "string"}},
                         },
                     },
                     "responses": {
                         "200": _json(_ref("ImportResult"), "Nothing new"),
                         "201": _json(_ref("ImportResult"), "Imported"),
-                        **_errors("409", "413", "415"),
+                        **_change_errors("409"),
                     },
                 }
             },
@@ -541,7 +583,7 @@ def document() -> dict[str, Any]:
                     "requestBody": _body(_ref("IdentityChanges")),
                     "responses": {
                         "200": _json(_ref("Identity"), "Updated"),
-                        **_errors("404", "413", "415"),
+                        **_change_errors("404"),
                     },
                 },
             },
@@ -554,12 +596,12 @@ def document() -> dict[str, Any]:
                         {
                             "type": "object",
                             "additionalProperties": False,
-                            "properties": {"reason": {"type": "string"}},
+                            "properties": {"reason": {"enum": _REASONS}},
                         }
                     ),
                     "responses": {
                         "200": _json(_ref("DisabledIdentity"), "Disabled"),
-                        **_errors("404", "409", "413", "415"),
+                        **_change_errors("404", "409"),
                     },
                 },
             },
@@ -584,7 +626,7 @@ def document() -> dict[str, Any]:
                     "requestBody": _body(_ref("NewOrder")),
                     "responses": {
                         "201": _json(_ref("PlacedOrder"), "Placed"),
-                        **_errors("404", "409", "413", "415"),
+                        **_change_errors("404", "409"),
                     },
                 },
             },
@@ -601,9 +643,10 @@ def document() -> dict[str, Any]:
                 "post": {
                     "operationId": "cancelOrder",
                     "summary": "Cancel a pending order",
+                    "requestBody": _NO_FIELDS,
                     "responses": {
                         "200": _json(_ref("Order"), "Cancelled"),
-                        **_errors("404", "409"),
+                        **_change_errors("404", "409"),
                     },
                 },
             },
@@ -612,7 +655,11 @@ def document() -> dict[str, Any]:
                 "post": {
                     "operationId": "unlockOrder",
                     "summary": "Unlock an order locked by wrong one-time codes",
-                    "responses": {"200": _json(_ref("Order"), "Unlocked"), **_errors("404", "409")},
+                    "requestBody": _NO_FIELDS,
+                    "responses": {
+                        "200": _json(_ref("Order"), "Unlocked"),
+                        **_change_errors("404", "409"),
+                    },
                 },
             },
             "/certificates": {
@@ -655,7 +702,7 @@ def document() -> dict[str, Any]:
                     "requestBody": _body(_ref("Revocation")),
                     "responses": {
                         "200": _json(_ref("Certificate"), "Revoked"),
-                        **_errors("404", "409", "413", "415"),
+                        **_change_errors("404", "409"),
                     },
                 },
             },
@@ -663,9 +710,10 @@ def document() -> dict[str, Any]:
                 "post": {
                     "operationId": "regenerateCrls",
                     "summary": "Sign new CRLs now (unconfined admin only)",
+                    "requestBody": _NO_FIELDS,
                     "responses": {
                         "200": _json(_ref("CrlRegeneration"), "Published"),
-                        **_errors("404"),
+                        **_change_errors("404"),
                     },
                 }
             },

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
@@ -17,6 +18,7 @@ from typing import Any
 from aiohttp import hdrs, web
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from yarl import URL
 
 from est_ca.admin import openapi
 from est_ca.admin.access import Principal
@@ -32,10 +34,17 @@ from est_ca.admin.views import (
 from est_ca.audit import Actor, AuditEvent, Outcome
 from est_ca.ca.certificates import CertificateStatus, Serial
 from est_ca.clock import Clock
-from est_ca.errors import BadRequest, EstCaError, Unauthenticated, UnsupportedMediaType
-from est_ca.est.wire import peer_certificate, read_body, require_content_type
-from est_ca.registration import importing
-from est_ca.registration.identities import IdentityStatus, IdentityType
+from est_ca.errors import (
+    BadRequest,
+    EstCaError,
+    NotEntitled,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
+from est_ca.est.wire import peer_certificate, read_body
+from est_ca.registration import codes, importing
+from est_ca.registration.identities import IdentityStatus, IdentityType, check_cvr
+from est_ca.registration.importing import ImportFormat
 from est_ca.registration.orders import OrderStatus
 from est_ca.registration.organisations import OrganisationStatus
 from est_ca.registration.registry import Registry
@@ -47,6 +56,8 @@ PREFIX = "/admin/v1"
 PROBLEM = "application/problem+json"
 BEARER_CHALLENGE = 'Bearer realm="est-ca admin"'
 MAX_PAGE = 500
+# Far beyond any table here, and within a 32-bit integer: no database overflows on it.
+MAX_OFFSET = 1_000_000_000
 ADMINISTRATION = web.AppKey("administration", Administration)
 TOKENS = web.AppKey("tokens", Tokens)
 REGISTRY = web.AppKey("registry", Registry)
@@ -106,12 +117,18 @@ async def authenticate(
                 outcome=Outcome.REFUSED,
                 actor=principal.actor,
                 at=request.app[CLOCK].now(),
-                reason=error.audit_reason,
+                reason=_printable(error.audit_reason),
                 details={"operation": f"{request.method} {request.path[:200]}"},
             )
         )
         raise
     return response
+
+
+def _printable(text: str) -> str:
+    """Control characters escaped: a refusal may quote the caller's input, the trail is read on
+    terminals, and PostgreSQL refuses NUL in text."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 async def _principal(request: web.Request) -> Principal:
@@ -154,18 +171,105 @@ def _me(request: web.Request) -> Principal:
     return request[PRINCIPAL]
 
 
+# -- cross-site requests ----------------------------------------------------------------------
+
+JSON = "application/json"
+IMPORT_TYPES = ("text/csv", "application/x-ndjson", "application/jsonl")
+_BODY_TYPES = {
+    f"{PREFIX}/identities/import": IMPORT_TYPES,
+    f"{PREFIX}/organisations/import": IMPORT_TYPES,
+}
+_STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_SAME_SITE = frozenset({"same-origin", "none"})  # `none`: typed by the user, not sent by a page
+
+
+@web.middleware
+async def same_origin_json(
+    request: web.Request, handler: Callable[[web.Request], Any]
+) -> web.StreamResponse:
+    """No other site's page changes anything with an administrator's credentials.
+
+    A browser sends the administrator's client certificate with any request a page makes, and
+    an HTML form may POST text/plain, form or multipart bodies to another site without asking;
+    JSON it may not (that needs a CORS preflight, never granted here). So a state-changing
+    request must carry JSON (or an import type), and one that says it comes from another origin
+    (Origin, Sec-Fetch-Site) is refused before anything is read.
+    """
+    if request.method in _STATE_CHANGING and request.match_info.http_exception is None:
+        site = request.headers.get("Sec-Fetch-Site")
+        origin = request.headers.get(hdrs.ORIGIN)
+        if (site is not None and site.lower() not in _SAME_SITE) or (
+            origin is not None and not _is_own_origin(request, origin)
+        ):
+            raise NotEntitled(
+                "a request from another origin cannot change anything here; call the admin "
+                "API from its own origin or from a client that is not a web page"
+            )
+        resource = request.match_info.route.resource
+        accepted = body_types(resource.canonical if resource else "")
+        if request.content_type.lower() not in accepted:
+            raise UnsupportedMediaType(
+                f"a change here takes {' or '.join(accepted[:2])}, nothing else"
+                + (" (send {} or nothing where it has no fields)" if JSON in accepted else "")
+            )
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
+def body_types(path: str) -> tuple[str, ...]:
+    """The media types a change at `path` (a route's template) takes; the first is preferred."""
+    return _BODY_TYPES.get(path, (JSON,))
+
+
+def _is_own_origin(request: web.Request, origin: str) -> bool:
+    """Whether `origin` is this listener's scheme://host:port as the request reached it."""
+    host = request.headers.get(hdrs.HOST)  # not request.host: its fallback asks the resolver
+    if host is None:
+        return False
+    try:
+        sent = URL(origin)
+        own = URL(f"{request.scheme}://{host}")
+        return (
+            sent.is_absolute()
+            and sent.raw_path in ("", "/")
+            and not sent.raw_query_string
+            and not sent.raw_fragment
+            and sent.user is None
+            and (sent.scheme, sent.host, sent.port) == (own.scheme, own.host, own.port)
+        )
+    except (ValueError, TypeError):  # not even a URL: certainly not ours
+        return False
+
+
 # -- parsing ----------------------------------------------------------------------------------
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    require_content_type(request, "application/json")
+class _Oversized:
+    """A JSON integer longer than any field takes: refused by name, never parsed."""
+
+
+_OVERSIZED = _Oversized()
+_MAX_INTEGER_DIGITS = 20  # Python's int() refuses over 4300 with a bare ValueError
+
+
+def _json_integer(text: str) -> int | _Oversized:
+    return int(text) if len(text.lstrip("-")) <= _MAX_INTEGER_DIGITS else _OVERSIZED
+
+
+async def _json_object(request: web.Request, *, may_be_empty: bool = False) -> dict[str, Any]:
+    """The body as a JSON object; an empty body is `{}` where `may_be_empty` (operations
+    without fields). Nesting too deep for the parser is refused by name, not a crash."""
     body = await read_body(request, request.app[MAX_BODY_BYTES])
+    if may_be_empty and not body.strip():
+        return {}
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_int=_json_integer)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from exc
+        raise BadRequest(f"the body is not valid JSON: {exc}", field="body") from exc
+    except RecursionError as exc:
+        raise BadRequest("the body is nested too deeply", field="body") from exc
     if not isinstance(value, dict):
-        raise BadRequest("the body must be a JSON object")
+        raise BadRequest("the body must be a JSON object", field="body")
     return value
 
 
@@ -173,7 +277,8 @@ def _fields(body: Mapping[str, Any], spec: Mapping[str, tuple[type, bool]]) -> d
     """Known fields only, each of its type (`bool` is not an int here); required ones present."""
     unknown = sorted(set(body) - set(spec))
     if unknown:
-        raise BadRequest(f"unknown field {unknown[0]!r}", field=unknown[0])
+        name = unknown[0][:100]
+        raise BadRequest(f"unknown field {name!r}", field=name)
     values: dict[str, Any] = {}
     for name, (kind, required) in spec.items():
         value = body.get(name)
@@ -182,13 +287,15 @@ def _fields(body: Mapping[str, Any], spec: Mapping[str, tuple[type, bool]]) -> d
                 raise BadRequest(f"{name} is required", field=name)
             values[name] = None
             continue
+        if value is _OVERSIZED:
+            raise BadRequest(f"{name} has more than {_MAX_INTEGER_DIGITS} digits", field=name)
         if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-            raise BadRequest(f"{name} must be a {_JSON_NAMES[kind]}", field=name)
+            raise BadRequest(f"{name} must be {_JSON_NAMES[kind]}", field=name)
         values[name] = value
     return values
 
 
-_JSON_NAMES = {str: "string", int: "integer", bool: "boolean"}
+_JSON_NAMES = {str: "a string", int: "an integer", bool: "a boolean"}
 
 
 def _enum(kind: type[Any], value: str | None, field: str) -> Any:
@@ -219,24 +326,28 @@ def _time(value: str | None, field: str) -> dt.datetime | None:
         raise BadRequest(f"{field} must be an ISO 8601 time", field=field) from exc
     if moment.tzinfo is None:
         raise BadRequest(f"{field} needs a time zone (e.g. Z)", field=field)
-    return moment.astimezone(dt.UTC).replace(microsecond=0)
+    try:
+        return moment.astimezone(dt.UTC).replace(microsecond=0)
+    except OverflowError as exc:  # 0001-01-01T00:00+14:00 is in year 0 in UTC
+        raise BadRequest(f"{field} is out of range in UTC", field=field) from exc
+
+
+_COUNT = re.compile(r"-?[0-9]{1,12}")
+
+
+def _count(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    """A query parameter that counts rows: ASCII digits, within bounds both databases take."""
+    text = request.query.get(name)
+    if text is None:
+        return default
+    value = int(text) if _COUNT.fullmatch(text) else None
+    if value is None or not low <= value <= high:
+        raise BadRequest(f"{name} must be an integer from {low} to {high}", field=name)
+    return value
 
 
 def _page(request: web.Request) -> tuple[int, int]:
-    query = request.query
-    try:
-        limit = int(query.get("limit", "100"))
-    except ValueError as exc:
-        raise BadRequest("limit must be an integer", field="limit") from exc
-    try:
-        offset = int(query.get("offset", "0"))
-    except ValueError as exc:
-        raise BadRequest("offset must be an integer", field="offset") from exc
-    if not 1 <= limit <= MAX_PAGE:
-        raise BadRequest(f"limit must be 1 to {MAX_PAGE}", field="limit")
-    if offset < 0:
-        raise BadRequest("offset cannot be negative", field="offset")
-    return limit, offset
+    return _count(request, "limit", 100, 1, MAX_PAGE), _count(request, "offset", 0, 0, MAX_OFFSET)
 
 
 def _paged(items: list[dict[str, Any]], limit: int, offset: int) -> web.Response:
@@ -256,11 +367,36 @@ def _query_known(request: web.Request, names: set[str]) -> None:
         raise BadRequest(f"unknown query parameter {unknown[0]!r}", field=unknown[0])
 
 
+def _reference(request: web.Request) -> str:
+    """An order reference as a person may type it (case, dashes, I/L/O are forgiven), and
+    nothing a database could choke on (PostgreSQL refuses NUL in text)."""
+    text = request.match_info["reference"]
+    normalised = codes.normalise(text)
+    if not 1 <= len(normalised) <= 64 or not set(normalised) <= set(codes.ALPHABET):
+        raise BadRequest("reference is the letters and digits of an order", field="reference")
+    return text
+
+
+def _cvr(value: str | None) -> str | None:
+    return None if value is None else check_cvr(value)
+
+
 def _serial(request: web.Request) -> Serial:
     try:
         return Serial.from_hex(request.match_info["serial"])
     except ValueError as exc:
         raise BadRequest("the serial is hexadecimal", field="serial") from exc
+
+
+async def _import_file(request: web.Request) -> tuple[str, ImportFormat]:
+    """An import's text and format (its content type is one of IMPORT_TYPES: same_origin_json
+    checked), read with the import's own size cap."""
+    body = await read_body(request, request.app[IMPORT_MAX_BYTES])
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("the file must be UTF-8 text") from exc
+    return text, "csv" if request.content_type.lower() == "text/csv" else "jsonl"
 
 
 # -- organisations ----------------------------------------------------------------------------
@@ -320,16 +456,9 @@ async def update_organisation(request: web.Request) -> web.Response:
 async def import_organisations(request: web.Request) -> web.Response:
     """text/csv or application/x-ndjson: cvr, name, email_domains, status."""
     _query_known(request, set())
-    kind = request.content_type.lower()
-    if kind not in ("text/csv", "application/x-ndjson", "application/jsonl"):
-        raise UnsupportedMediaType("send text/csv or application/x-ndjson")
-    body = await read_body(request, request.app[IMPORT_MAX_BYTES])
-    try:
-        text = body.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BadRequest("the file must be UTF-8 text") from exc
+    text, kind = await _import_file(request)
     created, existing = await request.app[ADMINISTRATION].import_organisations(
-        _me(request), text, "csv" if kind == "text/csv" else "jsonl"
+        _me(request), text, kind
     )
     return web.json_response(
         {
@@ -367,7 +496,7 @@ async def list_identities(request: web.Request) -> web.Response:
     identities = await request.app[ADMINISTRATION].identities(
         _me(request),
         type=_enum(IdentityType, request.query.get("type"), "type"),
-        cvr=request.query.get("cvr"),
+        cvr=_cvr(request.query.get("cvr")),
         status=_enum(IdentityStatus, request.query.get("status"), "status"),
         limit=limit,
         offset=offset,
@@ -420,22 +549,12 @@ async def import_identities(request: web.Request) -> web.Response:
     """text/csv or application/x-ndjson; ?place_orders=true orders a certificate for each new
     identity and returns the one-time codes, once."""
     _query_known(request, {"place_orders"})
-    kind = request.content_type.lower()
-    if kind not in ("text/csv", "application/x-ndjson", "application/jsonl"):
-        raise UnsupportedMediaType("send text/csv or application/x-ndjson")
     place_orders = request.query.get("place_orders", "false")
     if place_orders not in ("true", "false"):
         raise BadRequest("place_orders is true or false", field="place_orders")
-    body = await read_body(request, request.app[IMPORT_MAX_BYTES])
-    try:
-        text = body.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise BadRequest("the file must be UTF-8 text") from exc
+    text, kind = await _import_file(request)
     result = await request.app[ADMINISTRATION].import_file(
-        _me(request),
-        text,
-        "csv" if kind == "text/csv" else "jsonl",
-        place_orders=place_orders == "true",
+        _me(request), text, kind, place_orders=place_orders == "true"
     )
     registry = request.app[REGISTRY]
     return web.json_response(
@@ -485,21 +604,19 @@ async def list_orders(request: web.Request) -> web.Response:
 
 
 async def read_order(request: web.Request) -> web.Response:
-    order = await request.app[ADMINISTRATION].order(_me(request), request.match_info["reference"])
+    order = await request.app[ADMINISTRATION].order(_me(request), _reference(request))
     return web.json_response(order_view(order, request.app[REGISTRY].order_state(order)))
 
 
 async def cancel_order(request: web.Request) -> web.Response:
-    order = await request.app[ADMINISTRATION].cancel_order(
-        _me(request), request.match_info["reference"]
-    )
+    _fields(await _json_object(request, may_be_empty=True), {})
+    order = await request.app[ADMINISTRATION].cancel_order(_me(request), _reference(request))
     return web.json_response(order_view(order, request.app[REGISTRY].order_state(order)))
 
 
 async def unlock_order(request: web.Request) -> web.Response:
-    order = await request.app[ADMINISTRATION].unlock_order(
-        _me(request), request.match_info["reference"]
-    )
+    _fields(await _json_object(request, may_be_empty=True), {})
+    order = await request.app[ADMINISTRATION].unlock_order(_me(request), _reference(request))
     return web.json_response(order_view(order, request.app[REGISTRY].order_state(order)))
 
 
@@ -548,6 +665,7 @@ async def revoke_certificate(request: web.Request) -> web.Response:
 
 
 async def regenerate_crls(request: web.Request) -> web.Response:
+    _fields(await _json_object(request, may_be_empty=True), {})
     published = await request.app[ADMINISTRATION].regenerate_crls(_me(request))
     return web.json_response(
         {

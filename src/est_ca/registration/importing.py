@@ -274,6 +274,12 @@ def json_lines_parser(text: str, now: dt.datetime) -> ImportParser:
             except json.JSONDecodeError as exc:
                 yield number, RowError(number, None, f"not JSON: {exc.msg}")
                 continue
+            except RecursionError:
+                yield number, RowError(number, None, "nested too deeply to read")
+                continue
+            except ValueError:  # Python's int() refuses integers over 4300 digits
+                yield number, RowError(number, None, "a number too long to read")
+                continue
             if not isinstance(values, dict):
                 yield number, RowError(number, None, "each line must be a JSON object")
                 continue

@@ -85,6 +85,17 @@ class Revocations:
                     f"certificate {serial} was already revoked at "
                     f"{record.revoked_at:%Y-%m-%d %H:%M:%S}Z; revocation is final"
                 )
+            if invalidity_date is not None and not record.is_valid_at(invalidity_date):
+                # A key cannot be compromised before its certificate existed, nor matter after
+                # it expired; year 1 is a typo, not a date for a CRL entry.
+                assert record.not_before is not None
+                assert record.not_after is not None
+                raise BadRequest(
+                    "the invalidity date must lie within the certificate's validity "
+                    f"({record.not_before:%Y-%m-%d %H:%M:%S}Z to "
+                    f"{record.not_after:%Y-%m-%d %H:%M:%S}Z)",
+                    field="invalidity_date",
+                )
             await self.revoke_in(tx, actor, record, Revocation(reason, now, invalidity_date))
             revoked = await tx.get_certificate(serial)
         self.notify()

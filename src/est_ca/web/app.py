@@ -56,7 +56,7 @@ def _certificate_handler(certificate: x509.Certificate) -> Handler:
 def admin_app(service: Service) -> web.Application:
     """The admin REST API: problem+json errors, tokens or administrator certificates."""
     app = web.Application(
-        middlewares=[request_context, admin_routes.authenticate],
+        middlewares=[request_context, admin_routes.authenticate, admin_routes.same_origin_json],
         client_max_size=_AIOHTTP_BODY_CAP,
     )
     app[RENDER_ERROR] = admin_routes.problem
