@@ -165,6 +165,8 @@ def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_cli_verifies_exports_and_reports_tampering(tmp_path: Path) -> None:
     data = tmp_path / "data"
+    registered = run_cli(data, "organisation", "create", "--cvr", "99999999", "--name", "ÆØÅ")
+    assert registered.returncode == 0, registered.stderr
     created = run_cli(
         data,
         "identity",
@@ -185,17 +187,18 @@ def test_the_cli_verifies_exports_and_reports_tampering(tmp_path: Path) -> None:
     verified = run_cli(data, "audit", "verify")
     assert (verified.returncode, verified.stdout.strip()) == (
         0,
-        "audit chain intact and sealed: 2 events",
+        "audit chain intact and sealed: 3 events",
     )
     exported = [json.loads(line) for line in run_cli(data, "audit", "export").stdout.splitlines()]
     assert [(e["seq"], e["action"]) for e in exported] == [
-        (1, "identity.created"),
-        (2, "order.created"),
+        (1, "organisation.created"),
+        (2, "identity.created"),
+        (3, "order.created"),
     ]
-    assert exported[1]["prev_hash"] == exported[0]["hash"]
+    assert exported[2]["prev_hash"] == exported[1]["hash"]
     assert code not in json.dumps(exported)
-    later = run_cli(data, "audit", "export", "--after", "1").stdout.splitlines()
-    assert [json.loads(line)["seq"] for line in later] == [2]
+    later = run_cli(data, "audit", "export", "--after", "2").stdout.splitlines()
+    assert [json.loads(line)["seq"] for line in later] == [3]
 
     database = sqlite3.connect(data / "est-ca.db")
     database.execute("DROP TRIGGER audit_events_no_update")

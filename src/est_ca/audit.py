@@ -61,6 +61,13 @@ def _current_request_id() -> str | None:
     return str(value) if value is not None else None
 
 
+def printable(text: str) -> str:
+    """`text` with every non-printable character written as its escape (\\x00, \\n)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 @dataclasses.dataclass(frozen=True)
 class AuditEvent:
     action: str
@@ -75,7 +82,36 @@ class AuditEvent:
     details: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
+        # Refusals quote what callers sent: control characters (a NUL, which PostgreSQL text
+        # cannot hold; escape sequences for a terminal) are written escaped.
+        object.__setattr__(
+            self,
+            "details",
+            MappingProxyType({printable(k): printable(v) for k, v in self.details.items()}),
+        )
+        object.__setattr__(
+            self,
+            "actor",
+            Actor(
+                printable(self.actor.kind),
+                printable(self.actor.name),
+                printable(self.actor.source) if self.actor.source is not None else None,
+            ),
+        )
+        for name in ("order_reference", "reason", "serial"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, printable(value))
+
+    @classmethod
+    def as_stored(cls, **values: Any) -> AuditEvent:
+        """An event read back exactly as it was written (no escaping again: the chain's
+        hashes were computed over these very values, by this version or an earlier one)."""
+        event = object.__new__(cls)
+        for field in dataclasses.fields(cls):
+            object.__setattr__(event, field.name, values[field.name])
+        object.__setattr__(event, "details", MappingProxyType(dict(values["details"])))
+        return event
 
     def fields(self) -> dict[str, Any]:
         """The event as plain values: what the log, the JSON export and the chain hash hold."""

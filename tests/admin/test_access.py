@@ -141,6 +141,13 @@ async def two_organisations(admin: AdminSetup, keys: KeyPool) -> dict[str, Any]:
     assert admin.service.authority is not None
     found: dict[str, Any] = {}
     for index, cvr in enumerate((ORG_A, ORG_B)):
+        registered = await admin.api.call(
+            "POST",
+            "/organisations",
+            token=admin.admin_token,
+            json_body={"cvr": cvr, "name": f"Org {cvr}", "email_domains": [f"org{cvr}.dk"]},
+        )
+        assert registered.status == 201, registered.body
         identity = (
             await admin.api.call(
                 "POST", "/identities", token=admin.admin_token, json_body=system(cvr, f"sys-{cvr}")

@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from est_ca.ca.certificates import Serial
+from est_ca.client import EstClient
 from est_ca.clock import SettableClock
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.server import Server
 from est_ca.service import Service
-from tests.conftest import CaMaterial
+from tests.conftest import CaMaterial, OpenService
 from tests.helpers import (
     ADMIN,
     PKCS10,
@@ -440,3 +442,24 @@ async def test_tls_authenticated_enroll_with_a_certificate_revoked_a_moment_ago_
     order = await service.registry.get_order(placed.order.reference)
     assert order.failed_attempts == 0
     assert order.certificate_serial is None
+
+
+async def test_control_characters_in_basic_credentials_are_a_401_on_either_database(
+    open_service: OpenService, database_url: str, ca_material: CaMaterial
+) -> None:
+    """A NUL in the user name (which PostgreSQL text cannot hold) is refused as unknown, and
+    the refusal is audited with the character escaped."""
+    service = await open_service(database_url=database_url)
+    server = Server(service)
+    await server.start("127.0.0.1", 0, service.settings.service.http_port, 0)
+    try:
+        reply = await EstClient(server.https_url, trust=ca_material.tls_cert).simpleenroll(
+            make_csr(ec.generate_private_key(ec.SECP256R1())), ("AB\x00CD\x1b[2J", "code")
+        )
+        assert reply.status == 401, reply.text
+        async with service.store.read() as tx:
+            [refused] = await tx.list_audit(action="enroll.refused")
+        assert "\x00" not in str(refused.actor)
+        assert "\\x00" in refused.actor.name
+    finally:
+        await server.stop()

@@ -132,11 +132,12 @@ def held(lifecycle: Service, monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldSi
 
 
 async def test_revoking_for_key_compromise_revokes_every_live_certificate_of_the_key(
-    lifecycle: Service,
+    lifecycle: Service, clock: SettableClock
 ) -> None:
     key = p256()
     first = await enroll(lifecycle, key)
     second = await renew(lifecycle, first, key)  # a renewal that kept its key
+    clock.advance(dt.timedelta(hours=2))
     invalid_since = lifecycle.clock.now() - dt.timedelta(hours=1)
     await lifecycle.revocations.revoke_certificate(
         ADMIN, Serial(first.serial_number), RevocationReason.KEY_COMPROMISE, invalid_since

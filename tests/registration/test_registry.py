@@ -25,7 +25,7 @@ async def test_creating_an_identity_assigns_a_uuid_and_is_audited(service: Servi
     identity = await new_user(service)
     assert identity.id.version == 4
     assert await service.registry.get_identity(identity.id) == identity
-    assert await audit_actions(service) == ["identity.created"]
+    assert (await audit_actions(service))[-1] == "identity.created"
 
 
 async def test_identities_are_listed_by_type_and_cvr(service: Service) -> None:

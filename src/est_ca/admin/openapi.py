@@ -86,6 +86,13 @@ def _path(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]
     }
 
 
+_IMPORT_BODY = {
+    "required": True,
+    "content": {
+        media: {"schema": {"type": "string"}}
+        for media in ("text/csv", "application/x-ndjson", "application/jsonl")
+    },
+}
 _PAGING = [
     _query(
         "limit",
@@ -480,7 +487,7 @@ def document() -> dict[str, Any]:
                     "requestBody": _body(_ref("NewOrganisation")),
                     "responses": {
                         "201": _json(_ref("Organisation"), "Created"),
-                        **_errors("409", "413", "415"),
+                        **_change_errors("409"),
                     },
                 },
             },
@@ -488,17 +495,11 @@ def document() -> dict[str, Any]:
                 "post": {
                     "operationId": "importOrganisations",
                     "summary": "Import organisations (administrators of the CA only; all or none)",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "text/csv": {"schema": {"type": "string"}},
-                            "application/x-ndjson": {"schema": {"type": "string"}},
-                        },
-                    },
+                    "requestBody": _IMPORT_BODY,
                     "responses": {
                         "200": _json(_ref("OrganisationImport"), "Nothing new"),
                         "201": _json(_ref("OrganisationImport"), "Imported"),
-                        **_errors("413", "415"),
+                        **_change_errors(),
                     },
                 }
             },
@@ -518,7 +519,7 @@ def document() -> dict[str, Any]:
                     "requestBody": _body(_ref("OrganisationChanges")),
                     "responses": {
                         "200": _json(_ref("Organisation"), "Changed"),
-                        **_errors("404", "413", "415"),
+                        **_change_errors("404"),
                     },
                 },
             },
@@ -555,14 +556,7 @@ def document() -> dict[str, Any]:
                             "Order a certificate for each new identity",
                         )
                     ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "text/csv": {"schema": {"type": "string"}},
-                            "application/x-ndjson": {"schema": {"type": "string"}},
-                            "application/jsonl": {"schema": {"type": "string"}},
-                        },
-                    },
+                    "requestBody": _IMPORT_BODY,
                     "responses": {
                         "200": _json(_ref("ImportResult"), "Nothing new"),
                         "201": _json(_ref("ImportResult"), "Imported"),

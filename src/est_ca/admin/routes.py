@@ -117,18 +117,12 @@ async def authenticate(
                 outcome=Outcome.REFUSED,
                 actor=principal.actor,
                 at=request.app[CLOCK].now(),
-                reason=_printable(error.audit_reason),
+                reason=error.audit_reason,
                 details={"operation": f"{request.method} {request.path[:200]}"},
             )
         )
         raise
     return response
-
-
-def _printable(text: str) -> str:
-    """Control characters escaped: a refusal may quote the caller's input, the trail is read on
-    terminals, and PostgreSQL refuses NUL in text."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 async def _principal(request: web.Request) -> Principal:

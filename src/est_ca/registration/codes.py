@@ -50,6 +50,12 @@ def new_one_time_code() -> str:
     return "-".join(groups)
 
 
+def could_be_reference(normalised: str) -> bool:
+    """Whether a normalised text has the shape of a reference we hand out (12 characters of
+    the alphabet); anything else cannot exist and is not looked up."""
+    return len(normalised) == _REFERENCE_LENGTH and all(c in ALPHABET for c in normalised)
+
+
 def normalise(text: str) -> str:
     """Uppercase, without dashes and spaces, with the letters Crockford reads as digits mapped."""
     return text.strip().upper().translate(_TRANSLATE)

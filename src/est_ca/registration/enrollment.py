@@ -241,8 +241,10 @@ class RegistrationAuthority:
     ) -> tuple[Order, Identity]:
         started = time.perf_counter()
         normalised = codes.normalise(reference)
-        async with self._store.read() as tx:
-            found = await tx.get_order_by_reference(normalised)
+        found = None
+        if codes.could_be_reference(normalised):
+            async with self._store.read() as tx:
+                found = await tx.get_order_by_reference(normalised)
         if found is None:
             self._hasher.verify(one_time_code, None)
             await self._timing.pad(started)

@@ -1358,7 +1358,7 @@ def _certificate(row: Row[Any]) -> CertificateRecord:
 
 def _audit_event(row: Row[Any]) -> AuditEvent:
     kind, _, name = row.actor.partition(":")
-    return AuditEvent(
+    return AuditEvent.as_stored(
         action=row.action,
         outcome=Outcome(row.outcome),
         actor=Actor(kind, name, row.source),

@@ -83,7 +83,7 @@ def _chain_existing_events() -> tuple[int, str]:
         seq += 1
         at = row.at if isinstance(row.at, dt.datetime) else dt.datetime.fromisoformat(row.at)
         kind, _, name = row.actor.partition(":")
-        event = AuditEvent(
+        event = AuditEvent.as_stored(
             action=row.action,
             outcome=Outcome(row.outcome),
             actor=Actor(kind, name, row.source),
