@@ -1,6 +1,6 @@
 """Floods against a real `est-ca serve` process: what they cost, and whether others still get in.
 
-    .venv/bin/python tools/bench_floods.py [--flood 1000] [--timing 300]
+    .venv/bin/python -m tools.bench_floods [--flood 1000] [--timing 300]
 
 Prints, for one run on a fresh data directory:
 - the response time of an unknown order reference and of a wrong code for a known one

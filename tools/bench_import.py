@@ -1,14 +1,14 @@
-"""How long a bulk import takes: parse and check N rows, then import them in one transaction.
+"""How long a bulk import takes: parse and check N rows, then import them (all or nothing).
 
-    .venv/bin/python tools/bench_import.py [--rows 10000] [--orders] [--database URL]
-    .venv/bin/python tools/bench_import.py --live [--rows 10000]
+    .venv/bin/python -m tools.bench_import [--rows 10000] [--orders] [--database URL]
+    .venv/bin/python -m tools.bench_import --live [--rows 10000]
 
 With --orders every new identity also gets an order, whose one-time code is stored as its
 keyed hash (HMAC-SHA-256). With --live the import (with orders) goes through the admin API of
 an `est-ca serve` process, and meanwhile someone else enrolls (Basic, RSA 3072) and a relying
 party asks OCSP with a nonce (a fresh signature); their response times are printed, three
-rounds, min/median/max over
-probes made every quarter second while the import runs.
+rounds,
+min/median/max over probes made every quarter second while the import runs.
 """
 
 from __future__ import annotations
