@@ -126,30 +126,34 @@ async def organisation_show(service: Service, args: argparse.Namespace) -> int:
 
 
 async def organisation_import(service: Service, args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    try:
-        text = await asyncio.to_thread(path.read_text, encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"cannot read {path} as UTF-8 text: {exc}") from exc
-    kind: importing.ImportFormat = (
-        "jsonl"
-        if (args.format or path.suffix.lstrip(".")) in ("jsonl", "ndjson", "json")
-        else "csv"
-    )
+    text, kind = await _import_file(args)
     try:
         organisations = importing.parse_organisations(text, kind, service.clock.now())
         created, existing = await service.registry.import_organisations(
             _admin_actor(), organisations
         )
     except importing.ImportRejected as rejected:
-        print(
-            f"est-ca: {rejected.summary(rejected.errors)}; nothing was imported:", file=sys.stderr
-        )
-        for error in rejected.errors:
-            print(f"  {error}", file=sys.stderr)
-        return 1
+        return _rejected(rejected)
     print(f"imported {len(created)} organisations ({len(existing)} already present)")
     return 0
+
+
+async def _import_file(args: argparse.Namespace) -> tuple[str, importing.ImportFormat]:
+    """The text of `args.file` and its format (`--format`, or the file's suffix)."""
+    path = Path(args.file)
+    try:
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"cannot read {path} as UTF-8 text: {exc}") from exc
+    named = args.format or path.suffix.lstrip(".")
+    return text, "jsonl" if named in ("jsonl", "ndjson", "json") else "csv"
+
+
+def _rejected(rejected: importing.ImportRejected) -> int:
+    print(f"est-ca: {rejected.summary(rejected.errors)}; nothing was imported:", file=sys.stderr)
+    for error in rejected.errors:
+        print(f"  {error}", file=sys.stderr)
+    return 1
 
 
 async def identity_create(service: Service, args: argparse.Namespace) -> int:
@@ -247,12 +251,7 @@ class _ProgressBar:
 async def identity_import(service: Service, args: argparse.Namespace) -> int:
     if args.place_orders and not args.codes_out:
         raise BadRequest("--place-orders needs --codes-out FILE: the one-time codes go there")
-    path = Path(args.file)
-    try:
-        text = await asyncio.to_thread(path.read_text, encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"cannot read {path} as UTF-8 text: {exc}") from exc
-    kind = args.format or ("jsonl" if path.suffix in (".jsonl", ".ndjson", ".json") else "csv")
+    text, kind = await _import_file(args)
     progress = _ProgressBar()
     parse = importing.parse_json_lines if kind == "jsonl" else importing.parse_csv
     try:
@@ -262,11 +261,7 @@ async def identity_import(service: Service, args: argparse.Namespace) -> int:
             _admin_actor(), rows, place_orders=args.place_orders, progress=progress
         )
     except importing.ImportRejected as rejected:
-        summary = rejected.summary(rejected.errors)
-        print(f"est-ca: {summary}; nothing was imported:", file=sys.stderr)
-        for error in rejected.errors:
-            print(f"  {error}", file=sys.stderr)
-        return 1
+        return _rejected(rejected)
     if codes_file is not None:
         with codes_file:
             writer = csv.writer(codes_file)

@@ -133,16 +133,9 @@ class Tokens:
                     token = stored_token
         now = self._clock.now()
         if token is None or not token.usable_at(now):
-            await self._guard.refused(
-                AuditEvent(
-                    action="admin.login_failed",
-                    outcome=Outcome.REFUSED,
-                    actor=Actor("token", token.name if token else "unknown", source),
-                    at=now,
-                    reason=(
-                        "expired or revoked token" if token else "unknown token or wrong secret"
-                    ),
-                ),
+            await self._login_failed(
+                Actor("token", token.name if token else "unknown", source),
+                "expired or revoked token" if token else "unknown token or wrong secret",
                 counts=True,
             )
             raise Unauthenticated(INVALID_TOKEN)
@@ -164,6 +157,17 @@ class Tokens:
         """A request to the admin API without usable credentials: audited (coalesced per
         source) and counted against the source, like a wrong token."""
         await self._check_source(actor)
+        await self._login_failed(actor, reason, counts=True)
+
+    async def _check_source(self, actor: Actor) -> None:
+        """429 for a source that failed too often; the refusal is audited like any other."""
+        try:
+            self._guard.check(actor.source)
+        except RateLimited as exc:
+            await self._login_failed(actor, exc.audit_reason, counts=False)
+            raise
+
+    async def _login_failed(self, actor: Actor, reason: str, *, counts: bool) -> None:
         await self._guard.refused(
             AuditEvent(
                 action="admin.login_failed",
@@ -172,22 +176,5 @@ class Tokens:
                 at=self._clock.now(),
                 reason=reason,
             ),
-            counts=True,
+            counts=counts,
         )
-
-    async def _check_source(self, actor: Actor) -> None:
-        """429 for a source that failed too often; the refusal is audited like any other."""
-        try:
-            self._guard.check(actor.source)
-        except RateLimited as exc:
-            await self._guard.refused(
-                AuditEvent(
-                    action="admin.login_failed",
-                    outcome=Outcome.REFUSED,
-                    actor=actor,
-                    at=self._clock.now(),
-                    reason=exc.audit_reason,
-                ),
-                counts=False,
-            )
-            raise
