@@ -226,7 +226,7 @@ class Deployment:
             session.get(f"https://127.0.0.1:{self.admin}/admin/v1/openapi.json") as response,
         ):
             document = await response.json()
-        return "/admin/v1/organisations" in document.get("paths", {})
+        return "/organisations" in document.get("paths", {})
 
 
 def basic(reference: str, code: str) -> str:
