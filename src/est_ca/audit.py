@@ -174,6 +174,12 @@ class AuditSeal:
     def anchor(self, seq: int, digest: str) -> str:
         return self._mac("anchor", seq, digest)
 
+    def confirms_anchor(self, head: ChainHead, digest: str) -> bool:
+        """Whether the head's anchor seals `digest`, the hash at its anchor position."""
+        return head.anchor_seq is not None and self.same(
+            head.anchor_mac, self.anchor(head.anchor_seq, digest)
+        )
+
     def head(self, head: ChainHead) -> str:
         return self._mac("head", head.seq, head.hash, head.anchor_seq, head.anchor_mac)
 
@@ -286,7 +292,7 @@ class ChainVerifier:
         return ChainReport(self._checked)
 
     def _check_anchor(self, seq: int, digest: str) -> bool:
-        if self._seal.same(self._head.anchor_mac, self._seal.anchor(seq, digest)):
+        if self._seal.confirms_anchor(self._head, digest):
             return True
         return self._broken(
             f"the anchor where sealing began {UNSEALED}: the events up to it were rewritten, "

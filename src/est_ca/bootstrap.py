@@ -19,7 +19,7 @@ from est_ca.ca.publication import Publication
 from est_ca.clock import Clock
 from est_ca.config import Settings
 from est_ca.errors import ConfigurationError
-from est_ca.keyfiles import load_or_create_key
+from est_ca.keyfiles import create_key
 from est_ca.private_files import create_private, refuse_exposed, write_private
 from est_ca.web.tls import generate_self_signed
 
@@ -142,9 +142,8 @@ def prepare_files(settings: Settings, clock: Clock, publication: Publication) ->
         hmac_key=settings.data_path(settings.secrets.hmac_key_file, "secrets/hmac.key"),
         audit_key=settings.data_path(settings.secrets.audit_key_file, "secrets/audit.key"),
     )
-    files = dataclasses.replace(files, audit_key_created=not files.audit_key.exists())
-    for key_file in (files.hmac_key, files.audit_key):
-        load_or_create_key(key_file)
+    create_key(files.hmac_key)
+    files = dataclasses.replace(files, audit_key_created=create_key(files.audit_key))
     refuse_exposed(secret_paths(settings, files))
     create_database_file(settings)
     return files

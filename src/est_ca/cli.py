@@ -128,7 +128,7 @@ async def organisation_show(service: Service, args: argparse.Namespace) -> int:
 async def organisation_import(service: Service, args: argparse.Namespace) -> int:
     text, kind = await _import_file(args)
     try:
-        organisations = importing.parse_organisations(text, kind, service.clock.now())
+        organisations = service.registry.parse_organisations(text, kind)
         created, existing = await service.registry.import_organisations(
             _admin_actor(), organisations
         )

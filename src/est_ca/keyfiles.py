@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import os
 from pathlib import Path
 
@@ -18,15 +17,25 @@ from est_ca.private_files import open_private
 from est_ca.registration.codes import MIN_KEY_BYTES, new_key
 
 
-def load_or_create_key(path: Path) -> bytes:
-    """The key in `path` (base64 text); a new random one is written there, mode 0600, if none."""
-    if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # FileExistsError: another instance made it a moment ago; read theirs.
-        with contextlib.suppress(FileExistsError), open_private(path) as handle:
-            handle.write(base64.urlsafe_b64encode(new_key()) + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+def create_key(path: Path) -> bool:
+    """Write a new random key (base64 text, mode 0600) to `path` unless there is one; True
+    when this call created it (another instance may have made it a moment ago)."""
+    if path.exists():
+        return False
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        handle = open_private(path)
+    except FileExistsError:
+        return False
+    with handle:
+        handle.write(base64.urlsafe_b64encode(new_key()) + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return True
+
+
+def load_key(path: Path) -> bytes:
+    """The key in `path`, checked: base64 text of at least MIN_KEY_BYTES bytes."""
     try:
         key = base64.urlsafe_b64decode(path.read_bytes().strip())
     except OSError as exc:

@@ -28,7 +28,7 @@ from est_ca.ca.signing import KeyFileSigner, SignatureScheme
 from est_ca.clock import Clock, SystemClock
 from est_ca.config import Settings
 from est_ca.errors import ConfigurationError
-from est_ca.keyfiles import load_or_create_key
+from est_ca.keyfiles import load_key
 from est_ca.registration.codes import SecretHasher
 from est_ca.registration.enrollment import RegistrationAuthority
 from est_ca.registration.registry import OrderPolicy, Registry
@@ -84,7 +84,7 @@ class Service:
         publication = publication_of(settings)
         files = prepare_files(settings, clock, publication)
         ca = _load_ca(files, profiles) if with_ca else None
-        store = Store(settings.database_url, seal=AuditSeal(load_or_create_key(files.audit_key)))
+        store = Store(settings.database_url, seal=AuditSeal(load_key(files.audit_key)))
         try:
             await _prepare_schema(store, settings)
             if check_audit_seal:
@@ -102,7 +102,7 @@ class Service:
             clock=clock,
             window=window,
         )
-        hasher = SecretHasher(load_or_create_key(files.hmac_key))
+        hasher = SecretHasher(load_key(files.hmac_key))
         order_policy = OrderPolicy(
             validity=dt.timedelta(days=settings.orders.validity_days),
             max_failed_attempts=settings.orders.max_failed_attempts,

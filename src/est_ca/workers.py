@@ -11,11 +11,19 @@ import asyncio
 import concurrent.futures
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """`items` a bounded slice at a time: bulk work (a worker's job, a statement's rows) that
+    lets everything else in between slices."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 class Workers:

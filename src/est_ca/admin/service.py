@@ -20,7 +20,6 @@ from est_ca.registration.importing import (
     ImportRejected,
     ImportRow,
     RowError,
-    parse_organisations,
 )
 from est_ca.registration.orders import Order, OrderStatus, PlacedOrder
 from est_ca.registration.organisations import Organisation, OrganisationStatus
@@ -72,7 +71,7 @@ class Administration:
         self, principal: Principal, text: str, kind: ImportFormat
     ) -> tuple[list[Organisation], list[Organisation]]:
         principal.require_unconfined()
-        organisations = parse_organisations(text, kind, self._registry.now())
+        organisations = self._registry.parse_organisations(text, kind)
         return await self._registry.import_organisations(principal.actor, organisations)
 
     async def organisation(self, principal: Principal, cvr: str) -> Organisation:

@@ -52,7 +52,7 @@ from cryptography.hazmat.primitives import serialization
 from est_ca.audit import Actor, AuditEvent, Outcome
 from est_ca.ca.authority import public_key_der
 from est_ca.ca.building import IssuanceRequest
-from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
+from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyBinding, Serial
 from est_ca.ca.csr_policy import CheckedCsr, check_csr, parse_csr
 from est_ca.ca.issuer import Issuer
 from est_ca.ca.profiles import Profile, ProfileCatalogue
@@ -242,6 +242,8 @@ class RegistrationAuthority:
         started = time.perf_counter()
         normalised = codes.normalise(reference)
         found = None
+        # A plain read first: an unknown reference must not take the write lock that
+        # `_check_code` takes to check a known order's code.
         if codes.could_be_reference(normalised):
             async with self._store.read() as tx:
                 found = await tx.get_order_by_reference(normalised)
@@ -365,10 +367,8 @@ class RegistrationAuthority:
         async with self._store.read() as tx:
             binding = await tx.key_binding(checked.key.sha256)
         # Early and clear; the reservation checks the same again under the binding's lock.
-        if binding is not None and binding.is_compromised:
-            raise BadRequest(KEY_COMPROMISED)
-        if binding is not None and binding.identity_id != identity.id:
-            raise BadRequest(KEY_OF_ANOTHER)
+        if binding is not None:
+            _require_usable_key(binding, identity)
         return checked
 
     async def _issue(
@@ -401,11 +401,7 @@ class RegistrationAuthority:
                 successor = await self._successor(tx, renewal_of, actor)
                 if successor is not None:
                     return await self._redeliver(tx, successor, csr, actor, renewal_of)
-            binding = await tx.bind_key(csr.key.sha256, identity.id, now)
-            if binding.is_compromised:
-                raise BadRequest(KEY_COMPROMISED)
-            if binding.identity_id != identity.id:
-                raise BadRequest(KEY_OF_ANOTHER)
+            _require_usable_key(await tx.bind_key(csr.key.sha256, identity.id, now), identity)
             if order is not None:
                 stale_before = now - self._order_policy.claim_lease
                 if not await tx.claim_order(order.id, serial, now=now, stale_before=stale_before):
@@ -652,6 +648,14 @@ class RegistrationAuthority:
             ),
             counts=counts,
         )
+
+
+def _require_usable_key(binding: KeyBinding, identity: Identity) -> None:
+    """A key is certified for the one identity it is bound to, and never once compromised."""
+    if binding.is_compromised:
+        raise BadRequest(KEY_COMPROMISED)
+    if binding.identity_id != identity.id:
+        raise BadRequest(KEY_OF_ANOTHER)
 
 
 def _require_organisation_active(organisation: Organisation | None) -> None:

@@ -85,6 +85,19 @@ class Organisation:
         if not self.is_active:
             raise BadRequest(f"organisation {self.cvr} ({self.name}) is disabled", field="cvr")
 
+    def admit(self, organisation_name: str | None) -> None:
+        """A new identity of this organisation: it must be active, and a name the request
+        gives (callers of earlier versions sent one) must be the registered one."""
+        self.require_active()
+        if organisation_name is not None and (
+            normalise_name(organisation_name, "organisation_name") != self.name
+        ):
+            raise BadRequest(
+                f"organisation {self.cvr} is registered as {self.name!r}; identities take that "
+                "name (leave organisation_name out)",
+                field="organisation_name",
+            )
+
     def updated(
         self,
         *,

@@ -26,7 +26,6 @@ from est_ca.registration.identities import (
     IdentityStatus,
     IdentityType,
     check_cvr,
-    normalise_name,
 )
 from est_ca.registration.importing import (
     ImportFormat,
@@ -39,8 +38,9 @@ from est_ca.registration.importing import (
 from est_ca.registration.orders import Order, OrderState, OrderStatus, PlacedOrder
 from est_ca.registration.organisations import Organisation, OrganisationStatus
 from est_ca.store.store import Store, StoreTx
-from est_ca.workers import Workers
+from est_ca.workers import Workers, chunks
 
+IMPORTED_MEANWHILE = "another import registered some of these rows meanwhile; run it again"
 # Rows handed to a worker at a time in bulk work: small enough that the event loop gets the
 # interpreter back often, large enough that the hand-over costs little.
 WORK_CHUNK = 500
@@ -98,12 +98,7 @@ def _of_registered_organisations(
             )
             continue
         try:
-            organisation.require_active()
-            if row.organisation_name is not None and row.organisation_name != organisation.name:
-                raise BadRequest(
-                    f"organisation {organisation.cvr} is registered as {organisation.name!r}",
-                    field="organisation_name",
-                )
+            organisation.admit(row.organisation_name)
             organisation.check_email(row.identity.email)
         except BadRequest as exc:
             errors.append(RowError(row.line, exc.field, exc.detail))
@@ -153,9 +148,6 @@ class Registry:
         self._workers = workers
         self._profiles = profiles
         self.order_policy = order_policy
-
-    def now(self) -> dt.datetime:
-        return self._clock.now()
 
     # -- organisations ----------------------------------------------------------------------
 
@@ -324,15 +316,7 @@ class Registry:
                 "CA must register it first (est-ca organisation create)",
                 field="cvr",
             )
-        organisation.require_active()
-        if organisation_name is not None and (
-            normalise_name(organisation_name, "organisation_name") != organisation.name
-        ):
-            raise BadRequest(
-                f"organisation {organisation.cvr} is registered as {organisation.name!r}; "
-                "identities take that name (leave organisation_name out)",
-                field="organisation_name",
-            )
+        organisation.admit(organisation_name)
         return organisation
 
     async def get_identity(self, identity_id: uuid.UUID) -> Identity:
@@ -445,16 +429,14 @@ class Registry:
         staged_ids = [row.identity.id for row in rows]
         orders_of = {placed.order.identity_id: (placed, code_hash) for placed, code_hash in orders}
         try:
-            for start in range(0, len(rows), WORK_CHUNK):
-                chunk = rows[start : start + WORK_CHUNK]
+            written = 0
+            for chunk in chunks(rows, WORK_CHUNK):
                 chunk_orders = [
                     orders_of[r.identity.id] for r in chunk if r.identity.id in orders_of
                 ]
                 async with self._store.write() as tx:
                     if await tx.identities_by_external_id([row.key for row in chunk]):
-                        raise Conflict(
-                            "another import registered some of these rows meanwhile; run it again"
-                        )
+                        raise Conflict(IMPORTED_MEANWHILE)
                     await tx.insert_identities(
                         [
                             dataclasses.replace(r.identity, status=IdentityStatus.STAGED)
@@ -470,8 +452,9 @@ class Registry:
                     await tx.append_audits(
                         _import_events(actor, now, import_id, chunk, chunk_orders)
                     )
+                written += len(chunk)
                 if progress:
-                    progress("importing", start + len(chunk), len(rows))
+                    progress("importing", written, len(rows))
             async with self._store.write() as tx:
                 activated = await tx.activate_staged(
                     staged_ids, [placed.order.id for placed, _ in orders], self._clock.now()
@@ -495,9 +478,7 @@ class Registry:
             reason = exc.detail if isinstance(exc, EstCaError) else type(exc).__name__
             await asyncio.shield(self._abandon_import(actor, import_id, staged_ids, reason))
             if isinstance(exc, IntegrityError):
-                raise Conflict(
-                    "another import registered some of these rows meanwhile; run it again"
-                ) from exc
+                raise Conflict(IMPORTED_MEANWHILE) from exc
             raise
 
     async def _abandon_import(
@@ -526,6 +507,10 @@ class Registry:
             )
         return len(stale)
 
+    def parse_organisations(self, text: str, kind: ImportFormat) -> list[Organisation]:
+        """The organisations of an import file (a few thousand rows at most: no chunks)."""
+        return importing.parse_organisations(text, kind, self._clock.now())
+
     async def parse_import(self, text: str, kind: ImportFormat) -> list[ImportRow]:
         """The rows of an import file, checked on a worker a chunk at a time, so the event
         loop and the other workers keep serving everyone else meanwhile."""
@@ -542,8 +527,7 @@ class Registry:
         the event loop keeps serving everyone else meanwhile."""
         now = self._clock.now()
         prepared: list[tuple[PlacedOrder, str]] = []
-        for start in range(0, len(rows), WORK_CHUNK):
-            chunk = rows[start : start + WORK_CHUNK]
+        for chunk in chunks(rows, WORK_CHUNK):
             prepared += await self._workers.run(self._orders_for, chunk, now)
             if progress:
                 progress("placing orders", len(prepared), len(rows))

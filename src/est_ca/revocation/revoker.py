@@ -174,7 +174,7 @@ class Revocations:
                 revoked += await self.revoke_in(tx, SERVICE, current, revocation)
         if revoked:
             self.notify()
-        return [r for r in revoked if r.status is CertificateStatus.REVOKED]
+        return revoked
 
     async def revoke_in(
         self, tx: StoreTx, actor: Actor, record: CertificateRecord, revocation: Revocation
@@ -182,44 +182,41 @@ class Revocations:
         """Revoke `record` inside the caller's transaction (which holds the identity's lock),
         and with a key compromise every other live certificate of the key. Returns what was
         revoked; the caller calls `notify` once the transaction has committed."""
+        first = await self._revoke_one(tx, actor, record, revocation)
+        if first is None:
+            raise Conflict(f"certificate {record.serial} is not an issued certificate")
+        revoked = [first]
+        if revocation.reason is RevocationReason.KEY_COMPROMISE:
+            await tx.mark_key_compromised(record.public_key_sha256, revocation.at)
+            spread = dataclasses.replace(
+                revocation, details={"key_compromise_of": record.serial.hex}
+            )
+            for other in await tx.live_certificates_with_key(record.public_key_sha256):
+                if (done := await self._revoke_one(tx, actor, other, spread)) is not None:
+                    revoked.append(done)
+        return revoked
+
+    async def _revoke_one(
+        self, tx: StoreTx, actor: Actor, record: CertificateRecord, revocation: Revocation
+    ) -> CertificateRecord | None:
+        """Issued -> revoked with its audit event and a count-up of the revision; None when
+        the certificate was not issued (any more)."""
         if not await tx.revoke_certificate(
             record.serial,
             reason=revocation.reason.stored,
             at=revocation.at,
             invalidity_date=revocation.invalidity_date,
         ):
-            raise Conflict(f"certificate {record.serial} is not an issued certificate")
+            return None
         await tx.count_revocation(self.issuer_key_id)
         await tx.append_audit(self._event(actor, record, revocation))
-        revoked = [await self._reread(tx, record.serial)]
-        if revocation.reason is RevocationReason.KEY_COMPROMISE:
-            await tx.mark_key_compromised(record.public_key_sha256, revocation.at)
-            sharing = await tx.live_certificates_with_key(record.public_key_sha256)
-            spread = dataclasses.replace(
-                revocation, details={"key_compromise_of": record.serial.hex}
-            )
-            for other in sharing:
-                if not await tx.revoke_certificate(
-                    other.serial,
-                    reason=spread.reason.stored,
-                    at=spread.at,
-                    invalidity_date=spread.invalidity_date,
-                ):
-                    continue
-                await tx.count_revocation(self.issuer_key_id)
-                await tx.append_audit(self._event(actor, other, spread))
-                revoked.append(await self._reread(tx, other.serial))
+        revoked = await tx.get_certificate(record.serial)
+        assert revoked is not None
         return revoked
 
     def notify(self) -> None:
         for listener in self._listeners:
             listener()
-
-    @staticmethod
-    async def _reread(tx: StoreTx, serial: Serial) -> CertificateRecord:
-        record = await tx.get_certificate(serial)
-        assert record is not None
-        return record
 
     @staticmethod
     def _event(actor: Actor, record: CertificateRecord, revocation: Revocation) -> AuditEvent:

@@ -70,6 +70,7 @@ from est_ca.store.schema import (
     SubscriberKeyRow,
     UtcDateTime,
 )
+from est_ca.workers import chunks
 
 _log = structlog.get_logger(__name__)
 
@@ -197,9 +198,7 @@ class Store:
                 await tx.anchor_audit_chain(self.seal, head)
                 return
             anchored_at = await tx.audit_hash_at(head.anchor_seq)
-            if anchored_at is None or not self.seal.same(
-                head.anchor_mac, self.seal.anchor(head.anchor_seq, anchored_at)
-            ):
+            if anchored_at is None or not self.seal.confirms_anchor(head, anchored_at):
                 raise ConfigurationError(
                     "the audit key does not confirm the audit trail's anchor: this is not the "
                     "key the trail was sealed with (every instance needs the same key file), "
@@ -266,9 +265,14 @@ class StoreTx:
         self._conn = conn
         self.audit_events: list[AuditEvent] = []
 
+    async def _insert_unless_present(self, table: Table, **values: object) -> None:
+        """INSERT ... ON CONFLICT DO NOTHING, in the dialect of the database at hand."""
+        insert = sqlite_insert if self._conn.dialect.name == "sqlite" else postgresql_insert
+        await self._conn.execute(insert(table).values(**values).on_conflict_do_nothing())
+
     async def _insert_many(self, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-        for start in range(0, len(rows), INSERT_CHUNK):
-            await self._conn.execute(table.insert(), list(rows[start : start + INSERT_CHUNK]))
+        for chunk in chunks(rows, INSERT_CHUNK):
+            await self._conn.execute(table.insert(), list(chunk))
 
     # -- organisations ----------------------------------------------------------------------
 
@@ -310,11 +314,9 @@ class StoreTx:
     async def organisations_by_cvr(self, cvrs: Sequence[str]) -> dict[str, Organisation]:
         found: dict[str, Organisation] = {}
         wanted = sorted(set(cvrs))
-        for start in range(0, len(wanted), INSERT_CHUNK):
+        for chunk in chunks(wanted, INSERT_CHUNK):
             result = await self._conn.execute(
-                select(ORGANISATIONS).where(
-                    ORGANISATIONS.c.cvr.in_(wanted[start : start + INSERT_CHUNK])
-                )
+                select(ORGANISATIONS).where(ORGANISATIONS.c.cvr.in_(chunk))
             )
             found.update((row.cvr, _organisation(row)) for row in result)
         return found
@@ -376,8 +378,8 @@ class StoreTx:
         """Existing identities for (cvr, external_id) pairs, looked up in chunks."""
         found: dict[tuple[str, str], Identity] = {}
         wanted = sorted(set(keys))
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
+        for chunk in chunks(wanted, INSERT_CHUNK):
+            asked = set(chunk)
             external_ids = {external_id for _, external_id in chunk}
             result = await self._conn.execute(
                 _IDENTITY.where(IDENTITIES.c.external_id.in_(external_ids))
@@ -386,7 +388,7 @@ class StoreTx:
                 identity = _identity(row)
                 assert identity.external_id is not None
                 key = (identity.cvr, identity.external_id)
-                if key in set(chunk):
+                if key in asked:
                     found[key] = identity
         return found
 
@@ -442,21 +444,21 @@ class StoreTx:
         """Make an import's staged identities active and its orders pending; the number of
         identities made active (fewer than asked: its cleanup removed some)."""
         activated = 0
-        for start in range(0, len(identity_ids), INSERT_CHUNK):
+        for chunk in chunks(identity_ids, INSERT_CHUNK):
             result = await self._conn.execute(
                 update(IDENTITIES)
                 .where(
-                    IDENTITIES.c.id.in_(identity_ids[start : start + INSERT_CHUNK]),
+                    IDENTITIES.c.id.in_(chunk),
                     IDENTITIES.c.status == str(IdentityStatus.STAGED),
                 )
                 .values(status=str(IdentityStatus.ACTIVE), updated_at=now)
             )
             activated += result.rowcount
-        for start in range(0, len(order_ids), INSERT_CHUNK):
+        for order_chunk in chunks(order_ids, INSERT_CHUNK):
             await self._conn.execute(
                 update(ORDERS)
                 .where(
-                    ORDERS.c.id.in_(order_ids[start : start + INSERT_CHUNK]),
+                    ORDERS.c.id.in_(order_chunk),
                     ORDERS.c.status == str(OrderStatus.STAGED),
                 )
                 .values(status=str(OrderStatus.PENDING))
@@ -467,8 +469,7 @@ class StoreTx:
         """Remove what an unfinished import staged (its orders first); staged rows were never
         usable, so nothing else refers to them."""
         deleted = 0
-        for start in range(0, len(identity_ids), INSERT_CHUNK):
-            chunk = identity_ids[start : start + INSERT_CHUNK]
+        for chunk in chunks(identity_ids, INSERT_CHUNK):
             await self._conn.execute(
                 ORDERS.delete().where(
                     ORDERS.c.identity_id.in_(chunk), ORDERS.c.status == str(OrderStatus.STAGED)
@@ -851,13 +852,11 @@ class StoreTx:
     ) -> KeyBinding:
         """The key's binding, created for `identity_id` if the key is new, and locked: two
         identities racing for one key meet here, and the first binding stays."""
-        insert = (sqlite_insert if self._conn.dialect.name == "sqlite" else postgresql_insert)(
-            SUBSCRIBER_KEYS
-        )
-        await self._conn.execute(
-            insert.values(
-                public_key_sha256=public_key_sha256, identity_id=identity_id, bound_at=now
-            ).on_conflict_do_nothing()
+        await self._insert_unless_present(
+            SUBSCRIBER_KEYS,
+            public_key_sha256=public_key_sha256,
+            identity_id=identity_id,
+            bound_at=now,
         )
         binding = await self.key_binding(public_key_sha256, for_update=True)
         assert binding is not None
@@ -992,13 +991,8 @@ class StoreTx:
             )
         )
         if exists.one_or_none() is None:
-            insert = (sqlite_insert if self._conn.dialect.name == "sqlite" else postgresql_insert)(
-                REVOCATION_STATE
-            )
-            await self._conn.execute(
-                insert.values(
-                    issuer_key_id=issuer_key_id, revision=0, last_crl_number=0
-                ).on_conflict_do_nothing()
+            await self._insert_unless_present(
+                REVOCATION_STATE, issuer_key_id=issuer_key_id, revision=0, last_crl_number=0
             )
 
     async def count_revocation(self, issuer_key_id: str) -> None:
