@@ -154,7 +154,7 @@ async def with_test_organisations(service: Service) -> Service:
 
 @pytest.fixture
 async def service(settings: Settings, clock: SettableClock) -> AsyncIterator[Service]:
-    opened = await with_test_organisations(await Service.open(settings, clock=clock))
+    opened = await with_test_organisations(await Service.open(settings, clock=clock, create=True))
     yield opened
     await opened.close()
 
@@ -180,7 +180,7 @@ async def open_service(
     async def open_(*, database_url: str = "", **sections: dict[str, Any]) -> Service:
         data_dir = tmp_path / f"instance-{len(opened)}"
         configured = make_settings(data_dir, ca_material, database_url=database_url, **sections)
-        instance = await Service.open(configured, clock=clock)
+        instance = await Service.open(configured, clock=clock, create=True)
         opened.append(instance)
         return await with_test_organisations(instance)
 

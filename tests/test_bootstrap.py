@@ -73,7 +73,7 @@ def data_dir(tmp_path: Path) -> Path:
 async def test_a_database_created_in_an_existing_data_directory_is_its_owners_alone(
     data_dir: Path, material: CaMaterial
 ) -> None:
-    service = await Service.open(make_settings(data_dir, material))
+    service = await Service.open(make_settings(data_dir, material), create=True)
     try:
         await new_user(service)  # a write: the WAL file exists until the last connection ends
         database = data_dir / "est-ca.db"
@@ -90,7 +90,7 @@ async def test_start_is_refused_on_a_data_directory_other_users_can_enter_or_cha
 ) -> None:
     set_mode(data_dir, directory_mode)
     with pytest.raises(ConfigurationError) as refused:
-        await Service.open(make_settings(data_dir, material))
+        await Service.open(make_settings(data_dir, material), create=True)
     assert f"chmod 700 {data_dir}" in str(refused.value)
 
 
@@ -115,7 +115,7 @@ async def test_start_is_refused_on_a_secret_file_other_users_can_read_or_its_gro
         path.write_bytes(b"a responder key left by an earlier start\n")
     set_mode(path, file_mode)
     with pytest.raises(ConfigurationError) as refused:
-        await Service.open(settings)
+        await Service.open(settings, create=True)
     assert f"chmod 600 {path}" in str(refused.value)
 
 
@@ -129,5 +129,5 @@ async def test_a_group_may_read_the_keys_and_enter_the_data_directory(
         path = secret(settings, material)
         if path.exists():
             set_mode(path, 0o640)
-    service = await Service.open(settings)
+    service = await Service.open(settings, create=True)
     await service.close()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import importlib.metadata
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -14,24 +17,43 @@ from typing import Any
 import pytest
 
 from est_ca.cli import spreadsheet_safe
+from est_ca.config import load_settings
+from est_ca.service import Service
+from tests.helpers import KeyPair, KeyPool, csr_der, make_csr
+
+# The real `est-ca` command the package installs, next to this Python.
+EST_CA = Path(sys.executable).parent / "est-ca"
+
+
+def run_est_ca(
+    *args: str, cwd: Path, environment: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    if not EST_CA.is_file():
+        pytest.skip(f"the est-ca command is not installed next to {sys.executable}")
+    return subprocess.run(
+        [str(EST_CA), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=environment
+        if environment is not None
+        else {k: v for k, v in os.environ.items() if not k.startswith("EST_CA_")},
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.fixture
 def est_ca(tmp_path: Path) -> Any:
-    """The real `est-ca` command on a data directory of its own, where the organisations the
-    tests use are registered (by importing them, as an operator would)."""
+    """The real `est-ca` command on a data directory of its own, made with `est-ca init`, where
+    the organisations the tests use are registered (by importing them, as an operator would)."""
     environment = {**os.environ, "EST_CA_DATA_DIR": str(tmp_path / "data")}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "est_ca", *args],
-            capture_output=True,
-            text=True,
-            env=environment,
-            timeout=60,
-            check=False,
-        )
+        return run_est_ca(*args, cwd=tmp_path, environment=environment)
 
+    initialised = run("init")
+    assert initialised.returncode == 0, initialised.stderr
     organisations = tmp_path / "organisations.csv"
     organisations.write_text(
         "cvr,name,email_domains\n99999999,ÆØÅ ApS,example.dk\n34051178,Digitaliseringsstyrelsen,\n"
@@ -48,7 +70,7 @@ def json_of(result: subprocess.CompletedProcess[str]) -> Any:
 
 def billing_system(est_ca: Any) -> Any:
     """A system identity made with the CLI, as its --json record."""
-    [identity] = json_of(
+    return json_of(
         est_ca(
             "identity",
             "create",
@@ -63,11 +85,10 @@ def billing_system(est_ca: Any) -> Any:
             "--json",
         )
     )
-    return identity
 
 
 def test_an_administrator_creates_an_identity_orders_and_lists(est_ca: Any) -> None:
-    [identity] = json_of(
+    identity = json_of(
         est_ca(
             "identity",
             "create",
@@ -87,7 +108,7 @@ def test_an_administrator_creates_an_identity_orders_and_lists(est_ca: Any) -> N
         )
     )
     assert identity["display_name"] == "Søren Ærø Ålborg"
-    [order] = json_of(est_ca("order", "create", identity["id"], "--json"))
+    order = json_of(est_ca("order", "create", identity["id"], "--json"))
     assert order["state"] == "pending"
     assert len(order["one_time_code"]) == 23
     listed = json_of(est_ca("order", "list", "--json"))
@@ -116,8 +137,8 @@ def test_the_one_time_code_is_printed_once_for_people(est_ca: Any) -> None:
 
 def test_an_order_is_cancelled_once(est_ca: Any) -> None:
     identity = billing_system(est_ca)
-    [order] = json_of(est_ca("order", "create", identity["id"], "--json"))
-    [cancelled] = json_of(est_ca("order", "cancel", order["reference"], "--json"))
+    order = json_of(est_ca("order", "create", identity["id"], "--json"))
+    cancelled = json_of(est_ca("order", "cancel", order["reference"], "--json"))
     assert cancelled["state"] == "cancelled"
     again = est_ca("order", "cancel", order["reference"])
     assert again.returncode == 1
@@ -167,11 +188,11 @@ def test_revoking_a_serial_that_was_never_issued_is_refused(est_ca: Any) -> None
 
 def test_disabling_an_identity_cancels_its_orders(est_ca: Any) -> None:
     identity = billing_system(est_ca)
-    [order] = json_of(est_ca("order", "create", identity["id"], "--json"))
+    order = json_of(est_ca("order", "create", identity["id"], "--json"))
     disabled = est_ca("identity", "disable", identity["id"], "--reason", "affiliationChanged")
     assert disabled.returncode == 0, disabled.stderr
     assert disabled.stdout.startswith(f"identity {identity['id']} disabled; 0 certificate(s)")
-    [shown] = json_of(est_ca("order", "show", order["reference"], "--json"))
+    shown = json_of(est_ca("order", "show", order["reference"], "--json"))
     assert shown["state"] == "cancelled"
     again = est_ca("identity", "disable", identity["id"])
     assert again.returncode == 1
@@ -294,7 +315,7 @@ def test_a_token_is_shown_once_listed_without_its_secret_and_revoked(est_ca: Any
 
 
 def test_an_organisation_is_registered_listed_and_changed(est_ca: Any) -> None:
-    [created] = json_of(
+    created = json_of(
         est_ca(
             "organisation",
             "create",
@@ -310,7 +331,7 @@ def test_an_organisation_is_registered_listed_and_changed(est_ca: Any) -> None:
     assert created["email_domains"] == ["oresund.dk", "xn--resund-vua.dk"]
     listed = json_of(est_ca("organisation", "list", "--json"))
     assert [o["cvr"] for o in listed] == ["12345678", "34051178", "99999999"]
-    [changed] = json_of(
+    changed = json_of(
         est_ca("organisation", "update", "12345678", "--status", "disabled", "--json")
     )
     assert changed["status"] == "disabled"
@@ -330,3 +351,188 @@ def test_an_identity_of_an_unregistered_organisation_is_refused_naming_what_to_d
     assert refused.returncode == 1
     assert "no organisation with CVR 11111111 is registered" in refused.stderr
     assert "est-ca organisation create" in refused.stderr
+
+
+# -- finding the CA -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("identity", "list"),
+        ("certificate", "revoke", "0a1b2c3d4e5f60718293a4b5c6d7e8f9", "--reason", "keyCompromise"),
+        ("order", "create", "3e534f0b-902d-4a93-b313-ba5a41b82f9f"),
+        ("status",),
+    ],
+    ids=lambda words: " ".join(words[:2]),
+)
+def test_a_command_where_there_is_no_ca_creates_none_and_says_where_it_looked(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    result = run_est_ca(*command, cwd=tmp_path)
+    assert result.returncode == 2
+    message = result.stderr
+    assert message.startswith(f"est-ca: no CA in {tmp_path.resolve() / 'est-ca-data'} ")
+    for way_elsewhere in ("--data-dir", "EST_CA_DATA_DIR", "--config", "est-ca init"):
+        assert way_elsewhere in message
+    assert "Traceback" not in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_data_directory_without_a_database_is_not_given_a_new_one(tmp_path: Path) -> None:
+    assert run_est_ca("init", cwd=tmp_path).returncode == 0
+    (tmp_path / "est-ca-data" / "est-ca.db").unlink()
+    result = run_est_ca("identity", "list", cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"the database {tmp_path.resolve() / 'est-ca-data' / 'est-ca.db'}" in result.stderr
+    assert not (tmp_path / "est-ca-data" / "est-ca.db").exists()
+
+
+def test_init_creates_a_ca_the_other_commands_then_find(tmp_path: Path) -> None:
+    created = run_est_ca("init", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert "CN=est-ca Demo Issuing CA 1" in created.stdout
+    assert run_est_ca("identity", "list", cwd=tmp_path).stdout.strip() == "(none)"
+
+
+def test_a_command_given_the_data_dir_works_from_any_directory(est_ca: Any, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    listed = run_est_ca("--data-dir", str(tmp_path / "data"), "organisation", "list", cwd=elsewhere)
+    assert listed.returncode == 0, listed.stderr
+    assert "ÆØÅ ApS" in listed.stdout
+
+
+def test_verbose_names_the_data_dir_and_database_used(est_ca: Any, tmp_path: Path) -> None:
+    result = est_ca("-v", "identity", "list")
+    assert result.returncode == 0, result.stderr
+    data = (tmp_path / "data").resolve()
+    assert result.stderr.splitlines() == [
+        f"est-ca: data dir {data}, database sqlite+aiosqlite:///{data / 'est-ca.db'}"
+    ]
+
+
+def test_status_shows_data_dir_database_cas_listeners_and_counts(
+    est_ca: Any, tmp_path: Path
+) -> None:
+    billing_system(est_ca)
+    shown = est_ca("status")
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout
+    assert f"data dir:       {(tmp_path / 'data').resolve()}" in text
+    assert re.search(r"database: +sqlite\+aiosqlite:////.+/est-ca\.db \(schema \d{4}\)", text)
+    assert re.search(r"CA: +.*CN=est-ca Demo Issuing CA 1\n +key id [0-9a-f]{40}, until ", text)
+    assert "CN=est-ca Demo Root CA" in text
+    assert re.search(r"EST \(HTTPS\): +https://127\.0\.0\.1:8443/\.well-known/est/ \(", text)
+    assert "organisations:  2 active" in text
+    assert "identities:     1 active" in text
+    report = json_of(est_ca("status", "--json"))
+    assert report["counts"]["identities"] == {"active": 1}
+    assert {ca["key_id"] for ca in report["certificate_authorities"]} == {
+        line.split()[2].rstrip(",") for line in text.splitlines() if "key id" in line
+    }
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def test_version_prints_the_installed_version(tmp_path: Path) -> None:
+    result = run_est_ca("--version", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"est-ca {importlib.metadata.version('est-ca')}"
+
+
+def test_creating_with_json_prints_one_object(est_ca: Any) -> None:
+    identity = billing_system(est_ca)
+    assert isinstance(identity, dict)
+    order = json_of(est_ca("order", "create", identity["id"], "--json"))
+    assert isinstance(order, dict)
+    assert set(order) >= {"reference", "one_time_code", "state"}
+
+
+def test_a_listing_piped_into_head_ends_without_a_traceback(est_ca: Any, tmp_path: Path) -> None:
+    staff = tmp_path / "staff.csv"
+    staff.write_text(
+        "external_id,type,cvr,given_name,surname,email\n"
+        + "".join(f"e{n},user,99999999,Søren {n},Ærø,s{n}@example.dk\n" for n in range(400))
+    )
+    imported = est_ca(
+        "identity", "import", str(staff), "--place-orders", "--codes-out", str(tmp_path / "c.csv")
+    )
+    assert imported.returncode == 0, imported.stderr
+    environment = {**os.environ, "EST_CA_DATA_DIR": str(tmp_path / "data")}
+    piped = subprocess.run(
+        ["bash", "-c", f"{EST_CA} order list --limit 1000 --json | head -3"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+    assert piped.returncode == 0
+    assert piped.stdout.splitlines()[0] == "["
+    assert piped.stderr == ""
+
+
+def test_orders_are_listed_by_the_state_the_table_shows(est_ca: Any) -> None:
+    identity = billing_system(est_ca)
+    order = json_of(est_ca("order", "create", identity["id"], "--json"))
+    pending = json_of(est_ca("order", "list", "--status", "pending", "--json"))
+    assert [o["reference"] for o in pending] == [order["reference"]]
+    for state in ("locked", "expired"):
+        assert json_of(est_ca("order", "list", "--status", state, "--json")) == []
+
+
+def test_identity_create_help_names_the_fields_each_type_needs(tmp_path: Path) -> None:
+    shown = run_est_ca("identity", "create", "--help", cwd=tmp_path).stdout
+    assert re.search(r"user +--given-name, --surname and --email", shown)
+    assert re.search(r"organisation +--display-name", shown)
+    assert re.search(r"system +--display-name", shown)
+
+
+def test_an_abbreviated_option_is_refused(est_ca: Any) -> None:
+    result = est_ca(
+        "identity",
+        "create",
+        "--type",
+        "system",
+        "--cvr",
+        "99999999",
+        "--org",
+        "ÆØÅ ApS",
+        "--display-name",
+        "billing",
+    )
+    assert result.returncode == 2
+    assert "unrecognized arguments: --org" in result.stderr
+
+
+def test_showing_one_record_prints_one_field_per_line(
+    est_ca: Any, tmp_path: Path, keys: KeyPool
+) -> None:
+    identity = billing_system(est_ca)
+    order = json_of(est_ca("order", "create", identity["id"], "--json"))
+    serial = asyncio.run(enroll_in_process(tmp_path / "data", order, keys.rsa(0)))
+    shown = est_ca("certificate", "show", serial)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    field, value = lines[0].split()
+    assert (field, int(value, 16)) == ("serial:", int(serial, 16))
+    fields = [line.split(":", 1)[0] for line in lines]
+    assert fields == [*json_of(est_ca("certificate", "show", serial, "--json"))]
+    assert any(re.fullmatch(r"subject: +C=DK,.+,CN=billing", line) for line in lines), lines
+    assert any(re.fullmatch(r"status: +issued", line) for line in lines)
+
+
+async def enroll_in_process(data_dir: Path, order: dict[str, Any], key: KeyPair) -> str:
+    """A certificate for `order`, enrolled through the service's own domain code."""
+    settings = load_settings(None, {}, {"data_dir": str(data_dir)})
+    service = await Service.open(settings)
+    try:
+        assert service.authority is not None
+        certificate = await service.authority.enroll_with_order(
+            order["reference"], order["one_time_code"], csr_der(make_csr(key.key)), source="test"
+        )
+        return f"{certificate.serial_number:x}"
+    finally:
+        await service.close()

@@ -152,7 +152,7 @@ async def wait_until_serving(deployment: Deployment, process: asyncio.subprocess
 
 
 async def prepare_orders(deployment: Deployment, count: int) -> list[tuple[str, str]]:
-    service = await Service.open(deployment.settings(), with_ca=False)
+    service = await Service.open(deployment.settings(), with_ca=False, create=True)
     try:
         if not deployment.token:
             _, deployment.token = await service.tokens.create(
@@ -233,7 +233,7 @@ async def check_consistency(deployment: Deployment, ledger: Ledger) -> dict[str,
 
 
 async def _check_running(deployment: Deployment, ledger: Ledger) -> dict[str, int]:
-    service = await Service.open(deployment.settings(), with_ca=False)
+    service = await Service.open(deployment.settings(), with_ca=False, create=True)
     try:
         async with service.store.read() as tx:
             certificates = await tx.list_certificates(limit=100_000)

@@ -307,7 +307,7 @@ async def fuzzed(
         ca_material,
         limits={"failures_per_source": 1_000_000, "request_timeout_seconds": 1},
     )
-    service = await Service.open(settings, clock=SettableClock())
+    service = await Service.open(settings, clock=SettableClock(), create=True)
     server = Server(service)
     try:
         order = await new_order(service, await new_user(service))

@@ -92,7 +92,7 @@ async def bench(entries: int, data_dir: Path) -> None:
         {},
         {"data_dir": str(data_dir), "service": {"demo": False, "http_port": 18080}},
     )
-    service = await Service.open(settings)
+    service = await Service.open(settings, create=True)
     assert service.publishing is not None
     try:
         started = time.perf_counter()

@@ -40,7 +40,7 @@ def staff_file(rows: int, prefix: str = "") -> str:
 async def bench(rows: int, orders: bool, data_dir: Path, database: str) -> None:
     overrides: dict[str, object] = {"data_dir": str(data_dir), "database": {"url": database}}
     settings = load_settings(None, {}, overrides)
-    service = await Service.open(settings, with_ca=False)
+    service = await Service.open(settings, with_ca=False, create=True)
     try:
         text = staff_file(rows)
         started = time.perf_counter()

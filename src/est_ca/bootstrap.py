@@ -1,8 +1,10 @@
 """First start of the embedded default: the data directory, a demo CA and a TLS certificate.
 
 Nothing here overwrites anything. Files an operator configured are used as they are; only
-what is left empty in the configuration is generated, once, under data_dir. Every start then
-checks that no other user can read the data directory or a secret (`secret_paths`).
+what is left empty in the configuration is generated, once, under data_dir, and only when the
+caller may create a CA (`serve` and `init`): every other command run on a directory without
+one fails with `NoCertificateAuthority` rather than making a new CA nobody meant. Every start
+then checks that no other user can read the data directory or a secret (`secret_paths`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from est_ca.ca.hierarchy import HierarchyFiles, generate_demo_hierarchy
 from est_ca.ca.publication import Publication
 from est_ca.clock import Clock
 from est_ca.config import Settings
-from est_ca.errors import ConfigurationError
+from est_ca.errors import ConfigurationError, NoCertificateAuthority
 from est_ca.keyfiles import create_key
 from est_ca.private_files import create_private, refuse_exposed, write_private
 from est_ca.web.tls import generate_self_signed
@@ -45,6 +47,8 @@ class ServiceFiles:
     audit_key: Path
     # The audit key was created by this start: the audit chain may be anchored now.
     audit_key_created: bool = False
+    # This start generated the demo CA hierarchy.
+    demo_created: bool = False
 
 
 def secret_paths(settings: Settings, files: ServiceFiles) -> list[Path]:
@@ -66,26 +70,55 @@ def ensure_data_dir(settings: Settings) -> None:
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
+def sqlite_file(settings: Settings) -> Path | None:
+    """The SQLite database file the settings name, or None for another database (or an
+    in-memory or URI-configured SQLite, whose file SQLite manages itself)."""
+    url = make_url(settings.database_url)
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def shown_database_url(settings: Settings) -> str:
+    """The database URL as it may be shown: its password hidden, an SQLite file absolute."""
+    url = make_url(settings.database_url)
+    database = sqlite_file(settings)
+    if database is not None:
+        url = url.set(database=str(database.resolve()))
+    return url.render_as_string(hide_password=True)
+
+
+def _require_existing(settings: Settings, what: str, path: Path) -> None:
+    if not path.exists():
+        raise NoCertificateAuthority(settings.data_dir, f"{what} {path.absolute()} does not exist")
+
+
 def create_database_file(settings: Settings) -> None:
     """Create the SQLite database file 0600 before SQLite would create it 0644.
 
     mkdir(0o700) protects nothing when the data directory already existed; the database
     holds the audit trail and the one-time codes' hashes, so it is the owner's alone too.
     """
-    url = make_url(settings.database_url)
-    database = url.database
-    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return
-    if database.startswith("file:"):  # an SQLite URI: its own options, left to SQLite
-        return
-    path = Path(database)
-    if path.parent.is_dir():
+    path = sqlite_file(settings)
+    if path is not None and path.parent.is_dir():
         create_private(path)
 
 
-def prepare_files(settings: Settings, clock: Clock, publication: Publication) -> ServiceFiles:
-    ensure_data_dir(settings)
+def prepare_files(
+    settings: Settings, clock: Clock, publication: Publication, *, create: bool
+) -> ServiceFiles:
+    """The files of the configured CA; with `create`, what is missing of the embedded
+    default is generated first, without it a missing piece is `NoCertificateAuthority`."""
+    if create:
+        ensure_data_dir(settings)
+    else:
+        if not settings.data_dir.is_dir():
+            raise NoCertificateAuthority(settings.data_dir, "there is no such directory")
     demo_root: Path | None = None
+    demo_created = False
     if settings.ca.cert_file:
         ca_cert = settings.data_path(settings.ca.cert_file, "")
         ca_chain = settings.data_path(settings.ca.chain_file, "")
@@ -106,7 +139,15 @@ def prepare_files(settings: Settings, clock: Clock, publication: Publication) ->
             settings.ca.key_passphrase_file, "secrets/ca-key-passphrase"
         )
         if not hierarchy.exist():
+            if not create:
+                _require_existing(settings, "the demo CA", hierarchy.issuing_cert)
+                _require_existing(settings, "the demo CA", hierarchy.root_cert)
+                raise ConfigurationError(
+                    f"the demo CA under {hierarchy.root_cert.parent.absolute()} is incomplete; "
+                    "restore it from a backup"
+                )
             _generate_demo(hierarchy, passphrase, clock, publication)
+            demo_created = True
         ca_cert, ca_chain, ca_key = (
             hierarchy.issuing_cert,
             hierarchy.issuing_chain,
@@ -126,7 +167,7 @@ def prepare_files(settings: Settings, clock: Clock, publication: Publication) ->
 
     tls_cert = settings.data_path(settings.tls.cert_file, "tls/server.pem")
     tls_key = settings.data_path(settings.tls.key_file, "tls/server.key")
-    if not settings.tls.cert_file and not tls_cert.exists():
+    if create and not settings.tls.cert_file and not tls_cert.exists():
         _log.info("generating a self-signed TLS certificate", path=str(tls_cert))
         generate_self_signed(tls_cert, tls_key, [settings.service.host])
     files = ServiceFiles(
@@ -138,14 +179,24 @@ def prepare_files(settings: Settings, clock: Clock, publication: Publication) ->
         tls_cert=tls_cert,
         tls_key=tls_key,
         demo_root=demo_root,
+        demo_created=demo_created,
         ocsp_dir=settings.data_dir / "ocsp",
         hmac_key=settings.data_path(settings.secrets.hmac_key_file, "secrets/hmac.key"),
         audit_key=settings.data_path(settings.secrets.audit_key_file, "secrets/audit.key"),
     )
-    create_key(files.hmac_key)
-    files = dataclasses.replace(files, audit_key_created=create_key(files.audit_key))
+    if create:
+        create_key(files.hmac_key)
+        files = dataclasses.replace(files, audit_key_created=create_key(files.audit_key))
+        refuse_exposed(secret_paths(settings, files))
+        create_database_file(settings)
+        return files
+    _require_existing(settings, "the CA certificate", files.ca_cert)
+    _require_existing(settings, "the one-time-code key", files.hmac_key)
+    _require_existing(settings, "the audit key", files.audit_key)
+    database = sqlite_file(settings)
+    if database is not None:
+        _require_existing(settings, "the database", database)
     refuse_exposed(secret_paths(settings, files))
-    create_database_file(settings)
     return files
 
 

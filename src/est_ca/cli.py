@@ -1,19 +1,25 @@
 """The `est-ca` command: run the service and administer identities, orders and certificates.
 
-Administrative commands work on the database directly (the same store the service uses), so
-they run beside a running service. Output is a table for people, or JSON with --json.
+Administrative commands open the same domain services the server uses (on the same database),
+so they run beside a running service. Only `serve` and `init` may create a CA; every other
+command refuses a directory without one and says where it looked. Output is a table (or, for
+one record, `field: value` lines) for people, or JSON with --json: an array for a listing, an
+object for one record.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import datetime as dt
 import getpass
+import importlib.metadata
 import io
 import json
 import os
+import shlex
 import sys
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
@@ -35,13 +41,21 @@ from est_ca.admin.views import (
     token_view,
 )
 from est_ca.audit import Actor
+from est_ca.bootstrap import shown_database_url
+from est_ca.ca.authority import key_identifier
 from est_ca.ca.certificates import CertificateStatus, Serial
 from est_ca.config import Settings, load_settings
-from est_ca.errors import BadRequest, ConfigurationError, EstCaError
+from est_ca.errors import (
+    BadRequest,
+    ConfigurationError,
+    EstCaError,
+    ListenerUnavailable,
+    NoCertificateAuthority,
+)
 from est_ca.private_files import open_private
 from est_ca.registration import importing
 from est_ca.registration.identities import IdentityStatus, IdentityType
-from est_ca.registration.orders import OrderStatus
+from est_ca.registration.orders import OrderState
 from est_ca.registration.organisations import OrganisationStatus
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.service import Service
@@ -61,19 +75,43 @@ def _print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None
     if not rows:
         print("(none)")
         return
-    cells = [[("" if row.get(c) is None else str(row.get(c))) for c in columns] for row in rows]
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple):
+        return ", ".join(str(item) for item in value)
+    return str(value)
+
+
 def _emit(args: argparse.Namespace, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    """A listing: a table, or a JSON array."""
     if args.json:
-        json.dump(rows, sys.stdout, indent=2, ensure_ascii=False, default=str)
-        print()
+        _print_json(rows)
     else:
         _print_table(rows, columns)
+
+
+def _emit_record(args: argparse.Namespace, row: dict[str, Any]) -> None:
+    """One record: `field: value` lines, one per field (long values stay readable), or a JSON
+    object."""
+    if args.json:
+        _print_json(row)
+        return
+    width = max(len(field) for field in row)
+    for field, value in row.items():
+        print(f"{field + ':':<{width + 1}} {_cell(value)}".rstrip())
+
+
+def _print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, ensure_ascii=False, default=str)
+    print()
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -93,7 +131,7 @@ async def organisation_create(service: Service, args: argparse.Namespace) -> int
         name=args.name,
         email_domains=_domains(args.email_domains) or [],
     )
-    _emit(args, [organisation_view(organisation)], ORGANISATION_COLUMNS)
+    _emit_record(args, organisation_view(organisation))
     return 0
 
 
@@ -105,7 +143,7 @@ async def organisation_update(service: Service, args: argparse.Namespace) -> int
         email_domains=_domains(args.email_domains),
         status=OrganisationStatus(args.status) if args.status else None,
     )
-    _emit(args, [organisation_view(organisation)], ORGANISATION_COLUMNS)
+    _emit_record(args, organisation_view(organisation))
     return 0
 
 
@@ -121,7 +159,7 @@ async def organisation_list(service: Service, args: argparse.Namespace) -> int:
 
 async def organisation_show(service: Service, args: argparse.Namespace) -> int:
     organisation = await service.registry.get_organisation(args.cvr)
-    _emit(args, [organisation_view(organisation)], ORGANISATION_COLUMNS)
+    _emit_record(args, organisation_view(organisation))
     return 0
 
 
@@ -167,7 +205,7 @@ async def identity_create(service: Service, args: argparse.Namespace) -> int:
         surname=args.surname,
         email=args.email,
     )
-    _emit(args, [identity_view(identity)], ("id", "type", "display_name", "cvr", "status"))
+    _emit_record(args, identity_view(identity))
     return 0
 
 
@@ -189,8 +227,7 @@ async def identity_list(service: Service, args: argparse.Namespace) -> int:
 
 async def identity_show(service: Service, args: argparse.Namespace) -> int:
     identity = await service.registry.get_identity(_uuid(args.identity_id))
-    row = identity_view(identity)
-    _emit(args, [row], list(row))
+    _emit_record(args, identity_view(identity))
     return 0
 
 
@@ -199,7 +236,7 @@ async def identity_disable(service: Service, args: argparse.Namespace) -> int:
         _admin_actor(), _uuid(args.identity_id), RevocationReason.parse(args.reason)
     )
     if args.json:
-        _emit(args, [identity_view(identity) | {"revoked": [r.serial.hex for r in revoked]}], [])
+        _emit_record(args, identity_view(identity) | {"revoked": [r.serial.hex for r in revoked]})
     else:
         print(f"identity {identity.id} disabled; {len(revoked)} certificate(s) revoked")
         for record in revoked:
@@ -226,8 +263,7 @@ async def certificate_revoke(service: Service, args: argparse.Namespace) -> int:
     record = await service.revocations.revoke_certificate(
         _admin_actor(), serial, RevocationReason.parse(args.reason), invalidity
     )
-    columns = ("serial", "status", "revoked_at", "revocation_reason")
-    _emit(args, [certificate_view(record)], columns)
+    _emit_record(args, certificate_view(record))
     return 0
 
 
@@ -315,7 +351,7 @@ async def token_create(service: Service, args: argparse.Namespace) -> int:
         valid_days=args.valid_days,
     )
     if args.json:
-        _emit(args, [token_view(token) | {"token": secret}], [])
+        _emit_record(args, token_view(token) | {"token": secret})
     else:
         print(
             f"token {token.name} ({','.join(sorted(token.scopes))}, "
@@ -338,12 +374,12 @@ async def token_list(service: Service, args: argparse.Namespace) -> int:
 
 async def token_revoke(service: Service, args: argparse.Namespace) -> int:
     token = await service.tokens.revoke(_admin_actor(), args.name)
-    _emit(args, [token_view(token)], ("name", "revoked_at"))
+    _emit_record(args, token_view(token))
     return 0
 
 
 async def audit_verify(service: Service, args: argparse.Namespace) -> int:
-    report = await service.store.verify_audit()
+    report = await service.audit.verify()
     if report.intact:
         print(f"audit chain intact and sealed: {report.checked} events")
         return 0
@@ -357,14 +393,9 @@ async def audit_verify(service: Service, args: argparse.Namespace) -> int:
 
 
 async def audit_export(service: Service, args: argparse.Namespace) -> int:
-    async with service.store.read() as tx:
-        async for row in tx.audit_chain():
-            if row.seq > args.after:
-                line = audit_view(row.seq, row.event) | {
-                    "prev_hash": row.prev_hash,
-                    "hash": row.hash,
-                }
-                sys.stdout.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
+    async for row in service.audit.chain(after=args.after):
+        line = audit_view(row.seq, row.event) | {"prev_hash": row.prev_hash, "hash": row.hash}
+        sys.stdout.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
     return 0
 
 
@@ -377,7 +408,7 @@ async def order_create(service: Service, args: argparse.Namespace) -> int:
     )
     row = placed_order_view(placed, service.registry.order_state(placed.order))
     if args.json:
-        _emit(args, [row], list(row))
+        _emit_record(args, row)
     else:
         print(f"order reference: {placed.order.reference}")
         print(f"one-time code:   {placed.one_time_code}   (shown only now)")
@@ -389,7 +420,7 @@ async def order_create(service: Service, args: argparse.Namespace) -> int:
 async def order_list(service: Service, args: argparse.Namespace) -> int:
     orders = await service.registry.list_orders(
         identity_id=_uuid(args.identity) if args.identity else None,
-        status=OrderStatus(args.status) if args.status else None,
+        state=OrderState(args.status) if args.status else None,
         limit=args.limit,
         offset=args.offset,
     )
@@ -403,24 +434,19 @@ async def order_list(service: Service, args: argparse.Namespace) -> int:
 
 async def order_show(service: Service, args: argparse.Namespace) -> int:
     order = await service.registry.get_order(args.reference)
-    row = order_view(order, service.registry.order_state(order))
-    _emit(args, [row], list(row))
+    _emit_record(args, order_view(order, service.registry.order_state(order)))
     return 0
 
 
 async def order_cancel(service: Service, args: argparse.Namespace) -> int:
     order = await service.registry.cancel_order(_admin_actor(), args.reference)
-    _emit(args, [order_view(order, service.registry.order_state(order))], ("reference", "state"))
+    _emit_record(args, order_view(order, service.registry.order_state(order)))
     return 0
 
 
 async def order_unlock(service: Service, args: argparse.Namespace) -> int:
     order = await service.registry.unlock_order(_admin_actor(), args.reference)
-    _emit(
-        args,
-        [order_view(order, service.registry.order_state(order))],
-        ("reference", "state", "failed_attempts"),
-    )
+    _emit_record(args, order_view(order, service.registry.order_state(order)))
     return 0
 
 
@@ -452,14 +478,12 @@ async def certificate_show(service: Service, args: argparse.Namespace) -> int:
         certificate = x509.load_der_x509_certificate(record.der)
         sys.stdout.write(certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"))
         return 0
-    row = certificate_view(record)
-    _emit(args, [row], list(row))
+    _emit_record(args, certificate_view(record))
     return 0
 
 
 async def audit_list(service: Service, args: argparse.Namespace) -> int:
-    async with service.store.read() as tx:
-        events = await tx.list_audit(action=args.action, limit=args.limit, offset=args.offset)
+    events = await service.audit.events(action=args.action, limit=args.limit, offset=args.offset)
     _emit(
         args,
         [audit_view(None, e) for e in events],
@@ -469,9 +493,85 @@ async def audit_list(service: Service, args: argparse.Namespace) -> int:
 
 
 async def db_upgrade(service: Service, args: argparse.Namespace) -> int:
-    await service.store.migrate()
-    print(f"database schema at revision {await service.store.schema_revision()}")
+    print(f"database schema at revision {await service.upgrade_database()}")
     return 0
+
+
+async def init(service: Service, args: argparse.Namespace) -> int:
+    print(f"est-ca: the CA in {service.settings.data_dir.resolve()} is ready")
+    await status(service, args)
+    return 0
+
+
+async def status(service: Service, args: argparse.Namespace) -> int:
+    settings = service.settings
+    certificates = service.ca_certificates()
+    service_settings = settings.service
+    listeners = {
+        "EST (HTTPS)": (service_settings.host, service_settings.port, "/.well-known/est/"),
+        "CRL and OCSP (HTTP)": (service_settings.host, service_settings.http_port, "/"),
+        "admin API (HTTPS)": (service_settings.host, settings.admin.port, "/admin/v1/"),
+    }
+    report: dict[str, Any] = {
+        "data_dir": str(settings.data_dir.resolve()),
+        "database": shown_database_url(settings),
+        "schema_revision": await service.schema_revision(),
+        "certificate_authorities": [
+            {
+                "subject": certificate.subject.rfc4514_string(),
+                "key_id": key_identifier(certificate).hex(),
+                "not_after": certificate.not_valid_after_utc.isoformat(),
+            }
+            for certificate in certificates
+        ],
+        "publication_base_url": service.publication.base_url,
+        "unpublished_ca_urls": [url for _, url in service.unpublished_ca_urls()],
+        "listeners": [
+            {
+                "name": name,
+                "url": f"{'http' if 'HTTP)' in name else 'https'}://{_shown_host(host)}:{port}{path}",
+                "answering": await _answering(host, port),
+            }
+            for name, (host, port, path) in listeners.items()
+        ],
+        "counts": await service.registry.count_records(),
+    }
+    if args.json:
+        _print_json(report)
+        return 0
+    print(f"data dir:       {report['data_dir']}")
+    print(f"database:       {report['database']} (schema {report['schema_revision']})")
+    for certificate in report["certificate_authorities"]:
+        print(f"CA:             {certificate['subject']}")
+        print(f"                key id {certificate['key_id']}, until {certificate['not_after']}")
+    print(f"publication:    {report['publication_base_url']}")
+    for url in report["unpublished_ca_urls"]:
+        print(f"  warning: a CA certificate names {url}, which this base URL does not serve")
+    for listener in report["listeners"]:
+        state = "answering" if listener["answering"] else "not answering"
+        print(f"{listener['name'] + ':':<24}{listener['url']} ({state})")
+    for kind, by_status in report["counts"].items():
+        shown = ", ".join(f"{number} {name}" for name, number in sorted(by_status.items()))
+        print(f"{kind + ':':<15} {shown or 'none'}")
+    return 0
+
+
+def _shown_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def _answering(host: str, port: int) -> bool:
+    """Whether something accepts connections on the port (a listening est-ca, usually)."""
+    # A wildcard listener is reached on loopback.
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(target, port), timeout=1)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 def _uuid(text: str) -> uuid.UUID:
@@ -484,13 +584,50 @@ def _uuid(text: str) -> uuid.UUID:
 # -- parser -----------------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated options: `--org` must not quietly mean `--organisation` (subcommand
+    parsers are made of the same class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+IDENTITY_FIELDS = """fields each type needs:
+  user          --given-name, --surname and --email (in one of the organisation's
+                email domains); --display-name defaults to "given-name surname"
+  organisation  --display-name (the organisation certificate's CN)
+  system        --display-name (the system's name, the certificate's CN)
+every type needs --cvr of a registered organisation (`est-ca organisation create`)"""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="est-ca", description="An EST certificate authority for pre-ordered identities."
+    parser = _Parser(
+        prog="est-ca",
+        description="An EST certificate authority for pre-ordered identities.",
+        epilog="The CA is found in --data-dir, else EST_CA_DATA_DIR, else the --config file's "
+        "data_dir, else ./est-ca-data. Only `serve` and `init` create one.",
     )
-    parser.add_argument("--config", type=Path, help="operator configuration file (TOML)")
-    parser.add_argument("--data-dir", help="data directory (default: ./est-ca-data)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "--config", type=Path, help="operator configuration file (TOML; or EST_CA_CONFIG)"
+    )
+    parser.add_argument(
+        "--data-dir", help="data directory (or EST_CA_DATA_DIR; default: ./est-ca-data)"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="say which data dir and database are used"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser(
+        "init", help="create a CA in the data directory (a demo CA unless one is configured)"
+    ).set_defaults(run=init, creates=True, json=False)
+    status_command = commands.add_parser(
+        "status", help="data dir, database, CA certificates, listeners and counts"
+    )
+    status_command.add_argument("--json", action="store_true", help="JSON for scripts")
+    status_command.set_defaults(run=status)
 
     serve = commands.add_parser("serve", help="run the service (HTTPS EST + plain HTTP)")
     serve.add_argument("--host", help="address to listen on")
@@ -543,16 +680,24 @@ def _parser() -> argparse.ArgumentParser:
     identity = commands.add_parser("identity", help="identities").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
-    create = identity.add_parser("create", help="register an identity")
+    create = identity.add_parser(
+        "create",
+        help="register an identity",
+        epilog=IDENTITY_FIELDS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     create.add_argument("--type", required=True, choices=[t.value for t in IdentityType])
     create.add_argument("--cvr", required=True, help="its organisation's CVR (registered)")
     create.add_argument(
         "--organisation", help="organisation name; if given, must be the registered one"
     )
-    create.add_argument("--display-name", help="CN; defaults to the full name for users")
-    create.add_argument("--given-name")
-    create.add_argument("--surname")
-    create.add_argument("--email")
+    create.add_argument(
+        "--display-name",
+        help="the CN; required for organisation and system, defaults to the full name for users",
+    )
+    create.add_argument("--given-name", help="users: required")
+    create.add_argument("--surname", help="users: required")
+    create.add_argument("--email", help="users: required, in an organisation email domain")
     output(create)
     create.set_defaults(run=identity_create)
     ilist = identity.add_parser("list", help="list identities")
@@ -599,7 +744,11 @@ def _parser() -> argparse.ArgumentParser:
     ocreate.set_defaults(run=order_create)
     olist = order.add_parser("list", help="list orders")
     olist.add_argument("--identity", help="only this identity's orders")
-    olist.add_argument("--status", choices=[s.value for s in OrderStatus])
+    olist.add_argument(
+        "--status",
+        choices=[s.value for s in OrderState],
+        help="only orders in this state (the STATE column)",
+    )
     listing(olist)
     output(olist)
     olist.set_defaults(run=order_list)
@@ -709,7 +858,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 async def _run_admin(settings: Settings, command: Command, args: argparse.Namespace) -> int:
     service = await Service.open(
-        settings, with_ca=False, check_audit_seal=not getattr(args, "reads_audit_only", False)
+        settings,
+        with_ca=getattr(args, "creates", False),
+        create=getattr(args, "creates", False),
+        check_audit_seal=not getattr(args, "reads_audit_only", False),
     )
     try:
         return await command(service, args)
@@ -717,19 +869,89 @@ async def _run_admin(settings: Settings, command: Command, args: argparse.Namesp
         await service.close()
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("est-ca")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def _config_file(args: argparse.Namespace) -> Path | None:
+    if args.config is not None:
+        return Path(args.config)
+    if os.environ.get("EST_CA_CONFIG"):
+        return Path(os.environ["EST_CA_CONFIG"])
+    return None
+
+
+def command_line(args: argparse.Namespace, settings: Settings) -> str:
+    """How to run this est-ca on this CA from any directory: the absolute path of the command
+    it was started as, with the options that found the CA (for the commands it prints)."""
+    program = Path(sys.argv[0])
+    if program.name == "est-ca":
+        words = [str(program.absolute())]
+    else:
+        words = [sys.executable, "-m", "est_ca"]
+    config = _config_file(args)
+    if config is not None:
+        words += ["--config", str(config.absolute())]
+    words += ["--data-dir", str(settings.data_dir.resolve())]
+    return shlex.join(words)
+
+
+def _where_it_looked(args: argparse.Namespace) -> str:
+    if args.data_dir:
+        return "named by --data-dir"
+    if os.environ.get("EST_CA_DATA_DIR"):
+        return "named by EST_CA_DATA_DIR"
+    config = _config_file(args)
+    if config is not None:
+        return f"from the configuration {config}"
+    return "the default, ./est-ca-data under the current directory"
+
+
+def _no_ca(args: argparse.Namespace, error: NoCertificateAuthority) -> int:
+    print(
+        f"est-ca: no CA in {error.data_dir} ({_where_it_looked(args)}): {error.missing}.\n"
+        "  Point to yours with --data-dir DIR, EST_CA_DATA_DIR=DIR or --config FILE; "
+        "`est-ca init` creates a new CA there.",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def _say_where(settings: Settings) -> None:
+    print(
+        f"est-ca: data dir {settings.data_dir.resolve()}, database {shown_database_url(settings)}",
+        file=sys.stderr,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = _settings(args)
+        if args.verbose:
+            _say_where(settings)
         if args.command == "serve":
             from est_ca import server  # aiohttp and the web layer: only `serve` needs them
 
-            return server.run(settings)
+            return server.run(settings, command_line(args, settings))
         logs.configure(settings.logging.format, "warning")
         return asyncio.run(_run_admin(settings, args.run, args))
+    except NoCertificateAuthority as exc:
+        return _no_ca(args, exc)
+    except ListenerUnavailable as exc:
+        print(f"est-ca: {exc}", file=sys.stderr)
+        return 2
     except ConfigurationError as exc:
         print(f"est-ca: configuration: {exc}", file=sys.stderr)
         return 2
     except EstCaError as exc:
         print(f"est-ca: {exc.detail}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`est-ca order list --json | head`): not an error of ours.
+        # Python would report it again when flushing stdout at exit; point stdout nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -24,6 +24,8 @@ contains a secret (one-time code, password, key material).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class EstCaError(Exception):
     """Base of every error the domain raises on purpose."""
@@ -112,3 +114,17 @@ class IssuanceFailed(EstCaError):
 
 class ConfigurationError(Exception):
     """The operator's configuration cannot work; raised at start-up, never per request."""
+
+
+class NoCertificateAuthority(ConfigurationError):
+    """A command that may not create a CA found none where the settings point: it says where
+    it looked, so an operator in the wrong directory is not handed a new, empty CA."""
+
+    def __init__(self, data_dir: Path, missing: str) -> None:
+        self.data_dir = data_dir.resolve()
+        self.missing = missing
+        super().__init__(f"no CA in {self.data_dir} ({missing})")
+
+
+class ListenerUnavailable(ConfigurationError):
+    """A port the service is configured to listen on cannot be bound (usually: in use)."""

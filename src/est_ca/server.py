@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import errno
 import signal
 import socket
 import sys
@@ -15,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from est_ca import demo, logs
 from est_ca.config import Settings
+from est_ca.errors import ListenerUnavailable
 from est_ca.service import Service
 from est_ca.web.app import admin_app, est_app, plain_http_app
 from est_ca.web.connections import (
@@ -30,6 +33,37 @@ _log = structlog.get_logger(__name__)
 
 
 BACKLOG = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class Listener:
+    """One of the ports `serve` listens on, with the three ways an operator changes it."""
+
+    name: str
+    setting: str
+    variable: str
+    option: str
+
+    def bind(self, host: str, port: int, cap: ConnectionCap) -> socket.socket:
+        try:
+            return CappedListener.listen_on(host, port, cap, BACKLOG)
+        except OSError as exc:
+            cause = (
+                "is in use (another est-ca serve?)"
+                if exc.errno == errno.EADDRINUSE
+                else f"cannot be listened on: {exc.strerror}"
+            )
+            raise ListenerUnavailable(
+                f"port {port} on {host} ({self.name}) {cause}; choose another with "
+                f"{self.setting} in the configuration, {self.variable}=PORT or {self.option} PORT"
+            ) from None
+
+
+EST_LISTENER = Listener("EST over HTTPS", "service.port", "EST_CA_SERVICE_PORT", "--port")
+HTTP_LISTENER = Listener(
+    "CRL and OCSP over HTTP", "service.http_port", "EST_CA_SERVICE_HTTP_PORT", "--http-port"
+)
+ADMIN_LISTENER = Listener("admin API", "admin.port", "EST_CA_ADMIN_PORT", "--admin-port")
 
 
 def _url(scheme: str, sock: socket.socket) -> str:
@@ -59,13 +93,29 @@ class Server:
         publishing = self.service.publishing
         assert ca is not None
         assert publishing is not None
+        settings = self.service.settings
+        limits = settings.limits
+        cap = ConnectionCap(limits.max_connections_per_source)
+        # Bound before anything starts, so a port in use stops the start with nothing to undo.
+        sockets: list[socket.socket] = []
+        try:
+            for listener, port in (
+                (EST_LISTENER, https_port),
+                (HTTP_LISTENER, http_port),
+                (ADMIN_LISTENER, settings.admin.port if admin_port is None else admin_port),
+            ):
+                sockets.append(listener.bind(host, port, cap))
+        except BaseException:
+            for bound in sockets:
+                bound.close()
+            raise
+        https_socket, http_socket, admin_socket = sockets
         await publishing.start()
         self._maintenance = asyncio.create_task(self.service.run_maintenance(), name="maintenance")
         chain_pem = b"".join(
             certificate.public_bytes(Encoding.PEM) for certificate in ca.certificates
         )
         context = server_context(files.tls_cert, files.tls_key, client_ca_pem=chain_pem)
-        settings = self.service.settings
         admin_ca = (
             settings.data_path(settings.admin.client_ca_file, "").read_bytes()
             if settings.admin.client_ca_file
@@ -73,13 +123,6 @@ class Server:
         )
         admin_context = server_context(
             files.tls_cert, files.tls_key, client_ca_pem=admin_ca, check_time=True
-        )
-        limits = settings.limits
-        cap = ConnectionCap(limits.max_connections_per_source)
-        https_socket = CappedListener.listen_on(host, https_port, cap, BACKLOG)
-        http_socket = CappedListener.listen_on(host, http_port, cap, BACKLOG)
-        admin_socket = CappedListener.listen_on(
-            host, settings.admin.port if admin_port is None else admin_port, cap, BACKLOG
         )
         for app, sock, ssl_context in (
             (est_app(self.service), https_socket, context),
@@ -133,18 +176,27 @@ class Server:
             await self.service.publishing.stop()
 
 
-async def serve(settings: Settings, *, out: TextIO | None = None) -> int:
-    """Run until SIGINT or SIGTERM. Prints the demo recipe to `out` when demo mode is on."""
+async def serve(settings: Settings, *, command: str, out: TextIO | None = None) -> int:
+    """Run until SIGINT or SIGTERM. Prints the demo recipe to `out` when demo mode is on;
+    `command` is how the operator runs this est-ca, for the commands the recipe prints."""
     out = out or sys.stdout
     quiet_accept_errors(asyncio.get_running_loop())
-    service = await Service.open(settings)
+    service = await Service.open(settings, create=True)
     server = Server(service)
     try:
+        for certificate, url in service.unpublished_ca_urls():
+            _log.warning(
+                "a CA certificate names a URL this service does not publish; a CA certificate "
+                "cannot change: keep that URL reachable, or set publication.base_url back",
+                ca=certificate.subject.rfc4514_string(),
+                url=url,
+                base_url=service.publication.base_url,
+            )
         await service.recover()
         await server.start(settings.service.host, settings.service.port, settings.service.http_port)
         if settings.service.demo:
-            placed = await demo.place_demo_order(service)
-            out.write(demo.recipe(service, server.https_url, placed))
+            identity, placed = await demo.first_demo_order(service)
+            out.write(demo.recipe(service, server.https_url, identity, placed, command))
             out.flush()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -158,8 +210,8 @@ async def serve(settings: Settings, *, out: TextIO | None = None) -> int:
     return 0
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, command: str) -> int:
     logs.configure(settings.logging.format, settings.logging.level)
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(serve(settings))
+        return asyncio.run(serve(settings, command=command))
     return 0

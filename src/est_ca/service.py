@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from est_ca.admin.service import Administration
 from est_ca.admin.tokens import Tokens
 from est_ca.audit import AuditSeal
+from est_ca.audit_trail import AuditTrail
 from est_ca.bootstrap import ServiceFiles, prepare_files, read_passphrase
 from est_ca.ca import publication as publication_paths
 from est_ca.ca.authority import CertificateAuthority, key_identifier
@@ -63,6 +64,7 @@ class Service:
     publication: Publication
     files: ServiceFiles
     guard: SourceGuard
+    audit: AuditTrail
     # Present when opened with the CA keys (serving); absent for administrative commands.
     ca: CertificateAuthority | None = None
     authority: RegistrationAuthority | None = None
@@ -76,13 +78,16 @@ class Service:
         clock: Clock | None = None,
         with_ca: bool = True,
         check_audit_seal: bool = True,
+        create: bool = False,
     ) -> Service:
-        """`check_audit_seal=False` only for reading the audit trail whatever its state
-        (`est-ca audit verify` and `export`); everything that writes needs the seal confirmed."""
+        """`create` lets this open generate what the embedded default lacks (a demo CA, keys,
+        the database): only `serve` and `init` pass it. `check_audit_seal=False` only for
+        reading the audit trail whatever its state (`est-ca audit verify` and `export`);
+        everything that writes needs the seal confirmed."""
         clock = clock or SystemClock()
         profiles = ProfileCatalogue.load(settings.profile_dirs)
         publication = publication_of(settings)
-        files = prepare_files(settings, clock, publication)
+        files = prepare_files(settings, clock, publication, create=create)
         ca = _load_ca(files, profiles) if with_ca else None
         store = Store(settings.database_url, seal=AuditSeal(load_key(files.audit_key)))
         try:
@@ -155,10 +160,33 @@ class Service:
             publication=publication,
             files=files,
             guard=guard,
+            audit=AuditTrail(store),
             ca=ca,
             authority=authority,
             publishing=publishing,
         )
+
+    def ca_certificates(self) -> list[x509.Certificate]:
+        """The issuing CA's certificate, then its chain up to the root (as configured)."""
+        issuing = x509.load_pem_x509_certificate(self.files.ca_cert.read_bytes())
+        chain = x509.load_pem_x509_certificates(self.files.ca_chain.read_bytes())
+        return [issuing, *(c for c in chain if c != issuing)]
+
+    def unpublished_ca_urls(self) -> list[tuple[x509.Certificate, str]]:
+        """URLs in the CA certificates that the configured publication no longer serves."""
+        return [
+            (certificate, url)
+            for certificate in self.ca_certificates()
+            for url in self.publication.unpublished_urls(certificate)
+        ]
+
+    async def upgrade_database(self) -> str | None:
+        """Migrate the schema to the newest revision; the revision it is at afterwards."""
+        await self.store.migrate()
+        return await self.store.schema_revision()
+
+    async def schema_revision(self) -> str | None:
+        return await self.store.schema_revision()
 
     def readiness(self) -> dict[str, bool]:
         """What must be true before this instance takes traffic (the database is asked apart)."""

@@ -13,6 +13,7 @@ from est_ca.errors import BadRequest, Conflict, NotFound
 from est_ca.registration.identities import IdentityType
 from est_ca.registration.orders import OrderState
 from est_ca.service import Service
+from tests.conftest import OpenService
 from tests.helpers import ADMIN, new_order, new_system, new_user
 
 
@@ -123,3 +124,30 @@ async def test_the_code_hashing_key_lives_outside_the_database_readable_by_the_o
         stored = " ".join(str(value) for row in rows for value in row)
     assert key not in stored
     assert placed.order.reference in stored
+
+
+async def test_orders_listed_by_state_agree_with_the_state_each_order_shows(
+    open_service: OpenService, database_url: str, clock: SettableClock
+) -> None:
+    service = await open_service(database_url=database_url)
+    user = await new_user(service)
+    expiring = await new_order(service, user, validity_days=1)
+    locked = await new_order(service, user)
+    cancelled = await new_order(service, user)
+    pending = await new_order(service, user)
+    async with service.store.write() as tx:
+        await tx.count_failed_attempt(locked.order.id, lock_after=1, now=clock.now())
+    await service.registry.cancel_order(ADMIN, cancelled.order.reference)
+    clock.advance(dt.timedelta(days=2))
+    expected = {
+        OrderState.EXPIRED: [expiring.order.reference],
+        OrderState.LOCKED: [locked.order.reference],
+        OrderState.CANCELLED: [cancelled.order.reference],
+        OrderState.PENDING: [pending.order.reference],
+    }
+    for state in OrderState:
+        listed = await service.registry.list_orders(state=state)
+        assert [o.reference for o in listed] == expected.get(state, []), state
+        assert all(service.registry.order_state(o) is state for o in listed)
+    counts = await service.registry.count_records()
+    assert counts["orders"] == {str(state): 1 for state in expected}

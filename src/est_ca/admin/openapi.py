@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from est_ca.registration.orders import OrderState
+
 _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 _NULLABLE_TEXT = {"type": ["string", "null"]}
@@ -607,8 +609,8 @@ def document() -> dict[str, Any]:
                         _query("identity_id", {"type": "string", "format": "uuid"}, "Identity"),
                         _query(
                             "status",
-                            {"enum": ["pending", "issuing", "consumed", "cancelled"]},
-                            "Stored status",
+                            {"enum": [state.value for state in OrderState]},
+                            "Only orders in this state (as their `state` field shows it)",
                         ),
                         *_PAGING,
                     ],

@@ -45,7 +45,7 @@ from est_ca.est.wire import peer_certificate, read_body
 from est_ca.registration import codes, importing
 from est_ca.registration.identities import IdentityStatus, IdentityType, check_cvr
 from est_ca.registration.importing import ImportFormat
-from est_ca.registration.orders import OrderStatus
+from est_ca.registration.orders import OrderState
 from est_ca.registration.organisations import OrganisationStatus
 from est_ca.registration.registry import Registry
 from est_ca.revocation.reasons import RevocationReason
@@ -589,7 +589,7 @@ async def list_orders(request: web.Request) -> web.Response:
     orders = await request.app[ADMINISTRATION].orders(
         _me(request),
         identity_id=_uuid(request.query.get("identity_id"), "identity_id"),
-        status=_enum(OrderStatus, request.query.get("status"), "status"),
+        state=_enum(OrderState, request.query.get("status"), "status"),
         limit=limit,
         offset=offset,
     )

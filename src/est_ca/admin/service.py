@@ -21,7 +21,7 @@ from est_ca.registration.importing import (
     ImportRow,
     RowError,
 )
-from est_ca.registration.orders import Order, OrderStatus, PlacedOrder
+from est_ca.registration.orders import Order, OrderState, PlacedOrder
 from est_ca.registration.organisations import Organisation, OrganisationStatus
 from est_ca.registration.registry import ImportResult, Registry
 from est_ca.revocation.publishing import RevocationPublishing
@@ -216,7 +216,7 @@ class Administration:
         principal: Principal,
         *,
         identity_id: uuid.UUID | None,
-        status: OrderStatus | None,
+        state: OrderState | None,
         limit: int,
         offset: int,
     ) -> list[Order]:
@@ -224,7 +224,7 @@ class Administration:
         if identity_id is not None:
             await self.identity(principal, identity_id)
         return await self._registry.list_orders(
-            identity_id=identity_id, status=status, cvr=principal.cvr, limit=limit, offset=offset
+            identity_id=identity_id, state=state, cvr=principal.cvr, limit=limit, offset=offset
         )
 
     async def cancel_order(self, principal: Principal, reference: str) -> Order:

@@ -6,7 +6,11 @@ URLs, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterable
+
+from cryptography import x509
 
 # Paths under the public base URL.
 OCSP_PATH = "/ocsp"
@@ -46,3 +50,37 @@ class Publication:
     @property
     def root_cert_url(self) -> str:
         return self.base_url + ROOT_CERT_PATH
+
+    @property
+    def urls(self) -> frozenset[str]:
+        return frozenset(
+            (
+                self.ocsp_url,
+                self.issuing_crl_url,
+                self.root_crl_url,
+                self.issuing_cert_url,
+                self.root_cert_url,
+            )
+        )
+
+    def unpublished_urls(self, certificate: x509.Certificate) -> list[str]:
+        """The URLs `certificate` sends relying parties to that this publication does not
+        serve: a CA certificate made under another base URL keeps naming it for ever."""
+        return [url for url in published_urls(certificate) if url not in self.urls]
+
+
+def published_urls(certificate: x509.Certificate) -> list[str]:
+    """The CRL distribution point and authority information access URLs a certificate names."""
+    urls: list[str] = []
+    extensions = certificate.extensions
+    with contextlib.suppress(x509.ExtensionNotFound):
+        for point in extensions.get_extension_for_class(x509.CRLDistributionPoints).value:
+            urls.extend(_uris(point.full_name or ()))
+    with contextlib.suppress(x509.ExtensionNotFound):
+        access = extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+        urls.extend(_uris(description.access_location for description in access))
+    return urls
+
+
+def _uris(names: Iterable[x509.GeneralName]) -> list[str]:
+    return [name.value for name in names if isinstance(name, x509.UniformResourceIdentifier)]

@@ -646,15 +646,25 @@ class Registry:
         self,
         *,
         identity_id: uuid.UUID | None = None,
-        status: OrderStatus | None = None,
+        state: OrderState | None = None,
         cvr: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Order]:
         async with self._store.read() as tx:
             return await tx.list_orders(
-                identity_id=identity_id, status=status, cvr=cvr, limit=limit, offset=offset
+                identity_id=identity_id,
+                state=state,
+                now=self._clock.now(),
+                cvr=cvr,
+                limit=limit,
+                offset=offset,
             )
+
+    async def count_records(self) -> dict[str, dict[str, int]]:
+        """Organisations, identities and certificates per status, orders per state."""
+        async with self._store.read() as tx:
+            return await tx.count_records(self._clock.now())
 
     async def cancel_order(self, actor: Actor, reference: str) -> Order:
         order = await self.get_order(reference)

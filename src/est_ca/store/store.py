@@ -30,7 +30,19 @@ from typing import Any, cast
 import structlog
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Select, Table, case, event, literal, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    Table,
+    case,
+    event,
+    func,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
@@ -53,7 +65,7 @@ from est_ca.audit import (
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyBinding, Serial
 from est_ca.errors import ConfigurationError
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
-from est_ca.registration.orders import Order, OrderStatus
+from est_ca.registration.orders import Order, OrderState, OrderStatus
 from est_ca.registration.organisations import Organisation, OrganisationStatus
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.revocation.state import PublishedCrl, RevocationState, RevokedEntry
@@ -546,11 +558,13 @@ class StoreTx:
         self,
         *,
         identity_id: uuid.UUID | None = None,
-        status: OrderStatus | None = None,
+        state: OrderState | None = None,
+        now: dt.datetime | None = None,
         cvr: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[Order]:
+        """Orders in `state` as `Order.state(now)` derives it (None: every state but staged)."""
         query = _page(
             ORDERS,
             (ORDERS.c.created_at, ORDERS.c.id),
@@ -558,11 +572,35 @@ class StoreTx:
             offset,
             of_cvr=cvr,
             identity_id=identity_id,
-            status=status,
         )
-        if status is None:
+        if state is None:
             query = query.where(ORDERS.c.status != str(OrderStatus.STAGED))
+        else:
+            if now is None:
+                raise ValueError("listing orders by state needs the time it is judged at")
+            query = query.where(_order_in_state(state, now))
         return [_order(row) for row in await self._conn.execute(query)]
+
+    async def count_records(self, now: dt.datetime) -> dict[str, dict[str, int]]:
+        """How many organisations, identities, certificates per status and orders per state."""
+        counts: dict[str, dict[str, int]] = {}
+        for name, table in (
+            ("organisations", ORGANISATIONS),
+            ("identities", IDENTITIES),
+            ("certificates", CERTIFICATES),
+        ):
+            rows = await self._conn.execute(
+                select(table.c.status, func.count()).group_by(table.c.status)
+            )
+            counts[name] = {str(status): int(number) for status, number in rows}
+        counts["orders"] = {}
+        for state in OrderState:
+            number = await self._conn.scalar(
+                select(func.count()).select_from(ORDERS).where(_order_in_state(state, now))
+            )
+            if number:
+                counts["orders"][str(state)] = int(number)
+        return counts
 
     async def count_failed_attempt(
         self, order_id: uuid.UUID, *, lock_after: int, now: dt.datetime
@@ -1209,6 +1247,19 @@ class StoreTx:
     ) -> list[AuditEvent]:
         query = _page(AUDIT_EVENTS, (AUDIT_EVENTS.c.id,), limit, offset, action=action)
         return [_audit_event(row) for row in await self._conn.execute(query)]
+
+
+def _order_in_state(state: OrderState, now: dt.datetime) -> ColumnElement[bool]:
+    """The SQL form of `Order.state`: locked and expired are pending orders judged by time."""
+    status = ORDERS.c.status
+    if state is OrderState.LOCKED:
+        return (status == str(OrderStatus.PENDING)) & ORDERS.c.locked_at.is_not(None)
+    unlocked_pending = (status == str(OrderStatus.PENDING)) & ORDERS.c.locked_at.is_(None)
+    if state is OrderState.EXPIRED:
+        return unlocked_pending & (ORDERS.c.expires_at <= now)
+    if state is OrderState.PENDING:
+        return unlocked_pending & (ORDERS.c.expires_at > now)
+    return status == str(OrderStatus(state.value))
 
 
 def _page(

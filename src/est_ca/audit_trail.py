@@ -1,0 +1,35 @@
+"""Reading the audit trail: the administrator's view of what the store chained and sealed.
+
+Writing happens where the audited change happens (in the same transaction); this is the one
+way in for reading it, so the CLI and the API need not know how the chain is stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from est_ca.audit import AuditEvent, ChainedEvent, ChainReport
+from est_ca.store.store import Store
+
+
+class AuditTrail:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def events(
+        self, *, action: str | None = None, limit: int = 100, offset: int = 0
+    ) -> list[AuditEvent]:
+        """One page of events, oldest first; `action` keeps only that kind."""
+        async with self._store.read() as tx:
+            return await tx.list_audit(action=action, limit=limit, offset=offset)
+
+    async def chain(self, *, after: int = 0) -> AsyncIterator[ChainedEvent]:
+        """Every event after position `after` with its hashes, streamed in one read."""
+        async with self._store.read() as tx:
+            async for row in tx.audit_chain():
+                if row.seq > after:
+                    yield row
+
+    async def verify(self) -> ChainReport:
+        """Walk the whole chain: every hash, link and seal, and the head."""
+        return await self._store.verify_audit()
