@@ -50,12 +50,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from est_ca.audit import Actor, AuditEvent, Outcome
-from est_ca.ca.authority import public_key_der
 from est_ca.ca.building import IssuanceRequest
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyBinding, Serial
 from est_ca.ca.csr_policy import CheckedCsr, check_csr, parse_csr
 from est_ca.ca.issuer import Issuer
 from est_ca.ca.profiles import Profile, ProfileCatalogue
+from est_ca.ca.spki import public_key_der
 from est_ca.clock import Clock
 from est_ca.errors import (
     BadRequest,
