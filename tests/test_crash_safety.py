@@ -252,12 +252,13 @@ async def _check_running(deployment: Deployment, ledger: Ledger) -> dict[str, in
         assert record.status in (CertificateStatus.ISSUED, CertificateStatus.REVOKED)
         order = by_reference[reference]
         assert order.status is OrderStatus.CONSUMED
-        assert order.certificate_serial == Serial(serial).hex
+        assert order.certificate_serial == Serial(serial)
     # No order consumed without its certificate; none left mid-issuance after restart.
     for order in orders:
         assert order.status is not OrderStatus.ISSUING, order
         if order.status is OrderStatus.CONSUMED:
-            record = by_serial[Serial.from_hex(order.certificate_serial or "0").value]
+            assert order.certificate_serial is not None
+            record = by_serial[order.certificate_serial.value]
             assert record.order_id == order.id
             assert record.status in (CertificateStatus.ISSUED, CertificateStatus.REVOKED)
     assert not [r for r in certificates if r.status is CertificateStatus.RESERVED]

@@ -210,7 +210,6 @@ def _generate_demo(
             "exists, others do not); restore it or remove the directory"
         )
     if not passphrase_file.exists():
-        passphrase_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_private(passphrase_file, (secrets.token_urlsafe(32) + "\n").encode("ascii"))
     _log.info("generating the demo CA hierarchy (Test - not for production)")
     generate_demo_hierarchy(hierarchy, read_passphrase(passphrase_file), clock.now(), publication)

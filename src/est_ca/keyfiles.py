@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 from pathlib import Path
 
 from est_ca.errors import ConfigurationError
-from est_ca.private_files import open_private
+from est_ca.private_files import write_private
 from est_ca.registration.codes import MIN_KEY_BYTES, new_key
 
 
@@ -22,15 +21,10 @@ def create_key(path: Path) -> bool:
     when this call created it (another instance may have made it a moment ago)."""
     if path.exists():
         return False
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        handle = open_private(path)
+        write_private(path, base64.urlsafe_b64encode(new_key()) + b"\n")
     except FileExistsError:
         return False
-    with handle:
-        handle.write(base64.urlsafe_b64encode(new_key()) + b"\n")
-        handle.flush()
-        os.fsync(handle.fileno())
     return True
 
 

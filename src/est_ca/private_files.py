@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shlex
 import stat
 from collections.abc import Iterable
@@ -31,10 +32,27 @@ def open_private(path: Path) -> BinaryIO:
     return os.fdopen(descriptor, "wb")
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """`data` in a new file that only its owner can read."""
-    with open_private(path) as handle:
-        handle.write(data)
+def write_private(path: Path, data: bytes, *, replace: bool = False) -> None:
+    """`data` in a file that only its owner can read, in a directory made owner-only if new.
+
+    The one way secrets reach the disk: written in full to a new file beside `path` and flushed
+    to disk, then put in place, so nobody (another instance starting at the same moment, or the
+    next start after a crash) reads half a key. An existing `path` is an error
+    (FileExistsError) unless `replace`: then it is replaced in one step.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.new")
+    try:
+        with open_private(temporary) as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if replace:
+            temporary.replace(path)
+        else:
+            os.link(temporary, path)  # unlike a rename, never over an existing file
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def create_private(path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from est_ca.admin.access import Scope
+from est_ca.admin.access import PrincipalKind, Scope
 from est_ca.errors import BadRequest
 from tests.admin.conftest import AdminCa, AdminSetup
 from tests.conftest import CaMaterial
@@ -70,6 +70,13 @@ async def test_a_revoked_or_expired_token_is_401(admin: AdminSetup) -> None:
         reason for action, reason in await audit_actions(admin) if action == "admin.login_failed"
     ]
     assert reasons == ["expired or revoked token"] * 2
+
+
+async def test_a_token_authenticates_as_a_token_principal(admin: AdminSetup) -> None:
+    token = await admin.token("kind-reader", "read")
+    principal = await admin.service.tokens.authenticate(token, "127.0.0.1")
+    assert principal.kind is PrincipalKind.TOKEN
+    assert str(principal.actor) == "token:kind-reader"
 
 
 async def test_every_token_use_is_audited(admin: AdminSetup) -> None:

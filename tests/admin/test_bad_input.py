@@ -133,6 +133,7 @@ async def test_a_bad_page_or_filter_is_a_400_naming_it(
     [
         ("/identities/not-a-uuid", "identity_id"),
         ("/certificates/xyz", "serial"),
+        ("/certificates/00", "serial"),
         ("/certificates?expires_before=yesterday", "expires_before"),
         ("/certificates?expires_before=2026-01-01T00:00:00", "expires_before"),
         ("/orders?identity_id=42", "identity_id"),

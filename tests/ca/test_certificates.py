@@ -6,7 +6,10 @@ from collections import Counter
 from collections.abc import Sequence
 from itertools import pairwise
 
+import pytest
+
 from est_ca.ca.certificates import SERIAL_BYTES, Serial
+from est_ca.errors import BadRequest
 from est_ca.service import Service
 from tests.helpers import KeyPool, csr_der, make_csr, new_order, new_user
 
@@ -71,3 +74,24 @@ def test_a_counter_is_predictable() -> None:
     assert "order" in " ".join(predictability([start + (i << 100) for i in range(20)]))
     assert "free bits" in " ".join(predictability([(1 << 152) + i * 99991 for i in range(3)]))
     assert "not 20 positive octets" in " ".join(predictability([1 << 151, 1 << 159]))
+
+
+@pytest.mark.parametrize("text", ["zz", "", "0x", "12 34", "-1"])
+def test_a_serial_that_is_not_hexadecimal_is_a_bad_request(text: str) -> None:
+    with pytest.raises(BadRequest, match="not a certificate serial") as refused:
+        Serial.from_hex(text)
+    assert refused.value.field == "serial"
+
+
+@pytest.mark.parametrize("value", [0, -1, 1 << (8 * SERIAL_BYTES - 1)])
+def test_a_serial_out_of_range_is_a_bad_request(value: int) -> None:
+    with pytest.raises(BadRequest, match="positive and fit 20 octets") as refused:
+        Serial(value)
+    assert refused.value.field == "serial"
+
+
+def test_a_serial_is_read_in_the_spellings_tools_print() -> None:
+    serial = Serial.random()
+    spelled = ":".join(serial.hex[i : i + 2] for i in range(0, len(serial.hex), 2))
+    assert Serial.from_hex(spelled.upper()) == serial
+    assert Serial.from_hex(f" 0x{serial.hex} ") == serial

@@ -20,11 +20,11 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.x509.oid import AttributeOID, ExtendedKeyUsageOID, NameOID
 from hypothesis import assume, given
 
-from est_ca.ca.authority import public_key_der
 from est_ca.ca.building import IssuanceRequest
 from est_ca.ca.certificates import CertificateStatus, Serial
 from est_ca.ca.csr_policy import SubscriberKey
 from est_ca.ca.precheck import problems
+from est_ca.ca.spki import public_key_der
 from est_ca.errors import EstCaError
 from est_ca.registration.orders import OrderState
 from est_ca.service import Service

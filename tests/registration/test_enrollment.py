@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -88,7 +89,7 @@ async def test_the_certificate_is_recorded_and_the_order_consumed(
     assert record.der == der(certificate)
     [order] = await service.registry.list_orders()
     assert order.status is OrderStatus.CONSUMED
-    assert order.certificate_serial == record.serial.hex
+    assert order.certificate_serial == record.serial
 
 
 async def test_an_order_can_be_used_only_once(service: Service, keys: KeyPool) -> None:
@@ -368,6 +369,23 @@ async def test_a_certificate_we_did_not_record_is_refused(service: Service, keys
         await service.authority.reenroll(
             der(current),
             csr_der(make_csr(keys.rsa(1).key, subject=current.subject)),
+            source="test",
+        )
+
+
+@pytest.mark.filterwarnings("ignore:Parsed a serial number which wasn't positive")
+@pytest.mark.parametrize("serial", [0, -1, 1 << 160])
+async def test_a_certificate_with_a_serial_we_never_use_is_not_ours(
+    service: Service, keys: KeyPool, serial: int
+) -> None:
+    """No lookup for a serial outside RFC 5280's range: the certificate is simply not ours."""
+    assert service.authority is not None
+    current = asn1_x509.Certificate.load(der(await enroll(service, keys)))
+    current["tbs_certificate"]["serial_number"] = serial
+    with pytest.raises(CertificateNotUsable, match="not issued by this CA"):
+        await service.authority.reenroll(
+            current.dump(force=True),
+            csr_der(make_csr(keys.rsa(1).key)),
             source="test",
         )
 

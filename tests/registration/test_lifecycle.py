@@ -145,7 +145,7 @@ async def test_revoking_for_key_compromise_revokes_every_live_certificate_of_the
     first_record = await lifecycle.registry.get_certificate(Serial(first.serial_number))
     second_record = await lifecycle.registry.get_certificate(Serial(second.serial_number))
     assert second_record.status is CertificateStatus.REVOKED
-    assert second_record.revocation_reason == "keyCompromise"
+    assert second_record.revocation_reason is RevocationReason.KEY_COMPROMISE
     assert second_record.revoked_at == first_record.revoked_at
     assert second_record.invalidity_date == invalid_since
     assert await ocsp_status(lifecycle, second) is ocsp.OCSPCertStatus.REVOKED

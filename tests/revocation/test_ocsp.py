@@ -103,6 +103,27 @@ async def test_a_serial_we_never_issued_is_unknown(
     assert response.certificate_status is ocsp.OCSPCertStatus.UNKNOWN
 
 
+@pytest.mark.parametrize("serial", [0, 1 << 160])
+async def test_a_serial_outside_rfc_5280s_range_is_unknown(
+    service: Service, publishing: RevocationPublishing, serial: int
+) -> None:
+    issuer = issuing(service)
+    request = (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate_by_hash(
+            hashlib.sha1(issuer.subject.public_bytes()).digest(),  # noqa: S324 - a CertID
+            x509.SubjectKeyIdentifier.from_public_key(issuer.public_key()).digest,
+            serial,
+            hashes.SHA1(),  # noqa: S303 - RFC 5019's CertID hash
+        )
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+    response = await ask(publishing, request)
+    assert response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+    assert response.certificate_status is ocsp.OCSPCertStatus.UNKNOWN
+
+
 async def test_a_certificate_of_an_issuer_we_do_not_serve_is_unknown(
     service: Service, keys: KeyPool, publishing: RevocationPublishing
 ) -> None:

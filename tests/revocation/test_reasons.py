@@ -9,16 +9,14 @@ from est_ca.errors import BadRequest
 from est_ca.revocation.reasons import RevocationReason
 
 
-def test_unspecified_is_stored_and_published_as_no_reason() -> None:
-    assert RevocationReason.UNSPECIFIED.stored is None
+def test_unspecified_is_published_as_no_reason() -> None:
+    """The store keeps it as no reason too: tests/store/test_store.py."""
     assert RevocationReason.UNSPECIFIED.flag is None
-    assert RevocationReason.from_stored(None) is RevocationReason.UNSPECIFIED
 
 
 def test_each_other_reason_has_its_rfc_5280_code() -> None:
     assert RevocationReason.KEY_COMPROMISE.flag is x509.ReasonFlags.key_compromise
     assert RevocationReason.CESSATION_OF_OPERATION.flag is x509.ReasonFlags.cessation_of_operation
-    assert RevocationReason.from_stored("superseded") is RevocationReason.SUPERSEDED
 
 
 @pytest.mark.parametrize("text", ["keyCompromise", "key-compromise", "KEY_COMPROMISE"])

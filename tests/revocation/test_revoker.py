@@ -28,7 +28,7 @@ async def test_a_certificate_is_revoked_with_reason_and_invalidity_date(
     )
     assert record.status is CertificateStatus.REVOKED
     assert record.revoked_at == service.clock.now()
-    assert record.revocation_reason == "keyCompromise"
+    assert record.revocation_reason is RevocationReason.KEY_COMPROMISE
     assert record.invalidity_date == compromised
     async with service.store.read() as tx:
         [event] = await tx.list_audit(action="certificate.revoked")
@@ -122,7 +122,7 @@ async def test_disabling_an_identity_revokes_its_live_certificates_and_cancels_o
     for serial in (first.serial_number, second.serial_number):
         revoked_record = await service.registry.get_certificate(Serial(serial))
         assert revoked_record.status is CertificateStatus.REVOKED
-        assert revoked_record.revocation_reason == "cessationOfOperation"
+        assert revoked_record.revocation_reason is RevocationReason.CESSATION_OF_OPERATION
     order = await service.registry.get_order(pending.order.reference)
     assert service.registry.order_state(order) is OrderState.CANCELLED
     with pytest.raises(Conflict, match="already disabled"):
@@ -138,4 +138,4 @@ async def test_an_identity_is_revoked_with_the_reason_given(
         ADMIN, record.identity_id, RevocationReason.AFFILIATION_CHANGED
     )
     revoked = await service.registry.get_certificate(record.serial)
-    assert revoked.revocation_reason == "affiliationChanged"
+    assert revoked.revocation_reason is RevocationReason.AFFILIATION_CHANGED

@@ -7,6 +7,7 @@ import datetime as dt
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from est_ca.audit import AuditSeal
@@ -14,6 +15,7 @@ from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
 from est_ca.registration.codes import new_key
 from est_ca.registration.identities import Identity, IdentityType
 from est_ca.registration.orders import Order
+from est_ca.revocation.reasons import RevocationReason
 from est_ca.store.store import Store
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
@@ -117,5 +119,64 @@ async def test_a_certificate_is_revoked_only_once(store: Store) -> None:
     async with store.write() as tx:
         await tx.insert_reservation(reservation(identity, serial))
         assert await tx.mark_issued(serial, der=b"x", not_before=NOW, not_after=NOW, issued_at=NOW)
-        assert await tx.revoke_certificate(serial, reason=None, at=NOW)
-        assert not await tx.revoke_certificate(serial, reason=None, at=NOW)
+        assert await tx.revoke_certificate(serial, reason=RevocationReason.UNSPECIFIED, at=NOW)
+        assert not await tx.revoke_certificate(serial, reason=RevocationReason.UNSPECIFIED, at=NOW)
+
+
+@pytest.mark.parametrize("reason", list(RevocationReason))
+async def test_a_revocation_reason_comes_back_as_the_reason(
+    store: Store, reason: RevocationReason
+) -> None:
+    identity, _ = await stored_order(store)
+    serial = Serial.random()
+    async with store.write() as tx:
+        await tx.insert_reservation(reservation(identity, serial))
+        await tx.mark_issued(
+            serial, der=b"x", not_before=NOW, not_after=NOW + dt.timedelta(days=1), issued_at=NOW
+        )
+        await tx.revoke_certificate(serial, reason=reason, at=NOW)
+    async with store.read() as tx:
+        record = await tx.get_certificate(serial)
+        [entry] = [entry async for entry in tx.revoked_entries(NOW)]
+    assert record is not None
+    assert record.revocation_reason is reason
+    assert entry.reason is reason
+
+
+async def test_unspecified_is_stored_as_no_reason(store: Store) -> None:
+    """RFC 5280 wants no reasonCode rather than unspecified; rows keep that as NULL."""
+    identity, _ = await stored_order(store)
+    serial = Serial.random()
+    async with store.write() as tx:
+        await tx.insert_reservation(reservation(identity, serial))
+        await tx.mark_issued(serial, der=b"x", not_before=NOW, not_after=NOW, issued_at=NOW)
+        await tx.revoke_certificate(serial, reason=RevocationReason.UNSPECIFIED, at=NOW)
+    async with store.read() as tx:
+        rows = await tx._conn.execute(text("SELECT revocation_reason FROM certificates"))
+        assert [row.revocation_reason for row in rows] == [None]
+
+
+async def test_a_certificate_not_revoked_has_no_reason(store: Store) -> None:
+    identity, _ = await stored_order(store)
+    serial = Serial.random()
+    async with store.write() as tx:
+        await tx.insert_reservation(reservation(identity, serial))
+        await tx.mark_issued(serial, der=b"x", not_before=NOW, not_after=NOW, issued_at=NOW)
+        record = await tx.get_certificate(serial)
+    assert record is not None
+    assert record.revocation_reason is None
+
+
+async def test_an_orders_serials_come_back_as_serials(store: Store) -> None:
+    identity, order = await stored_order(store)
+    serial = Serial.random()
+    async with store.write() as tx:
+        await tx.claim_order(order.id, serial, now=NOW, stale_before=NOW)
+        claimed = await tx.get_order(order.id)
+        await tx.insert_reservation(reservation(identity, serial))
+        await tx.complete_order(order.id, serial, NOW)
+        completed = await tx.get_order(order.id)
+    assert claimed is not None
+    assert completed is not None
+    assert claimed.claimed_serial == serial
+    assert completed.certificate_serial == serial

@@ -57,9 +57,18 @@ class ApiToken:
         return self.revoked_at is None and now < self.expires_at
 
 
+class PrincipalKind(StrEnum):
+    """How the caller proved who it is; also the kind of actor its audit events name."""
+
+    # A Bearer API token.
+    TOKEN = "token"  # noqa: S105 - the name of a kind, not a secret
+    # A client certificate issued by the admin trust anchor (not one of our subscribers').
+    ADMIN_CERTIFICATE = "admin-certificate"
+
+
 @dataclasses.dataclass(frozen=True)
 class Principal:
-    kind: str  # "token" or "certificate"
+    kind: PrincipalKind
     name: str
     scopes: frozenset[Scope]
     # Set: confined to identities of this organisation.
@@ -68,7 +77,7 @@ class Principal:
 
     @property
     def actor(self) -> Actor:
-        return Actor(self.kind, self.name, self.source)
+        return Actor(self.kind.value, self.name, self.source)
 
     def require(self, scope: Scope) -> None:
         if scope not in self.scopes and Scope.ADMIN not in self.scopes:

@@ -21,7 +21,7 @@ from cryptography.x509.oid import NameOID
 from yarl import URL
 
 from est_ca.admin import openapi
-from est_ca.admin.access import Principal
+from est_ca.admin.access import Principal, PrincipalKind
 from est_ca.admin.service import Administration
 from est_ca.admin.tokens import Tokens
 from est_ca.admin.views import (
@@ -141,7 +141,7 @@ async def _principal(request: web.Request) -> Principal:
         names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         name = str(names[0].value) if names else certificate.subject.rfc4514_string()
         principal = Principal(
-            kind="admin-certificate",
+            kind=PrincipalKind.ADMIN_CERTIFICATE,
             name=name,
             scopes=request.app[CERTIFICATE_SCOPES],
             cvr=None,
@@ -376,10 +376,7 @@ def _cvr(value: str | None) -> str | None:
 
 
 def _serial(request: web.Request) -> Serial:
-    try:
-        return Serial.from_hex(request.match_info["serial"])
-    except ValueError as exc:
-        raise BadRequest("the serial is hexadecimal", field="serial") from exc
+    return Serial.from_hex(request.match_info["serial"])
 
 
 async def _import_file(request: web.Request) -> tuple[str, ImportFormat]:

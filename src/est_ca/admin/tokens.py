@@ -15,7 +15,7 @@ import re
 import secrets
 import uuid
 
-from est_ca.admin.access import ApiToken, Principal, Scope
+from est_ca.admin.access import ApiToken, Principal, PrincipalKind, Scope
 from est_ca.audit import Actor, AuditEvent, Outcome
 from est_ca.clock import Clock
 from est_ca.errors import BadRequest, Conflict, NotFound, RateLimited, Unauthenticated
@@ -150,7 +150,11 @@ class Tokens:
                 )
             )
         return Principal(
-            kind="token", name=token.name, scopes=token.scopes, cvr=token.cvr, source=source
+            kind=PrincipalKind.TOKEN,
+            name=token.name,
+            scopes=token.scopes,
+            cvr=token.cvr,
+            source=source,
         )
 
     async def refused(self, actor: Actor, reason: str) -> None:

@@ -15,7 +15,6 @@ from est_ca.ca.certificates import CertificateRecord
 from est_ca.registration.identities import Identity
 from est_ca.registration.orders import Order, OrderState, PlacedOrder
 from est_ca.registration.organisations import Organisation
-from est_ca.revocation.reasons import RevocationReason
 
 # Short names for subject attributes that RFC 4514 would print as dotted OIDs.
 _ATTRIBUTE_NAMES = {
@@ -65,7 +64,7 @@ def order_view(order: Order, state: OrderState) -> dict[str, Any]:
         "failed_attempts": order.failed_attempts,
         "created_at": _time(order.created_at),
         "expires_at": _time(order.expires_at),
-        "certificate_serial": order.certificate_serial,
+        "certificate_serial": order.certificate_serial.hex if order.certificate_serial else None,
     }
 
 
@@ -86,11 +85,7 @@ def certificate_view(record: CertificateRecord, *, with_pem: bool = False) -> di
         "not_after": _time(record.not_after),
         "renewal_of": record.renewal_of.hex if record.renewal_of else None,
         "revoked_at": _time(record.revoked_at),
-        "revocation_reason": (
-            RevocationReason.from_stored(record.revocation_reason).value
-            if record.revoked_at
-            else None
-        ),
+        "revocation_reason": record.revocation_reason.value if record.revocation_reason else None,
         "invalidity_date": _time(record.invalidity_date),
     }
     if with_pem:

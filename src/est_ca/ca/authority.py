@@ -6,18 +6,10 @@ import dataclasses
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from est_ca.ca.signing import Signer
+from est_ca.ca.spki import public_key_der
 from est_ca.errors import ConfigurationError
-
-
-def public_key_der(key: CertificatePublicKeyTypes) -> bytes:
-    """SubjectPublicKeyInfo DER, the form in which two keys are compared."""
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
 
 
 def key_identifier(certificate: x509.Certificate) -> bytes:

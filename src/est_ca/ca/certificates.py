@@ -5,8 +5,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import secrets
+import string
 import uuid
 from enum import StrEnum
+
+from est_ca.errors import BadRequest
+from est_ca.revocation.reasons import RevocationReason
 
 SERIAL_BYTES = 20
 
@@ -20,15 +24,22 @@ class CertificateStatus(StrEnum):
     ABANDONED = "abandoned"
 
 
+_HEX_DIGITS = frozenset(string.hexdigits.lower())
+
+
 @dataclasses.dataclass(frozen=True, order=True)
 class Serial:
-    """A certificate serial number: positive, at most 20 octets (RFC 5280 4.1.2.2)."""
+    """A certificate serial number: positive, at most 20 octets (RFC 5280 4.1.2.2).
+
+    Serials arrive from outside (a command line, a URL, a presented certificate, an OCSP
+    request), so a refused one is a BadRequest, which every protocol layer already answers.
+    """
 
     value: int
 
     def __post_init__(self) -> None:
         if self.value <= 0 or self.value >= 1 << (8 * SERIAL_BYTES - 1):
-            raise ValueError("a serial must be positive and fit 20 octets")
+            raise BadRequest("a serial must be positive and fit 20 octets", field="serial")
 
     @classmethod
     def random(cls) -> Serial:
@@ -40,13 +51,14 @@ class Serial:
 
     @classmethod
     def from_hex(cls, text: str) -> Serial:
+        """A serial as people and tools write it: hex digits, optionally 0x and colons."""
         cleaned = text.strip().lower().replace(":", "")
-        if cleaned.startswith("0x"):
-            cleaned = cleaned[2:]
-        try:
-            return cls(int(cleaned, 16))
-        except ValueError as exc:
-            raise ValueError(f"not a certificate serial: {text!r}") from exc
+        cleaned = cleaned.removeprefix("0x")
+        if not cleaned or not set(cleaned) <= _HEX_DIGITS:
+            raise BadRequest(
+                f"not a certificate serial: {text[:64]!r}; give it in hexadecimal", field="serial"
+            )
+        return cls(int(cleaned, 16))
 
     @property
     def hex(self) -> str:
@@ -72,7 +84,8 @@ class CertificateRecord:
     issued_at: dt.datetime | None = None
     der: bytes | None = dataclasses.field(default=None, repr=False)
     revoked_at: dt.datetime | None = None
-    revocation_reason: str | None = None
+    # Set exactly when the certificate is revoked (UNSPECIFIED when no reason was given).
+    revocation_reason: RevocationReason | None = None
     invalidity_date: dt.datetime | None = None
 
     def is_valid_at(self, now: dt.datetime) -> bool:

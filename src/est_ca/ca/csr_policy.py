@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
-from est_ca.ca.authority import public_key_der
 from est_ca.ca.profiles import Profile
+from est_ca.ca.spki import public_key_der
 from est_ca.errors import BadRequest
 
 _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}

@@ -7,15 +7,15 @@ from the profile's facts, so the two do not share a mistake.
 
 from __future__ import annotations
 
-from asn1crypto import keys
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID
 
-from est_ca.ca.authority import CertificateAuthority, public_key_der
+from est_ca.ca.authority import CertificateAuthority
 from est_ca.ca.building import IssuanceRequest
 from est_ca.ca.publication import Publication
 from est_ca.ca.qualified import PKIX_QC_SYNTAX_V2, QC_STATEMENTS_OID, read_semantics
+from est_ca.ca.spki import public_key_der, subject_public_key_bits
 from est_ca.errors import IssuanceFailed
 
 _STRING_TYPES = {
@@ -213,9 +213,8 @@ def _publication_problems(
 
 def method_one_key_identifier(spki_der: bytes) -> bytes:
     """RFC 5280 4.2.1.2 method 1: SHA-1 of the subjectPublicKey BIT STRING's bits."""
-    bits = keys.PublicKeyInfo.load(spki_der)["public_key"].contents[1:]  # drop unused-bits octet
     digest = hashes.Hash(hashes.SHA1())  # noqa: S303 - method 1 is defined on SHA-1
-    digest.update(bits)
+    digest.update(subject_public_key_bits(spki_der))
     return digest.finalize()
 
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from asn1crypto import crl as asn1_crl
-from asn1crypto import keys as asn1_keys
 from asn1crypto import ocsp as asn1_ocsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509 import ocsp
 
+from est_ca.ca.spki import public_key_der, subject_public_key_bits
 from est_ca.errors import ConfigurationError
 
 HashName = Literal["sha256", "sha384", "sha512"]
@@ -290,11 +290,7 @@ def signed_ocsp_response(
     parsed = asn1_ocsp.OCSPResponse.load(draft.public_bytes(serialization.Encoding.DER))
     basic = parsed["response_bytes"]["response"].parsed
     tbs_response = basic["tbs_response_data"]
-    key_bits = asn1_keys.PublicKeyInfo.load(
-        responder.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )["public_key"].contents[1:]
+    key_bits = subject_public_key_bits(public_key_der(responder.public_key()))
     tbs_response["responder_id"] = asn1_ocsp.ResponderId(
         name="by_key",
         value=hashlib.sha1(key_bits).digest(),  # noqa: S324 - RFC 6960 KeyHash

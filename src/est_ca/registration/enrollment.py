@@ -50,12 +50,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from est_ca.audit import Actor, AuditEvent, Outcome
-from est_ca.ca.authority import public_key_der
 from est_ca.ca.building import IssuanceRequest
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyBinding, Serial
 from est_ca.ca.csr_policy import CheckedCsr, check_csr, parse_csr
 from est_ca.ca.issuer import Issuer
 from est_ca.ca.profiles import Profile, ProfileCatalogue
+from est_ca.ca.spki import public_key_der
 from est_ca.clock import Clock
 from est_ca.errors import (
     BadRequest,
@@ -321,7 +321,7 @@ class RegistrationAuthority:
         try:
             certificate = x509.load_der_x509_certificate(certificate_der)
             serial = Serial(certificate.serial_number)
-        except (ValueError, x509.InvalidVersion) as exc:
+        except (ValueError, x509.InvalidVersion, BadRequest) as exc:  # BadRequest: a bad serial
             raise CertificateNotUsable("the client certificate was not issued by this CA") from exc
         async with self._store.read() as tx:
             record = await tx.get_certificate(serial)
@@ -332,7 +332,7 @@ class RegistrationAuthority:
         if record is None or record.der != certificate_der or identity is None:
             raise CertificateNotUsable("the client certificate was not issued by this CA")
         if record.status is CertificateStatus.REVOKED:
-            if record.revocation_reason == RevocationReason.SUPERSEDED and successor:
+            if record.revocation_reason is RevocationReason.SUPERSEDED and successor:
                 raise CertificateNotUsable(
                     f"the client certificate was replaced by its renewal {successor.serial} "
                     "and is revoked; use that certificate"

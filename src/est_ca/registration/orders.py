@@ -11,6 +11,8 @@ import datetime as dt
 import uuid
 from enum import StrEnum
 
+from est_ca.ca.certificates import Serial
+
 
 class OrderStatus(StrEnum):
     """What is stored. Expiry and lockout are derived from times, see `Order.state`."""
@@ -47,11 +49,11 @@ class Order:
     expires_at: dt.datetime
     failed_attempts: int
     locked_at: dt.datetime | None
-    claimed_serial: str | None
+    claimed_serial: Serial | None
     claimed_at: dt.datetime | None
     consumed_at: dt.datetime | None
     cancelled_at: dt.datetime | None
-    certificate_serial: str | None
+    certificate_serial: Serial | None
 
     def __post_init__(self) -> None:
         if self.expires_at <= self.created_at:

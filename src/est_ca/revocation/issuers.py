@@ -11,10 +11,9 @@ import dataclasses
 import datetime as dt
 import hashlib
 
-from asn1crypto import keys
-
-from est_ca.ca.authority import CertificateAuthority, public_key_der
+from est_ca.ca.authority import CertificateAuthority
 from est_ca.ca.signing import SignatureScheme
+from est_ca.ca.spki import public_key_der, subject_public_key_bits
 
 # CertID hash algorithms we accept in OCSP requests (RFC 6960 clients send SHA-1 or SHA-256).
 CERT_ID_HASHES = ("sha1", "sha256", "sha384", "sha512")
@@ -44,9 +43,7 @@ class ServedIssuer:
     def cert_id_hashes(self) -> dict[str, tuple[bytes, bytes]]:
         """(issuerNameHash, issuerKeyHash) for each accepted CertID hash algorithm."""
         name = self.ca.certificate.subject.public_bytes()
-        key_bits = keys.PublicKeyInfo.load(public_key_der(self.ca.certificate.public_key()))[
-            "public_key"
-        ].contents[1:]
+        key_bits = subject_public_key_bits(public_key_der(self.ca.certificate.public_key()))
         return {
             algorithm: (
                 hashlib.new(algorithm, name).digest(),

@@ -30,7 +30,6 @@ from est_ca.ca.signing import signed_ocsp_response
 from est_ca.clock import Clock
 from est_ca.errors import BadRequest
 from est_ca.revocation.issuers import CERT_ID_HASHES
-from est_ca.revocation.reasons import RevocationReason
 from est_ca.revocation.responders import RESPONDER_SCHEME, ResponderKeeper
 from est_ca.store.store import Store
 from est_ca.workers import Workers
@@ -194,7 +193,7 @@ class OcspResponder:
             return _UNKNOWN  # an issuer we do not serve
         try:
             serial = Serial(serial_number)
-        except ValueError:
+        except BadRequest:
             return _UNKNOWN
         issuer = keeper.issuer
         if issuer.lists_subscribers:
@@ -210,10 +209,11 @@ class OcspResponder:
                 return _UNKNOWN
             if record.status is CertificateStatus.REVOKED:
                 assert record.revoked_at is not None
+                assert record.revocation_reason is not None
                 return _Status(
                     ocsp.OCSPCertStatus.REVOKED,
                     record.revoked_at,
-                    RevocationReason.from_stored(record.revocation_reason).flag,
+                    record.revocation_reason.flag,
                 )
             return _GOOD
         # The root: it issued the issuing CA(s) we serve and its own responders.

@@ -33,15 +33,6 @@ class RevocationReason(StrEnum):
         )
 
     @property
-    def stored(self) -> str | None:
-        """What the store keeps: None for unspecified (no reasonCode anywhere)."""
-        return None if self is RevocationReason.UNSPECIFIED else self.value
-
-    @classmethod
-    def from_stored(cls, value: str | None) -> RevocationReason:
-        return cls(value) if value else cls.UNSPECIFIED
-
-    @property
     def flag(self) -> x509.ReasonFlags | None:
         """The reasonCode for CRL entries and OCSP RevokedInfo; None means omit it."""
         return _FLAGS.get(self)

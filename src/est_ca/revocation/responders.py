@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 from pathlib import Path
 
 import structlog
@@ -22,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from est_ca.ca.certificates import Serial
 from est_ca.ca.signing import KeyFileSigner, SignatureScheme, draft_certificate, signed_with
 from est_ca.clock import Clock
-from est_ca.private_files import open_private
+from est_ca.private_files import write_private
 from est_ca.revocation.issuers import ServedIssuer
 from est_ca.store.store import Store
 from est_ca.workers import Workers
@@ -172,7 +171,6 @@ class ResponderKeeper:
 
     def _write(self, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> None:
         """Replace both files atomically (write, then rename), the key never world-readable."""
-        self._key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         encryption: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(self._passphrase)
             if self._passphrase
@@ -181,14 +179,7 @@ class ResponderKeeper:
         key_pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
         )
-        for path, data in (
-            (self._key_file, key_pem),
-            (self._cert_file, certificate.public_bytes(serialization.Encoding.PEM)),
-        ):
-            temporary = path.with_suffix(path.suffix + ".new")
-            temporary.unlink(missing_ok=True)
-            with open_private(temporary) as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            temporary.replace(path)
+        write_private(self._key_file, key_pem, replace=True)
+        write_private(
+            self._cert_file, certificate.public_bytes(serialization.Encoding.PEM), replace=True
+        )

@@ -203,7 +203,7 @@ class Revocations:
         the certificate was not issued (any more)."""
         if not await tx.revoke_certificate(
             record.serial,
-            reason=revocation.reason.stored,
+            reason=revocation.reason,
             at=revocation.at,
             invalidity_date=revocation.invalidity_date,
         ):

@@ -777,7 +777,7 @@ class StoreTx:
         self,
         serial: Serial,
         *,
-        reason: str | None,
+        reason: RevocationReason,
         at: dt.datetime,
         invalidity_date: dt.datetime | None = None,
     ) -> bool:
@@ -791,7 +791,7 @@ class StoreTx:
             .values(
                 status=str(CertificateStatus.REVOKED),
                 revoked_at=at,
-                revocation_reason=reason,
+                revocation_reason=_reason_column(reason),
                 invalidity_date=invalidity_date,
             )
         )
@@ -1016,7 +1016,7 @@ class StoreTx:
                 yield RevokedEntry(
                     serial=Serial.from_hex(row.serial),
                     revoked_at=row.revoked_at,
-                    reason=RevocationReason.from_stored(row.revocation_reason),
+                    reason=_reason(row.revocation_reason),
                     invalidity_date=row.invalidity_date,
                 )
 
@@ -1373,11 +1373,11 @@ def _order(row: Row[Any]) -> Order:
         expires_at=row.expires_at,
         failed_attempts=row.failed_attempts,
         locked_at=row.locked_at,
-        claimed_serial=row.claimed_serial,
+        claimed_serial=_serial_or_none(row.claimed_serial),
         claimed_at=row.claimed_at,
         consumed_at=row.consumed_at,
         cancelled_at=row.cancelled_at,
-        certificate_serial=row.certificate_serial,
+        certificate_serial=_serial_or_none(row.certificate_serial),
     )
 
 
@@ -1386,7 +1386,7 @@ def _certificate(row: Row[Any]) -> CertificateRecord:
         serial=Serial.from_hex(row.serial),
         identity_id=row.identity_id,
         order_id=row.order_id,
-        renewal_of=Serial.from_hex(row.renewal_of) if row.renewal_of else None,
+        renewal_of=_serial_or_none(row.renewal_of),
         profile=row.profile,
         status=CertificateStatus(row.status),
         public_key_sha256=row.public_key_sha256,
@@ -1396,9 +1396,24 @@ def _certificate(row: Row[Any]) -> CertificateRecord:
         issued_at=row.issued_at,
         der=row.der,
         revoked_at=row.revoked_at,
-        revocation_reason=row.revocation_reason,
+        revocation_reason=(
+            _reason(row.revocation_reason) if row.status == str(CertificateStatus.REVOKED) else None
+        ),
         invalidity_date=row.invalidity_date,
     )
+
+
+def _serial_or_none(value: str | None) -> Serial | None:
+    return Serial.from_hex(value) if value else None
+
+
+def _reason_column(reason: RevocationReason) -> str | None:
+    """What the column keeps: NULL for unspecified, as the CRL and OCSP omit the reasonCode."""
+    return None if reason is RevocationReason.UNSPECIFIED else reason.value
+
+
+def _reason(value: str | None) -> RevocationReason:
+    return RevocationReason(value) if value else RevocationReason.UNSPECIFIED
 
 
 def _audit_event(row: Row[Any]) -> AuditEvent:
