@@ -245,10 +245,7 @@ async def identity_disable(service: Service, args: argparse.Namespace) -> int:
 
 
 async def certificate_revoke(service: Service, args: argparse.Namespace) -> int:
-    try:
-        serial = Serial.from_hex(args.serial)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
+    serial = Serial.from_hex(args.serial)
     invalidity = None
     if args.invalidity_date:
         try:
@@ -466,10 +463,7 @@ async def certificate_list(service: Service, args: argparse.Namespace) -> int:
 
 
 async def certificate_show(service: Service, args: argparse.Namespace) -> int:
-    try:
-        serial = Serial.from_hex(args.serial)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
+    serial = Serial.from_hex(args.serial)
     record = await service.registry.get_certificate(serial)
     if args.pem:
         if record.der is None:
