@@ -165,6 +165,7 @@ def run_cli(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_cli_verifies_exports_and_reports_tampering(tmp_path: Path) -> None:
     data = tmp_path / "data"
+    assert run_cli(data, "init").returncode == 0
     registered = run_cli(data, "organisation", "create", "--cvr", "99999999", "--name", "ÆØÅ")
     assert registered.returncode == 0, registered.stderr
     created = run_cli(
@@ -181,9 +182,9 @@ def test_the_cli_verifies_exports_and_reports_tampering(tmp_path: Path) -> None:
         "svc",
         "--json",
     )
-    identity = json.loads(created.stdout)[0]["id"]
+    identity = json.loads(created.stdout)["id"]
     order = run_cli(data, "order", "create", identity, "--json")
-    code = json.loads(order.stdout)[0]["one_time_code"]
+    code = json.loads(order.stdout)["one_time_code"]
     verified = run_cli(data, "audit", "verify")
     assert (verified.returncode, verified.stdout.strip()) == (
         0,

@@ -108,7 +108,7 @@ class Deployment:
             except OSError:
                 await asyncio.sleep(0.1)
         reply = json.loads(self.cli("token", "create", "bench", "--scopes", "admin", "--json"))
-        self.token = (reply[0] if isinstance(reply, list) else reply)["token"]
+        self.token = reply["token"]
 
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
