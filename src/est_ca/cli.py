@@ -519,7 +519,7 @@ async def status(service: Service, args: argparse.Namespace) -> int:
             for certificate in certificates
         ],
         "publication_base_url": service.publication.base_url,
-        "unpublished_ca_urls": [url for _, url in service.unpublished_ca_urls()],
+        "unpublished_ca_urls": [url for _, urls in service.unpublished_ca_urls() for url in urls],
         "listeners": [
             {
                 "name": name,

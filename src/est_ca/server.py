@@ -180,16 +180,21 @@ async def serve(settings: Settings, *, command: str, out: TextIO | None = None) 
     """Run until SIGINT or SIGTERM. Prints the demo recipe to `out` when demo mode is on;
     `command` is how the operator runs this est-ca, for the commands the recipe prints."""
     out = out or sys.stdout
-    quiet_accept_errors(asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    quiet_accept_errors(loop)
+    # From the first moment: a SIGTERM while starting stops the start cleanly too.
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     service = await Service.open(settings, create=True)
     server = Server(service)
     try:
-        for certificate, url in service.unpublished_ca_urls():
+        for certificate, urls in service.unpublished_ca_urls():
             _log.warning(
-                "a CA certificate names a URL this service does not publish; a CA certificate "
-                "cannot change: keep that URL reachable, or set publication.base_url back",
+                "a CA certificate names URLs this service does not publish; a CA certificate "
+                "cannot change: keep those URLs reachable, or set publication.base_url back",
                 ca=certificate.subject.rfc4514_string(),
-                url=url,
+                urls=urls,
                 base_url=service.publication.base_url,
             )
         await service.recover()
@@ -198,10 +203,6 @@ async def serve(settings: Settings, *, command: str, out: TextIO | None = None) 
             identity, placed = await demo.first_demo_order(service)
             out.write(demo.recipe(service, server.https_url, identity, placed, command))
             out.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         _log.info("stopping")
     finally:

@@ -172,13 +172,13 @@ class Service:
         chain = x509.load_pem_x509_certificates(self.files.ca_chain.read_bytes())
         return [issuing, *(c for c in chain if c != issuing)]
 
-    def unpublished_ca_urls(self) -> list[tuple[x509.Certificate, str]]:
-        """URLs in the CA certificates that the configured publication no longer serves."""
-        return [
-            (certificate, url)
+    def unpublished_ca_urls(self) -> list[tuple[x509.Certificate, list[str]]]:
+        """Each CA certificate that names URLs the configured publication does not serve."""
+        found = [
+            (certificate, self.publication.unpublished_urls(certificate))
             for certificate in self.ca_certificates()
-            for url in self.publication.unpublished_urls(certificate)
         ]
+        return [(certificate, urls) for certificate, urls in found if urls]
 
     async def upgrade_database(self) -> str | None:
         """Migrate the schema to the newest revision; the revision it is at afterwards."""
