@@ -175,7 +175,7 @@ async def curl_est(
 
 def parse_curl_output(output: bytes) -> CurlResult:
     head, _, body = output.partition(b"\r\n\r\n")
-    while head.startswith(b"HTTP/") and b" 100 " in head.split(b"\r\n", 1)[0]:
+    while body.startswith(b"HTTP/"):  # after 100 Continue or an authentication retry
         head, _, body = body.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])

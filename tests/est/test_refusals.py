@@ -415,9 +415,41 @@ async def test_requests_refused_while_parsing_are_audited_too(
         ]
     assert refusals == [
         ("enroll.refused", f"order:{pending[0]}", "UnsupportedMediaType"),
-        ("enroll.refused", "anonymous:-", "CredentialsMissing"),
         ("reenroll.refused", "anonymous:-", "NotEntitled"),
     ]
+
+
+async def test_an_anonymous_first_request_is_a_challenge_and_not_audited_as_a_refusal(
+    server: Server, service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    """libest's estclient sends every enrollment first without credentials, gets the 401
+    challenge and retries with them: one enrollment, so one audit event, an issuance."""
+    placed = credentials(await new_order(service, await new_user(service)))
+    body = csr_base64(make_csr(keys.rsa().key))
+    challenge = await post_csr(server, ca_material, tmp_path, body, *PKCS10)
+    retry = await post_csr(server, ca_material, tmp_path, body, *PKCS10, "-u", ":".join(placed))
+    await service.guard.flush(everything=True)
+    assert (challenge.status, retry.status) == (401, 200), retry.text
+    async with service.store.read() as tx:
+        actions = [event.action for event in await tx.list_audit()]
+    assert "enroll.refused" not in actions
+    assert "certificate.issued" in actions
+
+
+async def test_curl_anyauth_enrolls_after_the_challenge_without_an_audited_refusal(
+    server: Server, service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    """curl --anyauth asks without credentials first, as libest does, and learns Basic."""
+    placed = credentials(await new_order(service, await new_user(service)))
+    body = csr_base64(make_csr(keys.rsa().key))
+    response = await post_csr(
+        server, ca_material, tmp_path, body, *PKCS10, "--anyauth", "-u", ":".join(placed)
+    )
+    await service.guard.flush(everything=True)
+    assert response.status == 200, response.text
+    async with service.store.read() as tx:
+        refusals = await tx.list_audit(action="enroll.refused")
+    assert refusals == []
 
 
 async def test_tls_authenticated_enroll_with_a_certificate_revoked_a_moment_ago_is_403(

@@ -632,12 +632,15 @@ class RegistrationAuthority:
     async def refuse(self, action: str, actor: Actor, error: EstCaError) -> None:
         """Audit a refused request; protocol layers call it for requests they could not parse.
 
-        Failed authentications count against the source address, except a request that sent
-        no credentials at all: EST clients (libest's estclient) send one first and retry with
-        credentials after the 401, and that must not count against them."""
-        counts = isinstance(error, _AUTHENTICATION_FAILURES) and not isinstance(
-            error, CredentialsMissing
-        )
+        A request that sent no credentials at all is the challenge, not a refusal: EST clients
+        (libest's estclient, curl --anyauth) send every enrollment first without them and
+        retry with them after the 401. It is logged as `<action>.challenged`, never audited
+        and never counted against the source; the retry is what the audit trail records.
+        Other failed authentications count against the source address."""
+        if isinstance(error, CredentialsMissing):
+            _log.info(f"{action}.challenged", source=actor.source)
+            return
+        counts = isinstance(error, _AUTHENTICATION_FAILURES)
         await self._guard.refused(
             AuditEvent(
                 action=f"{action}.refused",
