@@ -87,8 +87,12 @@ class Service:
         clock = clock or SystemClock()
         profiles = ProfileCatalogue.load(settings.profile_dirs)
         publication = publication_of(settings)
-        files = prepare_files(settings, clock, publication, create=create)
-        ca = _load_ca(files, profiles) if with_ca else None
+        # Key generation (a demo hierarchy's RSA keys take seconds), key decryption and fsync
+        # run on threads: the loop stays free for what it already serves (the signal handlers
+        # of `serve`, other services in tests and tools).
+        files = await asyncio.to_thread(prepare_files, settings, clock, publication, create=create)
+        ca = await asyncio.to_thread(_load_ca, files, profiles) if with_ca else None
+        root = await asyncio.to_thread(_load_root, files, ca) if ca is not None else None
         store = Store(settings.database_url, seal=AuditSeal(load_key(files.audit_key)))
         try:
             await _prepare_schema(store, settings)
@@ -143,7 +147,7 @@ class Service:
                 admission=Admission(settings.limits.max_concurrent_enrollments),
                 revocations=revocations,
             )
-            publishing = _revocation_publishing(settings, files, ca, store, clock, workers)
+            publishing = _revocation_publishing(settings, files, ca, root, store, clock, workers)
             revocations.on_revocation(publishing.revoked)
         return cls(
             settings=settings,
@@ -268,6 +272,7 @@ def _revocation_publishing(
     settings: Settings,
     files: ServiceFiles,
     ca: CertificateAuthority,
+    root: CertificateAuthority | None,
     store: Store,
     clock: Clock,
     workers: Workers,
@@ -285,10 +290,7 @@ def _revocation_publishing(
         )
     ]
     passphrase = read_passphrase(files.ca_key_passphrase) if files.ca_key_passphrase else None
-    if files.root_key is not None:
-        root = CertificateAuthority(
-            certificate=ca.root, chain=(), signer=KeyFileSigner.load(files.root_key, passphrase)
-        )
+    if root is not None:
         root_validity = dt.timedelta(days=revocation.root_crl_validity_days)
         issuers.append(
             ServedIssuer(
@@ -331,7 +333,18 @@ def _revocation_publishing(
     )
 
 
+def _load_root(files: ServiceFiles, ca: CertificateAuthority) -> CertificateAuthority | None:
+    """The root, when its key is configured: it signs the root's CRL and the OCSP responder
+    certificate about the issuing CA. Blocking (decrypts the key): run it on a thread."""
+    if files.root_key is None:
+        return None
+    passphrase = read_passphrase(files.ca_key_passphrase) if files.ca_key_passphrase else None
+    signer = KeyFileSigner.load(files.root_key, passphrase)
+    return CertificateAuthority(certificate=ca.root, chain=(), signer=signer)
+
+
 def _load_ca(files: ServiceFiles, profiles: ProfileCatalogue) -> CertificateAuthority:
+    """Blocking (decrypts the key and proves it with a signature): run it on a thread."""
     passphrase = read_passphrase(files.ca_key_passphrase) if files.ca_key_passphrase else None
     signer = KeyFileSigner.load(files.ca_key, passphrase)
     ca = CertificateAuthority.load(files.ca_cert, files.ca_chain, signer)

@@ -8,6 +8,7 @@ the certificate that signs it).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 from pathlib import Path
@@ -93,7 +94,11 @@ def responder_certificate(
 
 
 class ResponderKeeper:
-    """The current responder credential of one CA, kept in files under `directory`."""
+    """The current responder credential of one CA, kept in files under `directory`.
+
+    Loading (decrypting the key), generating, signing, encrypting and writing (fsync) run on
+    the service's workers, never on the event loop.
+    """
 
     def __init__(
         self,
@@ -117,6 +122,9 @@ class ResponderKeeper:
         self._validity = validity
         self._renew_before = renew_before
         self._current: ResponderCredential | None = None
+        # One preparation at a time: two would issue two certificates, and their key and
+        # certificate files, written on worker threads, could end up from different ones.
+        self._preparing = asyncio.Lock()
 
     @property
     def current(self) -> ResponderCredential:
@@ -126,16 +134,18 @@ class ResponderKeeper:
 
     async def prepare(self) -> ResponderCredential:
         """Load the credential from its files, or issue a new one when it is missing or due."""
-        if self._current is None:
-            self._current = self._load()
-        if self._current is None or self._is_due(self._current):
-            self._current = await self._issue()
-        return self._current
+        async with self._preparing:
+            if self._current is None:
+                self._current = await self._workers.run(self._load)
+            if self._current is None or self._is_due(self._current):
+                self._current = await self._issue()
+            return self._current
 
     def _is_due(self, credential: ResponderCredential) -> bool:
         return self._clock.now() >= credential.not_after - self._renew_before
 
     def _load(self) -> ResponderCredential | None:
+        """Blocking (file reads, key decryption): run it on a worker."""
         if not (self._key_file.is_file() and self._cert_file.is_file()):
             return None
         certificate = x509.load_pem_x509_certificate(self._cert_file.read_bytes())
@@ -145,12 +155,9 @@ class ResponderKeeper:
         return ResponderCredential(certificate=certificate, signer=signer)
 
     async def _issue(self) -> ResponderCredential:
-        key = ec.generate_private_key(ec.SECP256R1())
         serial = Serial.random()
         now = self._clock.now()
-        certificate = await self._workers.run(
-            responder_certificate, self.issuer, key.public_key(), serial, now, self._validity
-        )
+        key, certificate = await self._workers.run(self._new_credential, serial, now)
         async with self._store.write() as tx:  # recorded before it is ever used
             await tx.insert_ocsp_responder(
                 serial=serial,
@@ -160,7 +167,7 @@ class ResponderKeeper:
                 der=certificate.public_bytes(serialization.Encoding.DER),
                 created_at=now,
             )
-        self._write(key, certificate)
+        await self._workers.run(self._write, key, certificate)
         _log.info(
             "OCSP responder certificate issued",
             ca=self.issuer.name,
@@ -169,8 +176,19 @@ class ResponderKeeper:
         )
         return ResponderCredential(certificate=certificate, signer=KeyFileSigner(key))
 
+    def _new_credential(
+        self, serial: Serial, not_before: dt.datetime
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        """Blocking (a new key, a CA signature): run it on a worker."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        certificate = responder_certificate(
+            self.issuer, key.public_key(), serial, not_before, self._validity
+        )
+        return key, certificate
+
     def _write(self, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> None:
-        """Replace both files atomically (write, then rename), the key never world-readable."""
+        """Replace both files atomically (write, then rename), the key never world-readable.
+        Blocking (key encryption, fsync): run it on a worker."""
         encryption: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(self._passphrase)
             if self._passphrase
