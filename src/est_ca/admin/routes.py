@@ -41,7 +41,6 @@ from est_ca.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
-from est_ca.est.wire import peer_certificate, read_body
 from est_ca.registration import codes, importing
 from est_ca.registration.identities import IdentityStatus, IdentityType, check_cvr
 from est_ca.registration.importing import ImportFormat
@@ -50,6 +49,7 @@ from est_ca.registration.organisations import OrganisationStatus
 from est_ca.registration.registry import Registry
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.store.store import Store
+from est_ca.web.inputs import peer_certificate, read_body
 from est_ca.web.middleware import MAX_BODY_BYTES
 
 PREFIX = "/admin/v1"
