@@ -67,8 +67,7 @@ def admin_app(service: Service) -> web.Application:
     app[admin_routes.ADMINISTRATION] = service.administration
     app[admin_routes.TOKENS] = service.tokens
     app[admin_routes.REGISTRY] = service.registry
-    app[admin_routes.STORE] = service.store
-    app[admin_routes.CLOCK] = service.clock
+    app[admin_routes.AUDIT_TRAIL] = service.audit
     app[admin_routes.CERTIFICATE_SCOPES] = Scope.parse_many(
         ",".join(service.settings.admin.client_certificate_scopes)
     )
