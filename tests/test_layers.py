@@ -81,11 +81,16 @@ def _within(module: str, prefix: str) -> bool:
     return module == prefix or module.startswith(prefix + ".")
 
 
-def _violations(importers: tuple[str, ...], forbidden: tuple[str, ...]) -> str:
-    """One line per import of a `forbidden` module by an `importers` module; empty if none."""
+def _violations(
+    importers: tuple[str, ...], forbidden: tuple[str, ...], *, exact: bool = False
+) -> str:
+    """One line per import of a `forbidden` module by a module in (or, `exact`, named in)
+    `importers`; empty if none."""
     found = []
     for module, (path, imports) in SOURCES.items():
-        if not any(_within(module, importer) for importer in importers):
+        if exact and module not in importers:
+            continue
+        if not exact and not any(_within(module, importer) for importer in importers):
             continue
         for item in imports:
             for target in item.targets():
@@ -134,6 +139,14 @@ def test_the_domain_knows_no_http_and_no_sql_library() -> None:
         *PROTOCOLS,
     )
     assert _violations(DOMAIN, forbidden) == ""
+
+
+def test_only_the_http_layers_import_aiohttp() -> None:
+    """The domain above is the rule that matters; this one keeps HTTP out of everything else
+    too (admin's services, the audit trail, the throttle, the CLI outside `serve`)."""
+    http = (*PROTOCOLS, "est_ca.web", "est_ca.server", "est_ca.client")
+    others = tuple(m for m in SOURCES if not any(_within(m, h) for h in http))
+    assert _violations(others, ("aiohttp", "yarl"), exact=True) == ""
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
