@@ -22,7 +22,7 @@ from est_ca.config import Settings, load_settings, shipped_config_dir
 from est_ca.private_files import write_private
 from est_ca.server import Server
 from est_ca.service import Service
-from est_ca.web.tls import generate_self_signed
+from est_ca.tls_files import generate_self_signed
 from tests.helpers import REQUIRE_SERVICES, KeyPool, organisation
 
 # Property-based and fuzz tests run a bounded number of cases in CI; EST_CA_FUZZ=long runs

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import structlog
+
 from est_ca.audit import AuditEvent, ChainedEvent, ChainReport
 from est_ca.store.store import Store
+
+_log = structlog.get_logger(__name__)
 
 
 class AuditTrail:
@@ -29,6 +33,17 @@ class AuditTrail:
             async for row in tx.audit_chain():
                 if row.seq > after:
                     yield row
+
+    async def readable(self) -> bool:
+        """Whether the database answers (readiness): the chain's head can be read. A failure
+        is logged by its kind only; a driver's message may carry the database URL."""
+        try:
+            async with self._store.read() as tx:
+                await tx.audit_chain_head()
+        except Exception as exc:  # any failure means not ready
+            _log.warning("database.unreadable", error=type(exc).__name__)
+            return False
+        return True
 
     async def verify(self) -> ChainReport:
         """Walk the whole chain: every hash, link and seal, and the head."""

@@ -23,7 +23,7 @@ from est_ca.config import Settings
 from est_ca.errors import ConfigurationError, NoCertificateAuthority
 from est_ca.keyfiles import create_key
 from est_ca.private_files import create_private, refuse_exposed, write_private
-from est_ca.web.tls import generate_self_signed
+from est_ca.tls_files import generate_self_signed
 
 _log = structlog.get_logger(__name__)
 

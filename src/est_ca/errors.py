@@ -15,6 +15,7 @@ contains a secret (one-time code, password, key material).
     ├── NotFound              the named object does not exist                     (404)
     ├── RequestTimedOut       the client sent its request too slowly              (408)
     ├── Conflict              the object is in a state that forbids the change    (409)
+    │   └── AlreadyExists         a record with that key exists (the store's unique keys)
     ├── PayloadTooLarge       the request body is over the cap                    (413)
     ├── UnsupportedMediaType  the request body is of the wrong type               (415)
     ├── RateLimited           too many failures from one source                   (429)
@@ -78,6 +79,14 @@ class NotFound(EstCaError):
 
 class Conflict(EstCaError):
     """The object's state forbids the requested change."""
+
+
+class AlreadyExists(Conflict):
+    """A write met a unique key someone else holds (often a request that won a race).
+
+    The store raises it for a unique-constraint violation so the domain never sees the
+    database library's exceptions; callers that know what collided say so in their own words.
+    """
 
 
 class RequestTimedOut(EstCaError):

@@ -159,7 +159,11 @@ class Service:
             revocations=revocations,
             tokens=Tokens(store=store, clock=clock, guard=guard, hasher=hasher),
             administration=Administration(
-                registry=registry, revocations=revocations, publishing=publishing
+                registry=registry,
+                revocations=revocations,
+                publishing=publishing,
+                store=store,
+                clock=clock,
             ),
             publication=publication,
             files=files,

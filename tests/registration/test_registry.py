@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from est_ca.clock import SettableClock
 from est_ca.errors import BadRequest, Conflict, NotFound
+from est_ca.registration import codes
 from est_ca.registration.identities import IdentityType
 from est_ca.registration.orders import OrderState
 from est_ca.service import Service
@@ -67,6 +68,19 @@ async def test_an_order_expires_after_14_days_by_default(
     clock.advance(dt.timedelta(days=14))
     order = await service.registry.get_order(placed.order.reference)
     assert service.registry.order_state(order) is OrderState.EXPIRED
+
+
+async def test_an_order_reference_taken_already_is_drawn_again(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store reports the duplicate as AlreadyExists; the registry tries another reference."""
+    identity = await new_user(service)
+    taken = (await new_order(service, identity)).order.reference
+    fresh = codes.new_reference()
+    drawn = iter([taken, fresh])
+    monkeypatch.setattr(codes, "new_reference", lambda: next(drawn))
+    placed = await new_order(service, identity)
+    assert placed.order.reference == fresh
 
 
 async def test_an_order_can_be_given_its_own_validity(service: Service) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from est_ca.audit import AuditSeal
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
+from est_ca.errors import AlreadyExists, EstCaError
 from est_ca.registration.codes import new_key
 from est_ca.registration.identities import Identity, IdentityType
 from est_ca.registration.orders import Order
@@ -75,13 +77,46 @@ async def test_of_many_simultaneous_claims_on_one_order_exactly_one_wins(store: 
 
 
 async def test_a_serial_cannot_be_reserved_twice(store: Store) -> None:
+    """A duplicate primary key is the domain's AlreadyExists, not the database library's error."""
     identity, _ = await stored_order(store)
     serial = Serial.random()
     async with store.write() as tx:
         await tx.insert_reservation(reservation(identity, serial))
-    with pytest.raises(IntegrityError):
+    with pytest.raises(AlreadyExists):
         async with store.write() as tx:
             await tx.insert_reservation(reservation(identity, serial))
+
+
+async def test_a_taken_unique_value_is_already_exists(store: Store) -> None:
+    identity, order = await stored_order(store)
+    again = Order.place(
+        reference=order.reference,
+        identity_id=identity.id,
+        profile="system",
+        created_at=NOW,
+        validity=dt.timedelta(days=14),
+    )
+    with pytest.raises(AlreadyExists):
+        async with store.write() as tx:
+            await tx.insert_order(again, "scrypt$x")
+
+
+async def test_an_integrity_error_that_is_no_duplicate_stays_an_internal_error(
+    store: Store,
+) -> None:
+    """An order for an identity that does not exist is a bug, not a conflict to report."""
+    _, order = await stored_order(store)
+    orphan = Order.place(
+        reference="REF" + order.id.hex[:9].upper(),
+        identity_id=uuid.uuid4(),
+        profile="system",
+        created_at=NOW,
+        validity=dt.timedelta(days=14),
+    )
+    with pytest.raises(IntegrityError) as raised:
+        async with store.write() as tx:
+            await tx.insert_order(orphan, "scrypt$x")
+    assert not isinstance(raised.value, EstCaError)
 
 
 async def test_times_come_back_as_the_same_utc_instant(store: Store) -> None:

@@ -12,8 +12,10 @@ import uuid
 from collections.abc import Sequence
 
 from est_ca.admin.access import Principal, Scope
+from est_ca.audit import AuditEvent, Outcome
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
-from est_ca.errors import NotFound
+from est_ca.clock import Clock
+from est_ca.errors import EstCaError, NotFound
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
 from est_ca.registration.importing import (
     ImportFormat,
@@ -28,6 +30,7 @@ from est_ca.revocation.publishing import RevocationPublishing
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.revocation.revoker import Revocations
 from est_ca.revocation.state import PublishedCrl
+from est_ca.store.store import Store
 
 
 class Administration:
@@ -37,10 +40,29 @@ class Administration:
         registry: Registry,
         revocations: Revocations,
         publishing: RevocationPublishing | None,
+        store: Store,
+        clock: Clock,
     ) -> None:
         self._registry = registry
         self._revocations = revocations
         self._publishing = publishing
+        self._store = store
+        self._clock = clock
+
+    async def refused(self, principal: Principal, operation: str, error: EstCaError) -> None:
+        """An authenticated caller refused anything (a missing scope, another organisation's
+        object, a second revocation, bad input) is security-relevant: the trail shows who tried
+        what. One event each, as it happens; the operation names the request (method, path)."""
+        await self._store.append_audit(
+            AuditEvent(
+                action="admin.refused",
+                outcome=Outcome.REFUSED,
+                actor=principal.actor,
+                at=self._clock.now(),
+                reason=error.audit_reason,
+                details={"operation": operation},
+            )
+        )
 
     # -- organisations ----------------------------------------------------------------------
 

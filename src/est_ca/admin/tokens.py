@@ -1,4 +1,6 @@
-"""API tokens: created and revoked from the CLI, shown once, kept only as a hash.
+"""How admin API callers authenticate: API tokens, or an administrator's TLS certificate.
+
+Tokens are created and revoked from the CLI, shown once, kept only as a hash.
 
 A token is `estca_<id>_<secret>`: the id finds the record, the secret (256 random bits) is
 compared in constant time with the keyed hash (HMAC-SHA-256, key outside the database) kept for
@@ -14,6 +16,9 @@ import hmac
 import re
 import secrets
 import uuid
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from est_ca.admin.access import ApiToken, Principal, PrincipalKind, Scope
 from est_ca.audit import Actor, AuditEvent, Outcome
@@ -156,6 +161,33 @@ class Tokens:
             cvr=token.cvr,
             source=source,
         )
+
+    async def authenticate_certificate(
+        self, der: bytes, *, scopes: frozenset[Scope], source: str | None
+    ) -> Principal:
+        """The administrator a client certificate names (its CN), with the scopes configured for
+        certificates. The TLS handshake verified it against the admin trust anchor, validity
+        times included; its use is audited with its serial."""
+        certificate = x509.load_der_x509_certificate(der)
+        names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        name = str(names[0].value) if names else certificate.subject.rfc4514_string()
+        principal = Principal(
+            kind=PrincipalKind.ADMIN_CERTIFICATE,
+            name=name,
+            scopes=scopes,
+            cvr=None,
+            source=source,
+        )
+        await self._store.append_audit(
+            AuditEvent(
+                action="admin.certificate_used",
+                outcome=Outcome.SUCCESS,
+                actor=principal.actor,
+                at=self._clock.now(),
+                serial=format(certificate.serial_number, "x"),
+            )
+        )
+        return principal
 
     async def refused(self, actor: Actor, reason: str) -> None:
         """A request to the admin API without usable credentials: audited (coalesced per

@@ -15,6 +15,7 @@ from est_ca.registration.enrollment import (
     certificate_actor,
     order_actor,
 )
+from est_ca.web import inputs
 
 EST_PREFIX = "/.well-known/est"
 AUTHORITY = web.AppKey("registration_authority", RegistrationAuthority)
@@ -27,8 +28,8 @@ async def cacerts(request: web.Request) -> web.Response:
 
 
 async def _csr(request: web.Request) -> bytes:
-    wire.require_content_type(request, wire.PKCS10)
-    body = await wire.read_body(request, request.app[MAX_CSR_BYTES])
+    inputs.require_content_type(request, wire.PKCS10)
+    body = await inputs.read_body(request, request.app[MAX_CSR_BYTES])
     return wire.decode_base64_body(body)
 
 
@@ -38,7 +39,7 @@ async def simpleenroll(request: web.Request) -> web.Response:
     try:
         authority.check_source(request.remote)
         credentials = wire.basic_credentials(request)
-        client_certificate = wire.peer_certificate(request)
+        client_certificate = inputs.peer_certificate(request)
         if credentials is not None:
             actor = order_actor(credentials[0], request.remote)
         elif client_certificate is not None:
@@ -68,7 +69,7 @@ async def simpleenroll(request: web.Request) -> web.Response:
 
 async def simplereenroll(request: web.Request) -> web.Response:
     authority = request.app[AUTHORITY]
-    client_certificate = wire.peer_certificate(request)
+    client_certificate = inputs.peer_certificate(request)
     try:
         authority.check_source(request.remote)
         if client_certificate is None:

@@ -3,64 +3,26 @@
 Requests: the body is base64 of DER whatever Content-Transfer-Encoding says (RFC 8951 2.1);
 whitespace and line breaks anywhere are ignored; anything else is a 400. Responses: base64 of
 a certs-only CMS with MIME line breaks, the exact content types libest matches on, and
-Content-Transfer-Encoding: base64.
+Content-Transfer-Encoding: base64. Reading the request (content type, size and time caps, the
+client certificate) is common to every protocol: est_ca.web.inputs.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import ssl
 
 from aiohttp import BasicAuth, hdrs, web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from est_ca.errors import (
-    BadRequest,
-    PayloadTooLarge,
-    RequestTimedOut,
-    Unauthenticated,
-    UnsupportedMediaType,
-)
+from est_ca.errors import BadRequest, Unauthenticated
 
 PKCS10 = "application/pkcs10"
 PKCS7_MIME = "application/pkcs7-mime"
 CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
 _WHITESPACE = b" \t\r\n\v\f"
-
-
-def require_content_type(request: web.Request, expected: str) -> None:
-    if request.content_type.lower() != expected:
-        sent = request.headers.get(hdrs.CONTENT_TYPE, "none")
-        if not (sent.isascii() and sent.isprintable() and len(sent) <= 100):
-            sent = "an unreadable content type"  # never echo bytes we cannot vouch for
-        raise UnsupportedMediaType(f"the body must be {expected}; got {sent}")
-
-
-REQUEST_TIMEOUT = web.AppKey("request_timeout_seconds", float)
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, chunked or not, refused early when it is announced or grows too large,
-    and cut off when it trickles in slower than the request timeout allows."""
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"the request body is larger than the {limit} bytes accepted")
-    body = bytearray()
-    seconds = request.app.get(REQUEST_TIMEOUT, 15.0)
-    try:
-        async with asyncio.timeout(seconds):
-            async for chunk in request.content.iter_any():
-                body += chunk
-                if len(body) > limit:
-                    raise PayloadTooLarge(
-                        f"the request body is larger than the {limit} bytes accepted"
-                    )
-    except TimeoutError as exc:
-        raise RequestTimedOut(f"the request body did not arrive within {seconds:g} s") from exc
-    return bytes(body)
 
 
 def decode_base64_body(body: bytes) -> bytes:
@@ -88,16 +50,6 @@ def basic_credentials(request: web.Request) -> tuple[str, str] | None:
     if not credentials.login or not credentials.password:
         raise Unauthenticated("Basic credentials need both the order reference and the code")
     return credentials.login, credentials.password
-
-
-def peer_certificate(request: web.Request) -> bytes | None:
-    """The client's TLS certificate (DER), already chain-verified by the handshake, if any."""
-    if request.transport is None:
-        return None
-    ssl_object = request.transport.get_extra_info("ssl_object")
-    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
-        return None
-    return ssl_object.getpeercert(binary_form=True)
 
 
 def certs_only(certificates: list[x509.Certificate] | tuple[x509.Certificate, ...]) -> bytes:

@@ -12,13 +12,11 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy.exc import IntegrityError
-
 from est_ca.audit import SERVICE, Actor, AuditEvent, Outcome
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
 from est_ca.ca.profiles import Profile, ProfileCatalogue
 from est_ca.clock import Clock
-from est_ca.errors import BadRequest, Conflict, EstCaError, NotFound
+from est_ca.errors import AlreadyExists, BadRequest, Conflict, EstCaError, NotFound
 from est_ca.registration import codes, importing
 from est_ca.registration.codes import SecretHasher
 from est_ca.registration.identities import (
@@ -477,7 +475,7 @@ class Registry:
         except BaseException as exc:
             reason = exc.detail if isinstance(exc, EstCaError) else type(exc).__name__
             await asyncio.shield(self._abandon_import(actor, import_id, staged_ids, reason))
-            if isinstance(exc, IntegrityError):
+            if isinstance(exc, AlreadyExists):  # a row's key taken by a concurrent import
                 raise Conflict(IMPORTED_MEANWHILE) from exc
             raise
 
@@ -630,7 +628,7 @@ class Registry:
                             },
                         )
                     )
-            except IntegrityError:
+            except AlreadyExists:  # the reference was taken
                 continue
             return PlacedOrder(order=order, one_time_code=code)
         raise Conflict("could not allocate a unique order reference; try again")

@@ -16,9 +16,9 @@ from aiohttp import hdrs, web
 
 from est_ca.clock import Clock
 from est_ca.errors import Unavailable
-from est_ca.est.wire import read_body, require_content_type
 from est_ca.revocation.ocsp import OcspAnswer, malformed_response
 from est_ca.revocation.publishing import RevocationPublishing
+from est_ca.web.inputs import read_body, require_content_type
 from est_ca.web.middleware import MAX_BODY_BYTES
 
 OCSP_PATH = "/ocsp"

@@ -2,7 +2,9 @@
 
 `Store.read()` and `Store.write()` open a transaction and hand out a `StoreTx` whose methods are
 the only queries the service runs. Domain code composes them inside one transaction when a
-change and its audit event must land together.
+change and its audit event must land together. Database errors the domain must act on are
+translated here into est_ca.errors (a duplicate key is `AlreadyExists`); sqlalchemy's
+exceptions do not leave this module.
 
 Concurrency rules, the same on SQLite and PostgreSQL:
 - state changes are conditional UPDATEs (`... WHERE status = 'pending'`), and the row count
@@ -46,6 +48,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -63,7 +66,7 @@ from est_ca.audit import (
     chain_hash,
 )
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyBinding, Serial
-from est_ca.errors import ConfigurationError
+from est_ca.errors import AlreadyExists, ConfigurationError
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
 from est_ca.registration.orders import Order, OrderState, OrderStatus
 from est_ca.registration.organisations import Organisation, OrganisationStatus
@@ -110,6 +113,18 @@ _CERTIFYING = (
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Any constant works; it keeps two instances from migrating one PostgreSQL database at once.
 _MIGRATION_LOCK_ID = 0x657374_6361
+# What a duplicate key is called: PostgreSQL's SQLSTATE unique_violation (asyncpg's `sqlstate`),
+# SQLite's extended result codes (a duplicate primary key is the same thing to the caller).
+_PG_UNIQUE_VIOLATION = "23505"
+_SQLITE_UNIQUE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+
+
+def _is_duplicate_key(error: IntegrityError) -> bool:
+    driver_error = error.orig
+    return (
+        getattr(driver_error, "sqlstate", None) == _PG_UNIQUE_VIOLATION
+        or getattr(driver_error, "sqlite_errorname", None) in _SQLITE_UNIQUE
+    )
 
 
 class Store:
@@ -161,14 +176,23 @@ class Store:
     async def write(self) -> AsyncIterator[StoreTx]:
         """A write transaction. Its audit events are chained just before it commits (so the
         chain's head, which every writer needs, is the last lock taken and held briefly) and
-        logged once it has committed."""
-        async with contextlib.AsyncExitStack() as stack:
-            if self._write_lock is not None:
-                await stack.enter_async_context(self._write_lock)
-            conn = await stack.enter_async_context(self._writer.begin())
-            tx = StoreTx(conn)
-            yield tx
-            first = await tx.chain_pending_audit(self.seal)
+        logged once it has committed.
+
+        A duplicate key, met by a statement or at commit, is `AlreadyExists` (rolled back):
+        the domain sees the error family, never sqlalchemy's. Other integrity errors are bugs,
+        not conflicts, and stay what they are (a 500 with nothing said)."""
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if self._write_lock is not None:
+                    await stack.enter_async_context(self._write_lock)
+                conn = await stack.enter_async_context(self._writer.begin())
+                tx = StoreTx(conn)
+                yield tx
+                first = await tx.chain_pending_audit(self.seal)
+        except IntegrityError as exc:
+            if _is_duplicate_key(exc):
+                raise AlreadyExists("that record exists already (perhaps made meanwhile)") from exc
+            raise
         if len(tx.audit_events) > BULK_AUDIT:
             log_bulk_audit(tx.audit_events, first)
         else:

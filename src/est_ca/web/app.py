@@ -14,6 +14,7 @@ from est_ca.est import routes as est_routes
 from est_ca.est import wire
 from est_ca.relying_party import routes as relying_party
 from est_ca.service import Service
+from est_ca.web import inputs
 from est_ca.web.middleware import MAX_BODY_BYTES, RENDER_ERROR, Handler, request_context
 
 # aiohttp's own cap for request.read(); our readers enforce the configured one first.
@@ -25,7 +26,7 @@ def est_app(service: Service) -> web.Application:
         raise ValueError("the EST application needs the service opened with its CA")
     app = web.Application(middlewares=[request_context], client_max_size=_AIOHTTP_BODY_CAP)
     app[MAX_BODY_BYTES] = service.settings.service.max_body_bytes
-    app[wire.REQUEST_TIMEOUT] = float(service.settings.limits.request_timeout_seconds)
+    app[inputs.REQUEST_TIMEOUT] = float(service.settings.limits.request_timeout_seconds)
     app[est_routes.MAX_CSR_BYTES] = service.settings.service.max_body_bytes
     app[est_routes.AUTHORITY] = service.authority
     app[est_routes.CA_CERTS_BODY] = wire.certs_only(service.ca.certificates)
@@ -61,13 +62,12 @@ def admin_app(service: Service) -> web.Application:
     )
     app[RENDER_ERROR] = admin_routes.problem
     app[MAX_BODY_BYTES] = service.settings.service.max_body_bytes
-    app[wire.REQUEST_TIMEOUT] = float(service.settings.limits.request_timeout_seconds)
+    app[inputs.REQUEST_TIMEOUT] = float(service.settings.limits.request_timeout_seconds)
     app[admin_routes.IMPORT_MAX_BYTES] = service.settings.admin.import_max_bytes
     app[admin_routes.ADMINISTRATION] = service.administration
     app[admin_routes.TOKENS] = service.tokens
     app[admin_routes.REGISTRY] = service.registry
-    app[admin_routes.STORE] = service.store
-    app[admin_routes.CLOCK] = service.clock
+    app[admin_routes.AUDIT_TRAIL] = service.audit
     app[admin_routes.CERTIFICATE_SCOPES] = Scope.parse_many(
         ",".join(service.settings.admin.client_certificate_scopes)
     )
@@ -82,7 +82,7 @@ def plain_http_app(service: Service) -> web.Application:
         raise ValueError("the relying-party application needs the service opened with its CA")
     app = web.Application(middlewares=[request_context], client_max_size=_AIOHTTP_BODY_CAP)
     app[MAX_BODY_BYTES] = service.settings.service.max_body_bytes
-    app[wire.REQUEST_TIMEOUT] = float(service.settings.limits.request_timeout_seconds)
+    app[inputs.REQUEST_TIMEOUT] = float(service.settings.limits.request_timeout_seconds)
     app[relying_party.PUBLISHING] = service.publishing
     app[relying_party.CLOCK] = service.clock
     app[relying_party.MAX_AGE] = service.settings.revocation.http_max_age_seconds

@@ -1,0 +1,24 @@
+"""AuditTrail: the one way in for reading the trail, readiness included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from est_ca.audit import AuditSeal
+from est_ca.audit_trail import AuditTrail
+from est_ca.registration.codes import new_key
+from est_ca.service import Service
+from est_ca.store.store import Store
+
+
+async def test_an_open_database_is_readable(service: Service) -> None:
+    assert await service.audit.readable()
+
+
+async def test_a_database_that_cannot_be_opened_is_not_readable(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-directory" / "est-ca.db"
+    store = Store(f"sqlite+aiosqlite:///{missing}", seal=AuditSeal(new_key()))
+    try:
+        assert not await AuditTrail(store).readable()
+    finally:
+        await store.close()
