@@ -193,6 +193,13 @@ async def openssl(*args: str | Path, input: bytes | None = None) -> bytes:
     return result.stdout
 
 
+async def pki(*args: str | Path) -> subprocess.CompletedProcess[bytes]:
+    """strongSwan's `pki` (an EST client independent of ours); its output is for the message
+    of a failing assertion, its exit code and written files for the test."""
+    require_tool("pki")
+    return await run("pki", *args)
+
+
 async def print_certs(response_body: bytes) -> list[x509.Certificate]:
     """What `openssl pkcs7 -print_certs` makes of a base64 certs-only response."""
     pem = await openssl(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from tests.helpers import (
     new_user,
     openssl,
     pem,
+    pki,
     print_certs,
 )
 
@@ -223,3 +225,130 @@ async def test_the_python_client_enrolls_and_renews(
     )
     assert renewed.status == 200, renewed.text
     assert renewed.certificates()[0].subject == certificate.subject
+
+
+# strongSwan's pki (5.9.8 in Debian 12): an EST client written without knowing this service.
+# --cacert takes the TLS trust anchor and the CA certificates the issued one must chain to;
+# the URL is the server's base (pki adds /.well-known/est/<operation> itself).
+
+
+def pki_trust(ca: CaMaterial) -> list[str | Path]:
+    return [
+        "--cacert",
+        ca.tls_cert,
+        "--cacert",
+        ca.hierarchy.issuing_cert,
+        "--cacert",
+        ca.hierarchy.root_cert,
+    ]
+
+
+def pki_report(result: subprocess.CompletedProcess[bytes]) -> str:
+    return f"pki exited {result.returncode}: {(result.stdout + result.stderr).decode()}"
+
+
+async def openssl_csr_der(key: Path, tmp: Path) -> Path:
+    path = tmp / "request.der"
+    path.write_bytes(
+        await openssl("req", "-new", "-key", key, "-subj", "/CN=made by openssl", "-outform", "DER")
+    )
+    return path
+
+
+async def test_strongswan_pki_reads_the_ca_chain_from_cacerts(
+    server: Server, ca_material: CaMaterial, tmp_path: Path
+) -> None:
+    result = await pki(
+        "--estca",
+        "--url",
+        server.https_url,
+        "--cacert",
+        ca_material.tls_cert,
+        "--caout",
+        tmp_path / "ca.pem",
+        "--outform",
+        "pem",
+    )
+    assert result.returncode == 0, pki_report(result)
+    written = sorted(tmp_path.glob("ca*.pem"))
+    received = {x509.load_pem_x509_certificate(path.read_bytes()) for path in written}
+    expected = {
+        x509.load_pem_x509_certificate(path.read_bytes())
+        for path in (ca_material.hierarchy.issuing_cert, ca_material.hierarchy.root_cert)
+    }
+    assert received == expected
+
+
+async def pki_enroll(
+    server: Server, service: Service, ca: CaMaterial, key: Path, tmp: Path
+) -> tuple[subprocess.CompletedProcess[bytes], tuple[str, str]]:
+    order = credentials(await new_order(service, await new_system(service)))
+    result = await pki(
+        "--est",
+        "--url",
+        server.https_url,
+        *pki_trust(ca),
+        "--userpass",
+        ":".join(order),
+        "--in",
+        await openssl_csr_der(key, tmp),
+        "--outform",
+        "pem",
+    )
+    return result, order
+
+
+async def test_strongswan_pki_enrolls_with_order_credentials(
+    server: Server, service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    result, (reference, _) = await pki_enroll(
+        server, service, ca_material, keys.rsa(0).path, tmp_path
+    )
+    assert result.returncode == 0, pki_report(result)
+    certificate = x509.load_pem_x509_certificate(result.stdout)
+    assert certificate.public_key() == keys.rsa(0).key.public_key()
+    order = await service.registry.get_order(reference)
+    assert order.certificate_serial == Serial(certificate.serial_number)
+
+
+async def test_strongswan_pki_renews_with_its_certificate_and_a_new_key(
+    server: Server, service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    enrolled, _ = await pki_enroll(server, service, ca_material, keys.rsa(0).path, tmp_path)
+    assert enrolled.returncode == 0, pki_report(enrolled)
+    current = tmp_path / "current.pem"
+    current.write_bytes(enrolled.stdout)
+    request = await openssl(
+        "x509",
+        "-x509toreq",
+        "-in",
+        current,
+        "-signkey",
+        keys.rsa(1).path,
+        "-copy_extensions",
+        "copy",
+        "-outform",
+        "DER",
+    )
+    renewal = tmp_path / "renewal.der"
+    renewal.write_bytes(request)
+    result = await pki(
+        "--est",
+        "--url",
+        server.https_url,
+        *pki_trust(ca_material),
+        "--cert",
+        current,
+        "--key",
+        keys.rsa(0).path,
+        "--in",
+        renewal,
+        "--outform",
+        "pem",
+    )
+    assert result.returncode == 0, pki_report(result)
+    renewed = x509.load_pem_x509_certificate(result.stdout)
+    old = x509.load_pem_x509_certificate(current.read_bytes())
+    assert renewed.subject == old.subject
+    assert renewed.serial_number != old.serial_number
+    assert renewed.public_key() == keys.rsa(1).key.public_key()
