@@ -66,7 +66,6 @@ async def test_cacerts_returns_the_issuing_ca_and_root_as_base64_certs_only(
     assert response.headers["content-type"] == "application/pkcs7-mime"
     assert response.headers["content-transfer-encoding"] == "base64"
     assert int(response.headers["content-length"]) == len(response.body)
-    assert response.body.endswith(b"=\n") or response.body.endswith(b"\n")
     assert b"\x00" not in response.body
     certificates = await print_certs(response.body)
     expected = [
@@ -74,6 +73,54 @@ async def test_cacerts_returns_the_issuing_ca_and_root_as_base64_certs_only(
         for path in (ca_material.hierarchy.issuing_cert, ca_material.hierarchy.root_cert)
     ]
     assert certificates == expected
+
+
+async def test_a_client_that_names_itself_gets_base64_in_mime_lines_as_openssl_reads_it(
+    server: Server, ca_material: CaMaterial
+) -> None:
+    """curl sends a User-Agent, as libest does; `openssl base64 -d` decodes as libest's client
+    does (OpenSSL's base64 BIO, default mode), which needs a line break early in the body."""
+    response = await curl(est_url(server, "cacerts"), trust=ca_material.tls_cert)
+    lines = response.body.split(b"\n")
+    assert lines[-1] == b""
+    assert all(0 < len(line) <= 76 for line in lines[:-1])
+    der = await openssl("base64", "-d", input=response.body)
+    assert der == base64.b64decode(response.body)
+
+
+@pytest.mark.parametrize("operation", ["cacerts", "simpleenroll"])
+async def test_a_client_without_a_user_agent_gets_base64_in_one_line(
+    server: Server,
+    service: Service,
+    ca_material: CaMaterial,
+    keys: KeyPool,
+    tmp_path: Path,
+    operation: str,
+) -> None:
+    """strongSwan's pki 5.9.8 sends no User-Agent and decodes line breaks as data."""
+    no_user_agent = ("-H", "User-Agent:")
+    if operation == "cacerts":
+        response = await curl(
+            est_url(server, operation), *no_user_agent, trust=ca_material.tls_cert
+        )
+    else:
+        body = tmp_path / "csr.b64"
+        body.write_bytes(await openssl_csr_base64(keys.rsa().path, line_breaks=False))
+        order = credentials(await new_order(service, await new_user(service)))
+        response = await curl_est(
+            server,
+            operation,
+            body,
+            "-u",
+            ":".join(order),
+            *PKCS10,
+            *no_user_agent,
+            trust=ca_material.tls_cert,
+        )
+    assert response.status == 200, response.text
+    assert response.headers["content-transfer-encoding"] == "base64"
+    assert int(response.headers["content-length"]) == len(response.body)
+    assert base64.b64encode(base64.b64decode(response.body, validate=True)) == response.body
 
 
 @pytest.mark.parametrize(
@@ -270,7 +317,8 @@ async def test_strongswan_pki_reads_the_ca_chain_from_cacerts(
         "pem",
     )
     assert result.returncode == 0, pki_report(result)
-    written = sorted(tmp_path.glob("ca*.pem"))
+    # pki writes the chain's certificates as ca.pem, ca-1.pem, ...
+    written = (tmp_path / "ca.pem", tmp_path / "ca-1.pem")
     received = {x509.load_pem_x509_certificate(path.read_bytes()) for path in written}
     expected = {
         x509.load_pem_x509_certificate(path.read_bytes())
@@ -327,11 +375,9 @@ async def test_strongswan_pki_renews_with_its_certificate_and_a_new_key(
         keys.rsa(1).path,
         "-copy_extensions",
         "copy",
-        "-outform",
-        "DER",
     )
     renewal = tmp_path / "renewal.der"
-    renewal.write_bytes(request)
+    renewal.write_bytes(await openssl("req", "-outform", "DER", input=request))
     result = await pki(
         "--est",
         "--url",

@@ -19,12 +19,12 @@ from est_ca.web import inputs
 
 EST_PREFIX = "/.well-known/est"
 AUTHORITY = web.AppKey("registration_authority", RegistrationAuthority)
-CA_CERTS_BODY = web.AppKey("cacerts_body", bytes)
+CA_CERTS_DER = web.AppKey("cacerts_der", bytes)
 MAX_CSR_BYTES = web.AppKey("max_csr_bytes", int)
 
 
 async def cacerts(request: web.Request) -> web.Response:
-    return wire.certs_only_response(request.app[CA_CERTS_BODY], wire.PKCS7_MIME)
+    return wire.certs_only_response(request, request.app[CA_CERTS_DER], wire.PKCS7_MIME)
 
 
 async def _csr(request: web.Request) -> bytes:
@@ -64,7 +64,7 @@ async def simpleenroll(request: web.Request) -> web.Response:
         certificate = await authority.enroll_with_certificate(
             client_certificate, csr, source=request.remote
         )
-    return wire.certs_only_response(wire.certs_only([certificate]), wire.CERTS_ONLY)
+    return wire.certs_only_response(request, wire.certs_only([certificate]), wire.CERTS_ONLY)
 
 
 async def simplereenroll(request: web.Request) -> web.Response:
@@ -86,7 +86,7 @@ async def simplereenroll(request: web.Request) -> web.Response:
         await authority.refuse("reenroll", actor, exc)
         raise
     certificate = await authority.reenroll(client_certificate, csr, source=request.remote)
-    return wire.certs_only_response(wire.certs_only([certificate]), wire.CERTS_ONLY)
+    return wire.certs_only_response(request, wire.certs_only([certificate]), wire.CERTS_ONLY)
 
 
 def add_routes(app: web.Application) -> None:

@@ -2,9 +2,9 @@
 
 Requests: the body is base64 of DER whatever Content-Transfer-Encoding says (RFC 8951 2.1);
 whitespace and line breaks anywhere are ignored; anything else is a 400. Responses: base64 of
-a certs-only CMS with MIME line breaks, the exact content types libest matches on, and
-Content-Transfer-Encoding: base64. Reading the request (content type, size and time caps, the
-client certificate) is common to every protocol: est_ca.web.inputs.
+a certs-only CMS (in MIME lines or in one line, see `base64_for`), the exact content types
+libest matches on, and Content-Transfer-Encoding: base64. Reading the request (content type,
+size and time caps, the client certificate) is common to every protocol: est_ca.web.inputs.
 """
 
 from __future__ import annotations
@@ -53,15 +53,30 @@ def basic_credentials(request: web.Request) -> tuple[str, str] | None:
 
 
 def certs_only(certificates: list[x509.Certificate] | tuple[x509.Certificate, ...]) -> bytes:
-    """base64 (MIME lines) of a degenerate SignedData holding the certificates."""
-    der = pkcs7.serialize_certificates(list(certificates), serialization.Encoding.DER)
-    return base64.encodebytes(der)
+    """DER of a degenerate SignedData holding the certificates."""
+    return pkcs7.serialize_certificates(list(certificates), serialization.Encoding.DER)
 
 
-def certs_only_response(body: bytes, content_type: str) -> web.Response:
+def base64_for(request: web.Request, der: bytes) -> bytes:
+    """base64 of `der` as this client can read it: MIME lines of 76 characters for a client
+    that sends a User-Agent, one line without any line break for one that sends none.
+
+    No single form is read by every EST client. OpenSSL's base64 BIO in its default mode
+    (libest's client decodes cacerts and enrolled certificates with it, `openssl base64 -d`
+    too) finds nothing in a body whose first line break comes after 1024 characters, and a
+    chain or an RSA certificate is longer than that. strongSwan's pki 5.9.8 decodes every
+    byte of the body, line breaks included, and sends no User-Agent; libest, GlobalSign's
+    client, curl, and the Java and Python HTTP clients all send one.
+    """
+    if hdrs.USER_AGENT in request.headers:
+        return base64.encodebytes(der)
+    return base64.b64encode(der)
+
+
+def certs_only_response(request: web.Request, der: bytes, content_type: str) -> web.Response:
     return web.Response(
         status=200,
-        body=body,
+        body=base64_for(request, der),
         headers={
             hdrs.CONTENT_TYPE: content_type,
             "Content-Transfer-Encoding": "base64",

@@ -29,7 +29,7 @@ def est_app(service: Service) -> web.Application:
     app[inputs.REQUEST_TIMEOUT] = float(service.settings.limits.request_timeout_seconds)
     app[est_routes.MAX_CSR_BYTES] = service.settings.service.max_body_bytes
     app[est_routes.AUTHORITY] = service.authority
-    app[est_routes.CA_CERTS_BODY] = wire.certs_only(service.ca.certificates)
+    app[est_routes.CA_CERTS_DER] = wire.certs_only(service.ca.certificates)
     est_routes.add_routes(app)
     return app
 
