@@ -119,18 +119,37 @@ async def test_a_malformed_authorization_header_is_401(
     assert_plain_text_error(response, 401)
 
 
-async def test_the_second_use_of_an_order_is_403(
+async def test_a_second_use_of_an_order_with_another_key_is_403(
     server: Server,
     ca_material: CaMaterial,
     keys: KeyPool,
     tmp_path: Path,
     pending: tuple[str, str],
 ) -> None:
-    body = csr_base64(make_csr(keys.rsa().key))
     options = (*PKCS10, "-u", ":".join(pending))
-    assert (await post_csr(server, ca_material, tmp_path, body, *options)).status == 200
-    second = await post_csr(server, ca_material, tmp_path, body, *options)
+    first = csr_base64(make_csr(keys.rsa(0).key))
+    assert (await post_csr(server, ca_material, tmp_path, first, *options)).status == 200
+    other_key = csr_base64(make_csr(keys.rsa(1).key))
+    second = await post_csr(server, ca_material, tmp_path, other_key, *options)
     assert_plain_text_error(second, 403, "already been used")
+
+
+async def test_a_retry_of_an_order_with_the_same_key_returns_the_same_certificate(
+    server: Server,
+    ca_material: CaMaterial,
+    keys: KeyPool,
+    tmp_path: Path,
+    pending: tuple[str, str],
+) -> None:
+    """The client lost the 200 (a dropped connection): asking again must not leave it with
+    a consumed order and no certificate."""
+    options = (*PKCS10, "-u", ":".join(pending))
+    body = csr_base64(make_csr(keys.rsa(0).key))
+    first = await post_csr(server, ca_material, tmp_path, body, *options)
+    again = await post_csr(server, ca_material, tmp_path, body, *options)
+    assert (first.status, again.status) == (200, 200), again.text
+    assert again.headers["content-type"] == "application/pkcs7-mime; smime-type=certs-only"
+    assert await print_certs(again.body) == await print_certs(first.body)
 
 
 @pytest.mark.parametrize(

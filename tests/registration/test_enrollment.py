@@ -92,14 +92,124 @@ async def test_the_certificate_is_recorded_and_the_order_consumed(
     assert order.certificate_serial == record.serial
 
 
-async def test_an_order_can_be_used_only_once(service: Service, keys: KeyPool) -> None:
+async def test_an_order_yields_one_certificate_and_refuses_another_key(
+    service: Service, keys: KeyPool
+) -> None:
     assert service.authority is not None
     placed = await new_order(service, await new_user(service))
-    request = csr_der(make_csr(keys.rsa().key))
+    await service.authority.enroll_with_order(
+        placed.order.reference,
+        placed.one_time_code,
+        csr_der(make_csr(keys.rsa(0).key)),
+        source="test",
+    )
+    with pytest.raises(NoPendingOrder, match="already been used"):
+        await service.authority.enroll_with_order(
+            placed.order.reference,
+            placed.one_time_code,
+            csr_der(make_csr(keys.rsa(1).key)),
+            source="test",
+        )
+    assert len(await service.registry.list_certificates()) == 1
+
+
+async def test_a_retry_with_the_same_key_gets_the_certificate_the_order_already_yielded(
+    service: Service, keys: KeyPool
+) -> None:
+    """A client that lost the response after its order was consumed asks again."""
+    assert service.authority is not None
+    placed = await new_order(service, await new_user(service))
+    first = await service.authority.enroll_with_order(
+        placed.order.reference,
+        placed.one_time_code,
+        csr_der(make_csr(keys.rsa(0).key)),
+        source="test",
+    )
+    # Another CSR (another subject, a fresh signature) for the same key.
+    asked = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "asked again")])
+    again = await service.authority.enroll_with_order(
+        placed.order.reference,
+        placed.one_time_code,
+        csr_der(make_csr(keys.rsa(0).key, subject=asked)),
+        source="retry",
+    )
+    assert der(again) == der(first)
+    assert len(await service.registry.list_certificates()) == 1
+    async with service.store.read() as tx:
+        [event] = await tx.list_audit(action="certificate.redelivered")
+    assert (event.order_reference, event.serial) == (
+        placed.order.reference,
+        Serial(first.serial_number).hex,
+    )
+    assert event.actor.source == "retry"
+
+
+async def test_a_retry_after_the_order_expired_is_refused(
+    service: Service, keys: KeyPool, clock: SettableClock
+) -> None:
+    assert service.authority is not None
+    placed = await new_order(service, await new_user(service), validity_days=1)
+    request = csr_der(make_csr(keys.rsa(0).key))
     await service.authority.enroll_with_order(
         placed.order.reference, placed.one_time_code, request, source="test"
     )
+    clock.advance(dt.timedelta(days=1))
     with pytest.raises(NoPendingOrder, match="already been used"):
+        await service.authority.enroll_with_order(
+            placed.order.reference, placed.one_time_code, request, source="test"
+        )
+
+
+async def test_a_retry_whose_certificate_was_revoked_is_refused(
+    service: Service, keys: KeyPool
+) -> None:
+    assert service.authority is not None
+    placed = await new_order(service, await new_user(service))
+    request = csr_der(make_csr(keys.rsa(0).key))
+    first = await service.authority.enroll_with_order(
+        placed.order.reference, placed.one_time_code, request, source="test"
+    )
+    await service.revocations.revoke_certificate(
+        ADMIN, Serial(first.serial_number), RevocationReason.CESSATION_OF_OPERATION
+    )
+    with pytest.raises(NoPendingOrder, match="revoked"):
+        await service.authority.enroll_with_order(
+            placed.order.reference, placed.one_time_code, request, source="test"
+        )
+
+
+async def test_a_retry_needs_proof_of_possession_of_the_key(
+    service: Service, keys: KeyPool
+) -> None:
+    assert service.authority is not None
+    placed = await new_order(service, await new_user(service))
+    request = csr_der(make_csr(keys.rsa(0).key))
+    await service.authority.enroll_with_order(
+        placed.order.reference, placed.one_time_code, request, source="test"
+    )
+    forged = bytearray(request)
+    forged[-5] ^= 0xFF  # inside the signature
+    with pytest.raises(BadRequest, match="proof of possession"):
+        await service.authority.enroll_with_order(
+            placed.order.reference, placed.one_time_code, bytes(forged), source="test"
+        )
+
+
+async def test_a_retry_with_a_wrong_code_counts_against_the_order(
+    service: Service, keys: KeyPool
+) -> None:
+    assert service.authority is not None
+    placed = await new_order(service, await new_user(service))
+    request = csr_der(make_csr(keys.rsa(0).key))
+    await service.authority.enroll_with_order(
+        placed.order.reference, placed.one_time_code, request, source="test"
+    )
+    for _ in range(5):
+        with pytest.raises(Unauthenticated):
+            await service.authority.enroll_with_order(
+                placed.order.reference, "WRONG-WRONG-WRONG-WRONG", request, source="test"
+            )
+    with pytest.raises(OrderLocked):
         await service.authority.enroll_with_order(
             placed.order.reference, placed.one_time_code, request, source="test"
         )
