@@ -64,15 +64,16 @@ async def test_fifty_simultaneous_enrollments_on_one_order_issue_exactly_one_cer
             for _ in range(CONTENDERS)
         )
     )
-    statuses = sorted(reply.status for reply in replies)
-    assert statuses == [200] + [403] * (CONTENDERS - 1)
+    # One is issued; those arriving while it is being issued get 403, those arriving after
+    # it was stored get it again (the same key retrying, as after a lost response).
+    assert {reply.status for reply in replies} <= {200, 403}
     issued = await service.registry.list_certificates(status=CertificateStatus.ISSUED)
     assert len(issued) == 1
     order = await service.registry.get_order(placed.order.reference)
     assert order.status is OrderStatus.CONSUMED
     assert order.certificate_serial == issued[0].serial
-    [winner] = [reply for reply in replies if reply.status == 200]
-    assert winner.certificates()[0].serial_number == issued[0].serial.value
+    delivered = {reply.certificates()[0].serial_number for reply in replies if reply.status == 200}
+    assert delivered == {issued[0].serial.value}
 
 
 async def test_two_hundred_simultaneous_enrollments_on_their_own_orders_all_succeed(

@@ -52,7 +52,13 @@ from cryptography.hazmat.primitives import serialization
 from est_ca.audit import Actor, AuditEvent, Outcome
 from est_ca.ca.building import IssuanceRequest
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyBinding, Serial
-from est_ca.ca.csr_policy import CheckedCsr, check_csr, parse_csr
+from est_ca.ca.csr_policy import (
+    CheckedCsr,
+    check_csr,
+    check_proof_of_possession,
+    parse_csr,
+    subscriber_key,
+)
 from est_ca.ca.issuer import Issuer
 from est_ca.ca.profiles import Profile, ProfileCatalogue
 from est_ca.ca.spki import public_key_der
@@ -72,7 +78,7 @@ from est_ca.errors import (
 from est_ca.registration import codes
 from est_ca.registration.codes import SecretHasher
 from est_ca.registration.identities import Identity
-from est_ca.registration.orders import Order, OrderState
+from est_ca.registration.orders import Order, OrderState, OrderStatus
 from est_ca.registration.organisations import Organisation
 from est_ca.registration.registry import OrderPolicy
 from est_ca.revocation.reasons import RevocationReason
@@ -87,6 +93,7 @@ E = TypeVar("E")
 WRONG_CREDENTIALS = "unknown order reference or wrong one-time code"
 KEY_COMPROMISED = "this public key was reported compromised; generate a new key"
 KEY_OF_ANOTHER = "this public key is already certified for another identity; generate a new key"
+ORDER_USED = "this order has already been used for a certificate"
 # How late the event loop may wake from a sleep (epoll's timeout is in whole milliseconds).
 TIMER_GRANULARITY = 0.0015
 # Refusals that are failed authentications: they count against the source address.
@@ -178,6 +185,8 @@ class RegistrationAuthority:
 
         async def work(entitled: tuple[Order, Identity]) -> x509.Certificate:
             order, identity = entitled
+            if order.status is OrderStatus.CONSUMED:
+                return await self._redeliver_order(order, identity, csr_der, actor)
             profile = self._profile(order.profile)
             checked = await self._check_csr(csr_der, profile, identity)
             return await self._issue(
@@ -267,8 +276,10 @@ class RegistrationAuthority:
                 f"this order expired at {order.expires_at:%Y-%m-%d %H:%M:%S}Z; "
                 "ask an administrator for a new order"
             )
-        if state is OrderState.CONSUMED:
-            raise NoPendingOrder("this order has already been used for a certificate")
+        # A consumed order still authenticates until it expires: its client may only want
+        # the certificate back (see `_redeliver_order`).
+        if state is OrderState.CONSUMED and now >= order.expires_at:
+            raise NoPendingOrder(ORDER_USED)
         if state is OrderState.CANCELLED:
             raise NoPendingOrder("this order was cancelled")
         async with self._store.read() as tx:
@@ -464,6 +475,42 @@ class RegistrationAuthority:
         if revoked:
             self._revocations.notify()
         return certificate
+
+    async def _redeliver_order(
+        self, order: Order, identity: Identity, csr_der: bytes, actor: Actor
+    ) -> x509.Certificate:
+        """An enrollment retried with the credentials of an order it consumed (the client may
+        have lost the response): a CSR proving possession of the same key gets the
+        certificate that order yielded, as stored; another key, or that certificate revoked
+        or expired, does not. Nothing is signed."""
+        csr = parse_csr(csr_der)
+        await self._workers.run(check_proof_of_possession, csr)
+        key = subscriber_key(csr)
+        async with self._store.write() as tx:
+            await self._require_active(tx, identity)
+            serial = order.certificate_serial
+            record = await tx.get_certificate(serial, for_update=True) if serial else None
+            if record is None or record.der is None or record.public_key_sha256 != key.sha256:
+                raise NoPendingOrder(
+                    f"{ORDER_USED} (for another public key); ask an administrator for a new order"
+                )
+            if not record.is_valid_at(self._clock.now()):
+                raise NoPendingOrder(
+                    f"{ORDER_USED}, which is revoked or expired; ask an administrator for a "
+                    "new order"
+                )
+            await tx.append_audit(
+                AuditEvent(
+                    action="certificate.redelivered",
+                    outcome=Outcome.SUCCESS,
+                    actor=actor,
+                    at=self._clock.now(),
+                    identity_id=identity.id,
+                    order_reference=order.reference,
+                    serial=record.serial.hex,
+                )
+            )
+        return x509.load_der_x509_certificate(record.der)
 
     @staticmethod
     async def _require_active(
