@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import os
+import ssl
 from pathlib import Path
 
+import aiohttp
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -61,14 +63,36 @@ async def pending(service: Service) -> tuple[str, str]:
     return credentials(await new_order(service, await new_user(service)))
 
 
-async def test_no_credentials_is_401_with_a_basic_challenge(
+async def test_no_credentials_is_401_with_a_basic_challenge_and_an_empty_body(
     server: Server, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
 ) -> None:
     response = await post_csr(
         server, ca_material, tmp_path, csr_base64(make_csr(keys.rsa().key)), *PKCS10
     )
-    assert_plain_text_error(response, 401, "Basic credentials")
+    assert response.status == 401
     assert response.headers["www-authenticate"] == 'Basic realm="est-ca", charset="UTF-8"'
+    assert response.headers["content-length"] == "0"
+    assert response.body == b""
+
+
+async def test_the_challenge_is_an_empty_401_to_a_plain_http_client(
+    server: Server, ca_material: CaMaterial, keys: KeyPool
+) -> None:
+    """Some Java EST clients close the unread body of a challenge and then fail without ever
+    reading the status: the challenge carries no body to leave unread."""
+    context = ssl.create_default_context(cafile=str(ca_material.tls_cert))
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
+        session.post(
+            est_url(server, "simpleenroll"),
+            data=csr_base64(make_csr(keys.rsa().key)),
+            headers={"Content-Type": "application/pkcs10"},
+        ) as response,
+    ):
+        assert response.status == 401
+        assert response.headers["WWW-Authenticate"].startswith("Basic realm=")
+        assert response.content_length == 0
+        assert await response.read() == b""
 
 
 async def test_a_wrong_code_is_401_and_the_body_echoes_no_secret(
