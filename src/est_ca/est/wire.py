@@ -17,7 +17,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from est_ca.errors import BadRequest, Unauthenticated
+from est_ca.errors import BadRequest, CredentialsMissing, EstCaError, Unauthenticated
+from est_ca.web.middleware import plain_text
 
 PKCS10 = "application/pkcs10"
 PKCS7_MIME = "application/pkcs7-mime"
@@ -82,3 +83,15 @@ def certs_only_response(request: web.Request, der: bytes, content_type: str) -> 
             "Content-Transfer-Encoding": "base64",
         },
     )
+
+
+def render_error(
+    status: int, message: str, headers: dict[str, str], error: EstCaError | None
+) -> web.Response:
+    """EST errors are one short line of text, except the challenge to a request that sent no
+    credentials: its body is empty. Clients that never send credentials unasked read only
+    the status and WWW-Authenticate of that answer, and some Java ones close the unread body
+    and fail before they retry."""
+    if isinstance(error, CredentialsMissing):
+        return web.Response(status=status, headers=headers)
+    return plain_text(status, message, headers, error)

@@ -30,6 +30,7 @@ def est_app(service: Service) -> web.Application:
     app[est_routes.MAX_CSR_BYTES] = service.settings.service.max_body_bytes
     app[est_routes.AUTHORITY] = service.authority
     app[est_routes.CA_CERTS_DER] = wire.certs_only(service.ca.certificates)
+    app[RENDER_ERROR] = wire.render_error
     est_routes.add_routes(app)
     return app
 
