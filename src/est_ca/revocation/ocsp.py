@@ -35,6 +35,7 @@ from est_ca.store.store import Store
 from est_ca.workers import Workers
 
 MAX_NONCE_OCTETS = 32
+MAX_CERT_IDS = 20
 MAX_REFRESH = dt.timedelta(days=4)
 CACHE_ENTRIES = 200_000
 _HASHES: dict[str, hashes.HashAlgorithm] = {
