@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from hypothesis import given
+from hypothesis import event, given
 
 from est_ca.ca.certificates import Serial
 from est_ca.clock import SettableClock
@@ -25,7 +25,13 @@ from est_ca.revocation.reasons import RevocationReason
 from est_ca.service import Service
 from tests.helpers import ADMIN, KeyPool
 from tests.lint import blocking, ocsp_findings
-from tests.revocation.helpers import issue, ocsp_request, random_nonce
+from tests.revocation.helpers import (
+    cert_id,
+    issue,
+    ocsp_request,
+    random_nonce,
+    several_request,
+)
 
 
 async def ask(publishing: RevocationPublishing, request: bytes) -> ocsp.OCSPResponse:
@@ -309,7 +315,7 @@ async def test_several_certids_are_answered_each_in_the_order_asked_under_one_si
     never_issued = _with_serial(good, Serial.random().value)
     asked = [good, revoked, never_issued, good]  # a duplicate is answered where it is listed
     answer = await publishing.responder.answer(
-        _several([_cert_id(service, certificate) for certificate in asked])
+        several_request([_cert_id(service, certificate) for certificate in asked])
     )
     response = ocsp.load_der_ocsp_response(answer.der)
     assert response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
@@ -331,7 +337,7 @@ async def test_a_nonce_beside_several_certids_is_echoed(
     certificate = await issue(service, keys)
     nonce = random_nonce()
     cert_id = _cert_id(service, certificate)
-    response = await ask(publishing, _several([cert_id, cert_id], nonce=nonce))
+    response = await ask(publishing, several_request([cert_id, cert_id], nonce=nonce))
     assert response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == nonce
     assert len(list(response.responses)) == 2
 
@@ -340,10 +346,10 @@ async def test_up_to_20_certids_are_answered_and_21_are_a_malformed_request(
     service: Service, keys: KeyPool, publishing: RevocationPublishing
 ) -> None:
     cert_id = _cert_id(service, await issue(service, keys))
-    response = await ask(publishing, _several([cert_id] * MAX_CERT_IDS))
+    response = await ask(publishing, several_request([cert_id] * MAX_CERT_IDS))
     assert response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
     assert len(list(response.responses)) == MAX_CERT_IDS == 20
-    too_many = await ask(publishing, _several([cert_id] * (MAX_CERT_IDS + 1)))
+    too_many = await ask(publishing, several_request([cert_id] * (MAX_CERT_IDS + 1)))
     assert too_many.response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
 
 
@@ -355,7 +361,7 @@ async def test_certids_of_two_cas_we_serve_in_one_request_are_unauthorized(
     assert service.ca is not None
     leaf = _cert_id(service, await issue(service, keys))
     issuing_ca = _cert_id(service, service.ca.certificate, service.ca.root)
-    response = await ask(publishing, _several([leaf, issuing_ca]))
+    response = await ask(publishing, several_request([leaf, issuing_ca]))
     assert response.response_status is ocsp.OCSPResponseStatus.UNAUTHORIZED
 
 
@@ -365,7 +371,7 @@ async def test_a_foreign_issuers_certid_beside_ours_is_unknown_and_ours_answered
     certificate = await issue(service, keys)
     foreign_issuer = _with_serial(certificate, 7)
     foreign = _cert_id(service, certificate, foreign_issuer)
-    response = await ask(publishing, _several([foreign, _cert_id(service, certificate)]))
+    response = await ask(publishing, several_request([foreign, _cert_id(service, certificate)]))
     assert [single.certificate_status for single in response.responses] == [
         ocsp.OCSPCertStatus.UNKNOWN,
         ocsp.OCSPCertStatus.GOOD,
@@ -379,10 +385,10 @@ async def test_a_single_certid_request_still_gets_the_pre_produced_response(
     service: Service, keys: KeyPool, publishing: RevocationPublishing
 ) -> None:
     cert_id = _cert_id(service, await issue(service, keys))
-    await publishing.responder.answer(_several([cert_id, cert_id]))
-    single = await publishing.responder.answer(_several([cert_id]))
+    await publishing.responder.answer(several_request([cert_id, cert_id]))
+    single = await publishing.responder.answer(several_request([cert_id]))
     assert single.cacheable
-    assert (await publishing.responder.answer(_several([cert_id]))).der == single.der
+    assert (await publishing.responder.answer(several_request([cert_id]))).der == single.der
 
 
 # -- malformed requests ---------------------------------------------------------------------
@@ -391,26 +397,11 @@ async def test_a_single_certid_request_still_gets_the_pre_produced_response(
 def _cert_id(
     service: Service, certificate: x509.Certificate, issuer: x509.Certificate | None = None
 ) -> asn1_ocsp.CertId:
-    request = asn1_ocsp.OCSPRequest.load(ocsp_request(certificate, issuer or issuing(service)))
-    return request["tbs_request"]["request_list"][0]["req_cert"]
+    return cert_id(certificate, issuer or issuing(service))
 
 
 def _request(**tbs: object) -> bytes:
     return bytes(asn1_ocsp.OCSPRequest({"tbs_request": tbs}).dump())
-
-
-def _several(cert_ids: list[asn1_ocsp.CertId], nonce: bytes | None = None) -> bytes:
-    """One request for several CertIDs, as `openssl ocsp -cert a.pem -cert b.pem` sends."""
-    tbs: dict[str, object] = {"request_list": [{"req_cert": c} for c in cert_ids]}
-    if nonce is not None:
-        tbs["request_extensions"] = [
-            {
-                "extn_id": "nonce",
-                "critical": False,
-                "extn_value": core.ParsableOctetString(core.OctetString(nonce).dump()),
-            }
-        ]
-    return _request(**tbs)
 
 
 async def malformed_requests(service: Service, keys: KeyPool) -> dict[str, bytes]:
@@ -445,12 +436,14 @@ async def malformed_requests(service: Service, keys: KeyPool) -> dict[str, bytes
     )
     negative = asn1_ocsp.CertId({**cert_id.native, "serial_number": -certificate.serial_number})
     return {
-        f"{MAX_CERT_IDS + 1} requests": _several([cert_id] * (MAX_CERT_IDS + 1)),
+        f"{MAX_CERT_IDS + 1} requests": several_request([cert_id] * (MAX_CERT_IDS + 1)),
         "no request": _request(request_list=[]),
         "version 2": _request(version=1, request_list=[{"req_cert": cert_id}]),
         "md5 certid": _request(request_list=[{"req_cert": md5_id}]),
         "sha1 certid with a 32-octet hash": _request(request_list=[{"req_cert": long_hash}]),
-        "sha1 certid with a 32-octet hash beside a sound one": _several([cert_id, long_hash]),
+        "sha1 certid with a 32-octet hash beside a sound one": several_request(
+            [cert_id, long_hash]
+        ),
         "negative serial": _request(request_list=[{"req_cert": negative}]),
         "unknown critical single request extension": _request(
             request_list=[{"req_cert": cert_id, "single_request_extensions": [critical_unknown]}]
@@ -517,60 +510,79 @@ OCSP_STATUSES = {
 }
 
 
-def _extensions(draw: st.DrawFn) -> list[dict[str, object]]:
-    """Nonces of any length, unknown extensions critical or not, duplicates."""
+def _one_in(draw: st.DrawFn, n: int) -> bool:
+    return draw(st.integers(1, n)) == 1
+
+
+def _extensions(draw: st.DrawFn, odd: bool) -> list[dict[str, object]]:
+    """A nonce; or nonces of any length, unknown extensions critical or not, duplicates."""
     made: list[dict[str, object]] = []
-    for _ in range(draw(st.integers(0, 3))):
-        if draw(st.booleans()):
-            extn_id, value = "nonce", core.OctetString(draw(st.binary(max_size=40))).dump()
+    for _ in range(draw(st.integers(0, 2 if odd else 1))):
+        if draw(st.booleans()) or not odd:
+            nonce = core.OctetString(draw(st.binary(min_size=0 if odd else 1, max_size=40)))
+            extn_id, value = "1.3.6.1.5.5.7.48.1.2", nonce.dump()  # id-pkix-ocsp-nonce
         else:
             extn_id, value = "1.3.6.1.4.1.99999." + str(draw(st.integers(0, 3))), draw(st.binary())
         made.append(
             {
                 "extn_id": extn_id,
-                "critical": draw(st.booleans()),
+                "critical": odd and _one_in(draw, 3),
                 "extn_value": core.ParsableOctetString(value),
             }
         )
     return made
 
 
+def _cert_id_fields(
+    draw: st.DrawFn, issuer: x509.Certificate, serials: list[int], odd: bool
+) -> object:
+    """A CertID of `issuer`, or an odd one: other hashes, algorithms and serials."""
+    algorithm = draw(st.sampled_from(HASH_ALGORITHMS if odd else list(_CERT_ID_HASHES)))
+    hashes_of = draw(st.sampled_from(["issuer", "right length", "any"])) if odd else "issuer"
+    if algorithm in _CERT_ID_HASHES and hashes_of == "issuer":
+        asked = ocsp.load_der_ocsp_request(
+            ocsp_request(issuer, issuer, algorithm=_CERT_ID_HASHES[algorithm])
+        )
+        name_hash, key_hash = asked.issuer_name_hash, asked.issuer_key_hash
+    elif algorithm in _CERT_ID_HASHES and hashes_of == "right length":
+        size = _CERT_ID_HASHES[algorithm].digest_size
+        name_hash = draw(st.binary(min_size=size, max_size=size))
+        key_hash = draw(st.binary(min_size=size, max_size=size))
+    else:
+        name_hash, key_hash = draw(st.binary(max_size=70)), draw(st.binary(max_size=70))
+    serial = draw(
+        st.integers(-(1 << 170), 1 << 170) if odd else st.sampled_from([*serials, 0, 1, 7])
+    )
+    return {
+        "hash_algorithm": {"algorithm": algorithm},
+        "issuer_name_hash": name_hash,
+        "issuer_key_hash": key_hash,
+        "serial_number": serial,
+    }
+
+
 def _mangled_request(draw: st.DrawFn, served: list[x509.Certificate]) -> bytes:
     """A request put together from odd parts, then perhaps damaged byte by byte."""
+    serials = [certificate.serial_number for certificate in served]
+    issuer = draw(st.sampled_from(served))
+    count = 0 if _one_in(draw, 20) else draw(st.integers(1, MAX_CERT_IDS + 1))
+    odd_request = _one_in(draw, 3)
     entries = []
-    for _ in range(draw(st.integers(0, MAX_CERT_IDS + 2))):
-        algorithm = draw(st.sampled_from(HASH_ALGORITHMS))
-        issuer = draw(st.sampled_from(served))
-        if algorithm in _CERT_ID_HASHES and draw(st.booleans()):
-            asked = ocsp.load_der_ocsp_request(
-                ocsp_request(issuer, issuer, algorithm=_CERT_ID_HASHES[algorithm])
-            )
-            name_hash, key_hash = asked.issuer_name_hash, asked.issuer_key_hash
-        else:
-            name_hash, key_hash = draw(st.binary(max_size=70)), draw(st.binary(max_size=70))
-        entry: dict[str, object] = {
-            "req_cert": {
-                "hash_algorithm": {"algorithm": algorithm},
-                "issuer_name_hash": name_hash,
-                "issuer_key_hash": key_hash,
-                "serial_number": draw(
-                    st.one_of(
-                        st.integers(-(1 << 170), 1 << 170),
-                        st.sampled_from([c.serial_number for c in served] + [0, 1, -1]),
-                    )
-                ),
-            }
-        }
-        if draw(st.integers(0, 5)) == 0:
-            entry["single_request_extensions"] = _extensions(draw)
+    for _ in range(count):
+        odd = odd_request and _one_in(draw, 4)
+        # Now and then a CertID of the other CA we serve: unauthorized together.
+        entry_issuer = draw(st.sampled_from(served)) if _one_in(draw, 10) else issuer
+        entry: dict[str, object] = {"req_cert": _cert_id_fields(draw, entry_issuer, serials, odd)}
+        if odd and _one_in(draw, 3):
+            entry["single_request_extensions"] = _extensions(draw, odd)
         entries.append(entry)
     tbs: dict[str, object] = {"request_list": entries}
-    if draw(st.integers(0, 5)) == 0:
+    if odd_request and _one_in(draw, 5):
         tbs["version"] = draw(st.integers(0, 3))
-    if extensions := _extensions(draw):
+    if extensions := _extensions(draw, odd_request):
         tbs["request_extensions"] = extensions
     der = _request(**tbs)
-    damage = draw(st.sampled_from(["none", "none", "flip", "cut", "insert"]))
+    damage = draw(st.sampled_from(["none", "flip", "cut", "insert"])) if odd_request else "none"
     if damage == "none" or not der:
         return der
     at = draw(st.integers(0, len(der) - 1))
@@ -593,6 +605,7 @@ async def test_a_mangled_request_gets_an_ocsp_status_never_an_error(
     answer = await publishing.responder.answer(request)
     response = ocsp.load_der_ocsp_response(answer.der)
     assert response.response_status in OCSP_STATUSES
+    event(response.response_status.name)  # --hypothesis-show-statistics: how deep it got
     if response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL:
         verify_signature(response)
 
@@ -600,7 +613,7 @@ async def test_a_mangled_request_gets_an_ocsp_status_never_an_error(
 # -- lint -------------------------------------------------------------------------------------
 
 
-async def test_pkilint_finds_no_error_in_good_revoked_unknown_and_malformed_responses(
+async def test_pkilint_finds_no_error_in_good_revoked_unknown_several_and_malformed_responses(
     service: Service, keys: KeyPool, publishing: RevocationPublishing
 ) -> None:
     good = await issue(service, keys, 0)
@@ -614,6 +627,8 @@ async def test_pkilint_finds_no_error_in_good_revoked_unknown_and_malformed_resp
         for c in (good, revoked, unknown)
         for n in (None, random_nonce())
     ]
+    several = several_request([_cert_id(service, c) for c in (good, revoked, unknown)])
+    answers.append(await publishing.responder.answer(several))
     answers.append(await publishing.responder.answer(b"garbage"))
     for answer in answers:
         findings = ocsp_findings(answer.der)
