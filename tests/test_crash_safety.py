@@ -29,6 +29,7 @@ from cryptography.x509 import ocsp
 
 from est_ca.admin.access import Scope
 from est_ca.ca.certificates import CertificateStatus, Serial
+from est_ca.ca.publication import OCSP_PATH
 from est_ca.client import EstClient
 from est_ca.config import load_settings
 from est_ca.registration.orders import OrderStatus
@@ -294,7 +295,7 @@ async def check_publication(
                 continue
             certificate = x509.load_der_x509_certificate(record.der)
             async with session.post(
-                f"{base}/ocsp",
+                f"{base}{OCSP_PATH}",
                 data=ocsp_request(certificate, issuer),
                 headers={"Content-Type": "application/ocsp-request"},
             ) as reply:

@@ -27,6 +27,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 
 from est_ca.audit import AuditEvent
+from est_ca.ca.publication import OCSP_PATH
 from est_ca.clock import SettableClock
 from est_ca.registration.orders import Order, PlacedOrder
 from est_ca.server import Server
@@ -51,8 +52,8 @@ EST_PATHS = [
     "/admin/v1/identities",
 ]
 HTTP_PATHS = [
-    "/ocsp",
-    "/ocsp/",
+    OCSP_PATH,
+    OCSP_PATH + "/",
     "/crl/issuing.crl",
     "/crl/root.crl",
     "/cacert/issuing.cer",

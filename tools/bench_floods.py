@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
+from est_ca.ca.publication import OCSP_PATH
 from est_ca.client import encode_csr
 
 CVR = "99999999"
@@ -193,7 +194,7 @@ class Deployment:
         async with (
             aiohttp.ClientSession() as session,
             session.post(
-                f"http://127.0.0.1:{self.http}/ocsp",
+                f"http://127.0.0.1:{self.http}{OCSP_PATH}",
                 data=request,
                 headers={"Content-Type": "application/ocsp-request"},
             ) as response,

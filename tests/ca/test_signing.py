@@ -7,11 +7,18 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
-from est_ca.ca.signing import KeyFileSigner, SignatureScheme, draft_certificate, signed_with
+from est_ca.ca.signing import (
+    KeyFileSigner,
+    SignatureScheme,
+    draft_certificate,
+    signed_ocsp_response,
+    signed_with,
+)
 from est_ca.errors import ConfigurationError
 
 PSS_SHA256 = SignatureScheme(algorithm="rsassa-pss", hash="sha256", salt_length=32)
@@ -23,7 +30,7 @@ def ca_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(65537, 3072)
 
 
-def builder(key: rsa.RSAPrivateKey) -> x509.CertificateBuilder:
+def builder(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     return (
@@ -107,3 +114,53 @@ def test_a_damaged_key_file_is_refused_at_load(ca_key: rsa.RSAPrivateKey, tmp_pa
     )
     with pytest.raises(ConfigurationError, match="damaged"):
         KeyFileSigner.load(path, None)
+
+
+ECDSA_SHA256 = SignatureScheme(algorithm="ecdsa", hash="sha256")
+
+
+def _responder(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
+    return builder(key).sign(key, hashes.SHA256())
+
+
+def _single_response(serial: int, status: ocsp.OCSPCertStatus) -> ocsp.OCSPResponseBuilder:
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    return ocsp.OCSPResponseBuilder().add_response_by_hash(
+        issuer_name_hash=b"\x01" * 32,
+        issuer_key_hash=b"\x02" * 32,
+        serial_number=serial,
+        algorithm=hashes.SHA256(),
+        cert_status=status,
+        this_update=now,
+        next_update=now + dt.timedelta(hours=8),
+        revocation_time=now if status is ocsp.OCSPCertStatus.REVOKED else None,
+        revocation_reason=None,
+    )
+
+
+def test_an_ocsp_response_lists_every_single_response_in_order_under_one_signature() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    responder = _responder(key)
+    statuses = [ocsp.OCSPCertStatus.GOOD, ocsp.OCSPCertStatus.REVOKED, ocsp.OCSPCertStatus.UNKNOWN]
+    der = signed_ocsp_response(
+        [_single_response(serial, status) for serial, status in enumerate(statuses, 1)],
+        responder,
+        KeyFileSigner(key),
+        ECDSA_SHA256,
+        [x509.OCSPNonce(b"n" * 16)],
+    )
+    response = ocsp.load_der_ocsp_response(der)
+    assert [(s.serial_number, s.certificate_status) for s in response.responses] == list(
+        enumerate(statuses, 1)
+    )
+    assert response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == b"n" * 16
+    assert response.certificates == [responder]
+    key.public_key().verify(
+        response.signature, response.tbs_response_bytes, ec.ECDSA(hashes.SHA256())
+    )
+
+
+def test_an_ocsp_response_without_a_single_response_is_refused() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    with pytest.raises(ValueError, match="at least one"):
+        signed_ocsp_response([], _responder(key), KeyFileSigner(key), ECDSA_SHA256)

@@ -16,7 +16,7 @@ from cryptography.x509 import ocsp
 from est_ca.server import Server
 from est_ca.service import Service
 from tests.helpers import KeyPool, curl, post_ocsp
-from tests.revocation.helpers import issue, ocsp_request, random_nonce
+from tests.revocation.helpers import cert_id, issue, ocsp_request, random_nonce, several_request
 
 
 def max_age(headers: dict[str, str]) -> int:
@@ -101,6 +101,25 @@ async def test_ocsp_over_get_accepts_escaped_raw_and_url_safe_base64(
         f"If-None-Match: {response.headers['etag']}",
     )
     assert again.status == 304
+
+
+async def test_ocsp_for_several_certificates_is_never_cached_while_one_still_is(
+    server: Server, service: Service, keys: KeyPool
+) -> None:
+    """A pre-produced response answers one CertID; an answer to several is made for the asker."""
+    assert service.ca is not None
+    first = cert_id(await issue(service, keys, 0), service.ca.certificate)
+    second = cert_id(await issue(service, keys, 1), service.ca.certificate)
+    for ids, cached in (([first, second], False), ([first], True)):
+        path = quote(base64.b64encode(several_request(ids)).decode(), safe="")
+        response = await curl(f"{service.publication.ocsp_url}/{path}")
+        assert response.status == 200
+        parsed = ocsp.load_der_ocsp_response(response.body)
+        assert len(list(parsed.responses)) == len(ids)
+        assert ("public" in response.headers["cache-control"]) is cached
+        if not cached:
+            assert response.headers["cache-control"] == "no-store"
+            assert "etag" not in response.headers
 
 
 async def test_ocsp_get_with_garbage_is_a_malformed_request(

@@ -36,17 +36,18 @@ def write(tmp: Path, name: str, certificates: list[x509.Certificate]) -> Path:
     return path
 
 
-async def openssl_ocsp(service: Service, leaf: Path, tmp: Path, ca: CaMaterial) -> str:
+async def openssl_ocsp(service: Service, leaf: Path | list[Path], tmp: Path, ca: CaMaterial) -> str:
+    """`openssl ocsp` asking about `leaf` (several leaves: one request, one CertID each)."""
     require_tool("openssl")
     assert service.ca is not None
     issuer = write(tmp, "issuer.pem", [service.ca.certificate])
+    leaves = leaf if isinstance(leaf, list) else [leaf]
     result = await run(
         "openssl",
         "ocsp",
         "-issuer",
         issuer,
-        "-cert",
-        leaf,
+        *(option for path in leaves for option in ("-cert", path)),
         "-url",
         service.publication.ocsp_url,
         "-CAfile",
@@ -72,6 +73,22 @@ async def test_openssl_ocsp_reports_good_then_revoked_with_reason_and_verifies(
     assert f"{leaf}: revoked" in after
     assert "Reason: keyCompromise" in after
     assert "Revocation Time:" in after
+
+
+async def test_openssl_ocsp_asks_about_several_certificates_in_one_request(
+    server: Server, service: Service, keys: KeyPool, tmp_path: Path, ca_material: CaMaterial
+) -> None:
+    live = write(tmp_path, "live.pem", [await issue(service, keys, 0)])
+    revoked_certificate = await issue(service, keys, 1)
+    revoked = write(tmp_path, "revoked.pem", [revoked_certificate])
+    await service.revocations.revoke_certificate(
+        ADMIN, Serial(revoked_certificate.serial_number), RevocationReason.KEY_COMPROMISE
+    )
+    output = await openssl_ocsp(service, [live, revoked, live], tmp_path, ca_material)
+    assert "Response verify OK" in output
+    assert output.count(f"{live}: good") == 2
+    assert f"{revoked}: revoked" in output
+    assert "Reason: keyCompromise" in output
 
 
 async def test_openssl_verify_with_the_crl_accepts_live_and_rejects_revoked(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
+import hypothesis.strategies as st
 import pytest
 from asn1crypto import core
 from asn1crypto import ocsp as asn1_ocsp
@@ -14,15 +15,23 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from hypothesis import event, given
 
 from est_ca.ca.certificates import Serial
 from est_ca.clock import SettableClock
+from est_ca.revocation.ocsp import MAX_CERT_IDS
 from est_ca.revocation.publishing import RevocationPublishing
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.service import Service
 from tests.helpers import ADMIN, KeyPool
 from tests.lint import blocking, ocsp_findings
-from tests.revocation.helpers import issue, ocsp_request, random_nonce
+from tests.revocation.helpers import (
+    cert_id,
+    issue,
+    ocsp_request,
+    random_nonce,
+    several_request,
+)
 
 
 async def ask(publishing: RevocationPublishing, request: bytes) -> ocsp.OCSPResponse:
@@ -292,12 +301,103 @@ async def test_the_responder_certificate_is_replaced_before_it_expires(
     assert response.next_update_utc <= after.not_valid_after_utc
 
 
+# -- several CertIDs in one request ---------------------------------------------------------
+
+
+async def test_several_certids_are_answered_each_in_the_order_asked_under_one_signature(
+    service: Service, keys: KeyPool, publishing: RevocationPublishing
+) -> None:
+    good = await issue(service, keys, 0)
+    revoked = await issue(service, keys, 1)
+    await service.revocations.revoke_certificate(
+        ADMIN, Serial(revoked.serial_number), RevocationReason.KEY_COMPROMISE
+    )
+    never_issued = _with_serial(good, Serial.random().value)
+    asked = [good, revoked, never_issued, good]  # a duplicate is answered where it is listed
+    answer = await publishing.responder.answer(
+        several_request([_cert_id(service, certificate) for certificate in asked])
+    )
+    response = ocsp.load_der_ocsp_response(answer.der)
+    assert response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+    verify_signature(response)
+    assert [(single.serial_number, single.certificate_status) for single in response.responses] == [
+        (good.serial_number, ocsp.OCSPCertStatus.GOOD),
+        (revoked.serial_number, ocsp.OCSPCertStatus.REVOKED),
+        (never_issued.serial_number, ocsp.OCSPCertStatus.UNKNOWN),
+        (good.serial_number, ocsp.OCSPCertStatus.GOOD),
+    ]
+    [_, revoked_single, *_] = response.responses
+    assert revoked_single.revocation_reason is x509.ReasonFlags.key_compromise
+    assert not answer.cacheable
+
+
+async def test_a_nonce_beside_several_certids_is_echoed(
+    service: Service, keys: KeyPool, publishing: RevocationPublishing
+) -> None:
+    certificate = await issue(service, keys)
+    nonce = random_nonce()
+    cert_id = _cert_id(service, certificate)
+    response = await ask(publishing, several_request([cert_id, cert_id], nonce=nonce))
+    assert response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == nonce
+    assert len(list(response.responses)) == 2
+
+
+async def test_up_to_20_certids_are_answered_and_21_are_a_malformed_request(
+    service: Service, keys: KeyPool, publishing: RevocationPublishing
+) -> None:
+    cert_id = _cert_id(service, await issue(service, keys))
+    response = await ask(publishing, several_request([cert_id] * MAX_CERT_IDS))
+    assert response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL
+    assert len(list(response.responses)) == MAX_CERT_IDS == 20
+    too_many = await ask(publishing, several_request([cert_id] * (MAX_CERT_IDS + 1)))
+    assert too_many.response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+async def test_certids_of_two_cas_we_serve_in_one_request_are_unauthorized(
+    service: Service, keys: KeyPool, publishing: RevocationPublishing
+) -> None:
+    """Each CA's responder is authorized for that CA's certificates only (RFC 6960 4.2.2.2):
+    no one signature can answer for the issuing CA's and the root's certificates together."""
+    assert service.ca is not None
+    leaf = _cert_id(service, await issue(service, keys))
+    issuing_ca = _cert_id(service, service.ca.certificate, service.ca.root)
+    response = await ask(publishing, several_request([leaf, issuing_ca]))
+    assert response.response_status is ocsp.OCSPResponseStatus.UNAUTHORIZED
+
+
+async def test_a_foreign_issuers_certid_beside_ours_is_unknown_and_ours_answered(
+    service: Service, keys: KeyPool, publishing: RevocationPublishing
+) -> None:
+    certificate = await issue(service, keys)
+    foreign_issuer = _with_serial(certificate, 7)
+    foreign = _cert_id(service, certificate, foreign_issuer)
+    response = await ask(publishing, several_request([foreign, _cert_id(service, certificate)]))
+    assert [single.certificate_status for single in response.responses] == [
+        ocsp.OCSPCertStatus.UNKNOWN,
+        ocsp.OCSPCertStatus.GOOD,
+    ]
+    responder = verify_signature(response)
+    assert service.ca is not None
+    responder.verify_directly_issued_by(service.ca.certificate)
+
+
+async def test_a_single_certid_request_still_gets_the_pre_produced_response(
+    service: Service, keys: KeyPool, publishing: RevocationPublishing
+) -> None:
+    cert_id = _cert_id(service, await issue(service, keys))
+    await publishing.responder.answer(several_request([cert_id, cert_id]))
+    single = await publishing.responder.answer(several_request([cert_id]))
+    assert single.cacheable
+    assert (await publishing.responder.answer(several_request([cert_id]))).der == single.der
+
+
 # -- malformed requests ---------------------------------------------------------------------
 
 
-def _cert_id(service: Service, certificate: x509.Certificate) -> asn1_ocsp.CertId:
-    request = asn1_ocsp.OCSPRequest.load(ocsp_request(certificate, issuing(service)))
-    return request["tbs_request"]["request_list"][0]["req_cert"]
+def _cert_id(
+    service: Service, certificate: x509.Certificate, issuer: x509.Certificate | None = None
+) -> asn1_ocsp.CertId:
+    return cert_id(certificate, issuer or issuing(service))
 
 
 def _request(**tbs: object) -> bytes:
@@ -326,11 +426,32 @@ async def malformed_requests(service: Service, keys: KeyPool) -> dict[str, bytes
         "extn_value": core.ParsableOctetString(core.OctetString(b"x" * 16).dump()),
     }
     valid = ocsp_request(certificate, issuing(service))
+    long_hash = asn1_ocsp.CertId(
+        {
+            "hash_algorithm": {"algorithm": "sha1"},
+            "issuer_name_hash": b"\0" * 32,
+            "issuer_key_hash": cert_id["issuer_key_hash"].native,
+            "serial_number": certificate.serial_number,
+        }
+    )
+    negative = asn1_ocsp.CertId({**cert_id.native, "serial_number": -certificate.serial_number})
     return {
-        "two requests": _request(request_list=[{"req_cert": cert_id}, {"req_cert": cert_id}]),
+        f"{MAX_CERT_IDS + 1} requests": several_request([cert_id] * (MAX_CERT_IDS + 1)),
         "no request": _request(request_list=[]),
         "version 2": _request(version=1, request_list=[{"req_cert": cert_id}]),
         "md5 certid": _request(request_list=[{"req_cert": md5_id}]),
+        "sha1 certid with a 32-octet hash": _request(request_list=[{"req_cert": long_hash}]),
+        "sha1 certid with a 32-octet hash beside a sound one": several_request(
+            [cert_id, long_hash]
+        ),
+        "negative serial": _request(request_list=[{"req_cert": negative}]),
+        "unknown critical single request extension": _request(
+            request_list=[{"req_cert": cert_id, "single_request_extensions": [critical_unknown]}]
+        ),
+        "unknown critical extension beside several certids": _request(
+            request_list=[{"req_cert": cert_id}, {"req_cert": cert_id}],
+            request_extensions=[critical_unknown],
+        ),
         "unknown critical extension": _request(
             request_list=[{"req_cert": cert_id}], request_extensions=[critical_unknown]
         ),
@@ -344,20 +465,155 @@ async def malformed_requests(service: Service, keys: KeyPool) -> dict[str, bytes
     }
 
 
+MALFORMED = [
+    f"{MAX_CERT_IDS + 1} requests",
+    "no request",
+    "version 2",
+    "md5 certid",
+    "sha1 certid with a 32-octet hash",
+    "sha1 certid with a 32-octet hash beside a sound one",
+    "negative serial",
+    "unknown critical single request extension",
+    "unknown critical extension beside several certids",
+    "unknown critical extension",
+    "duplicate nonce",
+    "garbage",
+    "empty",
+    "trailing bytes",
+    "truncated",
+]
+
+
+@pytest.mark.parametrize("name", MALFORMED)
 async def test_every_malformed_request_gets_malformed_request(
-    service: Service, keys: KeyPool, publishing: RevocationPublishing
+    service: Service, keys: KeyPool, publishing: RevocationPublishing, name: str
 ) -> None:
-    for name, request in (await malformed_requests(service, keys)).items():
-        answer = await publishing.responder.answer(request)
-        response = ocsp.load_der_ocsp_response(answer.der)
-        assert response.response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST, name
-        assert not answer.cacheable
+    requests = await malformed_requests(service, keys)
+    assert sorted(requests) == sorted(MALFORMED)
+    answer = await publishing.responder.answer(requests[name])
+    response = ocsp.load_der_ocsp_response(answer.der)
+    assert response.response_status is ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+    assert not answer.cacheable
+
+
+_CERT_ID_HASHES: dict[str, hashes.HashAlgorithm] = {
+    "sha1": hashes.SHA1(),  # noqa: S303 - CertIDs name certificates; SHA-1 is RFC 5019's
+    "sha256": hashes.SHA256(),
+    "sha384": hashes.SHA384(),
+    "sha512": hashes.SHA512(),
+}
+HASH_ALGORITHMS = [*_CERT_ID_HASHES, "md5", "1.2.3.4.5"]
+OCSP_STATUSES = {
+    ocsp.OCSPResponseStatus.SUCCESSFUL,
+    ocsp.OCSPResponseStatus.MALFORMED_REQUEST,
+    ocsp.OCSPResponseStatus.UNAUTHORIZED,
+}
+
+
+def _one_in(draw: st.DrawFn, n: int) -> bool:
+    return draw(st.integers(1, n)) == 1
+
+
+def _extensions(draw: st.DrawFn, odd: bool) -> list[dict[str, object]]:
+    """A nonce; or nonces of any length, unknown extensions critical or not, duplicates."""
+    made: list[dict[str, object]] = []
+    for _ in range(draw(st.integers(0, 2 if odd else 1))):
+        if draw(st.booleans()) or not odd:
+            nonce = core.OctetString(draw(st.binary(min_size=0 if odd else 1, max_size=40)))
+            extn_id, value = "1.3.6.1.5.5.7.48.1.2", nonce.dump()  # id-pkix-ocsp-nonce
+        else:
+            extn_id, value = "1.3.6.1.4.1.99999." + str(draw(st.integers(0, 3))), draw(st.binary())
+        made.append(
+            {
+                "extn_id": extn_id,
+                "critical": odd and _one_in(draw, 3),
+                "extn_value": core.ParsableOctetString(value),
+            }
+        )
+    return made
+
+
+def _cert_id_fields(
+    draw: st.DrawFn, issuer: x509.Certificate, serials: list[int], odd: bool
+) -> object:
+    """A CertID of `issuer`, or an odd one: other hashes, algorithms and serials."""
+    algorithm = draw(st.sampled_from(HASH_ALGORITHMS if odd else list(_CERT_ID_HASHES)))
+    hashes_of = draw(st.sampled_from(["issuer", "right length", "any"])) if odd else "issuer"
+    if algorithm in _CERT_ID_HASHES and hashes_of == "issuer":
+        asked = ocsp.load_der_ocsp_request(
+            ocsp_request(issuer, issuer, algorithm=_CERT_ID_HASHES[algorithm])
+        )
+        name_hash, key_hash = asked.issuer_name_hash, asked.issuer_key_hash
+    elif algorithm in _CERT_ID_HASHES and hashes_of == "right length":
+        size = _CERT_ID_HASHES[algorithm].digest_size
+        name_hash = draw(st.binary(min_size=size, max_size=size))
+        key_hash = draw(st.binary(min_size=size, max_size=size))
+    else:
+        name_hash, key_hash = draw(st.binary(max_size=70)), draw(st.binary(max_size=70))
+    serial = draw(
+        st.integers(-(1 << 170), 1 << 170) if odd else st.sampled_from([*serials, 0, 1, 7])
+    )
+    return {
+        "hash_algorithm": {"algorithm": algorithm},
+        "issuer_name_hash": name_hash,
+        "issuer_key_hash": key_hash,
+        "serial_number": serial,
+    }
+
+
+def _mangled_request(draw: st.DrawFn, served: list[x509.Certificate]) -> bytes:
+    """A request put together from odd parts, then perhaps damaged byte by byte."""
+    serials = [certificate.serial_number for certificate in served]
+    issuer = draw(st.sampled_from(served))
+    count = 0 if _one_in(draw, 20) else draw(st.integers(1, MAX_CERT_IDS + 1))
+    odd_request = _one_in(draw, 3)
+    entries = []
+    for _ in range(count):
+        odd = odd_request and _one_in(draw, 4)
+        # Now and then a CertID of the other CA we serve: unauthorized together.
+        entry_issuer = draw(st.sampled_from(served)) if _one_in(draw, 10) else issuer
+        entry: dict[str, object] = {"req_cert": _cert_id_fields(draw, entry_issuer, serials, odd)}
+        if odd and _one_in(draw, 3):
+            entry["single_request_extensions"] = _extensions(draw, odd)
+        entries.append(entry)
+    tbs: dict[str, object] = {"request_list": entries}
+    if odd_request and _one_in(draw, 5):
+        tbs["version"] = draw(st.integers(0, 3))
+    if extensions := _extensions(draw, odd_request):
+        tbs["request_extensions"] = extensions
+    der = _request(**tbs)
+    damage = draw(st.sampled_from(["none", "flip", "cut", "insert"])) if odd_request else "none"
+    if damage == "none" or not der:
+        return der
+    at = draw(st.integers(0, len(der) - 1))
+    if damage == "flip":
+        return der[:at] + bytes([der[at] ^ draw(st.integers(1, 255))]) + der[at + 1 :]
+    if damage == "cut":
+        return der[:at]
+    return der[:at] + draw(st.binary(min_size=1, max_size=8)) + der[at:]
+
+
+@given(data=st.data())
+async def test_a_mangled_request_gets_an_ocsp_status_never_an_error(
+    service: Service, publishing: RevocationPublishing, data: st.DataObject
+) -> None:
+    """Whatever arrives: a signed successful response or an OCSP error status, never a crash
+    (which the HTTP layer would turn into a 500)."""
+    assert service.ca is not None
+    served = [service.ca.certificate, service.ca.root]
+    request = _mangled_request(data.draw, served)
+    answer = await publishing.responder.answer(request)
+    response = ocsp.load_der_ocsp_response(answer.der)
+    assert response.response_status in OCSP_STATUSES
+    event(response.response_status.name)  # --hypothesis-show-statistics: how deep it got
+    if response.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL:
+        verify_signature(response)
 
 
 # -- lint -------------------------------------------------------------------------------------
 
 
-async def test_pkilint_finds_no_error_in_good_revoked_unknown_and_malformed_responses(
+async def test_pkilint_finds_no_error_in_good_revoked_unknown_several_and_malformed_responses(
     service: Service, keys: KeyPool, publishing: RevocationPublishing
 ) -> None:
     good = await issue(service, keys, 0)
@@ -371,6 +627,8 @@ async def test_pkilint_finds_no_error_in_good_revoked_unknown_and_malformed_resp
         for c in (good, revoked, unknown)
         for n in (None, random_nonce())
     ]
+    several = several_request([_cert_id(service, c) for c in (good, revoked, unknown)])
+    answers.append(await publishing.responder.answer(several))
     answers.append(await publishing.responder.answer(b"garbage"))
     for answer in answers:
         findings = ocsp_findings(answer.der)

@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -266,30 +267,41 @@ def _throwaway_responder(kind: str) -> x509.Certificate:
 
 
 def signed_ocsp_response(
-    builder: ocsp.OCSPResponseBuilder,
+    single_responses: Sequence[ocsp.OCSPResponseBuilder],
     responder: x509.Certificate,
     signer: Signer,
     scheme: SignatureScheme,
+    extensions: Sequence[x509.ExtensionType] = (),
 ) -> bytes:
     """A successful OCSP response, signed by `signer` for the responder certificate: DER.
 
-    cryptography's builder insists on signing with the responder certificate's own key, so the
-    draft names a throwaway responder; its responderID (by key hash) and certificate are then
+    Each builder holds one SingleResponse (cryptography's builder takes no more, RFC 6960
+    allows a list): each is drafted alone and asn1crypto lists them, in order, in one
+    ResponseData with `extensions` (the nonce) as its responseExtensions.
+    cryptography's builder also insists on signing with the responder certificate's own key, so
+    the drafts name a throwaway responder; its responderID (by key hash) and certificate are then
     replaced with the real responder's before the real signature is made over the result.
     OCSPResponseBuilder cannot state RSASSA-PSS parameters: OCSP schemes are ECDSA or PKCS#1.
     """
     if scheme.algorithm == "rsassa-pss":
         raise ValueError("OCSP responses are signed with ECDSA or RSA PKCS#1 v1.5")
+    if not single_responses:
+        raise ValueError("an OCSP response answers at least one CertID")
     kind = "ecdsa" if scheme.algorithm == "ecdsa" else "rsa"
     stand_in = _throwaway_responder(kind)
-    draft = (
-        builder.responder_id(ocsp.OCSPResponderEncoding.HASH, stand_in)
-        .certificates([stand_in])
-        .sign(scheme.throwaway_key(), scheme.hash_algorithm())
-    )
-    parsed = asn1_ocsp.OCSPResponse.load(draft.public_bytes(serialization.Encoding.DER))
-    basic = parsed["response_bytes"]["response"].parsed
+    first, *others = single_responses
+    for extension in extensions:
+        first = first.add_extension(extension, critical=False)
+    drafts = [_draft_ocsp_response(b, stand_in, scheme) for b in (first, *others)]
+    basic = drafts[0]["response_bytes"]["response"].parsed
     tbs_response = basic["tbs_response_data"]
+    if others:
+        tbs_response["responses"] = asn1_ocsp.Responses(
+            [
+                draft["response_bytes"]["response"].parsed["tbs_response_data"]["responses"][0]
+                for draft in drafts
+            ]
+        )
     key_bits = subject_public_key_bits(public_key_der(responder.public_key()))
     tbs_response["responder_id"] = asn1_ocsp.ResponderId(
         name="by_key",
@@ -322,3 +334,15 @@ def signed_ocsp_response(
     if ocsp.load_der_ocsp_response(assembled).tbs_response_bytes != tbs:
         raise ValueError("assembling the OCSP response changed its TBS bytes")
     return assembled
+
+
+def _draft_ocsp_response(
+    builder: ocsp.OCSPResponseBuilder, stand_in: x509.Certificate, scheme: SignatureScheme
+) -> asn1_ocsp.OCSPResponse:
+    """The builder's response signed with a throwaway key and its stand-in certificate."""
+    draft = (
+        builder.responder_id(ocsp.OCSPResponderEncoding.HASH, stand_in)
+        .certificates([stand_in])
+        .sign(scheme.throwaway_key(), scheme.hash_algorithm())
+    )
+    return asn1_ocsp.OCSPResponse.load(draft.public_bytes(serialization.Encoding.DER))

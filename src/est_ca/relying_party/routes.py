@@ -14,6 +14,7 @@ from urllib.parse import unquote
 
 from aiohttp import hdrs, web
 
+from est_ca.ca.publication import OCSP_PATH
 from est_ca.clock import Clock
 from est_ca.errors import Unavailable
 from est_ca.revocation.ocsp import OcspAnswer, malformed_response
@@ -21,7 +22,6 @@ from est_ca.revocation.publishing import RevocationPublishing
 from est_ca.web.inputs import read_body, require_content_type
 from est_ca.web.middleware import MAX_BODY_BYTES
 
-OCSP_PATH = "/ocsp"
 OCSP_REQUEST = "application/ocsp-request"
 OCSP_RESPONSE = "application/ocsp-response"
 PUBLISHING = web.AppKey("revocation_publishing", RevocationPublishing)

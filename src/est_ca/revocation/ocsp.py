@@ -3,13 +3,19 @@
 
 - "good" only for certificates we issued and recorded; "revoked" with time and reason;
   "unknown" for serials we never issued and for issuers we do not serve (RFC 6960 2.2).
-- A request is one CertID (SHA-1, SHA-256, SHA-384 or SHA-512), optionally a nonce of 1..32
-  octets; anything else (several CertIDs, another version, an unknown critical extension,
-  another hash, trailing bytes) is malformedRequest.
-- Responses without a nonce are cached per CertID (hash algorithm, issuer name hash, issuer
-  key hash, serial: a response names the CertID it answers, so nothing less may share one) and
-  re-signed at half their validity (at most 4 days after thisUpdate); a revocation drops the
-  cache at once.
+- A request is 1 to MAX_CERT_IDS CertIDs (SHA-1, SHA-256, SHA-384 or SHA-512, hashes of that
+  length, a serial of at least 0), optionally a nonce of 1..32 octets; anything else (another
+  version, an unknown critical extension in the request or in one CertID, duplicate
+  extensions, another hash, not DER, trailing bytes) is malformedRequest.
+- One response answers every CertID, in the order asked, under one signature. A responder
+  is authorized for its own CA's certificates only (RFC 6960 4.2.2.2), so CertIDs naming two
+  CAs we serve get `unauthorized`; CertIDs of issuers we do not serve are "unknown" beside
+  the served CA's, as alone (RFC 6960 2.2). (`openssl ocsp` then prints every status but
+  cannot verify the response: it wants all CertIDs of one issuer.)
+- Responses to one CertID without a nonce are cached per CertID (hash algorithm, issuer name
+  hash, issuer key hash, serial: a response names the CertID it answers, so nothing less may
+  share one) and re-signed at half their validity (at most 4 days after thisUpdate); a
+  revocation drops the cache at once. Several CertIDs are answered fresh and never cached.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
+from asn1crypto import ocsp as asn1_ocsp
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
@@ -31,10 +38,13 @@ from est_ca.clock import Clock
 from est_ca.errors import BadRequest
 from est_ca.revocation.issuers import CERT_ID_HASHES
 from est_ca.revocation.responders import RESPONDER_SCHEME, ResponderKeeper
-from est_ca.store.store import Store
+from est_ca.store.store import Store, StoreTx
 from est_ca.workers import Workers
 
 MAX_NONCE_OCTETS = 32
+# CertIDs in one request: enough for a chain or a client's batch, few enough that one request
+# cannot buy much signing and database work.
+MAX_CERT_IDS = 20
 MAX_REFRESH = dt.timedelta(days=4)
 CACHE_ENTRIES = 200_000
 _HASHES: dict[str, hashes.HashAlgorithm] = {
@@ -45,8 +55,9 @@ _HASHES: dict[str, hashes.HashAlgorithm] = {
 }
 
 
-# (hash algorithm, issuer name hash, issuer key hash, serial): what a response answers.
-CertId = tuple[str, bytes, bytes, int]
+# What asn1crypto raises on damaged input, seen by fuzzing (tests/revocation/test_ocsp.py): it
+# is not hardened against hostile bytes, so every decoding failure is a malformed request.
+_DECODE_ERRORS = (ValueError, TypeError, OverflowError, AttributeError, KeyError, IndexError)
 
 
 class MalformedOcspRequest(BadRequest):
@@ -54,16 +65,19 @@ class MalformedOcspRequest(BadRequest):
 
 
 @dataclasses.dataclass(frozen=True)
-class OcspQuery:
+class CertId:
+    """What a SingleResponse answers: a response names the exact CertID it was asked."""
+
     hash_name: str
     issuer_name_hash: bytes
     issuer_key_hash: bytes
     serial_number: int
-    nonce: bytes | None
 
-    @property
-    def cert_id(self) -> CertId:
-        return (self.hash_name, self.issuer_name_hash, self.issuer_key_hash, self.serial_number)
+
+@dataclasses.dataclass(frozen=True)
+class OcspQuery:
+    cert_ids: tuple[CertId, ...]
+    nonce: bytes | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,45 +96,81 @@ class OcspAnswer:
 
 
 def parse_request(der: bytes) -> OcspQuery:
-    """One CertID and at most a nonce; every other shape is malformedRequest."""
+    """1 to MAX_CERT_IDS CertIDs and at most a nonce; every other shape is malformedRequest."""
     try:
-        request = ocsp.load_der_ocsp_request(der)
-    except (ValueError, NotImplementedError) as exc:  # NotImplemented: several CertIDs
-        raise MalformedOcspRequest(f"not a single-certificate OCSP request: {exc}") from exc
-    try:
-        algorithm = request.hash_algorithm
-    except UnsupportedAlgorithm as exc:
-        raise MalformedOcspRequest("the CertID hash algorithm is not supported") from exc
-    if algorithm.name not in CERT_ID_HASHES:
-        raise MalformedOcspRequest(f"the CertID hash {algorithm.name} is not supported")
-    try:
-        extensions = request.extensions
-    except (ValueError, x509.DuplicateExtension) as exc:
-        raise MalformedOcspRequest(f"the request's extensions are malformed: {exc}") from exc
-    nonce: bytes | None = None
-    for extension in extensions:
-        if isinstance(extension.value, x509.OCSPNonce):
-            nonce = extension.value.nonce
-            if not 1 <= len(nonce) <= MAX_NONCE_OCTETS:
-                raise MalformedOcspRequest(
-                    f"a nonce has 1 to {MAX_NONCE_OCTETS} octets (RFC 8954), not {len(nonce)}"
-                )
-        elif extension.critical:
-            raise MalformedOcspRequest(
-                f"unknown critical extension {extension.oid.dotted_string} in the request"
-            )
-    return OcspQuery(
-        hash_name=algorithm.name,
-        issuer_name_hash=request.issuer_name_hash,
-        issuer_key_hash=request.issuer_key_hash,
-        serial_number=request.serial_number,
-        nonce=nonce,
+        request = asn1_ocsp.OCSPRequest.load(der, strict=True)
+        fields = request.native  # decodes everything now: damage shows here, not later
+        canonical = request.dump(force=True)
+    except _DECODE_ERRORS as exc:
+        raise MalformedOcspRequest(f"not an OCSP request: {exc}") from exc
+    if canonical != der:
+        raise MalformedOcspRequest("the request is not DER")
+    tbs = fields["tbs_request"]
+    if tbs["version"] != "v1":
+        raise MalformedOcspRequest(f"OCSP request version {tbs['version']} is not v1")
+    entries = tbs["request_list"]
+    if not 1 <= len(entries) <= MAX_CERT_IDS:
+        raise MalformedOcspRequest(
+            f"a request asks about 1 to {MAX_CERT_IDS} certificates, not {len(entries)}"
+        )
+    extensions = _extensions(tbs["request_extensions"], understood={"nonce"})
+    nonce = extensions.get("nonce")
+    if nonce is not None and not 1 <= len(nonce) <= MAX_NONCE_OCTETS:
+        raise MalformedOcspRequest(
+            f"a nonce has 1 to {MAX_NONCE_OCTETS} octets (RFC 8954), not {len(nonce)}"
+        )
+    cert_ids = []
+    for entry in entries:
+        _extensions(entry["single_request_extensions"], understood=set())
+        cert_ids.append(_cert_id(entry["req_cert"]))
+    return OcspQuery(cert_ids=tuple(cert_ids), nonce=nonce)
+
+
+def _cert_id(fields: dict[str, Any]) -> CertId:
+    hash_name = fields["hash_algorithm"]["algorithm"]
+    if hash_name not in CERT_ID_HASHES:
+        raise MalformedOcspRequest(f"the CertID hash {hash_name} is not supported")
+    digest_size = _HASHES[hash_name].digest_size
+    cert_id = CertId(
+        hash_name=hash_name,
+        issuer_name_hash=fields["issuer_name_hash"],
+        issuer_key_hash=fields["issuer_key_hash"],
+        serial_number=fields["serial_number"],
     )
+    if not len(cert_id.issuer_name_hash) == len(cert_id.issuer_key_hash) == digest_size:
+        raise MalformedOcspRequest(f"a {hash_name} CertID has hashes of {digest_size} octets")
+    if cert_id.serial_number < 0:
+        raise MalformedOcspRequest("a CertID's serial number is negative")
+    return cert_id
+
+
+def _extensions(extensions: list[dict[str, Any]] | None, understood: set[str]) -> dict[str, Any]:
+    """The understood extensions' values; an unknown one is ignored unless it is critical
+    (RFC 6960 4.4), and none may appear twice."""
+    values: dict[str, Any] = {}
+    seen: set[str] = set()
+    for extension in extensions or ():
+        name = extension["extn_id"]
+        if name in seen:
+            raise MalformedOcspRequest(f"extension {name} appears twice")
+        seen.add(name)
+        if name in understood:
+            values[name] = extension["extn_value"]
+        elif extension["critical"]:
+            raise MalformedOcspRequest(f"unknown critical extension {name} in the request")
+    return values
 
 
 def malformed_response() -> bytes:
     return ocsp.OCSPResponseBuilder.build_unsuccessful(
         ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+    ).public_bytes(serialization.Encoding.DER)
+
+
+def unauthorized_response() -> bytes:
+    """For CertIDs of several CAs we serve: no one responder may answer for all of them."""
+    return ocsp.OCSPResponseBuilder.build_unsuccessful(
+        ocsp.OCSPResponseStatus.UNAUTHORIZED
     ).public_bytes(serialization.Encoding.DER)
 
 
@@ -165,30 +215,51 @@ class OcspResponder:
             query = parse_request(request_der)
         except MalformedOcspRequest:
             return OcspAnswer(der=malformed_response(), cacheable=False)
-        keeper = self._keeper_for(query)
-        key = query.cert_id
-        if query.nonce is None:
+        keepers = [self._keeper_for(cert_id) for cert_id in query.cert_ids]
+        served = {keeper for keeper in keepers if keeper is not None}
+        if len(served) > 1:
+            return OcspAnswer(der=unauthorized_response(), cacheable=False)
+        # The served CA's responder; for issuers we do not serve only, the first ("unknown").
+        responding = next(iter(served), self._keepers[0])
+        cacheable = query.nonce is None and len(query.cert_ids) == 1
+        key = query.cert_ids[0]
+        if cacheable:
             cached = self._cache.get(key)
             if cached is not None and cached.refresh_at and self._clock.now() < cached.refresh_at:
                 self._cache.move_to_end(key)
                 return cached
         generation = self._generation
-        status = await self._status(keeper, query.serial_number)
-        answer = await self._sign(keeper or self._keepers[0], query, status)
-        if query.nonce is None and generation == self._generation:
+        statuses = await self._statuses(keepers, query.cert_ids)
+        answer = await self._sign(responding, query, statuses, cacheable)
+        if cacheable and generation == self._generation:
             self._cache[key] = answer
             if len(self._cache) > CACHE_ENTRIES:
                 self._cache.popitem(last=False)
         return answer
 
-    def _keeper_for(self, query: OcspQuery) -> ResponderKeeper | None:
+    def _keeper_for(self, cert_id: CertId) -> ResponderKeeper | None:
         for keeper in self._keepers:
-            hashes_ = keeper.issuer.cert_id_hashes.get(query.hash_name)
-            if hashes_ == (query.issuer_name_hash, query.issuer_key_hash):
+            hashes_ = keeper.issuer.cert_id_hashes.get(cert_id.hash_name)
+            if hashes_ == (cert_id.issuer_name_hash, cert_id.issuer_key_hash):
                 return keeper
         return None
 
-    async def _status(self, keeper: ResponderKeeper | None, serial_number: int) -> _Status:
+    async def _statuses(
+        self, keepers: Sequence[ResponderKeeper | None], cert_ids: Sequence[CertId]
+    ) -> list[_Status]:
+        """Each CertID's status, all read in one transaction (one per CertID made 20 CertIDs
+        cost 20 transactions: most of the answer's time)."""
+        if all(keeper is None for keeper in keepers):
+            return [_UNKNOWN] * len(cert_ids)  # issuers we do not serve
+        async with self._store.read() as tx:
+            return [
+                await self._status(tx, keeper, cert_id.serial_number)
+                for keeper, cert_id in zip(keepers, cert_ids, strict=True)
+            ]
+
+    async def _status(
+        self, tx: StoreTx, keeper: ResponderKeeper | None, serial_number: int
+    ) -> _Status:
         if keeper is None:
             return _UNKNOWN  # an issuer we do not serve
         try:
@@ -197,10 +268,8 @@ class OcspResponder:
             return _UNKNOWN
         issuer = keeper.issuer
         if issuer.lists_subscribers:
-            async with self._store.read() as tx:
-                record = await tx.get_certificate(serial)
-                is_responder = await tx.is_ocsp_responder(issuer.key_id, serial)
-            if is_responder:
+            record = await tx.get_certificate(serial)
+            if await tx.is_ocsp_responder(issuer.key_id, serial):
                 return _GOOD
             if record is None or record.status in (
                 CertificateStatus.RESERVED,
@@ -224,38 +293,46 @@ class OcspResponder:
         }
         if serial_number in issued_by_root:
             return _GOOD
-        async with self._store.read() as tx:
-            if await tx.is_ocsp_responder(issuer.key_id, serial):
-                return _GOOD
+        if await tx.is_ocsp_responder(issuer.key_id, serial):
+            return _GOOD
         return _UNKNOWN
 
-    async def _sign(self, keeper: ResponderKeeper, query: OcspQuery, status: _Status) -> OcspAnswer:
+    async def _sign(
+        self,
+        keeper: ResponderKeeper,
+        query: OcspQuery,
+        statuses: Sequence[_Status],
+        cacheable: bool,
+    ) -> OcspAnswer:
         credential = keeper.current
         now = self._clock.now()
         next_update = min(now + self._validity, credential.not_after)
-        builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
-            issuer_name_hash=query.issuer_name_hash,
-            issuer_key_hash=query.issuer_key_hash,
-            serial_number=query.serial_number,
-            algorithm=_HASHES[query.hash_name],
-            cert_status=status.status,
-            this_update=now,
-            next_update=next_update,
-            revocation_time=status.revoked_at,
-            revocation_reason=status.reason,
-        )
-        if query.nonce is not None:
-            builder = builder.add_extension(x509.OCSPNonce(query.nonce), critical=False)
+        single_responses = [
+            ocsp.OCSPResponseBuilder().add_response_by_hash(
+                issuer_name_hash=cert_id.issuer_name_hash,
+                issuer_key_hash=cert_id.issuer_key_hash,
+                serial_number=cert_id.serial_number,
+                algorithm=_HASHES[cert_id.hash_name],
+                cert_status=status.status,
+                this_update=now,
+                next_update=next_update,
+                revocation_time=status.revoked_at,
+                revocation_reason=status.reason,
+            )
+            for cert_id, status in zip(query.cert_ids, statuses, strict=True)
+        ]
+        extensions = [] if query.nonce is None else [x509.OCSPNonce(query.nonce)]
         der = await self._workers.run(
             signed_ocsp_response,
-            builder,
+            single_responses,
             credential.certificate,
             credential.signer,
             RESPONDER_SCHEME,
+            extensions,
         )
         return OcspAnswer(
             der=der,
-            cacheable=query.nonce is None,
+            cacheable=cacheable,
             this_update=now,
             next_update=next_update,
             refresh_at=now + self._refresh_after,

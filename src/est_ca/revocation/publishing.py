@@ -91,8 +91,11 @@ class RevocationPublishing:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
+            # arrives just as the event is set, and the task would then never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll.total_seconds())
+                async with asyncio.timeout(self._poll.total_seconds()):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.check()
