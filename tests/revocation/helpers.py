@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import secrets
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
+from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyId, Serial
+from est_ca.revocation.reasons import RevocationReason
 from est_ca.service import Service
 from tests.helpers import KeyPool, csr_der, make_csr, new_order, new_system
 
@@ -42,3 +46,42 @@ def ocsp_request(
 
 def random_nonce(octets: int = 16) -> bytes:
     return os.urandom(octets)
+
+
+# A CA this service does not serve; its certificates share the store with ours.
+OTHER_ISSUER = KeyId("ab" * 20)
+
+
+async def record_under_other_issuer(
+    service: Service, serial: Serial, *, revoked: bool = False
+) -> None:
+    """Record an issued (and perhaps revoked) certificate of OTHER_ISSUER with `serial`,
+    directly through the store, as a second CA's issuance would."""
+    identity = await new_system(service, f"other-{serial.hex[:12]}")
+    now = service.clock.now()
+    async with service.store.write() as tx:
+        await tx.insert_reservation(
+            CertificateRecord(
+                serial=serial,
+                issuer_key_id=OTHER_ISSUER,
+                identity_id=identity.id,
+                order_id=None,
+                renewal_of=None,
+                profile="system",
+                status=CertificateStatus.RESERVED,
+                public_key_sha256=secrets.token_hex(32),
+                created_at=now,
+            )
+        )
+        await tx.mark_issued(
+            OTHER_ISSUER,
+            serial,
+            der=b"issued by another CA",
+            not_before=now - dt.timedelta(days=1),
+            not_after=now + dt.timedelta(days=30),
+            issued_at=now,
+        )
+        if revoked:
+            await tx.revoke_certificate(
+                OTHER_ISSUER, serial, reason=RevocationReason.KEY_COMPROMISE, at=now
+            )
