@@ -54,9 +54,7 @@ async def stored_order(store: Store) -> tuple[Identity, Order]:
     return identity, order
 
 
-def reservation(
-    identity: Identity, serial: Serial, issuer: KeyId = ISSUER
-) -> CertificateRecord:
+def reservation(identity: Identity, serial: Serial, issuer: KeyId = ISSUER) -> CertificateRecord:
     return CertificateRecord(
         serial=serial,
         issuer_key_id=issuer,
@@ -158,9 +156,15 @@ async def test_a_certificate_is_revoked_only_once(store: Store) -> None:
     serial = Serial.random()
     async with store.write() as tx:
         await tx.insert_reservation(reservation(identity, serial))
-        assert await tx.mark_issued(ISSUER, serial, der=b"x", not_before=NOW, not_after=NOW, issued_at=NOW)
-        assert await tx.revoke_certificate(ISSUER, serial, reason=RevocationReason.UNSPECIFIED, at=NOW)
-        assert not await tx.revoke_certificate(ISSUER, serial, reason=RevocationReason.UNSPECIFIED, at=NOW)
+        assert await tx.mark_issued(
+            ISSUER, serial, der=b"x", not_before=NOW, not_after=NOW, issued_at=NOW
+        )
+        assert await tx.revoke_certificate(
+            ISSUER, serial, reason=RevocationReason.UNSPECIFIED, at=NOW
+        )
+        assert not await tx.revoke_certificate(
+            ISSUER, serial, reason=RevocationReason.UNSPECIFIED, at=NOW
+        )
 
 
 @pytest.mark.parametrize("reason", list(RevocationReason))
@@ -173,7 +177,11 @@ async def test_a_revocation_reason_comes_back_as_the_reason(
         await tx.insert_reservation(reservation(identity, serial))
         await tx.mark_issued(
             ISSUER,
-            serial, der=b"x", not_before=NOW, not_after=NOW + dt.timedelta(days=1), issued_at=NOW
+            serial,
+            der=b"x",
+            not_before=NOW,
+            not_after=NOW + dt.timedelta(days=1),
+            issued_at=NOW,
         )
         await tx.revoke_certificate(ISSUER, serial, reason=reason, at=NOW)
     async with store.read() as tx:

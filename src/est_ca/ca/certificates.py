@@ -83,11 +83,7 @@ class KeyId:
     hex: str
 
     def __post_init__(self) -> None:
-        if (
-            not 2 <= len(self.hex) <= 128
-            or len(self.hex) % 2
-            or not set(self.hex) <= _HEX_DIGITS
-        ):
+        if not 2 <= len(self.hex) <= 128 or len(self.hex) % 2 or not set(self.hex) <= _HEX_DIGITS:
             raise BadRequest(
                 f"not a key identifier: {self.hex[:64]!r}; give it in lower-case hexadecimal",
                 field="issuer",

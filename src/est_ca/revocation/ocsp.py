@@ -198,7 +198,7 @@ class OcspResponder:
         issuer = keeper.issuer
         if issuer.lists_subscribers:
             async with self._store.read() as tx:
-                record = await tx.get_certificate(serial)
+                record = await tx.get_certificate(issuer.ca.key_id, serial)
                 is_responder = await tx.is_ocsp_responder(issuer.key_id, serial)
             if is_responder:
                 return _GOOD
