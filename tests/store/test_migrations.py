@@ -188,8 +188,10 @@ async def test_existing_certificates_get_the_issuer_their_der_names_or_the_issui
         async with store.read() as tx:
             from_der = await tx.get_certificate(old_ca_id, signed)
             from_ca = await tx.get_certificate(issuing_ca_id, reserved)
-        assert from_der is not None and from_der.status.value == "issued"
-        assert from_ca is not None and from_ca.status.value == "abandoned"
+        assert from_der is not None
+        assert from_der.status.value == "issued"
+        assert from_ca is not None
+        assert from_ca.status.value == "abandoned"
     finally:
         await store.close()
 

@@ -254,8 +254,10 @@ async def test_one_serial_can_be_recorded_under_two_issuers(store: Store) -> Non
         ours = await tx.get_certificate(ISSUER, serial)
         theirs = await tx.get_certificate(OTHER_ISSUER, serial)
         both = await tx.certificates_with_serial(serial)
-    assert ours is not None and ours.issuer_key_id == ISSUER
-    assert theirs is not None and theirs.issuer_key_id == OTHER_ISSUER
+    assert ours is not None
+    assert ours.issuer_key_id == ISSUER
+    assert theirs is not None
+    assert theirs.issuer_key_id == OTHER_ISSUER
     assert {record.issuer_key_id for record in both} == {ISSUER, OTHER_ISSUER}
 
 
@@ -274,7 +276,8 @@ async def test_revoking_a_serial_under_one_issuer_leaves_the_other_issuers_certi
         ours = await tx.get_certificate(ISSUER, serial)
         ours_on_crl = [entry async for entry in tx.revoked_entries(ISSUER, NOW)]
         theirs_on_crl = [entry async for entry in tx.revoked_entries(OTHER_ISSUER, NOW)]
-    assert ours is not None and ours.status is CertificateStatus.ISSUED
+    assert ours is not None
+    assert ours.status is CertificateStatus.ISSUED
     assert ours_on_crl == []
     assert [entry.serial for entry in theirs_on_crl] == [serial]
 
