@@ -8,7 +8,9 @@ import secrets
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
+from cryptography.x509.oid import NameOID
 
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyId, Serial
 from est_ca.revocation.reasons import RevocationReason
@@ -76,7 +78,7 @@ async def record_under_other_issuer(
         await tx.mark_issued(
             OTHER_ISSUER,
             serial,
-            der=b"issued by another CA",
+            der=_stand_in(serial, now),
             not_before=now - dt.timedelta(days=1),
             not_after=now + dt.timedelta(days=30),
             issued_at=now,
@@ -85,3 +87,20 @@ async def record_under_other_issuer(
             await tx.revoke_certificate(
                 OTHER_ISSUER, serial, reason=RevocationReason.KEY_COMPROMISE, at=now
             )
+
+
+def _stand_in(serial: Serial, now: dt.datetime) -> bytes:
+    """A real certificate with `serial`, for views that parse the stored DER."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "another CA's subscriber")])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(serial.value)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
