@@ -13,7 +13,13 @@ from collections.abc import Sequence
 
 from est_ca.admin.access import Principal, Scope
 from est_ca.audit import AuditEvent, Outcome
-from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyId, Serial
+from est_ca.ca.certificates import (
+    CertificateRecord,
+    CertificateStatus,
+    KeyId,
+    Serial,
+    several_issuers,
+)
 from est_ca.clock import Clock
 from est_ca.errors import EstCaError, NotFound
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
@@ -332,8 +338,19 @@ class Administration:
     async def _visible_certificate(
         self, principal: Principal, serial: Serial, issuer: KeyId | None = None
     ) -> CertificateRecord:
-        record = await self._registry.get_certificate(serial, issuer=issuer)
-        identity = await self._registry.get_identity(record.identity_id)
-        if not principal.may_see(identity):
+        """The certificate if the principal may see it; a serial given alone must name one
+        certificate among those it may see (a confined token learns nothing of the others)."""
+        if issuer is not None:
+            candidates = [await self._registry.get_certificate(serial, issuer=issuer)]
+        else:
+            candidates = await self._registry.certificates_with_serial(serial)
+        visible = [
+            record
+            for record in candidates
+            if principal.may_see(await self._registry.get_identity(record.identity_id))
+        ]
+        if not visible:
             raise NotFound(f"no certificate with serial {serial}")
-        return record
+        if len(visible) > 1:
+            raise several_issuers(serial, visible)
+        return visible[0]

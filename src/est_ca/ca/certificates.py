@@ -9,7 +9,7 @@ import string
 import uuid
 from enum import StrEnum
 
-from est_ca.errors import BadRequest
+from est_ca.errors import BadRequest, Conflict
 from est_ca.revocation.reasons import RevocationReason
 
 SERIAL_BYTES = 20
@@ -100,6 +100,15 @@ class KeyId:
 
     def __str__(self) -> str:
         return self.hex
+
+
+def several_issuers(serial: Serial, records: list[CertificateRecord]) -> Conflict:
+    """A serial given alone that several CAs issued: the administrator names the CA."""
+    issuers = ", ".join(record.issuer_key_id.hex for record in records)
+    return Conflict(
+        f"serial {serial} names certificates of {len(records)} CAs ({issuers}); say which by "
+        "the issuer's key id (`--issuer`, or `?issuer=` in the admin API)"
+    )
 
 
 @dataclasses.dataclass(frozen=True)

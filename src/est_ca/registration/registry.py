@@ -741,3 +741,8 @@ class Registry:
         if record is None:
             raise NotFound(f"no certificate with serial {serial}")
         return record
+
+    async def certificates_with_serial(self, serial: Serial) -> list[CertificateRecord]:
+        """Every CA's certificate with this serial."""
+        async with self._store.read() as tx:
+            return await tx.certificates_with_serial(serial)

@@ -71,8 +71,9 @@ from est_ca.ca.certificates import (
     KeyBinding,
     KeyId,
     Serial,
+    several_issuers,
 )
-from est_ca.errors import AlreadyExists, ConfigurationError, Conflict
+from est_ca.errors import AlreadyExists, ConfigurationError
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
 from est_ca.registration.orders import Order, OrderState, OrderStatus
 from est_ca.registration.organisations import Organisation, OrganisationStatus
@@ -895,11 +896,7 @@ class StoreTx:
             return await self.get_certificate(issuer, serial, for_update=for_update)
         found = await self.certificates_with_serial(serial)
         if len(found) > 1:
-            issuers = ", ".join(record.issuer_key_id.hex for record in found)
-            raise Conflict(
-                f"serial {serial} names certificates of {len(found)} CAs ({issuers}); "
-                "say which by the issuer's key id (`--issuer`, or `issuer` in the admin API)"
-            )
+            raise several_issuers(serial, found)
         if not found:
             return None
         if for_update:
