@@ -60,6 +60,9 @@ async def test_a_serial_two_issuers_share_is_revoked_only_with_the_issuer_named(
     assert (record.issuer_key_id, record.status) == (ours, CertificateStatus.REVOKED)
     theirs = await service.registry.get_certificate(serial, issuer=OTHER_ISSUER)
     assert theirs.status is CertificateStatus.ISSUED
+    async with service.store.read() as tx:
+        [event] = await tx.list_audit(action="certificate.revoked")
+    assert event.details["issuer"] == ours.hex
     with pytest.raises(Conflict, match="issuer"):
         await service.registry.get_certificate(serial)
 

@@ -466,6 +466,7 @@ class RegistrationAuthority:
                         order_reference=order.reference if order else None,
                         serial=serial.hex,
                         details={
+                            "issuer": reservation.issuer_key_id.hex,
                             "profile": profile.name,
                             "key": csr.key.description,
                             **({"renewal_of": renewal_of.serial.hex} if renewal_of else {}),

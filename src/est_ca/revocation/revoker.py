@@ -230,7 +230,7 @@ class Revocations:
 
     @staticmethod
     def _event(actor: Actor, record: CertificateRecord, revocation: Revocation) -> AuditEvent:
-        details = dict(revocation.details)
+        details = {"issuer": record.issuer_key_id.hex, **revocation.details}
         if revocation.invalidity_date is not None:
             details["invalidity_date"] = revocation.invalidity_date.isoformat()
         return AuditEvent(
