@@ -196,14 +196,19 @@ async def test_existing_certificates_get_the_issuer_their_der_names_or_the_issui
         await store.close()
 
 
-async def test_an_unsigned_certificate_without_a_known_issuing_ca_stops_the_migration(
+async def test_an_unsigned_certificate_without_a_known_issuing_ca_stops_the_migration_cleanly(
     database_url: str,
 ) -> None:
     store = Store(database_url, seal=AuditSeal(new_key()))
     try:
-        await _certificates_at_0006(store, [(Serial.random().hex, "reserved", None)])
+        serial = Serial.random()
+        await _certificates_at_0006(store, [(serial.hex, "reserved", None)])
         with pytest.raises(ConfigurationError, match="est-ca db upgrade"):
             await store.migrate()
         assert await store.schema_revision() == "0006"
+        # Nothing half done: the retry the message asks for succeeds.
+        await store.migrate(issuer_key_id=KeyId("cd" * 20))
+        async with store.read() as tx:
+            assert await tx.get_certificate(KeyId("cd" * 20), serial) is not None
     finally:
         await store.close()

@@ -6,7 +6,7 @@ Revises: 0006
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -25,9 +25,15 @@ ISSUER_KEY_ID = "issuer_key_id"
 
 
 def upgrade() -> None:
+    config = op.get_context().config
+    issuing = config.attributes.get(ISSUER_KEY_ID) if config is not None else None
+    if not issuing:
+        # Refuse before changing anything: not every database undoes DDL on rollback (SQLite
+        # through the alembic command line does not), and a half-done 0007 would block a retry.
+        _require_own_issuers()
     with op.batch_alter_table("certificates", schema=None) as batch_op:
         batch_op.add_column(sa.Column("issuer_key_id", sa.String(length=64), nullable=True))
-    _backfill_issuers()
+    _backfill_issuers(issuing)
     with op.batch_alter_table("certificates", schema=None) as batch_op:
         batch_op.alter_column("issuer_key_id", existing_type=sa.String(length=64), nullable=False)
         batch_op.drop_constraint("pk_certificates", type_="primary")
@@ -35,42 +41,46 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_certificates_serial"), ["serial"], unique=False)
 
 
-def _backfill_issuers() -> None:
-    """Each certificate's issuer from its own DER (the AuthorityKeyIdentifier's keyIdentifier);
-    reservations never signed (and anything without a readable AKI) were made by the CA that
-    issues now, whose key id the caller passes. Read in pages: certificates can be millions."""
-    bind = op.get_bind()
-    config = op.get_context().config
-    issuing = config.attributes.get(ISSUER_KEY_ID) if config is not None else None
+def _issuers() -> Iterator[list[tuple[str, str | None]]]:
+    """(serial, issuer key id from its DER's AuthorityKeyIdentifier, or None), a page at a
+    time: certificates can be millions."""
     page = sa.text(
         "SELECT serial, der FROM certificates WHERE serial > :after ORDER BY serial LIMIT 1000"
     )
-    set_issuer = sa.text("UPDATE certificates SET issuer_key_id = :issuer WHERE serial = :serial")
     after = ""
-    unsigned: list[str] = []
-    while rows := bind.execute(page, {"after": after}).all():
+    while rows := op.get_bind().execute(page, {"after": after}).all():
         after = rows[-1].serial
-        found = []
-        for serial, der in rows:
-            issuer = _authority_key_id(der) if der is not None else None
-            if issuer is None:
-                unsigned.append(serial)
-            else:
-                found.append({"issuer": issuer, "serial": serial})
-        if found:
-            bind.execute(set_issuer, found)
-    if not unsigned:
-        return
-    if not issuing:
+        yield [
+            (serial, _authority_key_id(der) if der is not None else None) for serial, der in rows
+        ]
+
+
+def _require_own_issuers() -> None:
+    """Every row must name its issuer itself when the issuing CA's key id was not given."""
+    unsigned = [serial for rows in _issuers() for serial, issuer in rows if issuer is None]
+    if unsigned:
         raise ConfigurationError(
             f"{len(unsigned)} certificate record(s) have no signed certificate naming their "
             f"issuer (serial {unsigned[0]} among them): migrate with `est-ca db upgrade`, which "
             "knows the issuing CA, or pass its key id to alembic: -x issuer_key_id=<hex>"
         )
-    bind.execute(
-        sa.text("UPDATE certificates SET issuer_key_id = :issuer WHERE issuer_key_id IS NULL"),
-        {"issuer": str(issuing)},
-    )
+
+
+def _backfill_issuers(issuing: str | None) -> None:
+    """Each certificate's issuer from its own DER (the AuthorityKeyIdentifier's keyIdentifier);
+    reservations never signed (and anything without a readable AKI) were made by the CA that
+    issues now, whose key id the caller passes."""
+    bind = op.get_bind()
+    set_issuer = sa.text("UPDATE certificates SET issuer_key_id = :issuer WHERE serial = :serial")
+    for rows in _issuers():
+        found = [{"issuer": issuer, "serial": serial} for serial, issuer in rows if issuer]
+        if found:
+            bind.execute(set_issuer, found)
+    if issuing:
+        bind.execute(
+            sa.text("UPDATE certificates SET issuer_key_id = :issuer WHERE issuer_key_id IS NULL"),
+            {"issuer": str(issuing)},
+        )
 
 
 def _authority_key_id(der: bytes) -> str | None:
