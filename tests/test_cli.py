@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 
+from est_ca.ca.certificates import Serial
 from est_ca.cli import spreadsheet_safe
 from est_ca.config import load_settings
 from est_ca.service import Service
 from tests.helpers import KeyPair, KeyPool, csr_der, make_csr
+from tests.revocation.helpers import OTHER_ISSUER, record_under_other_issuer
 
 # The real `est-ca` command the package installs, next to this Python.
 EST_CA = Path(sys.executable).parent / "est-ca"
@@ -536,3 +538,36 @@ async def enroll_in_process(data_dir: Path, order: dict[str, Any], key: KeyPair)
         return f"{certificate.serial_number:x}"
     finally:
         await service.close()
+
+
+async def record_under_another_ca(data_dir: Path, serial: str) -> str:
+    """The same serial recorded for a second CA, as a later issuing CA would; our key id."""
+    settings = load_settings(None, {}, {"data_dir": str(data_dir)})
+    service = await Service.open(settings)
+    try:
+        assert service.ca is not None
+        await record_under_other_issuer(service, Serial.from_hex(serial))
+        return service.ca.key_id.hex
+    finally:
+        await service.close()
+
+
+def test_a_serial_two_cas_issued_is_shown_and_revoked_with_the_issuer_named(
+    est_ca: Any, tmp_path: Path, keys: KeyPool
+) -> None:
+    identity = billing_system(est_ca)
+    order = json_of(est_ca("order", "create", identity["id"], "--json"))
+    serial = asyncio.run(enroll_in_process(tmp_path / "data", order, keys.rsa(0)))
+    ours = asyncio.run(record_under_another_ca(tmp_path / "data", serial))
+    ambiguous = est_ca("certificate", "show", serial)
+    assert ambiguous.returncode != 0
+    assert "--issuer" in ambiguous.stderr
+    shown = json_of(est_ca("certificate", "show", serial, "--issuer", ours, "--json"))
+    assert shown["issuer_key_id"] == ours
+    revoked = est_ca(
+        "certificate", "revoke", serial, "--issuer", OTHER_ISSUER.hex.upper(), "--json"
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    assert json_of(revoked)["issuer_key_id"] == OTHER_ISSUER.hex
+    still = json_of(est_ca("certificate", "show", serial, "--issuer", ours, "--json"))
+    assert still["status"] == "issued"

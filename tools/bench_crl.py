@@ -39,6 +39,7 @@ async def record_revoked(service: Service, count: int) -> None:
         await tx.insert_identity(identity)
         rows = [
             {
+                "issuer_key_id": service.revocations.issuer_key_id,
                 "serial": Serial.random().hex,
                 "identity_id": identity.id,
                 "order_id": None,

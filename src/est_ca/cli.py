@@ -43,7 +43,7 @@ from est_ca.admin.views import (
 from est_ca.audit import Actor
 from est_ca.bootstrap import shown_database_url
 from est_ca.ca.authority import key_identifier
-from est_ca.ca.certificates import CertificateStatus, Serial
+from est_ca.ca.certificates import CertificateStatus, KeyId, Serial
 from est_ca.config import Settings, load_settings
 from est_ca.errors import (
     BadRequest,
@@ -244,6 +244,10 @@ async def identity_disable(service: Service, args: argparse.Namespace) -> int:
     return 0
 
 
+def _issuer(args: argparse.Namespace) -> KeyId | None:
+    return KeyId.parse(args.issuer) if args.issuer else None
+
+
 async def certificate_revoke(service: Service, args: argparse.Namespace) -> int:
     serial = Serial.from_hex(args.serial)
     invalidity = None
@@ -258,7 +262,11 @@ async def certificate_revoke(service: Service, args: argparse.Namespace) -> int:
             raise BadRequest("--invalidity-date needs a time zone, e.g. 2026-11-01T12:00Z")
         invalidity = invalidity.astimezone(dt.UTC).replace(microsecond=0)
     record = await service.revocations.revoke_certificate(
-        _admin_actor(), serial, RevocationReason.parse(args.reason), invalidity
+        _admin_actor(),
+        serial,
+        RevocationReason.parse(args.reason),
+        invalidity,
+        issuer=_issuer(args),
     )
     _emit_record(args, certificate_view(record))
     return 0
@@ -464,7 +472,7 @@ async def certificate_list(service: Service, args: argparse.Namespace) -> int:
 
 async def certificate_show(service: Service, args: argparse.Namespace) -> int:
     serial = Serial.from_hex(args.serial)
-    record = await service.registry.get_certificate(serial)
+    record = await service.registry.get_certificate(serial, issuer=_issuer(args))
     if args.pem:
         if record.der is None:
             print(f"certificate {serial} was never issued ({record.status.value})", file=sys.stderr)
@@ -637,6 +645,14 @@ def _parser() -> argparse.ArgumentParser:
     def output(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--json", action="store_true", help="JSON for scripts")
 
+    def issuer_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--issuer",
+            metavar="KEY_ID",
+            help="the issuing CA's key id (hex, as `est-ca status` shows it); needed only "
+            "when several CAs issued the serial",
+        )
+
     organisation = commands.add_parser(
         "organisation", help="organisations (one per CVR: name, email domains, status)"
     ).add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -774,11 +790,13 @@ def _parser() -> argparse.ArgumentParser:
         help="RFC 5280 reason; unspecified puts no reason code on the CRL",
     )
     crevoke.add_argument("--invalidity-date", help="when the key is known or suspected compromised")
+    issuer_option(crevoke)
     output(crevoke)
     crevoke.set_defaults(run=certificate_revoke)
     cshow = certificate.add_parser("show", help="show one certificate")
     cshow.add_argument("serial", help="serial number in hex")
     cshow.add_argument("--pem", action="store_true", help="print the certificate as PEM")
+    issuer_option(cshow)
     output(cshow)
     cshow.set_defaults(run=certificate_show)
 

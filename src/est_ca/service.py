@@ -21,6 +21,7 @@ from est_ca.audit_trail import AuditTrail
 from est_ca.bootstrap import ServiceFiles, prepare_files, read_passphrase
 from est_ca.ca import publication as publication_paths
 from est_ca.ca.authority import CertificateAuthority, key_identifier
+from est_ca.ca.certificates import KeyId
 from est_ca.ca.hierarchy import CA_SIGNATURE, EE_SIGNATURE
 from est_ca.ca.issuer import Issuer
 from est_ca.ca.profiles import ProfileCatalogue
@@ -95,7 +96,7 @@ class Service:
         root = await asyncio.to_thread(_load_root, files, ca) if ca is not None else None
         store = Store(settings.database_url, seal=AuditSeal(load_key(files.audit_key)))
         try:
-            await _prepare_schema(store, settings)
+            await _prepare_schema(store, settings, _issuing_key_id(files))
             if check_audit_seal:
                 await store.anchor_audit(fresh_key=files.audit_key_created)
         except BaseException:
@@ -190,7 +191,7 @@ class Service:
 
     async def upgrade_database(self) -> str | None:
         """Migrate the schema to the newest revision; the revision it is at afterwards."""
-        await self.store.migrate()
+        await self.store.migrate(issuer_key_id=_issuing_key_id(self.files))
         return await self.store.schema_revision()
 
     async def schema_revision(self) -> str | None:
@@ -246,9 +247,15 @@ class Service:
         await self.store.close()
 
 
-async def _prepare_schema(store: Store, settings: Settings) -> None:
+def _issuing_key_id(files: ServiceFiles) -> KeyId:
+    """The issuing CA's key id: migrations record it as the issuer of rows that cannot name
+    their own (reservations never signed)."""
+    return KeyId.of(key_identifier(x509.load_pem_x509_certificate(files.ca_cert.read_bytes())))
+
+
+async def _prepare_schema(store: Store, settings: Settings, issuing: KeyId) -> None:
     if settings.database.auto_migrate:
-        await store.migrate()
+        await store.migrate(issuer_key_id=issuing)
         return
     if await store.schema_revision() is None:
         raise ConfigurationError(

@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from est_ca.admin.access import PrincipalKind, Scope
+from est_ca.ca.certificates import Serial
 from est_ca.errors import BadRequest
 from tests.admin.conftest import AdminCa, AdminSetup
 from tests.conftest import CaMaterial
 from tests.helpers import ADMIN, KeyPool, csr_der, curl, make_csr, require_tool, run
+from tests.revocation.helpers import record_under_other_issuer
 
 ORG_A, ORG_B = "11111111", "22222222"
 
@@ -237,6 +239,17 @@ async def test_an_organisation_cannot_read_order_for_or_revoke_anothers(
     assert b_order.body["state"] == "pending"
     b_identity = await admin.api.call("GET", f"/identities/{b['identity']}", token=b["token"])
     assert b_identity.body["display_name"] == f"sys-{ORG_B}"
+
+
+async def test_an_organisation_is_not_told_of_another_cas_certificate_with_its_serial(
+    admin: AdminSetup, two_organisations: dict[str, Any]
+) -> None:
+    a = two_organisations[ORG_A]
+    await record_under_other_issuer(admin.service, Serial.from_hex(a["serial"]))
+    everyone = await admin.api.call("GET", f"/certificates/{a['serial']}", token=admin.admin_token)
+    assert everyone.status == 409
+    own = await admin.api.call("GET", f"/certificates/{a['serial']}", token=a["token"])
+    assert (own.status, own.body["identity_id"]) == (200, a["identity"])
 
 
 async def test_a_refused_admin_operation_is_audited_with_who_tried_what(

@@ -7,9 +7,11 @@ from typing import Any
 
 from cryptography import x509
 
+from est_ca.ca.certificates import Serial
 from est_ca.registration.orders import OrderState
 from tests.admin.conftest import AdminSetup
 from tests.helpers import KeyPool, csr_der, make_csr
+from tests.revocation.helpers import OTHER_ISSUER, record_under_other_issuer
 
 USER = {
     "type": "user",
@@ -174,6 +176,35 @@ async def test_certificates_are_listed_read_with_pem_and_revoked(
         "POST", f"/certificates/{'7' * 40}/revoke", token=admin.admin_token, json_body={}
     )
     assert unknown.status == 404
+
+
+async def test_a_serial_two_cas_issued_needs_the_issuer_named(
+    admin: AdminSetup, keys: KeyPool
+) -> None:
+    _, placed = await ordered_user(admin)
+    certificate = await enroll(admin, keys, placed["reference"], placed["one_time_code"])
+    serial = Serial(certificate.serial_number)
+    await record_under_other_issuer(admin.service, serial)
+    assert admin.service.ca is not None
+    ours = admin.service.ca.key_id.hex
+    ambiguous = await admin.api.call("GET", f"/certificates/{serial}", token=admin.admin_token)
+    assert ambiguous.status == 409
+    assert "issuer" in ambiguous.body["detail"]
+    read = await admin.api.call(
+        "GET", f"/certificates/{serial}?issuer={ours}", token=admin.admin_token
+    )
+    assert (read.status, read.body["issuer_key_id"]) == (200, ours)
+    revoked = await admin.api.call(
+        "POST",
+        f"/certificates/{serial}/revoke?issuer={OTHER_ISSUER}",
+        token=admin.admin_token,
+        json_body={},
+    )
+    assert (revoked.status, revoked.body["issuer_key_id"]) == (200, OTHER_ISSUER.hex)
+    again = await admin.api.call(
+        "GET", f"/certificates/{serial}?issuer={ours}", token=admin.admin_token
+    )
+    assert again.body["status"] == "issued"
 
 
 async def test_disabling_an_identity_revokes_its_certificates(

@@ -508,6 +508,7 @@ async def test_an_interrupted_issuance_is_recovered_and_the_order_used_again(
 ) -> None:
     """A process that died after reserving a serial leaves a reservation, never a certificate."""
     assert service.authority is not None
+    assert service.ca is not None
     identity = await new_system(service)
     placed = await new_order(service, identity)
     dead_serial = Serial.random()
@@ -519,6 +520,7 @@ async def test_an_interrupted_issuance_is_recovered_and_the_order_used_again(
         await tx.insert_reservation(
             CertificateRecord(
                 serial=dead_serial,
+                issuer_key_id=service.ca.key_id,
                 identity_id=identity.id,
                 order_id=placed.order.id,
                 renewal_of=None,

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import secrets
 from collections.abc import Sequence
 
 from asn1crypto import core
 from asn1crypto import ocsp as asn1_ocsp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
+from cryptography.x509.oid import NameOID
 
+from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyId, Serial
+from est_ca.revocation.reasons import RevocationReason
 from est_ca.service import Service
 from tests.helpers import KeyPool, csr_der, make_csr, new_order, new_system
 
@@ -69,3 +75,59 @@ def several_request(cert_ids: Sequence[asn1_ocsp.CertId], nonce: bytes | None = 
             }
         ]
     return bytes(asn1_ocsp.OCSPRequest({"tbs_request": tbs}).dump())
+
+
+# A CA this service does not serve; its certificates share the store with ours.
+OTHER_ISSUER = KeyId("ab" * 20)
+
+
+async def record_under_other_issuer(
+    service: Service, serial: Serial, *, revoked: bool = False
+) -> None:
+    """Record an issued (and perhaps revoked) certificate of OTHER_ISSUER with `serial`,
+    directly through the store, as a second CA's issuance would."""
+    identity = await new_system(service, f"other-{serial.hex[:12]}")
+    now = service.clock.now()
+    async with service.store.write() as tx:
+        await tx.insert_reservation(
+            CertificateRecord(
+                serial=serial,
+                issuer_key_id=OTHER_ISSUER,
+                identity_id=identity.id,
+                order_id=None,
+                renewal_of=None,
+                profile="system",
+                status=CertificateStatus.RESERVED,
+                public_key_sha256=secrets.token_hex(32),
+                created_at=now,
+            )
+        )
+        await tx.mark_issued(
+            OTHER_ISSUER,
+            serial,
+            der=_stand_in(serial, now),
+            not_before=now - dt.timedelta(days=1),
+            not_after=now + dt.timedelta(days=30),
+            issued_at=now,
+        )
+        if revoked:
+            await tx.revoke_certificate(
+                OTHER_ISSUER, serial, reason=RevocationReason.KEY_COMPROMISE, at=now
+            )
+
+
+def _stand_in(serial: Serial, now: dt.datetime) -> bytes:
+    """A real certificate with `serial`, for views that parse the stored DER."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "another CA's subscriber")])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(serial.value)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )

@@ -16,7 +16,7 @@ from est_ca.revocation.reasons import RevocationReason
 from est_ca.service import Service
 from tests.helpers import ADMIN, KeyPool
 from tests.lint import blocking, crl_findings
-from tests.revocation.helpers import issue
+from tests.revocation.helpers import issue, record_under_other_issuer
 
 
 def current_crl(publishing: RevocationPublishing, name: str) -> x509.CertificateRevocationList:
@@ -65,6 +65,17 @@ async def test_a_revocation_puts_the_serial_on_a_new_crl_with_a_higher_number(
         entry.extensions.get_extension_for_class(x509.InvalidityDate).value.invalidity_date_utc
         == certificate.not_valid_before_utc
     )
+
+
+async def test_another_issuers_revoked_certificate_stays_off_our_crl(
+    service: Service, publishing: RevocationPublishing
+) -> None:
+    theirs = Serial.random()
+    await record_under_other_issuer(service, theirs, revoked=True)
+    issuing = next(i for i in publishing.issuers if i.name == "issuing")
+    await publishing.crls.regenerate(issuing.key_id)
+    crl = current_crl(publishing, "issuing")
+    assert crl.get_revoked_certificate_by_serial_number(theirs.value) is None
 
 
 async def test_an_unspecified_revocation_has_no_reason_code(

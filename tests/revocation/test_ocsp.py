@@ -30,6 +30,7 @@ from tests.revocation.helpers import (
     issue,
     ocsp_request,
     random_nonce,
+    record_under_other_issuer,
     several_request,
 )
 
@@ -110,6 +111,26 @@ async def test_a_serial_we_never_issued_is_unknown(
     forged = _with_serial(certificate, Serial.random().value)
     response = await ask(publishing, ocsp_request(forged, issuing(service)))
     assert response.certificate_status is ocsp.OCSPCertStatus.UNKNOWN
+
+
+async def test_a_serial_only_another_issuer_has_is_unknown(
+    service: Service, keys: KeyPool, publishing: RevocationPublishing
+) -> None:
+    certificate = await issue(service, keys)
+    theirs = Serial.random()
+    await record_under_other_issuer(service, theirs)
+    forged = _with_serial(certificate, theirs.value)
+    response = await ask(publishing, ocsp_request(forged, issuing(service)))
+    assert response.certificate_status is ocsp.OCSPCertStatus.UNKNOWN
+
+
+async def test_another_issuers_revocation_of_the_same_serial_leaves_ours_good(
+    service: Service, keys: KeyPool, publishing: RevocationPublishing
+) -> None:
+    certificate = await issue(service, keys)
+    await record_under_other_issuer(service, Serial(certificate.serial_number), revoked=True)
+    response = await ask(publishing, ocsp_request(certificate, issuing(service)))
+    assert response.certificate_status is ocsp.OCSPCertStatus.GOOD
 
 
 @pytest.mark.parametrize("serial", [0, 1 << 160])

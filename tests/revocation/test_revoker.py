@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from est_ca.ca.certificates import CertificateStatus, Serial
+from est_ca.ca.certificates import CertificateStatus, KeyId, Serial
 from est_ca.clock import SettableClock
 from est_ca.errors import BadRequest, Conflict, NotFound
 from est_ca.registration.identities import IdentityStatus
@@ -14,7 +14,7 @@ from est_ca.registration.orders import OrderState
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.service import Service
 from tests.helpers import ADMIN, KeyPool, csr_der, make_csr, new_order
-from tests.revocation.helpers import issue
+from tests.revocation.helpers import OTHER_ISSUER, issue, record_under_other_issuer
 
 
 async def test_a_certificate_is_revoked_with_reason_and_invalidity_date(
@@ -44,6 +44,27 @@ async def test_revoking_twice_is_a_conflict(service: Service, keys: KeyPool) -> 
     await service.revocations.revoke_certificate(ADMIN, Serial(certificate.serial_number))
     with pytest.raises(Conflict, match=r"already revoked .* final"):
         await service.revocations.revoke_certificate(ADMIN, Serial(certificate.serial_number))
+
+
+async def test_a_serial_two_issuers_share_is_revoked_only_with_the_issuer_named(
+    service: Service, keys: KeyPool
+) -> None:
+    certificate = await issue(service, keys)
+    serial = Serial(certificate.serial_number)
+    await record_under_other_issuer(service, serial)
+    with pytest.raises(Conflict, match="issuer"):
+        await service.revocations.revoke_certificate(ADMIN, serial)
+    assert service.ca is not None
+    ours = KeyId.of(service.ca.key_identifier)
+    record = await service.revocations.revoke_certificate(ADMIN, serial, issuer=ours)
+    assert (record.issuer_key_id, record.status) == (ours, CertificateStatus.REVOKED)
+    theirs = await service.registry.get_certificate(serial, issuer=OTHER_ISSUER)
+    assert theirs.status is CertificateStatus.ISSUED
+    async with service.store.read() as tx:
+        [event] = await tx.list_audit(action="certificate.revoked")
+    assert event.details["issuer"] == ours.hex
+    with pytest.raises(Conflict, match="issuer"):
+        await service.registry.get_certificate(serial)
 
 
 async def test_revoking_an_unknown_serial_is_not_found(service: Service) -> None:

@@ -12,8 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from est_ca.audit import AuditSeal
-from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
-from est_ca.errors import AlreadyExists, EstCaError
+from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyId, Serial
+from est_ca.errors import AlreadyExists, BadRequest, EstCaError
 from est_ca.registration.codes import new_key
 from est_ca.registration.identities import Identity, IdentityType
 from est_ca.registration.orders import Order
@@ -21,6 +21,8 @@ from est_ca.revocation.reasons import RevocationReason
 from est_ca.store.store import Store
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
+ISSUER = KeyId("11" * 20)
+OTHER_ISSUER = KeyId("22" * 20)
 
 
 @pytest.fixture
@@ -52,9 +54,10 @@ async def stored_order(store: Store) -> tuple[Identity, Order]:
     return identity, order
 
 
-def reservation(identity: Identity, serial: Serial) -> CertificateRecord:
+def reservation(identity: Identity, serial: Serial, issuer: KeyId = ISSUER) -> CertificateRecord:
     return CertificateRecord(
         serial=serial,
+        issuer_key_id=issuer,
         identity_id=identity.id,
         order_id=None,
         renewal_of=None,
@@ -142,7 +145,7 @@ async def test_a_failed_transaction_leaves_nothing_behind(store: Store) -> None:
     with pytest.raises(RuntimeError):
         await crash_before_commit()
     async with store.read() as tx:
-        assert await tx.get_certificate(serial) is None
+        assert await tx.get_certificate(ISSUER, serial) is None
         reloaded = await tx.get_order(order.id)
     assert reloaded is not None
     assert reloaded.claimed_serial is None
@@ -153,9 +156,15 @@ async def test_a_certificate_is_revoked_only_once(store: Store) -> None:
     serial = Serial.random()
     async with store.write() as tx:
         await tx.insert_reservation(reservation(identity, serial))
-        assert await tx.mark_issued(serial, der=b"x", not_before=NOW, not_after=NOW, issued_at=NOW)
-        assert await tx.revoke_certificate(serial, reason=RevocationReason.UNSPECIFIED, at=NOW)
-        assert not await tx.revoke_certificate(serial, reason=RevocationReason.UNSPECIFIED, at=NOW)
+        assert await tx.mark_issued(
+            ISSUER, serial, der=b"x", not_before=NOW, not_after=NOW, issued_at=NOW
+        )
+        assert await tx.revoke_certificate(
+            ISSUER, serial, reason=RevocationReason.UNSPECIFIED, at=NOW
+        )
+        assert not await tx.revoke_certificate(
+            ISSUER, serial, reason=RevocationReason.UNSPECIFIED, at=NOW
+        )
 
 
 @pytest.mark.parametrize("reason", list(RevocationReason))
@@ -167,12 +176,17 @@ async def test_a_revocation_reason_comes_back_as_the_reason(
     async with store.write() as tx:
         await tx.insert_reservation(reservation(identity, serial))
         await tx.mark_issued(
-            serial, der=b"x", not_before=NOW, not_after=NOW + dt.timedelta(days=1), issued_at=NOW
+            ISSUER,
+            serial,
+            der=b"x",
+            not_before=NOW,
+            not_after=NOW + dt.timedelta(days=1),
+            issued_at=NOW,
         )
-        await tx.revoke_certificate(serial, reason=reason, at=NOW)
+        await tx.revoke_certificate(ISSUER, serial, reason=reason, at=NOW)
     async with store.read() as tx:
-        record = await tx.get_certificate(serial)
-        [entry] = [entry async for entry in tx.revoked_entries(NOW)]
+        record = await tx.get_certificate(ISSUER, serial)
+        [entry] = [entry async for entry in tx.revoked_entries(ISSUER, NOW)]
     assert record is not None
     assert record.revocation_reason is reason
     assert entry.reason is reason
@@ -184,8 +198,8 @@ async def test_unspecified_is_stored_as_no_reason(store: Store) -> None:
     serial = Serial.random()
     async with store.write() as tx:
         await tx.insert_reservation(reservation(identity, serial))
-        await tx.mark_issued(serial, der=b"x", not_before=NOW, not_after=NOW, issued_at=NOW)
-        await tx.revoke_certificate(serial, reason=RevocationReason.UNSPECIFIED, at=NOW)
+        await tx.mark_issued(ISSUER, serial, der=b"x", not_before=NOW, not_after=NOW, issued_at=NOW)
+        await tx.revoke_certificate(ISSUER, serial, reason=RevocationReason.UNSPECIFIED, at=NOW)
     async with store.read() as tx:
         rows = await tx._conn.execute(text("SELECT revocation_reason FROM certificates"))
         assert [row.revocation_reason for row in rows] == [None]
@@ -196,8 +210,8 @@ async def test_a_certificate_not_revoked_has_no_reason(store: Store) -> None:
     serial = Serial.random()
     async with store.write() as tx:
         await tx.insert_reservation(reservation(identity, serial))
-        await tx.mark_issued(serial, der=b"x", not_before=NOW, not_after=NOW, issued_at=NOW)
-        record = await tx.get_certificate(serial)
+        await tx.mark_issued(ISSUER, serial, der=b"x", not_before=NOW, not_after=NOW, issued_at=NOW)
+        record = await tx.get_certificate(ISSUER, serial)
     assert record is not None
     assert record.revocation_reason is None
 
@@ -215,3 +229,60 @@ async def test_an_orders_serials_come_back_as_serials(store: Store) -> None:
     assert completed is not None
     assert claimed.claimed_serial == serial
     assert completed.certificate_serial == serial
+
+
+async def issued_under(store: Store, identity: Identity, serial: Serial, issuer: KeyId) -> None:
+    async with store.write() as tx:
+        await tx.insert_reservation(reservation(identity, serial, issuer))
+        await tx.mark_issued(
+            issuer,
+            serial,
+            der=b"x",
+            not_before=NOW,
+            not_after=NOW + dt.timedelta(days=1),
+            issued_at=NOW,
+        )
+
+
+async def test_one_serial_can_be_recorded_under_two_issuers(store: Store) -> None:
+    """A serial is unique per issuer (RFC 5280 4.1.2.2), not across CAs."""
+    identity, _ = await stored_order(store)
+    serial = Serial.random()
+    await issued_under(store, identity, serial, ISSUER)
+    await issued_under(store, identity, serial, OTHER_ISSUER)
+    async with store.read() as tx:
+        ours = await tx.get_certificate(ISSUER, serial)
+        theirs = await tx.get_certificate(OTHER_ISSUER, serial)
+        both = await tx.certificates_with_serial(serial)
+    assert ours is not None
+    assert ours.issuer_key_id == ISSUER
+    assert theirs is not None
+    assert theirs.issuer_key_id == OTHER_ISSUER
+    assert {record.issuer_key_id for record in both} == {ISSUER, OTHER_ISSUER}
+
+
+async def test_revoking_a_serial_under_one_issuer_leaves_the_other_issuers_certificate(
+    store: Store,
+) -> None:
+    identity, _ = await stored_order(store)
+    serial = Serial.random()
+    await issued_under(store, identity, serial, ISSUER)
+    await issued_under(store, identity, serial, OTHER_ISSUER)
+    async with store.write() as tx:
+        assert await tx.revoke_certificate(
+            OTHER_ISSUER, serial, reason=RevocationReason.KEY_COMPROMISE, at=NOW
+        )
+    async with store.read() as tx:
+        ours = await tx.get_certificate(ISSUER, serial)
+        ours_on_crl = [entry async for entry in tx.revoked_entries(ISSUER, NOW)]
+        theirs_on_crl = [entry async for entry in tx.revoked_entries(OTHER_ISSUER, NOW)]
+    assert ours is not None
+    assert ours.status is CertificateStatus.ISSUED
+    assert ours_on_crl == []
+    assert [entry.serial for entry in theirs_on_crl] == [serial]
+
+
+async def test_a_key_id_that_is_not_hex_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest):
+        KeyId("not hex")
+    assert KeyId.parse("AB:CD") == KeyId("abcd")

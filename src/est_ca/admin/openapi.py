@@ -334,6 +334,7 @@ _SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "required": [
             "serial",
+            "issuer_key_id",
             "identity_id",
             "profile",
             "status",
@@ -347,6 +348,7 @@ _SCHEMAS: dict[str, Any] = {
         ],
         "properties": {
             "serial": {"type": "string"},
+            "issuer_key_id": {"type": "string", "description": "The issuing CA's key id"},
             "identity_id": {"type": "string", "format": "uuid"},
             "profile": {"type": "string"},
             "status": {"enum": ["reserved", "issued", "revoked", "abandoned"]},
@@ -413,6 +415,11 @@ _REFERENCE = _path(
 )
 _SERIAL = _path(
     "serial", {"type": "string", "pattern": "^[0-9A-Fa-f]{1,40}$"}, "The certificate serial"
+)
+_ISSUER = _query(
+    "issuer",
+    {"type": "string", "pattern": "^[0-9A-Fa-f:]{2,191}$"},
+    "The issuing CA's key id (hex); needed only when several CAs issued the serial (else 409)",
 )
 
 
@@ -680,18 +687,18 @@ def document() -> dict[str, Any]:
                 }
             },
             "/certificates/{serial}": {
-                "parameters": [_SERIAL],
+                "parameters": [_SERIAL, _ISSUER],
                 "get": {
                     "operationId": "readCertificate",
                     "summary": "Read a certificate, with PEM",
                     "responses": {
                         "200": _json(_ref("Certificate"), "The certificate"),
-                        **_errors("404"),
+                        **_errors("404", "409"),
                     },
                 },
             },
             "/certificates/{serial}/revoke": {
-                "parameters": [_SERIAL],
+                "parameters": [_SERIAL, _ISSUER],
                 "post": {
                     "operationId": "revokeCertificate",
                     "summary": "Revoke (final)",

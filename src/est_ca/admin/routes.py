@@ -31,7 +31,7 @@ from est_ca.admin.views import (
 )
 from est_ca.audit import Actor
 from est_ca.audit_trail import AuditTrail
-from est_ca.ca.certificates import CertificateStatus, Serial
+from est_ca.ca.certificates import CertificateStatus, KeyId, Serial
 from est_ca.errors import (
     BadRequest,
     EstCaError,
@@ -347,6 +347,12 @@ def _serial(request: web.Request) -> Serial:
     return Serial.from_hex(request.match_info["serial"])
 
 
+def _issuer(request: web.Request) -> KeyId | None:
+    """`?issuer=<key id>`: which CA's certificate, needed only when several have the serial."""
+    text = request.query.get("issuer")
+    return None if text is None else KeyId.parse(text)
+
+
 async def _import_file(request: web.Request) -> tuple[str, ImportFormat]:
     """An import's text and format (its content type is one of IMPORT_TYPES: same_origin_json
     checked), read with the import's own size cap."""
@@ -598,7 +604,9 @@ async def list_certificates(request: web.Request) -> web.Response:
 
 
 async def read_certificate(request: web.Request) -> web.Response:
-    record = await request.app[ADMINISTRATION].certificate(_me(request), _serial(request))
+    record = await request.app[ADMINISTRATION].certificate(
+        _me(request), _serial(request), _issuer(request)
+    )
     return web.json_response(certificate_view(record, with_pem=True))
 
 
@@ -616,6 +624,7 @@ async def revoke_certificate(request: web.Request) -> web.Response:
         _serial(request),
         reason,
         _time(values["invalidity_date"], "invalidity_date"),
+        _issuer(request),
     )
     return web.json_response(certificate_view(record))
 

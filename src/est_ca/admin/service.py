@@ -13,7 +13,13 @@ from collections.abc import Sequence
 
 from est_ca.admin.access import Principal, Scope
 from est_ca.audit import AuditEvent, Outcome
-from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
+from est_ca.ca.certificates import (
+    CertificateRecord,
+    CertificateStatus,
+    KeyId,
+    Serial,
+    several_issuers,
+)
 from est_ca.clock import Clock
 from est_ca.errors import EstCaError, NotFound
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
@@ -285,9 +291,11 @@ class Administration:
             offset=offset,
         )
 
-    async def certificate(self, principal: Principal, serial: Serial) -> CertificateRecord:
+    async def certificate(
+        self, principal: Principal, serial: Serial, issuer: KeyId | None = None
+    ) -> CertificateRecord:
         principal.require(Scope.READ)
-        return await self._visible_certificate(principal, serial)
+        return await self._visible_certificate(principal, serial, issuer)
 
     async def revoke_certificate(
         self,
@@ -295,11 +303,12 @@ class Administration:
         serial: Serial,
         reason: RevocationReason,
         invalidity_date: dt.datetime | None,
+        issuer: KeyId | None = None,
     ) -> CertificateRecord:
         principal.require(Scope.REVOKE)
-        await self._visible_certificate(principal, serial)
+        record = await self._visible_certificate(principal, serial, issuer)
         return await self._revocations.revoke_certificate(
-            principal.actor, serial, reason, invalidity_date
+            principal.actor, serial, reason, invalidity_date, issuer=record.issuer_key_id
         )
 
     # -- the CA ---------------------------------------------------------------------------------
@@ -326,9 +335,22 @@ class Administration:
             raise NotFound(f"no order {reference!r}")
         return order
 
-    async def _visible_certificate(self, principal: Principal, serial: Serial) -> CertificateRecord:
-        record = await self._registry.get_certificate(serial)
-        identity = await self._registry.get_identity(record.identity_id)
-        if not principal.may_see(identity):
+    async def _visible_certificate(
+        self, principal: Principal, serial: Serial, issuer: KeyId | None = None
+    ) -> CertificateRecord:
+        """The certificate if the principal may see it; a serial given alone must name one
+        certificate among those it may see (a confined token learns nothing of the others)."""
+        if issuer is not None:
+            candidates = [await self._registry.get_certificate(serial, issuer=issuer)]
+        else:
+            candidates = await self._registry.certificates_with_serial(serial)
+        visible = [
+            record
+            for record in candidates
+            if principal.may_see(await self._registry.get_identity(record.identity_id))
+        ]
+        if not visible:
             raise NotFound(f"no certificate with serial {serial}")
-        return record
+        if len(visible) > 1:
+            raise several_issuers(serial, visible)
+        return visible[0]

@@ -77,6 +77,7 @@ def certificate_view(record: CertificateRecord, *, with_pem: bool = False) -> di
     certificate = x509.load_der_x509_certificate(record.der) if record.der else None
     view: dict[str, Any] = {
         "serial": record.serial.hex,
+        "issuer_key_id": record.issuer_key_id.hex,
         "identity_id": str(record.identity_id),
         "profile": record.profile,
         "status": record.status.value,

@@ -7,9 +7,22 @@ from pathlib import Path
 
 from cryptography import x509
 
+from est_ca.ca.certificates import KeyId
 from est_ca.ca.signing import Signer
 from est_ca.ca.spki import public_key_der
 from est_ca.errors import ConfigurationError
+
+
+def issuer_key_id(certificate: x509.Certificate) -> KeyId | None:
+    """The key id of the CA that issued `certificate`, as its AuthorityKeyIdentifier names it
+    (None without one: we never issue such a certificate)."""
+    try:
+        identifier = certificate.extensions.get_extension_for_class(
+            x509.AuthorityKeyIdentifier
+        ).value.key_identifier
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+    return KeyId.of(identifier) if identifier else None
 
 
 def key_identifier(certificate: x509.Certificate) -> bytes:
@@ -72,6 +85,11 @@ class CertificateAuthority:
     def key_identifier(self) -> bytes:
         """The CA's subjectKeyIdentifier: the keyIdentifier of the AKI in what it issues."""
         return key_identifier(self.certificate)
+
+    @property
+    def key_id(self) -> KeyId:
+        """How the store names this CA as the issuer of the certificates it signs."""
+        return KeyId.of(self.key_identifier)
 
     @classmethod
     def load(cls, cert_file: Path, chain_file: Path, signer: Signer) -> CertificateAuthority:

@@ -9,7 +9,7 @@ import string
 import uuid
 from enum import StrEnum
 
-from est_ca.errors import BadRequest
+from est_ca.errors import BadRequest, Conflict
 from est_ca.revocation.reasons import RevocationReason
 
 SERIAL_BYTES = 20
@@ -69,9 +69,53 @@ class Serial:
         return self.hex
 
 
+@dataclasses.dataclass(frozen=True, order=True)
+class KeyId:
+    """A CA's key identifier in lower-case hex: the SHA-1 of its subjectPublicKey bits, as its
+    SubjectKeyIdentifier, its certificates' AuthorityKeyIdentifier and an OCSP CertID's SHA-1
+    issuerKeyHash carry it. It names the issuer of every certificate the store records, since a
+    serial is unique per issuer only (RFC 5280 4.1.2.2).
+
+    Key ids arrive from outside too (a command line, an admin API query), so a refused one is a
+    BadRequest.
+    """
+
+    hex: str
+
+    def __post_init__(self) -> None:
+        if not 2 <= len(self.hex) <= 128 or len(self.hex) % 2 or not set(self.hex) <= _HEX_DIGITS:
+            raise BadRequest(
+                f"not a key identifier: {self.hex[:64]!r}; give it in lower-case hexadecimal",
+                field="issuer",
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> KeyId:
+        """A key id as tools print it: hex digits in either case, optionally with colons."""
+        return cls(text.strip().lower().replace(":", ""))
+
+    @classmethod
+    def of(cls, digest: bytes) -> KeyId:
+        return cls(digest.hex())
+
+    def __str__(self) -> str:
+        return self.hex
+
+
+def several_issuers(serial: Serial, records: list[CertificateRecord]) -> Conflict:
+    """A serial given alone that several CAs issued: the administrator names the CA."""
+    issuers = ", ".join(record.issuer_key_id.hex for record in records)
+    return Conflict(
+        f"serial {serial} names certificates of {len(records)} CAs ({issuers}); say which by "
+        "the issuer's key id (`--issuer`, or `?issuer=` in the admin API)"
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class CertificateRecord:
     serial: Serial
+    # The CA that issued (or reserved) it: (issuer_key_id, serial) is the certificate's key.
+    issuer_key_id: KeyId
     identity_id: uuid.UUID
     order_id: uuid.UUID | None
     renewal_of: Serial | None

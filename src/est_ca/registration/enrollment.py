@@ -50,6 +50,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from est_ca.audit import Actor, AuditEvent, Outcome
+from est_ca.ca.authority import issuer_key_id
 from est_ca.ca.building import IssuanceRequest
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyBinding, Serial
 from est_ca.ca.csr_policy import (
@@ -334,8 +335,9 @@ class RegistrationAuthority:
             serial = Serial(certificate.serial_number)
         except (ValueError, x509.InvalidVersion, BadRequest) as exc:  # BadRequest: a bad serial
             raise CertificateNotUsable("the client certificate was not issued by this CA") from exc
+        issuer = issuer_key_id(certificate)
         async with self._store.read() as tx:
-            record = await tx.get_certificate(serial)
+            record = await tx.get_certificate(issuer, serial) if issuer else None
             identity = await tx.get_identity(record.identity_id) if record else None
             binding = await tx.key_binding(record.public_key_sha256) if record else None
             successor = await tx.successor_of(serial) if record else None
@@ -396,6 +398,7 @@ class RegistrationAuthority:
         serial = Serial.random()
         reservation = CertificateRecord(
             serial=serial,
+            issuer_key_id=self._issuer.ca.key_id,
             identity_id=identity.id,
             order_id=order.id if order else None,
             renewal_of=renewal_of.serial if renewal_of else None,
@@ -408,7 +411,7 @@ class RegistrationAuthority:
         async with self._store.write() as tx:
             await self._require_active(tx, identity)
             if renewal_of is not None:
-                await self._require_unrevoked(tx, renewal_of.serial)
+                await self._require_unrevoked(tx, renewal_of)
                 successor = await self._successor(tx, renewal_of, actor)
                 if successor is not None:
                     return await self._redeliver(tx, successor, csr, actor, renewal_of)
@@ -435,11 +438,12 @@ class RegistrationAuthority:
                     raise BadRequest(KEY_COMPROMISED)
                 predecessor = None
                 if renewal_of is not None:
-                    predecessor = await self._require_unrevoked(tx, renewal_of.serial)
+                    predecessor = await self._require_unrevoked(tx, renewal_of)
                 if order is not None and not await tx.complete_order(order.id, serial, now):
                     raise NoPendingOrder("this order was cancelled or taken over meanwhile")
                 issued_at = self._clock.now()
                 recorded = await tx.mark_issued(
+                    reservation.issuer_key_id,
                     serial,
                     der=certificate.public_bytes(serialization.Encoding.DER),
                     not_before=certificate.not_valid_before_utc,
@@ -462,6 +466,7 @@ class RegistrationAuthority:
                         order_reference=order.reference if order else None,
                         serial=serial.hex,
                         details={
+                            "issuer": reservation.issuer_key_id.hex,
                             "profile": profile.name,
                             "key": csr.key.description,
                             **({"renewal_of": renewal_of.serial.hex} if renewal_of else {}),
@@ -489,7 +494,7 @@ class RegistrationAuthority:
         async with self._store.write() as tx:
             await self._require_active(tx, identity)
             serial = order.certificate_serial
-            record = await tx.get_certificate(serial, for_update=True) if serial else None
+            record = await tx.order_certificate(order.id, serial) if serial else None
             if record is None or record.der is None or record.public_key_sha256 != key.sha256:
                 raise NoPendingOrder(
                     f"{ORDER_USED} (for another public key); ask an administrator for a new order"
@@ -527,9 +532,9 @@ class RegistrationAuthority:
             )
 
     @staticmethod
-    async def _require_unrevoked(tx: StoreTx, serial: Serial) -> CertificateRecord:
+    async def _require_unrevoked(tx: StoreTx, record: CertificateRecord) -> CertificateRecord:
         """Read under a row lock, so a revocation racing this renewal is ordered before or after."""
-        current = await tx.get_certificate(serial, for_update=True)
+        current = await tx.get_certificate(record.issuer_key_id, record.serial, for_update=True)
         if current is None or current.status is not CertificateStatus.ISSUED:
             raise CertificateNotUsable("the client certificate is revoked")
         return current
@@ -543,7 +548,7 @@ class RegistrationAuthority:
         if successor is None or successor.status is not CertificateStatus.RESERVED:
             return successor
         if successor.created_at < self._clock.now() - self._order_policy.claim_lease:
-            await tx.abandon_reservation(successor.serial)
+            await tx.abandon_reservation(successor.issuer_key_id, successor.serial)
             await tx.append_audit(
                 AuditEvent(
                     action="certificate.abandoned",
@@ -613,7 +618,7 @@ class RegistrationAuthority:
         )
         revoked: list[CertificateRecord] = []
         if predecessor.renewal_of is not None:
-            older = await tx.get_certificate(predecessor.renewal_of, for_update=True)
+            older = await tx.predecessor_of(predecessor)
             if older is not None and older.status is CertificateStatus.ISSUED:
                 older_revocation = dataclasses.replace(
                     revocation, details={"superseded_by": predecessor.serial.hex}
@@ -631,7 +636,7 @@ class RegistrationAuthority:
         now = self._clock.now()
         async with self._store.write() as tx:
             await tx.get_identity(reservation.identity_id, for_update=True)
-            await tx.abandon_reservation(reservation.serial)
+            await tx.abandon_reservation(reservation.issuer_key_id, reservation.serial)
             if order is not None:
                 await tx.release_order(order.id, reservation.serial)
             await tx.release_unused_key(reservation.public_key_sha256)

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 
 from est_ca.audit import SERVICE, Actor, AuditEvent, Outcome
-from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
+from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyId, Serial
 from est_ca.ca.profiles import Profile, ProfileCatalogue
 from est_ca.clock import Clock
 from est_ca.errors import AlreadyExists, BadRequest, Conflict, EstCaError, NotFound
@@ -732,9 +732,17 @@ class Registry:
                 offset=offset,
             )
 
-    async def get_certificate(self, serial: Serial) -> CertificateRecord:
+    async def get_certificate(
+        self, serial: Serial, *, issuer: KeyId | None = None
+    ) -> CertificateRecord:
+        """By serial and issuer, or by serial alone while one CA has it (else Conflict)."""
         async with self._store.read() as tx:
-            record = await tx.get_certificate(serial)
+            record = await tx.certificate_by_serial(serial, issuer)
         if record is None:
             raise NotFound(f"no certificate with serial {serial}")
         return record
+
+    async def certificates_with_serial(self, serial: Serial) -> list[CertificateRecord]:
+        """Every CA's certificate with this serial."""
+        async with self._store.read() as tx:
+            return await tx.certificates_with_serial(serial)

@@ -157,7 +157,7 @@ class CrlPublisher:
         packed = bytearray()
         if issuer.lists_subscribers:
             async with self._store.read() as tx:
-                async for entry in tx.revoked_entries(now):
+                async for entry in tx.revoked_entries(issuer.ca.key_id, now):
                     packed += pack_entry(entry)
         count = len(packed) // _ENTRY.size
         async with self._store.write() as tx:

@@ -268,7 +268,7 @@ class OcspResponder:
             return _UNKNOWN
         issuer = keeper.issuer
         if issuer.lists_subscribers:
-            record = await tx.get_certificate(serial)
+            record = await tx.get_certificate(issuer.ca.key_id, serial)
             if await tx.is_ocsp_responder(issuer.key_id, serial):
                 return _GOOD
             if record is None or record.status in (

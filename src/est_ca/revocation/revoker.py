@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Callable
 
 from est_ca.audit import SERVICE, Actor, AuditEvent, Outcome
-from est_ca.ca.certificates import CertificateRecord, CertificateStatus, Serial
+from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyId, Serial
 from est_ca.ca.profiles import DEFAULT_RENEWAL_GRACE, ProfileCatalogue
 from est_ca.clock import Clock
 from est_ca.errors import BadRequest, Conflict, NotFound
@@ -62,18 +62,22 @@ class Revocations:
         serial: Serial,
         reason: RevocationReason = RevocationReason.UNSPECIFIED,
         invalidity_date: dt.datetime | None = None,
+        *,
+        issuer: KeyId | None = None,
     ) -> CertificateRecord:
+        """Revoke the certificate `issuer` issued with `serial`; without `issuer`, the only
+        certificate with that serial (several CAs have one: Conflict)."""
         now = self._clock.now()
         if invalidity_date is not None and invalidity_date > now:
             raise BadRequest("the invalidity date cannot be in the future", field="invalidity_date")
         async with self._store.read() as tx:
-            found = await tx.get_certificate(serial)
+            found = await tx.certificate_by_serial(serial, issuer)
         if found is None:
             raise NotFound(f"no issued certificate with serial {serial}")
         async with self._store.write() as tx:
-            await tx.ensure_revocation_state(self.issuer_key_id)
+            await tx.ensure_revocation_state(found.issuer_key_id.hex)
             await tx.get_identity(found.identity_id, for_update=True)
-            record = await tx.get_certificate(serial, for_update=True)
+            record = await tx.get_certificate(found.issuer_key_id, serial, for_update=True)
             if record is None or record.status in (
                 CertificateStatus.RESERVED,
                 CertificateStatus.ABANDONED,
@@ -97,7 +101,7 @@ class Revocations:
                     field="invalidity_date",
                 )
             await self.revoke_in(tx, actor, record, Revocation(reason, now, invalidity_date))
-            revoked = await tx.get_certificate(serial)
+            revoked = await tx.get_certificate(record.issuer_key_id, serial)
         self.notify()
         assert revoked is not None
         return revoked
@@ -165,7 +169,9 @@ class Revocations:
             async with self._store.write() as tx:
                 await tx.ensure_revocation_state(self.issuer_key_id)
                 await tx.get_identity(predecessor.identity_id, for_update=True)
-                current = await tx.get_certificate(predecessor.serial, for_update=True)
+                current = await tx.get_certificate(
+                    predecessor.issuer_key_id, predecessor.serial, for_update=True
+                )
                 if current is None or current.status is not CertificateStatus.ISSUED:
                     continue  # revoked meanwhile, here or by another instance
                 revocation = Revocation(
@@ -180,8 +186,9 @@ class Revocations:
         self, tx: StoreTx, actor: Actor, record: CertificateRecord, revocation: Revocation
     ) -> list[CertificateRecord]:
         """Revoke `record` inside the caller's transaction (which holds the identity's lock),
-        and with a key compromise every other live certificate of the key. Returns what was
-        revoked; the caller calls `notify` once the transaction has committed."""
+        and with a key compromise every other live certificate of the key, whichever CA issued
+        it: the key is compromised, not the issuer, so it stays dead everywhere. Returns what
+        was revoked; the caller calls `notify` once the transaction has committed."""
         first = await self._revoke_one(tx, actor, record, revocation)
         if first is None:
             raise Conflict(f"certificate {record.serial} is not an issued certificate")
@@ -202,15 +209,18 @@ class Revocations:
         """Issued -> revoked with its audit event and a count-up of the revision; None when
         the certificate was not issued (any more)."""
         if not await tx.revoke_certificate(
+            record.issuer_key_id,
             record.serial,
             reason=revocation.reason,
             at=revocation.at,
             invalidity_date=revocation.invalidity_date,
         ):
             return None
-        await tx.count_revocation(self.issuer_key_id)
+        if record.issuer_key_id.hex != self.issuer_key_id:
+            await tx.ensure_revocation_state(record.issuer_key_id.hex)
+        await tx.count_revocation(record.issuer_key_id.hex)
         await tx.append_audit(self._event(actor, record, revocation))
-        revoked = await tx.get_certificate(record.serial)
+        revoked = await tx.get_certificate(record.issuer_key_id, record.serial)
         assert revoked is not None
         return revoked
 
@@ -220,7 +230,7 @@ class Revocations:
 
     @staticmethod
     def _event(actor: Actor, record: CertificateRecord, revocation: Revocation) -> AuditEvent:
-        details = dict(revocation.details)
+        details = {"issuer": record.issuer_key_id.hex, **revocation.details}
         if revocation.invalidity_date is not None:
             details["invalidity_date"] = revocation.invalidity_date.isoformat()
         return AuditEvent(

@@ -118,8 +118,11 @@ class CertificateRow(Base):
     __tablename__ = "certificates"
     __table_args__ = (Index("ix_certificates_status_not_after", "status", "not_after"),)
 
-    # Lower-case hex; the primary key is the uniqueness guarantee for serials.
-    serial: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # The issuing CA's key id (ca.certificates.KeyId), lower-case hex. A serial is unique per
+    # issuer (RFC 5280 4.1.2.2): the primary key (issuer_key_id, serial) guarantees it.
+    issuer_key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Lower-case hex; indexed too, for the administrator's lookups by serial alone.
+    serial: Mapped[str] = mapped_column(String(40), primary_key=True, index=True)
     identity_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("identities.id"), index=True)
     order_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("orders.id"))
     # The certificate this one renewed; a certificate has at most one live successor.

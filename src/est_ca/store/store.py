@@ -65,7 +65,14 @@ from est_ca.audit import (
     Outcome,
     chain_hash,
 )
-from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyBinding, Serial
+from est_ca.ca.certificates import (
+    CertificateRecord,
+    CertificateStatus,
+    KeyBinding,
+    KeyId,
+    Serial,
+    several_issuers,
+)
 from est_ca.errors import AlreadyExists, ConfigurationError
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
 from est_ca.registration.orders import Order, OrderState, OrderStatus
@@ -147,14 +154,17 @@ class Store:
         if self._reader is not self._writer:
             await self._reader.dispose()
 
-    async def migrate(self, revision: str = "head") -> None:
-        """Bring the schema to the newest migration, or `revision` (idempotent)."""
+    async def migrate(self, revision: str = "head", *, issuer_key_id: KeyId | None = None) -> None:
+        """Bring the schema to the newest migration, or `revision` (idempotent).
+
+        `issuer_key_id` is the issuing CA's: migration 0007 records it as the issuer of
+        certificate rows that have no signed certificate to name their own."""
         async with self._writer.connect() as conn:
             if not self.is_sqlite:
                 await conn.execute(
                     text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
                 )
-            await conn.run_sync(_upgrade, revision)
+            await conn.run_sync(_upgrade, revision, issuer_key_id)
             await conn.commit()
 
     async def schema_revision(self) -> str | None:
@@ -280,10 +290,12 @@ def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
     return engine
 
 
-def _upgrade(connection: Connection, revision: str) -> None:
+def _upgrade(connection: Connection, revision: str, issuer_key_id: KeyId | None) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
+    if issuer_key_id is not None:
+        config.attributes["issuer_key_id"] = issuer_key_id.hex
     command.upgrade(config, revision)
 
 
@@ -711,7 +723,16 @@ class StoreTx:
         if result.rowcount != 1:
             return False
         if before.status == str(OrderStatus.ISSUING) and before.claimed_serial:
-            await self.abandon_reservation(Serial.from_hex(before.claimed_serial))
+            # The order's own reservation: its id names it whichever CA reserved the serial.
+            await self._conn.execute(
+                update(CERTIFICATES)
+                .where(
+                    CERTIFICATES.c.order_id == order_id,
+                    CERTIFICATES.c.serial == before.claimed_serial,
+                    CERTIFICATES.c.status == str(CertificateStatus.RESERVED),
+                )
+                .values(status=str(CertificateStatus.ABANDONED))
+            )
         return True
 
     async def complete_order(self, order_id: uuid.UUID, serial: Serial, now: dt.datetime) -> bool:
@@ -745,11 +766,13 @@ class StoreTx:
     # -- certificates -----------------------------------------------------------------------
 
     async def insert_reservation(self, record: CertificateRecord) -> None:
-        """Record the intent to issue `record.serial`; the primary key refuses a reused serial."""
+        """Record the intent to issue `record.serial`; the primary key refuses a serial its
+        issuer used before."""
         if record.status is not CertificateStatus.RESERVED:
             raise ValueError("only reservations are inserted; issued certificates are updates")
         await self._conn.execute(
             CERTIFICATES.insert().values(
+                issuer_key_id=record.issuer_key_id.hex,
                 serial=record.serial.hex,
                 identity_id=record.identity_id,
                 order_id=record.order_id,
@@ -763,6 +786,7 @@ class StoreTx:
 
     async def mark_issued(
         self,
+        issuer: KeyId,
         serial: Serial,
         *,
         der: bytes,
@@ -773,7 +797,7 @@ class StoreTx:
         result = await self._conn.execute(
             update(CERTIFICATES)
             .where(
-                CERTIFICATES.c.serial == serial.hex,
+                _is_certificate(issuer, serial),
                 CERTIFICATES.c.status == str(CertificateStatus.RESERVED),
             )
             .values(
@@ -786,11 +810,11 @@ class StoreTx:
         )
         return result.rowcount == 1
 
-    async def abandon_reservation(self, serial: Serial) -> bool:
+    async def abandon_reservation(self, issuer: KeyId, serial: Serial) -> bool:
         result = await self._conn.execute(
             update(CERTIFICATES)
             .where(
-                CERTIFICATES.c.serial == serial.hex,
+                _is_certificate(issuer, serial),
                 CERTIFICATES.c.status == str(CertificateStatus.RESERVED),
             )
             .values(status=str(CertificateStatus.ABANDONED))
@@ -799,6 +823,7 @@ class StoreTx:
 
     async def revoke_certificate(
         self,
+        issuer: KeyId,
         serial: Serial,
         *,
         reason: RevocationReason,
@@ -809,7 +834,7 @@ class StoreTx:
         result = await self._conn.execute(
             update(CERTIFICATES)
             .where(
-                CERTIFICATES.c.serial == serial.hex,
+                _is_certificate(issuer, serial),
                 CERTIFICATES.c.status == str(CertificateStatus.ISSUED),
             )
             .values(
@@ -822,14 +847,70 @@ class StoreTx:
         return result.rowcount == 1
 
     async def get_certificate(
-        self, serial: Serial, *, for_update: bool = False
+        self, issuer: KeyId, serial: Serial, *, for_update: bool = False
     ) -> CertificateRecord | None:
-        query = select(CERTIFICATES).where(CERTIFICATES.c.serial == serial.hex)
+        query = select(CERTIFICATES).where(_is_certificate(issuer, serial))
         if for_update:
             query = query.with_for_update()
         result = await self._conn.execute(query)
         row = result.one_or_none()
         return _certificate(row) if row is not None else None
+
+    async def order_certificate(
+        self, order_id: uuid.UUID, serial: Serial
+    ) -> CertificateRecord | None:
+        """The certificate an order yielded, locked; the order names it whichever CA issued it."""
+        result = await self._conn.execute(
+            select(CERTIFICATES)
+            .where(CERTIFICATES.c.order_id == order_id, CERTIFICATES.c.serial == serial.hex)
+            .with_for_update()
+        )
+        row = result.first()
+        return _certificate(row) if row is not None else None
+
+    async def predecessor_of(self, record: CertificateRecord) -> CertificateRecord | None:
+        """The certificate `record` renewed, locked. `renewal_of` keeps the serial only: the
+        predecessor is the one of that serial certifying the same identity (it may have been
+        issued by a CA since rolled over)."""
+        if record.renewal_of is None:
+            return None
+        result = await self._conn.execute(
+            select(CERTIFICATES)
+            .where(
+                CERTIFICATES.c.serial == record.renewal_of.hex,
+                CERTIFICATES.c.identity_id == record.identity_id,
+                CERTIFICATES.c.status.in_(_CERTIFYING),
+            )
+            .order_by(CERTIFICATES.c.created_at)
+            .with_for_update()
+        )
+        row = result.first()
+        return _certificate(row) if row is not None else None
+
+    async def certificate_by_serial(
+        self, serial: Serial, issuer: KeyId | None = None, *, for_update: bool = False
+    ) -> CertificateRecord | None:
+        """An administrator's lookup: by serial and issuer, or by serial alone while only one
+        CA has a certificate with that serial (several: `Conflict`, naming them)."""
+        if issuer is not None:
+            return await self.get_certificate(issuer, serial, for_update=for_update)
+        found = await self.certificates_with_serial(serial)
+        if len(found) > 1:
+            raise several_issuers(serial, found)
+        if not found:
+            return None
+        if for_update:
+            return await self.get_certificate(found[0].issuer_key_id, serial, for_update=True)
+        return found[0]
+
+    async def certificates_with_serial(self, serial: Serial) -> list[CertificateRecord]:
+        """Every CA's certificate with this serial (an administrator gave the serial alone)."""
+        result = await self._conn.execute(
+            select(CERTIFICATES)
+            .where(CERTIFICATES.c.serial == serial.hex)
+            .order_by(CERTIFICATES.c.issuer_key_id)
+        )
+        return [_certificate(row) for row in result]
 
     async def list_certificates(
         self,
@@ -858,7 +939,8 @@ class StoreTx:
         return [_certificate(row) for row in await self._conn.execute(query)]
 
     async def live_certificates_with_key(self, public_key_sha256: str) -> list[CertificateRecord]:
-        """Issued, unrevoked certificates for this key, locked for revocation."""
+        """Issued, unrevoked certificates for this key, of every issuer (a compromised key is
+        compromised under every CA), locked for revocation."""
         result = await self._conn.execute(
             select(CERTIFICATES)
             .where(
@@ -895,7 +977,11 @@ class StoreTx:
                 successor.c.serial.label("successor_serial"),
                 successor.c.issued_at.label("renewed_at"),
             )
-            .join(successor, successor.c.renewal_of == CERTIFICATES.c.serial)
+            .join(
+                successor,
+                (successor.c.renewal_of == CERTIFICATES.c.serial)
+                & (successor.c.identity_id == CERTIFICATES.c.identity_id),
+            )
             .where(
                 CERTIFICATES.c.status == str(CertificateStatus.ISSUED),
                 successor.c.status.in_(
@@ -1016,9 +1102,10 @@ class StoreTx:
         return result.rowcount
 
     async def revoked_entries(
-        self, now: dt.datetime, batch: int = 1000
+        self, issuer: KeyId, now: dt.datetime, batch: int = 1000
     ) -> AsyncIterator[RevokedEntry]:
-        """Revoked certificates that have not expired (expired ones leave the CRL), streamed."""
+        """`issuer`'s revoked certificates that have not expired (expired ones leave the CRL),
+        streamed: one CRL, one issuer (RFC 5280 has us publish no indirect CRLs)."""
         result = await self._conn.stream(
             select(
                 CERTIFICATES.c.serial,
@@ -1027,6 +1114,7 @@ class StoreTx:
                 CERTIFICATES.c.invalidity_date,
             )
             .where(
+                CERTIFICATES.c.issuer_key_id == issuer.hex,
                 CERTIFICATES.c.status == str(CertificateStatus.REVOKED),
                 CERTIFICATES.c.not_after > now,
             )
@@ -1405,9 +1493,15 @@ def _order(row: Row[Any]) -> Order:
     )
 
 
+def _is_certificate(issuer: KeyId, serial: Serial) -> ColumnElement[bool]:
+    """The one certificate `issuer` issued with `serial`."""
+    return (CERTIFICATES.c.issuer_key_id == issuer.hex) & (CERTIFICATES.c.serial == serial.hex)
+
+
 def _certificate(row: Row[Any]) -> CertificateRecord:
     return CertificateRecord(
         serial=Serial.from_hex(row.serial),
+        issuer_key_id=KeyId(row.issuer_key_id),
         identity_id=row.identity_id,
         order_id=row.order_id,
         renewal_of=_serial_or_none(row.renewal_of),

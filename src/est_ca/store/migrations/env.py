@@ -40,7 +40,10 @@ connection = context.config.attributes.get("connection")
 if connection is not None:
     _run(connection)
 else:
-    url = context.get_x_argument(as_dictionary=True).get("url")
+    arguments = context.get_x_argument(as_dictionary=True)
+    url = arguments.get("url")
+    if "issuer_key_id" in arguments:  # the issuing CA, for 0007's unsigned reservations
+        context.config.attributes["issuer_key_id"] = arguments["issuer_key_id"]
     if not url:
         raise SystemExit("pass the database with -x url=<sqlalchemy url>")
     asyncio.run(_run_with_url(url))
