@@ -56,8 +56,9 @@ async def test_a_wrong_token_is_401_and_audited_without_the_token(admin: AdminSe
         "unknown token or wrong secret",
         "1 more like this from this address; the last: unknown token or wrong secret",
     ]
-    assert admin.admin_token.split("_")[-1] not in recorded
-    assert forged.split("_")[-1] not in recorded
+    # The secret is everything after "estca_<id>_"; it may itself contain "_".
+    assert admin.admin_token.split("_", 2)[2] not in recorded
+    assert forged.split("_", 2)[2] not in recorded
 
 
 async def test_a_revoked_or_expired_token_is_401(admin: AdminSetup) -> None:
