@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from typing import Protocol, TypeVar
 
 import hypothesis.strategies as st
 import pytest
@@ -531,11 +532,20 @@ OCSP_STATUSES = {
 }
 
 
-def _one_in(draw: st.DrawFn, n: int) -> bool:
+_T = TypeVar("_T")
+
+
+class Draw(Protocol):
+    """What `st.data().draw` is (hypothesis's DrawFn also asks for a __signature__)."""
+
+    def __call__(self, strategy: st.SearchStrategy[_T], label: object = ...) -> _T: ...
+
+
+def _one_in(draw: Draw, n: int) -> bool:
     return draw(st.integers(1, n)) == 1
 
 
-def _extensions(draw: st.DrawFn, odd: bool) -> list[dict[str, object]]:
+def _extensions(draw: Draw, odd: bool) -> list[dict[str, object]]:
     """A nonce; or nonces of any length, unknown extensions critical or not, duplicates."""
     made: list[dict[str, object]] = []
     for _ in range(draw(st.integers(0, 2 if odd else 1))):
@@ -554,9 +564,7 @@ def _extensions(draw: st.DrawFn, odd: bool) -> list[dict[str, object]]:
     return made
 
 
-def _cert_id_fields(
-    draw: st.DrawFn, issuer: x509.Certificate, serials: list[int], odd: bool
-) -> object:
+def _cert_id_fields(draw: Draw, issuer: x509.Certificate, serials: list[int], odd: bool) -> object:
     """A CertID of `issuer`, or an odd one: other hashes, algorithms and serials."""
     algorithm = draw(st.sampled_from(HASH_ALGORITHMS if odd else list(_CERT_ID_HASHES)))
     hashes_of = draw(st.sampled_from(["issuer", "right length", "any"])) if odd else "issuer"
@@ -582,7 +590,7 @@ def _cert_id_fields(
     }
 
 
-def _mangled_request(draw: st.DrawFn, served: list[x509.Certificate]) -> bytes:
+def _mangled_request(draw: Draw, served: list[x509.Certificate]) -> bytes:
     """A request put together from odd parts, then perhaps damaged byte by byte."""
     serials = [certificate.serial_number for certificate in served]
     issuer = draw(st.sampled_from(served))
