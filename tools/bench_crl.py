@@ -12,51 +12,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import tempfile
+import functools
 import time
-import uuid
 from pathlib import Path
 
-from est_ca.ca.certificates import CertificateStatus, Serial
-from est_ca.config import load_settings
-from est_ca.registration.identities import Identity, IdentityType
 from est_ca.service import Service
-from est_ca.store.store import CERTIFICATES
+from tools.scratch import open_service, record_certificates, run
 
 
 async def record_revoked(service: Service, count: int) -> None:
-    """`count` revoked certificates of one identity, straight into the store (no signing)."""
-    now = service.clock.now()
-    identity = Identity.create(
-        type=IdentityType.SYSTEM,
-        organisation_name="Bench ApS",
-        cvr="99999999",
-        display_name="bench",
-        created_at=now,
-    )
+    """`count` revoked certificates, and the issuing CA's revocation count that says its CRL
+    is out of date."""
+    await record_certificates(service, count, revoked=True)
     async with service.store.write() as tx:
-        await tx.insert_identity(identity)
-        rows = [
-            {
-                "issuer_key_id": service.revocations.issuer_key_id,
-                "serial": Serial.random().hex,
-                "identity_id": identity.id,
-                "order_id": None,
-                "renewal_of": None,
-                "profile": "system",
-                "status": str(CertificateStatus.REVOKED),
-                "public_key_sha256": uuid.uuid4().hex * 2,
-                "created_at": now,
-                "not_before": now,
-                "not_after": now + dt.timedelta(days=1095),
-                "issued_at": now,
-                "revoked_at": now,
-                "revocation_reason": "keyCompromise" if i % 2 else None,
-            }
-            for i in range(count)
-        ]
-        await tx._conn.execute(CERTIFICATES.insert(), rows)
         await tx.ensure_revocation_state(service.revocations.issuer_key_id)
         await tx.count_revocation(service.revocations.issuer_key_id)
 
@@ -88,12 +56,7 @@ class LoopWatch:
 
 
 async def bench(entries: int, data_dir: Path) -> None:
-    settings = load_settings(
-        None,
-        {},
-        {"data_dir": str(data_dir), "service": {"demo": False, "http_port": 18080}},
-    )
-    service = await Service.open(settings, create=True)
+    service = await open_service(data_dir)
     assert service.publishing is not None
     try:
         started = time.perf_counter()
@@ -116,11 +79,7 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--data-dir", type=Path)
     args = parser.parse_args()
-    if args.data_dir:
-        asyncio.run(bench(args.entries, args.data_dir))
-    else:
-        with tempfile.TemporaryDirectory() as scratch:
-            asyncio.run(bench(args.entries, Path(scratch)))
+    run(functools.partial(bench, args.entries), args.data_dir)
 
 
 if __name__ == "__main__":

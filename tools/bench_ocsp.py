@@ -11,14 +11,11 @@ pre-produced answer (one CertID, no nonce) is timed beside them for scale. Media
 from __future__ import annotations
 
 import argparse
-import asyncio
-import datetime as dt
+import functools
 import hashlib
 import os
 import statistics
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from asn1crypto import core
@@ -27,45 +24,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from est_ca.ca.certificates import CertificateStatus, Serial
-from est_ca.config import load_settings
-from est_ca.registration.identities import Identity, IdentityType
+from est_ca.ca.certificates import Serial
 from est_ca.revocation.ocsp import MAX_CERT_IDS, OcspResponder
-from est_ca.service import Service
-from est_ca.store.store import CERTIFICATES
-
-
-async def record_issued(service: Service, count: int) -> list[Serial]:
-    """`count` issued certificates of one identity, straight into the store (no signing)."""
-    now = service.clock.now()
-    identity = Identity.create(
-        type=IdentityType.SYSTEM,
-        organisation_name="Bench ApS",
-        cvr="99999999",
-        display_name="bench",
-        created_at=now,
-    )
-    serials = [Serial.random() for _ in range(count)]
-    async with service.store.write() as tx:
-        await tx.insert_identity(identity)
-        rows = [
-            {
-                "serial": serial.hex,
-                "identity_id": identity.id,
-                "order_id": None,
-                "renewal_of": None,
-                "profile": "system",
-                "status": str(CertificateStatus.ISSUED),
-                "public_key_sha256": uuid.uuid4().hex * 2,
-                "created_at": now,
-                "not_before": now,
-                "not_after": now + dt.timedelta(days=1095),
-                "issued_at": now,
-            }
-            for serial in serials
-        ]
-        await tx._conn.execute(CERTIFICATES.insert(), rows)
-    return serials
+from tools.scratch import open_service, record_certificates, run
 
 
 def request(issuer: x509.Certificate, serials: list[Serial], nonce: bool) -> bytes:
@@ -110,17 +71,12 @@ async def median_ms(responder: OcspResponder, der: bytes, rounds: int) -> float:
 
 
 async def bench(rounds: int, data_dir: Path) -> None:
-    settings = load_settings(
-        None,
-        {},
-        {"data_dir": str(data_dir), "service": {"demo": False, "http_port": 18080}},
-    )
-    service = await Service.open(settings, create=True)
+    service = await open_service(data_dir)
     assert service.publishing is not None
     assert service.ca is not None
     await service.publishing.start()
     try:
-        serials = await record_issued(service, MAX_CERT_IDS)
+        serials = await record_certificates(service, MAX_CERT_IDS, revoked=False)
         responder = service.publishing.responder
         issuer = service.ca.certificate
         cases = [
@@ -141,11 +97,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--data-dir", type=Path)
     args = parser.parse_args()
-    if args.data_dir:
-        asyncio.run(bench(args.rounds, args.data_dir))
-    else:
-        with tempfile.TemporaryDirectory() as scratch:
-            asyncio.run(bench(args.rounds, Path(scratch)))
+    run(functools.partial(bench, args.rounds), args.data_dir)
 
 
 if __name__ == "__main__":
