@@ -9,7 +9,7 @@ from est_ca.config import shipped_config_dir
 from est_ca.server import Server
 from est_ca.service import Service
 from tests.conftest import CaMaterial, OpenService
-from tests.helpers import curl, est_url, openssl
+from tests.helpers import CurlResult, curl, est_url, openssl
 
 
 async def asn1parse(body: bytes) -> str:
@@ -34,6 +34,42 @@ async def test_csrattrs_names_the_key_types_sizes_and_signature_every_profile_ac
     assert "ecdsa-with" not in parsed  # the shipped profiles accept no EC keys
 
 
+def p256_only_profiles(directory: Path) -> Path:
+    """Every shipped profile accepting P-256 keys and nothing else."""
+    directory.mkdir()
+    for name in ("user", "organisation", "system"):
+        text = (shipped_config_dir() / "profiles" / f"{name}.toml").read_text()
+        text = text.replace("rsa_sizes = [3072, 4096]", "rsa_sizes = []")
+        text = text.replace("ec_curves = []", 'ec_curves = ["P-256"]')
+        (directory / f"{name}.toml").write_text(text)
+    return directory
+
+
+async def served_csrattrs(service: Service, ca_material: CaMaterial) -> CurlResult:
+    server = Server(service)
+    await server.start("127.0.0.1", 0, service.settings.service.http_port)
+    try:
+        return await curl(est_url(server, "csrattrs"), trust=ca_material.tls_cert)
+    finally:
+        await server.stop()
+
+
+async def test_one_acceptable_curve_is_named_in_the_list_and_in_an_rfc9908_template(
+    open_service: OpenService, ca_material: CaMaterial, tmp_path: Path
+) -> None:
+    service = await open_service(
+        profiles={"extra_dirs": [str(p256_only_profiles(tmp_path / "profiles"))]}
+    )
+    response = await served_csrattrs(service, ca_material)
+    assert response.status == 200
+    parsed = await asn1parse(response.body)
+    assert ":id-ecPublicKey" in parsed
+    assert ":ecdsa-with-SHA256" in parsed
+    assert ":rsaEncryption" not in parsed
+    assert ":1.2.840.113549.1.9.16.2.61" in parsed  # id-aa-certificationRequestInfoTemplate
+    assert parsed.count(":prime256v1") == 2  # the list's value, the template's key parameter
+
+
 def disjoint_profiles(directory: Path) -> Path:
     """The system profile accepting only P-256 keys, with SHA-384: nothing common to all."""
     text = (shipped_config_dir() / "profiles" / "system.toml").read_text()
@@ -48,14 +84,9 @@ def disjoint_profiles(directory: Path) -> Path:
 async def test_csrattrs_answers_204_when_the_profiles_share_nothing_to_say(
     open_service: OpenService, ca_material: CaMaterial, tmp_path: Path
 ) -> None:
-    service: Service = await open_service(
+    service = await open_service(
         profiles={"extra_dirs": [str(disjoint_profiles(tmp_path / "profiles"))]}
     )
-    server = Server(service)
-    await server.start("127.0.0.1", 0, service.settings.service.http_port)
-    try:
-        response = await curl(est_url(server, "csrattrs"), trust=ca_material.tls_cert)
-    finally:
-        await server.stop()
+    response = await served_csrattrs(service, ca_material)
     assert response.status == 204
     assert response.body == b""
