@@ -142,3 +142,9 @@ def test_one_acceptable_rsa_size_adds_a_template_with_a_placeholder_key_of_that_
     assert key_info["algorithm"]["algorithm"].dotted == RSA_ENCRYPTION
     placeholder = keys.RSAPublicKey.load(key_info["subject_public_key"].native)
     assert placeholder["modulus"].native.bit_length() == 4096
+
+
+def test_channel_binding_leaves_the_template_out_as_it_cannot_ask_for_the_password() -> None:
+    found = items(csr_attributes([profile("ec", ec=("P-384",))], challenge_password=True))
+    oids = [oid for oid, _ in found]
+    assert oids == [CHALLENGE_PASSWORD, EC_PUBLIC_KEY, SHA256_ECDSA]

@@ -10,7 +10,8 @@ the accepted modulus sizes, id-ecPublicKey with the accepted curves, and the sig
 OIDs. When the accepted keys come down to one choice, an RFC 9908 CertificationRequestInfo
 template is added after them: a client that reads templates uses that alone, and older clients
 skip an attribute they do not know. The template cannot offer alternatives (one key type, one
-size), so with several acceptable keys it is left out rather than narrowing what we accept.
+size), so with several acceptable keys it is left out rather than narrowing what we accept; nor
+can it name the CSR's signature algorithm, which every hash our CSR policy accepts makes a hint.
 """
 
 from __future__ import annotations
@@ -175,7 +176,9 @@ def csr_attributes(
             items.append(_oid(_RSA_SIGNATURES[hash_name]))
         if signs_ec:
             items.append(_oid(_ECDSA_SIGNATURES[hash_name]))
-    template = _template(rsa_sizes, ec_curves)
+    # A template-aware client ignores everything beside the template, which has no way to ask
+    # for a value the client fills in (an attribute needs one value at least): no template then.
+    template = None if challenge_password else _template(rsa_sizes, ec_curves)
     if template is not None:
         items.append(template)
     if not items:
