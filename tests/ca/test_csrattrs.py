@@ -122,7 +122,7 @@ def test_several_acceptable_keys_get_no_template() -> None:
 def template_of(der: bytes | None) -> CertificationRequestInfoTemplate:
     found = dict(items(der))
     (value,) = found[CERTIFICATION_REQUEST_INFO_TEMPLATE]
-    template = CertificationRequestInfoTemplate.load(value.dump())
+    template: CertificationRequestInfoTemplate = CertificationRequestInfoTemplate.load(value.dump())
     assert template["version"].native == 0
     assert len(template["attributes"]) == 0
     return template
