@@ -275,6 +275,7 @@ async def test_a_body_over_64_kib_is_413(
         ("GET", "simpleenroll", "POST"),
         ("PUT", "simplereenroll", "POST"),
         ("POST", "cacerts", "GET"),
+        ("POST", "csrattrs", "GET"),
     ],
 )
 async def test_the_wrong_method_is_405(

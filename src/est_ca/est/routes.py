@@ -21,10 +21,21 @@ EST_PREFIX = "/.well-known/est"
 AUTHORITY = web.AppKey("registration_authority", RegistrationAuthority)
 CA_CERTS_DER = web.AppKey("cacerts_der", bytes)
 MAX_CSR_BYTES = web.AppKey("max_csr_bytes", int)
+# DER CsrAttrs (ca/csrattrs.py) for the profiles this path serves; None: nothing to say.
+CSR_ATTRS = web.AppKey[bytes | None]("csrattrs_der")
 
 
 async def cacerts(request: web.Request) -> web.Response:
-    return wire.certs_only_response(request, request.app[CA_CERTS_DER], wire.PKCS7_MIME)
+    return wire.base64_response(request, request.app[CA_CERTS_DER], wire.PKCS7_MIME)
+
+
+async def csrattrs(request: web.Request) -> web.Response:
+    """No authentication (RFC 7030 4.5 lets the server choose): libest's client asks before it
+    enrolls, and the answer only describes what every enrollment here must look like."""
+    der = request.app[CSR_ATTRS]
+    if der is None:
+        return web.Response(status=204)
+    return wire.base64_response(request, der, wire.CSRATTRS)
 
 
 async def _csr(request: web.Request) -> bytes:
@@ -64,7 +75,7 @@ async def simpleenroll(request: web.Request) -> web.Response:
         certificate = await authority.enroll_with_certificate(
             client_certificate, csr, source=request.remote
         )
-    return wire.certs_only_response(request, wire.certs_only([certificate]), wire.CERTS_ONLY)
+    return wire.base64_response(request, wire.certs_only([certificate]), wire.CERTS_ONLY)
 
 
 async def simplereenroll(request: web.Request) -> web.Response:
@@ -86,10 +97,11 @@ async def simplereenroll(request: web.Request) -> web.Response:
         await authority.refuse("reenroll", actor, exc)
         raise
     certificate = await authority.reenroll(client_certificate, csr, source=request.remote)
-    return wire.certs_only_response(request, wire.certs_only([certificate]), wire.CERTS_ONLY)
+    return wire.base64_response(request, wire.certs_only([certificate]), wire.CERTS_ONLY)
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{EST_PREFIX}/cacerts", cacerts)
+    app.router.add_get(f"{EST_PREFIX}/csrattrs", csrattrs)
     app.router.add_post(f"{EST_PREFIX}/simpleenroll", simpleenroll)
     app.router.add_post(f"{EST_PREFIX}/simplereenroll", simplereenroll)

@@ -2,9 +2,10 @@
 
 Requests: the body is base64 of DER whatever Content-Transfer-Encoding says (RFC 8951 2.1);
 whitespace and line breaks anywhere are ignored; anything else is a 400. Responses: base64 of
-a certs-only CMS (in MIME lines or in one line, see `base64_for`), the exact content types
-libest matches on, and Content-Transfer-Encoding: base64. Reading the request (content type,
-size and time caps, the client certificate) is common to every protocol: est_ca.web.inputs.
+a certs-only CMS or of CSR attributes (in MIME lines or in one line, see `base64_for`), the
+exact content types libest matches on, and Content-Transfer-Encoding: base64. Reading the
+request (content type, size and time caps, the client certificate) is common to every
+protocol: est_ca.web.inputs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from est_ca.web.middleware import plain_text
 PKCS10 = "application/pkcs10"
 PKCS7_MIME = "application/pkcs7-mime"
 CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
+CSRATTRS = "application/csrattrs"
 _WHITESPACE = b" \t\r\n\v\f"
 
 
@@ -74,7 +76,8 @@ def base64_for(request: web.Request, der: bytes) -> bytes:
     return base64.b64encode(der)
 
 
-def certs_only_response(request: web.Request, der: bytes, content_type: str) -> web.Response:
+def base64_response(request: web.Request, der: bytes, content_type: str) -> web.Response:
+    """200 with base64 of `der` (see `base64_for`): certs-only CMS, or CSR attributes."""
     return web.Response(
         status=200,
         body=base64_for(request, der),

@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from est_ca.admin import routes as admin_routes
 from est_ca.admin.access import Scope
 from est_ca.ca import publication
+from est_ca.ca.csrattrs import csr_attributes
 from est_ca.errors import NotEntitled
 from est_ca.est import routes as est_routes
 from est_ca.est import wire
@@ -30,6 +31,8 @@ def est_app(service: Service) -> web.Application:
     app[est_routes.MAX_CSR_BYTES] = service.settings.service.max_body_bytes
     app[est_routes.AUTHORITY] = service.authority
     app[est_routes.CA_CERTS_DER] = wire.certs_only(service.ca.certificates)
+    # The unlabelled path serves every profile: say what all of them accept.
+    app[est_routes.CSR_ATTRS] = csr_attributes(service.profiles.profiles.values())
     app[RENDER_ERROR] = wire.render_error
     est_routes.add_routes(app)
     return app
