@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from est_ca.config import load_settings
+from est_ca.config import FileKeyRef, load_settings
 from est_ca.errors import ConfigurationError
 
 
@@ -80,3 +80,76 @@ def test_any_free_http_port_needs_an_explicit_public_url() -> None:
 def test_a_mistyped_environment_variable_is_named() -> None:
     with pytest.raises(ConfigurationError, match=r"'service\.demo' must be true or false"):
         load_settings(None, {"EST_CA_SERVICE_DEMO": "perhaps"})
+
+
+def _authorities(tmp_path: Path, text: str) -> Path:
+    config = tmp_path / "cas.toml"
+    config.write_text(text)
+    return config
+
+
+ONE_CA = """
+[[authorities]]
+name = "issuing-2"
+certificate = "/etc/est-ca/issuing.pem"
+chain = "/etc/est-ca/chain.pem"
+key = { kind = "file", path = "/etc/est-ca/issuing.key", passphrase_file = "/etc/est-ca/pw" }
+default = true
+profiles = ["oces3-person"]
+"""
+
+
+def test_without_listed_authorities_the_ca_section_is_used_as_before() -> None:
+    settings = load_settings()
+    assert settings.authorities == ()
+    assert settings.ca.cert_file == ""
+    assert settings.ca.generate_demo is True
+
+
+def test_a_listed_authority_is_typed_and_becomes_the_configured_ca(tmp_path: Path) -> None:
+    settings = load_settings(_authorities(tmp_path, ONE_CA))
+    (entry,) = settings.authorities
+    assert entry.name == "issuing-2"
+    assert entry.key == FileKeyRef(path="/etc/est-ca/issuing.key", passphrase_file="/etc/est-ca/pw")
+    assert entry.profiles == ("oces3-person",)
+    assert settings.ca.cert_file == "/etc/est-ca/issuing.pem"
+    assert settings.ca.chain_file == "/etc/est-ca/chain.pem"
+    assert settings.ca.key_file == "/etc/est-ca/issuing.key"
+    assert settings.ca.key_passphrase_file == "/etc/est-ca/pw"
+    assert settings.ca.generate_demo is False
+
+
+def test_a_pkcs11_key_is_refused_as_not_supported_yet(tmp_path: Path) -> None:
+    file_key = ONE_CA.split("\n")[5]
+    assert file_key.startswith('key = { kind = "file"')
+    text = ONE_CA.replace(file_key, 'key = { kind = "pkcs11", uri = "pkcs11:token=ca;object=ca" }')
+    with pytest.raises(ConfigurationError, match="'pkcs11' is not supported yet"):
+        load_settings(_authorities(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('kind = "file"', 'kind = "vault"'), r"kind' must be one of 'file', 'pkcs11'"),
+        (('name = "issuing-2"', 'name = "a/b"'), "becomes a URL path"),
+        (("default = true", "default = 1"), "must be true or false"),
+        (('chain = "/etc/est-ca/chain.pem"', 'chain = ""'), "needs certificate and chain"),
+    ],
+)
+def test_a_mistake_in_a_listed_authority_is_named(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        load_settings(_authorities(tmp_path, ONE_CA.replace(*change)))
+
+
+def test_two_authorities_need_exactly_one_default(tmp_path: Path) -> None:
+    second = ONE_CA.replace("issuing-2", "other").replace("default = true", "")
+    with pytest.raises(ConfigurationError, match="exactly one authority must be marked default"):
+        load_settings(_authorities(tmp_path, ONE_CA.replace("default = true", "") + second))
+
+
+def test_several_authorities_are_refused_until_they_are_served(tmp_path: Path) -> None:
+    second = ONE_CA.replace("issuing-2", "other").replace("default = true", "")
+    with pytest.raises(ConfigurationError, match="several authorities are not supported yet"):
+        load_settings(_authorities(tmp_path, ONE_CA + second))

@@ -86,6 +86,45 @@ class CaSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class FileKeyRef:
+    """A CA key in an encrypted PEM file, its passphrase in another (relative: under data_dir)."""
+
+    path: str
+    passphrase_file: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Pkcs11KeyRef:
+    """A CA key on a PKCS#11 token: recognised so a configuration naming one is refused clearly."""
+
+    uri: str
+
+
+KeyRef = FileKeyRef | Pkcs11KeyRef
+"""Where a CA's key lives: one variant per key store (a new store is one more variant)."""
+
+KEY_KINDS: dict[str, type[FileKeyRef] | type[Pkcs11KeyRef]] = {
+    "file": FileKeyRef,
+    "pkcs11": Pkcs11KeyRef,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class CaEntry:
+    """One CA of the `[[authorities]]` list: its certificate, chain and key reference.
+
+    `name` becomes the CA's label (/.well-known/est/<name>/) and names its publication paths.
+    """
+
+    name: str
+    certificate: str
+    chain: str
+    key: KeyRef
+    default: bool = False
+    profiles: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class OrderSettings:
     validity_days: int
     max_failed_attempts: int
@@ -128,6 +167,7 @@ class LoggingSettings:
 @dataclasses.dataclass(frozen=True)
 class Settings:
     data_dir: Path
+    authorities: tuple[CaEntry, ...]
     service: ServiceSettings
     admin: AdminSettings
     publication: PublicationSettings
@@ -182,7 +222,54 @@ def load_settings(
         _merge(merged, dict(overrides), "command line")
     settings = from_mapping(Settings, merged, "")
     _check(settings)
-    return settings
+    return _with_listed_authority(settings)
+
+
+def _with_listed_authority(settings: Settings) -> Settings:
+    """Check the `[[authorities]]` list and let its default CA stand in for `[ca]`.
+
+    The rest of the service still serves one configured CA (and the demo root when it
+    generated one); several CAs are refused until they are wired, rather than ignored.
+    """
+    listed = settings.authorities
+    if not listed:
+        return settings
+    names = [entry.name for entry in listed]
+    for entry in listed:
+        if not (entry.name.isascii() and entry.name.replace("-", "").isalnum()):
+            raise ConfigurationError(
+                f"authority name {entry.name!r}: use letters, digits and '-' "
+                "(it becomes a URL path)"
+            )
+        if names.count(entry.name) > 1:
+            raise ConfigurationError(f"authority name {entry.name!r} is used twice")
+        if not (entry.certificate and entry.chain):
+            raise ConfigurationError(f"authority {entry.name!r} needs certificate and chain")
+        if isinstance(entry.key, Pkcs11KeyRef):
+            raise ConfigurationError(
+                f"authority {entry.name!r}: key kind 'pkcs11' is not supported yet; "
+                'use kind = "file"'
+            )
+        if not entry.key.path:
+            raise ConfigurationError(f"authority {entry.name!r} needs key.path")
+    defaults = [entry for entry in listed if entry.default or len(listed) == 1]
+    if len(defaults) != 1:
+        raise ConfigurationError("exactly one authority must be marked default = true")
+    if len(listed) > 1:
+        raise ConfigurationError(
+            "several authorities are not supported yet: list one (the default) for now"
+        )
+    chosen = defaults[0]
+    assert isinstance(chosen.key, FileKeyRef)  # pkcs11 refused above
+    ca = CaSettings(
+        cert_file=chosen.certificate,
+        chain_file=chosen.chain,
+        key_file=chosen.key.path,
+        key_passphrase_file=chosen.key.passphrase_file,
+        root_key_file="",
+        generate_demo=False,
+    )
+    return dataclasses.replace(settings, ca=ca)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -260,6 +347,8 @@ def from_mapping(cls: type[T], raw: Mapping[str, Any], prefix: str) -> T:
 
 
 def _coerce(kind: Any, value: Any, name: str) -> Any:
+    if kind == KeyRef:
+        return _key_ref(value, name)
     if dataclasses.is_dataclass(kind) and isinstance(kind, type):
         if not isinstance(value, Mapping):
             raise ConfigurationError(f"setting {name!r} must be a table")
@@ -292,6 +381,20 @@ def _coerce(kind: Any, value: Any, name: str) -> Any:
             raise ConfigurationError(f"setting {name!r} must be a string")
         return value
     raise ConfigurationError(f"setting {name!r} has an unsupported type {kind!r}")
+
+
+def _key_ref(value: Any, name: str) -> KeyRef:
+    """A `{ kind = "...", ... }` table as the variant its kind names."""
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"setting {name!r} must be a table with a kind")
+    kind = value.get("kind")
+    variant = KEY_KINDS.get(kind) if isinstance(kind, str) else None
+    if variant is None:
+        allowed = ", ".join(repr(k) for k in KEY_KINDS)
+        raise ConfigurationError(f"setting '{name}.kind' must be one of {allowed}")
+    fields = {k: v for k, v in value.items() if k != "kind"}
+    ref: KeyRef = from_mapping(variant, fields, f"{name}.")
+    return ref
 
 
 def _check(settings: Settings) -> None:
