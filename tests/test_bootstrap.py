@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from est_ca.ca.hierarchy import HierarchyFiles
-from est_ca.config import Settings
+from est_ca.config import Settings, load_settings
 from est_ca.errors import ConfigurationError
 from est_ca.service import Service
 from tests.conftest import CaMaterial, make_settings
@@ -131,3 +132,36 @@ async def test_a_group_may_read_the_keys_and_enter_the_data_directory(
             set_mode(path, 0o640)
     service = await Service.open(settings, create=True)
     await service.close()
+
+
+async def test_a_service_opened_with_one_listed_authority_signs_with_it(
+    tmp_path: Path, ca_material: CaMaterial
+) -> None:
+    hierarchy = ca_material.hierarchy
+    config = tmp_path / "cas.toml"
+    config.write_text(
+        "[[authorities]]\n"
+        'name = "issuing"\n'
+        f'certificate = "{hierarchy.issuing_cert}"\n'
+        f'chain = "{hierarchy.issuing_chain}"\n'
+        f'key = {{ kind = "file", path = "{hierarchy.issuing_key}", '
+        f'passphrase_file = "{ca_material.passphrase}" }}\n'
+        "default = true\n"
+    )
+    base = make_settings(tmp_path / "data", ca_material)
+    overrides = {
+        "data_dir": str(base.data_dir),
+        "service": {"port": 0, "http_port": ca_material.http_port, "demo": False},
+        "admin": {"port": 0},
+        "tls": {"cert_file": str(ca_material.tls_cert), "key_file": str(ca_material.tls_key)},
+    }
+    settings = load_settings(config, {}, overrides)
+    service = await Service.open(settings, create=True)
+    try:
+        assert service.ca is not None
+        assert service.ca.certificate.public_bytes(Encoding.PEM) == (
+            hierarchy.issuing_cert.read_bytes()
+        )
+        assert not (base.data_dir / "ca").exists()  # no demo hierarchy was generated
+    finally:
+        await service.close()
