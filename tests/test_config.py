@@ -132,6 +132,7 @@ def test_a_pkcs11_key_is_refused_as_not_supported_yet(tmp_path: Path) -> None:
     [
         (('kind = "file"', 'kind = "vault"'), r"kind' must be one of 'file', 'pkcs11'"),
         (('name = "issuing-2"', 'name = "a/b"'), "becomes a URL path"),
+        (('name = "issuing-2"', 'name = "root"'), "'root' is reserved"),
         (("default = true", "default = 1"), "must be true or false"),
         (('chain = "/etc/est-ca/chain.pem"', 'chain = ""'), "needs certificate and chain"),
     ],

@@ -241,6 +241,11 @@ def _with_listed_authority(settings: Settings) -> Settings:
                 f"authority name {entry.name!r}: use letters, digits and '-' "
                 "(it becomes a URL path)"
             )
+        if entry.name == "root":
+            raise ConfigurationError(
+                "authority name 'root' is reserved: /crl/root.crl and /cacert/root.cer are "
+                "the default authority's root's"
+            )
         if names.count(entry.name) > 1:
             raise ConfigurationError(f"authority name {entry.name!r} is used twice")
         if not (entry.certificate and entry.chain):

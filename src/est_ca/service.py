@@ -148,7 +148,9 @@ class Service:
                 admission=Admission(settings.limits.max_concurrent_enrollments),
                 revocations=revocations,
             )
-            publishing = _revocation_publishing(settings, files, ca, root, store, clock, workers)
+            publishing = _revocation_publishing(
+                settings, publication, files, ca, root, store, clock, workers
+            )
             revocations.on_revocation(publishing.revoked)
         return cls(
             settings=settings,
@@ -264,10 +266,16 @@ async def _prepare_schema(store: Store, settings: Settings, issuing: KeyId) -> N
 
 
 def publication_of(settings: Settings) -> Publication:
+    """The URLs certificates carry: under the default listed authority's name, else those of
+    the `[ca]` section (issuing.*), which certificates issued before CAs were listed name."""
     base = settings.public_base_url
+    listed = settings.authorities
+    default = next((entry for entry in listed if entry.default or len(listed) == 1), None)
     return Publication(
         base_url=base,
         name_registration_authority=settings.publication.name_registration_authority or base,
+        issuing_name=default.name if default else publication_paths.ISSUING,
+        authority_names=tuple(entry.name for entry in listed),
     )
 
 
@@ -281,6 +289,7 @@ def _signature_for(ca: CertificateAuthority, *, root: bool) -> SignatureScheme:
 
 def _revocation_publishing(
     settings: Settings,
+    publication: Publication,
     files: ServiceFiles,
     ca: CertificateAuthority,
     root: CertificateAuthority | None,
@@ -291,10 +300,10 @@ def _revocation_publishing(
     revocation = settings.revocation
     issuers = [
         ServedIssuer(
-            name="issuing",
+            name=publication.issuing_name,
             ca=ca,
             scheme=_signature_for(ca, root=False),
-            crl_path=publication_paths.ISSUING_CRL_PATH,
+            crl_path=publication_paths.crl_path(publication.issuing_name),
             crl_validity=dt.timedelta(hours=revocation.crl_validity_hours),
             crl_refresh=dt.timedelta(hours=revocation.crl_refresh_hours),
             lists_subscribers=True,
@@ -305,7 +314,7 @@ def _revocation_publishing(
         root_validity = dt.timedelta(days=revocation.root_crl_validity_days)
         issuers.append(
             ServedIssuer(
-                name="root",
+                name=publication_paths.ROOT,
                 ca=root,
                 scheme=_signature_for(root, root=True),
                 crl_path=publication_paths.ROOT_CRL_PATH,

@@ -12,18 +12,38 @@ from collections.abc import Iterable
 
 from cryptography import x509
 
+# The names the `[ca]` section's CA and its root publish under; a listed authority publishes
+# under its own name, so certificates issued before CAs were listed keep valid URLs.
+ISSUING = "issuing"
+ROOT = "root"
+
+
+def crl_path(name: str) -> str:
+    """Where the CA called `name` publishes its CRL (one issuer per CRL, RFC 5280)."""
+    return f"/crl/{name}.crl"
+
+
+def cert_path(name: str) -> str:
+    """Where the certificate of the CA called `name` is served (caIssuers)."""
+    return f"/cacert/{name}.cer"
+
+
 # Paths under the public base URL.
 OCSP_PATH = "/ocsp"
-ISSUING_CRL_PATH = "/crl/issuing.crl"
-ROOT_CRL_PATH = "/crl/root.crl"
-ISSUING_CERT_PATH = "/cacert/issuing.cer"
-ROOT_CERT_PATH = "/cacert/root.cer"
+ISSUING_CRL_PATH = crl_path(ISSUING)
+ROOT_CRL_PATH = crl_path(ROOT)
+ISSUING_CERT_PATH = cert_path(ISSUING)
+ROOT_CERT_PATH = cert_path(ROOT)
 
 
 @dataclasses.dataclass(frozen=True)
 class Publication:
     base_url: str
     name_registration_authority: str
+    # The CA whose certificates this publication's URLs go into (the default authority).
+    issuing_name: str = ISSUING
+    # Every CA served besides the root: their CRLs and certificates are published too.
+    authority_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith("http://") or self.base_url.endswith("/"):
@@ -35,9 +55,15 @@ class Publication:
     def ocsp_url(self) -> str:
         return self.base_url + OCSP_PATH
 
+    def crl_url(self, name: str) -> str:
+        return self.base_url + crl_path(name)
+
+    def cert_url(self, name: str) -> str:
+        return self.base_url + cert_path(name)
+
     @property
     def issuing_crl_url(self) -> str:
-        return self.base_url + ISSUING_CRL_PATH
+        return self.crl_url(self.issuing_name)
 
     @property
     def root_crl_url(self) -> str:
@@ -45,7 +71,7 @@ class Publication:
 
     @property
     def issuing_cert_url(self) -> str:
-        return self.base_url + ISSUING_CERT_PATH
+        return self.cert_url(self.issuing_name)
 
     @property
     def root_cert_url(self) -> str:
@@ -53,13 +79,12 @@ class Publication:
 
     @property
     def urls(self) -> frozenset[str]:
+        names = {self.issuing_name, ROOT, *self.authority_names}
         return frozenset(
             (
                 self.ocsp_url,
-                self.issuing_crl_url,
-                self.root_crl_url,
-                self.issuing_cert_url,
-                self.root_cert_url,
+                *(self.crl_url(name) for name in names),
+                *(self.cert_url(name) for name in names),
             )
         )
 

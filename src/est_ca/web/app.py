@@ -92,6 +92,8 @@ def plain_http_app(service: Service) -> web.Application:
     app[relying_party.MAX_AGE] = service.settings.revocation.http_max_age_seconds
     relying_party.add_routes(app, [issuer.crl_path for issuer in service.publishing.issuers])
     app.router.add_route("*", est_routes.EST_PREFIX + "/{tail:.*}", _est_needs_https)
-    app.router.add_get(publication.ISSUING_CERT_PATH, _certificate_handler(service.ca.certificate))
-    app.router.add_get(publication.ROOT_CERT_PATH, _certificate_handler(service.ca.root))
+    served = {issuer.name: issuer.ca.certificate for issuer in service.publishing.issuers}
+    served.setdefault(publication.ROOT, service.ca.root)
+    for name, certificate in served.items():
+        app.router.add_get(publication.cert_path(name), _certificate_handler(certificate))
     return app
