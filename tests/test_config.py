@@ -150,7 +150,14 @@ def test_two_authorities_need_exactly_one_default(tmp_path: Path) -> None:
         load_settings(_authorities(tmp_path, ONE_CA.replace("default = true", "") + second))
 
 
-def test_several_authorities_are_refused_until_they_are_served(tmp_path: Path) -> None:
-    second = ONE_CA.replace("issuing-2", "other").replace("default = true", "")
-    with pytest.raises(ConfigurationError, match="several authorities are not supported yet"):
-        load_settings(_authorities(tmp_path, ONE_CA + second))
+def test_several_authorities_are_listed_and_the_default_stands_in_for_the_ca_section(
+    tmp_path: Path,
+) -> None:
+    second = (
+        ONE_CA.replace("issuing-2", "other")
+        .replace("default = true", "")
+        .replace("/etc/est-ca/issuing", "/etc/est-ca/other")
+    )
+    settings = load_settings(_authorities(tmp_path, ONE_CA + second))
+    assert [entry.name for entry in settings.authorities] == ["issuing-2", "other"]
+    assert settings.ca.cert_file == "/etc/est-ca/issuing.pem"

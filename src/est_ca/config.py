@@ -228,8 +228,8 @@ def load_settings(
 def _with_listed_authority(settings: Settings) -> Settings:
     """Check the `[[authorities]]` list and let its default CA stand in for `[ca]`.
 
-    The rest of the service still serves one configured CA (and the demo root when it
-    generated one); several CAs are refused until they are wired, rather than ignored.
+    Every listed CA is served (its own CRL, OCSP responder and URLs); enrollment still goes
+    to the default one.
     """
     listed = settings.authorities
     if not listed:
@@ -260,10 +260,6 @@ def _with_listed_authority(settings: Settings) -> Settings:
     defaults = [entry for entry in listed if entry.default or len(listed) == 1]
     if len(defaults) != 1:
         raise ConfigurationError("exactly one authority must be marked default = true")
-    if len(listed) > 1:
-        raise ConfigurationError(
-            "several authorities are not supported yet: list one (the default) for now"
-        )
     chosen = defaults[0]
     assert isinstance(chosen.key, FileKeyRef)  # pkcs11 refused above
     ca = CaSettings(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+from collections.abc import Sequence
 
 import structlog
 from cryptography import x509
@@ -28,9 +29,10 @@ from est_ca.ca.profiles import ProfileCatalogue
 from est_ca.ca.publication import Publication
 from est_ca.ca.signing import KeyFileSigner, SignatureScheme
 from est_ca.clock import Clock, SystemClock
-from est_ca.config import Settings
+from est_ca.config import FileKeyRef, Settings
 from est_ca.errors import ConfigurationError
 from est_ca.keyfiles import load_key
+from est_ca.private_files import refuse_exposed
 from est_ca.registration.codes import SecretHasher
 from est_ca.registration.enrollment import RegistrationAuthority
 from est_ca.registration.registry import OrderPolicy, Registry
@@ -94,6 +96,8 @@ class Service:
         files = await asyncio.to_thread(prepare_files, settings, clock, publication, create=create)
         ca = await asyncio.to_thread(_load_ca, files, profiles) if with_ca else None
         root = await asyncio.to_thread(_load_root, files, ca) if ca is not None else None
+        # The other listed CAs: served (CRL, OCSP), not yet enrolled with (labels come next).
+        others = await asyncio.to_thread(_load_listed, settings) if ca is not None else ()
         store = Store(settings.database_url, seal=AuditSeal(load_key(files.audit_key)))
         try:
             await _prepare_schema(store, settings, _issuing_key_id(files))
@@ -149,7 +153,7 @@ class Service:
                 revocations=revocations,
             )
             publishing = _revocation_publishing(
-                settings, publication, files, ca, root, store, clock, workers
+                settings, publication, files, ca, root, others, store, clock, workers
             )
             revocations.on_revocation(publishing.revoked)
         return cls(
@@ -293,6 +297,7 @@ def _revocation_publishing(
     files: ServiceFiles,
     ca: CertificateAuthority,
     root: CertificateAuthority | None,
+    others: Sequence[tuple[str, CertificateAuthority]],
     store: Store,
     clock: Clock,
     workers: Workers,
@@ -307,7 +312,19 @@ def _revocation_publishing(
             crl_validity=dt.timedelta(hours=revocation.crl_validity_hours),
             crl_refresh=dt.timedelta(hours=revocation.crl_refresh_hours),
             lists_subscribers=True,
-        )
+        ),
+        *(
+            ServedIssuer(
+                name=name,
+                ca=other,
+                scheme=_signature_for(other, root=False),
+                crl_path=publication_paths.crl_path(name),
+                crl_validity=dt.timedelta(hours=revocation.crl_validity_hours),
+                crl_refresh=dt.timedelta(hours=revocation.crl_refresh_hours),
+                lists_subscribers=True,
+            )
+            for name, other in others
+        ),
     ]
     passphrase = read_passphrase(files.ca_key_passphrase) if files.ca_key_passphrase else None
     if root is not None:
@@ -361,6 +378,27 @@ def _load_root(files: ServiceFiles, ca: CertificateAuthority) -> CertificateAuth
     passphrase = read_passphrase(files.ca_key_passphrase) if files.ca_key_passphrase else None
     signer = KeyFileSigner.load(files.root_key, passphrase)
     return CertificateAuthority(certificate=ca.root, chain=(), signer=signer)
+
+
+def _load_listed(settings: Settings) -> tuple[tuple[str, CertificateAuthority], ...]:
+    """Each listed CA but the default (`files` has that one), by name. Blocking (decrypts
+    the keys and proves each with a signature): run it on a thread."""
+    listed = settings.authorities
+    loaded: list[tuple[str, CertificateAuthority]] = []
+    for entry in listed:
+        if entry.default or len(listed) == 1:
+            continue
+        assert isinstance(entry.key, FileKeyRef)  # config.py refuses the others
+        key = settings.data_path(entry.key.path, "")
+        secret = (
+            settings.data_path(entry.key.passphrase_file, "") if entry.key.passphrase_file else None
+        )
+        refuse_exposed([path for path in (key, secret) if path is not None])
+        signer = KeyFileSigner.load(key, read_passphrase(secret) if secret else None)
+        certificate = settings.data_path(entry.certificate, "")
+        chain = settings.data_path(entry.chain, "")
+        loaded.append((entry.name, CertificateAuthority.load(certificate, chain, signer)))
+    return tuple(loaded)
 
 
 def _load_ca(files: ServiceFiles, profiles: ProfileCatalogue) -> CertificateAuthority:
