@@ -82,17 +82,23 @@ OTHER_ISSUER = KeyId("ab" * 20)
 
 
 async def record_under_other_issuer(
-    service: Service, serial: Serial, *, revoked: bool = False
+    service: Service,
+    serial: Serial,
+    *,
+    revoked: bool = False,
+    issuer: KeyId = OTHER_ISSUER,
+    der: bytes | None = None,
 ) -> None:
-    """Record an issued (and perhaps revoked) certificate of OTHER_ISSUER with `serial`,
-    directly through the store, as a second CA's issuance would."""
+    """Record an issued (and perhaps revoked) certificate of `issuer` (by default a CA this
+    service does not serve) with `serial`, directly through the store, as a second CA's
+    issuance would; `der` is the certificate, else a stand-in with that serial."""
     identity = await new_system(service, f"other-{serial.hex[:12]}")
     now = service.clock.now()
     async with service.store.write() as tx:
         await tx.insert_reservation(
             CertificateRecord(
                 serial=serial,
-                issuer_key_id=OTHER_ISSUER,
+                issuer_key_id=issuer,
                 identity_id=identity.id,
                 order_id=None,
                 renewal_of=None,
@@ -103,16 +109,16 @@ async def record_under_other_issuer(
             )
         )
         await tx.mark_issued(
-            OTHER_ISSUER,
+            issuer,
             serial,
-            der=_stand_in(serial, now),
+            der=der or _stand_in(serial, now),
             not_before=now - dt.timedelta(days=1),
             not_after=now + dt.timedelta(days=30),
             issued_at=now,
         )
         if revoked:
             await tx.revoke_certificate(
-                OTHER_ISSUER, serial, reason=RevocationReason.KEY_COMPROMISE, at=now
+                issuer, serial, reason=RevocationReason.KEY_COMPROMISE, at=now
             )
 
 
