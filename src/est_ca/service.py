@@ -98,6 +98,11 @@ class Service:
         root = await asyncio.to_thread(_load_root, files, ca) if ca is not None else None
         # The other listed CAs: served (CRL, OCSP), not yet enrolled with (labels come next).
         others = await asyncio.to_thread(_load_listed, settings) if ca is not None else ()
+        key_ids = [c.key_identifier for c in (ca, *(other for _, other in others)) if c]
+        if len(set(key_ids)) != len(key_ids):
+            raise ConfigurationError(
+                "two listed authorities are the same CA (same key): each needs its own CRL"
+            )
         store = Store(settings.database_url, seal=AuditSeal(load_key(files.audit_key)))
         try:
             await _prepare_schema(store, settings, _issuing_key_id(files))

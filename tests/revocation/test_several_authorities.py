@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -19,6 +20,7 @@ from est_ca.ca.hierarchy import HierarchyFiles, generate_demo_hierarchy
 from est_ca.ca.publication import Publication
 from est_ca.clock import SettableClock
 from est_ca.config import load_settings
+from est_ca.errors import ConfigurationError
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.server import Server
 from est_ca.service import Service
@@ -52,6 +54,20 @@ def _entry(name: str, hierarchy: HierarchyFiles, passphrase: Path, *, default: b
     )
 
 
+def _overrides(tmp_path: Path, ca_material: CaMaterial) -> dict[str, Any]:
+    return {
+        "data_dir": str(tmp_path / "data"),
+        "service": {
+            "host": "127.0.0.1",
+            "port": 0,
+            "http_port": ca_material.http_port,
+            "demo": False,
+        },
+        "admin": {"port": 0},
+        "tls": {"cert_file": str(ca_material.tls_cert), "key_file": str(ca_material.tls_key)},
+    }
+
+
 @pytest.fixture
 async def service(
     tmp_path: Path,
@@ -64,18 +80,8 @@ async def service(
         _entry("first", ca_material.hierarchy, ca_material.passphrase, default=True)
         + _entry("second", second_hierarchy, ca_material.passphrase, default=False)
     )
-    overrides = {
-        "data_dir": str(tmp_path / "data"),
-        "service": {
-            "host": "127.0.0.1",
-            "port": 0,
-            "http_port": ca_material.http_port,
-            "demo": False,
-        },
-        "admin": {"port": 0},
-        "tls": {"cert_file": str(ca_material.tls_cert), "key_file": str(ca_material.tls_key)},
-    }
-    opened = await Service.open(load_settings(config, {}, overrides), clock=clock, create=True)
+    settings = load_settings(config, {}, _overrides(tmp_path, ca_material))
+    opened = await Service.open(settings, clock=clock, create=True)
     yield await with_test_organisations(opened)
     await opened.close()
 
@@ -153,7 +159,11 @@ async def test_each_listed_ca_has_its_own_crl_url_and_number_and_ocsp_answers_fo
         issuer=KeyId.of(key_identifier(second_ca)),
         der=theirs.public_bytes(serialization.Encoding.DER),
     )
-    ours = await issue(service, keys)
+    ours = await issue(service, keys)  # by the default authority, naming its own CRL
+    points = ours.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert [name.value for point in points for name in point.full_name or ()] == [
+        f"{base}/crl/first.crl"
+    ]
     assert "good" in await _ocsp_status(
         service, tmp_path, second_hierarchy.issuing_cert, theirs, second_hierarchy.root_cert
     )
@@ -176,3 +186,17 @@ async def test_each_listed_ca_has_its_own_crl_url_and_number_and_ocsp_answers_fo
     )
     cacert = await curl(f"{base}/cacert/second.cer")
     assert x509.load_der_x509_certificate(cacert.body) == second_ca
+
+
+async def test_the_same_ca_listed_twice_is_refused(
+    tmp_path: Path, ca_material: CaMaterial, clock: SettableClock
+) -> None:
+    config = tmp_path / "cas.toml"
+    config.write_text(
+        _entry("first", ca_material.hierarchy, ca_material.passphrase, default=True)
+        + _entry("again", ca_material.hierarchy, ca_material.passphrase, default=False)
+    )
+    with pytest.raises(ConfigurationError, match="same CA"):
+        await Service.open(
+            load_settings(config, {}, _overrides(tmp_path, ca_material)), clock=clock, create=True
+        )

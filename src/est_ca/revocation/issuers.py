@@ -1,5 +1,5 @@
-"""The CAs whose revocation status this service publishes: the issuing CA, and the root when
-its key is available.
+"""The CAs whose revocation status this service publishes: the issuing CA (or every listed
+authority), and the root when its key is available.
 
 Each has its own CRL (RFC 5280: one issuer per CRL, no indirect CRLs), its own delegated OCSP
 responder, and is recognised in OCSP requests by the hashes of its name and key.
