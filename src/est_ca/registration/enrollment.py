@@ -504,17 +504,32 @@ class RegistrationAuthority:
                     f"{ORDER_USED}, which is revoked or expired; ask an administrator for a "
                     "new order"
                 )
-            await tx.append_audit(
-                AuditEvent(
-                    action="certificate.redelivered",
-                    outcome=Outcome.SUCCESS,
-                    actor=actor,
-                    at=self._clock.now(),
-                    identity_id=identity.id,
-                    order_reference=order.reference,
-                    serial=record.serial.hex,
-                )
+            return await self._handed_again(tx, record, actor, order_reference=order.reference)
+
+    async def _handed_again(
+        self,
+        tx: StoreTx,
+        record: CertificateRecord,
+        actor: Actor,
+        *,
+        order_reference: str | None = None,
+        details: dict[str, str] | None = None,
+    ) -> x509.Certificate:
+        """A certificate issued before, handed out again to a retry (its response was lost):
+        audited as certificate.redelivered, never signed again."""
+        assert record.der is not None
+        await tx.append_audit(
+            AuditEvent(
+                action="certificate.redelivered",
+                outcome=Outcome.SUCCESS,
+                actor=actor,
+                at=self._clock.now(),
+                identity_id=record.identity_id,
+                order_reference=order_reference,
+                serial=record.serial.hex,
+                details=details or {},
             )
+        )
         return x509.load_der_x509_certificate(record.der)
 
     @staticmethod
@@ -580,18 +595,9 @@ class RegistrationAuthority:
             and successor.public_key_sha256 == csr.key.sha256
             and successor.der is not None
         ):
-            await tx.append_audit(
-                AuditEvent(
-                    action="certificate.redelivered",
-                    outcome=Outcome.SUCCESS,
-                    actor=actor,
-                    at=self._clock.now(),
-                    identity_id=successor.identity_id,
-                    serial=successor.serial.hex,
-                    details={"renewal_of": current.serial.hex},
-                )
+            return await self._handed_again(
+                tx, successor, actor, details={"renewal_of": current.serial.hex}
             )
-            return x509.load_der_x509_certificate(successor.der)
         if successor.status is CertificateStatus.REVOKED:
             raise NotEntitled(
                 f"this certificate was already renewed as {successor.serial}, which is revoked; "
