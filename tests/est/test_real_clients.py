@@ -183,22 +183,20 @@ async def enroll_with_curl(
     return certificate
 
 
+async def rekey_request(current: Path, new_key: Path) -> bytes:
+    """A DER renewal CSR for `new_key`, its subject and extensions copied from the current
+    certificate by openssl (the x509toreq trick the demo recipe uses too)."""
+    request = await openssl(
+        "x509", "-x509toreq", "-in", current, "-signkey", new_key, "-copy_extensions", "copy"
+    )
+    return await openssl("req", "-outform", "DER", input=request)
+
+
 async def test_curl_renews_with_its_certificate_and_a_new_key(
     server: Server, service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
 ) -> None:
     current = await enroll_with_curl(server, service, ca_material, keys.rsa(0).path, tmp_path)
-    # The rekey CSR: subject and extensions copied from the current certificate by openssl.
-    request = await openssl(
-        "x509",
-        "-x509toreq",
-        "-in",
-        current,
-        "-signkey",
-        keys.rsa(1).path,
-        "-copy_extensions",
-        "copy",
-    )
-    der = await openssl("req", "-outform", "DER", input=request)
+    der = await rekey_request(current, keys.rsa(1).path)
     body = tmp_path / "renew.b64"
     body.write_bytes(base64.encodebytes(der))
     response = await curl_est(
@@ -366,18 +364,8 @@ async def test_strongswan_pki_renews_with_its_certificate_and_a_new_key(
     assert enrolled.returncode == 0, pki_report(enrolled)
     current = tmp_path / "current.pem"
     current.write_bytes(enrolled.stdout)
-    request = await openssl(
-        "x509",
-        "-x509toreq",
-        "-in",
-        current,
-        "-signkey",
-        keys.rsa(1).path,
-        "-copy_extensions",
-        "copy",
-    )
     renewal = tmp_path / "renewal.der"
-    renewal.write_bytes(await openssl("req", "-outform", "DER", input=request))
+    renewal.write_bytes(await rekey_request(current, keys.rsa(1).path))
     result = await pki(
         "--est",
         "--url",
