@@ -92,6 +92,34 @@ def ca_material(tmp_path_factory: pytest.TempPathFactory) -> CaMaterial:
 
 
 @pytest.fixture(scope="session")
+def second_hierarchy(tmp_path_factory: pytest.TempPathFactory) -> HierarchyFiles:
+    """Another root and issuing CA (same passphrase as `ca_material`'s): a second hierarchy
+    served beside the first."""
+    base = "http://127.0.0.1:1"
+    return generate_demo_hierarchy(
+        HierarchyFiles.in_directory(tmp_path_factory.mktemp("second")),
+        b"test passphrase",
+        dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1),
+        Publication(base_url=base, name_registration_authority=base),
+    )
+
+
+def authorities_overrides(tmp_path: Path, ca_material: CaMaterial) -> dict[str, Any]:
+    """Settings for a service whose CAs come from an `[[authorities]]` file."""
+    return {
+        "data_dir": str(tmp_path / "data"),
+        "service": {
+            "host": "127.0.0.1",
+            "port": 0,
+            "http_port": ca_material.http_port,
+            "demo": False,
+        },
+        "admin": {"port": 0},
+        "tls": {"cert_file": str(ca_material.tls_cert), "key_file": str(ca_material.tls_key)},
+    }
+
+
+@pytest.fixture(scope="session")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> KeyPool:
     return KeyPool(tmp_path_factory.mktemp("keys"))
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.x509.oid import NameOID
 
 from est_ca.audit import Actor
+from est_ca.ca.hierarchy import HierarchyFiles
 from est_ca.registration.identities import Identity, IdentityType
 from est_ca.registration.orders import PlacedOrder
 from est_ca.registration.organisations import Organisation
@@ -295,3 +296,28 @@ async def new_order(service: Service, identity: Identity, **options: object) -> 
 
 def credentials(placed: PlacedOrder) -> tuple[str, str]:
     return placed.order.reference, placed.one_time_code
+
+
+def authority_entry(
+    name: str,
+    hierarchy: HierarchyFiles,
+    passphrase: Path,
+    *,
+    default: bool,
+    label: str = "",
+    profiles: Sequence[str] = (),
+    retired: bool = False,
+) -> str:
+    """One `[[authorities]]` table of an operator's configuration file."""
+    return (
+        "[[authorities]]\n"
+        f'name = "{name}"\n'
+        f'certificate = "{hierarchy.issuing_cert}"\n'
+        f'chain = "{hierarchy.issuing_chain}"\n'
+        f'key = {{ kind = "file", path = "{hierarchy.issuing_key}", '
+        f'passphrase_file = "{passphrase}" }}\n'
+        f"default = {'true' if default else 'false'}\n"
+        + (f'label = "{label}"\n' if label else "")
+        + (f"profiles = {list(profiles)!r}\n".replace("'", '"') if profiles else "")
+        + ("retired = true\n" if retired else "")
+    )

@@ -58,6 +58,7 @@ from est_ca.registration.identities import IdentityStatus, IdentityType
 from est_ca.registration.orders import OrderState
 from est_ca.registration.organisations import OrganisationStatus
 from est_ca.revocation.reasons import RevocationReason
+from est_ca.rollover import SuppliedCa
 from est_ca.service import Service
 
 Command = Callable[[Service, argparse.Namespace], Coroutine[Any, Any, int]]
@@ -410,6 +411,7 @@ async def order_create(service: Service, args: argparse.Namespace) -> int:
         _uuid(args.identity_id),
         profile=args.profile,
         validity_days=args.valid_days,
+        ca_label=args.ca_label,
     )
     row = placed_order_view(placed, service.registry.order_state(placed.order))
     if args.json:
@@ -418,6 +420,7 @@ async def order_create(service: Service, args: argparse.Namespace) -> int:
         print(f"order reference: {placed.order.reference}")
         print(f"one-time code:   {placed.one_time_code}   (shown only now)")
         print(f"profile:         {placed.order.profile}")
+        print(f"CA label:        {placed.order.ca_label}")
         print(f"expires:         {placed.order.expires_at.isoformat()}")
     return 0
 
@@ -499,6 +502,41 @@ async def db_upgrade(service: Service, args: argparse.Namespace) -> int:
     return 0
 
 
+async def ca_rollover(service: Service, args: argparse.Namespace) -> int:
+    given = [args.certificate, args.chain, args.key]
+    if any(given) and not all(given):
+        print("est-ca: give --certificate, --chain and --key together", file=sys.stderr)
+        return 2
+    supplied = (
+        SuppliedCa(
+            certificate=Path(args.certificate),
+            chain=Path(args.chain),
+            key=Path(args.key),
+            passphrase_file=Path(args.passphrase_file) if args.passphrase_file else None,
+        )
+        if args.certificate
+        else None
+    )
+    done = await service.roll_over(_admin_actor(), label=args.label, supplied=supplied)
+    row = {
+        "label": done.label,
+        "new": done.new.name,
+        "new_subject": done.certificate.subject.rfc4514_string(),
+        "new_key_id": key_identifier(done.certificate).hex(),
+        "retired": done.retired.name,
+    }
+    if args.json:
+        _emit_record(args, row)
+        return 0
+    print(
+        f"label {done.label!r}: {done.new.name} ({row['new_subject']}, key id {row['new_key_id']})"
+    )
+    print("  enrolls and renews from the next start of each instance (restart est-ca serve);")
+    print(f"  {done.retired.name} is retired: its CRL and OCSP stay published, its certificates")
+    print("  still authenticate and renew (to the new CA). Remove it when the last has expired.")
+    return 0
+
+
 async def init(service: Service, args: argparse.Namespace) -> int:
     print(f"est-ca: the CA in {service.settings.data_dir.resolve()} is ready")
     await status(service, args)
@@ -526,6 +564,7 @@ async def status(service: Service, args: argparse.Namespace) -> int:
             }
             for certificate in certificates
         ],
+        "authorities": await service.authority_overview(),
         "publication_base_url": service.publication.base_url,
         "unpublished_ca_urls": [url for _, urls in service.unpublished_ca_urls() for url in urls],
         "listeners": [
@@ -546,6 +585,14 @@ async def status(service: Service, args: argparse.Namespace) -> int:
     for certificate in report["certificate_authorities"]:
         print(f"CA:             {certificate['subject']}")
         print(f"                key id {certificate['key_id']}, until {certificate['not_after']}")
+    for authority in report["authorities"]:
+        role = " (default)" if authority["default"] else ""
+        last = f", last expires {authority['last_expiry']}" if authority["last_expiry"] else ""
+        print(
+            f"authority:      {authority['name']}, label {authority['label']}: "
+            f"{authority['state']}{role}; {authority['live_certificates']} live "
+            f"certificates{last}"
+        )
     print(f"publication:    {report['publication_base_url']}")
     for url in report["unpublished_ca_urls"]:
         print(f"  warning: a CA certificate names {url}, which this base URL does not serve")
@@ -750,6 +797,11 @@ def _parser() -> argparse.ArgumentParser:
     ocreate.add_argument("identity_id")
     ocreate.add_argument("--profile", help="certificate profile (default: the identity's type)")
     ocreate.add_argument("--valid-days", type=int, help="days the order can be used")
+    ocreate.add_argument(
+        "--ca-label",
+        help="the CA label it is enrolled under, /.well-known/est/<label>/ (default: the "
+        "default CA's)",
+    )
     output(ocreate)
     ocreate.set_defaults(run=order_create)
     olist = order.add_parser("list", help="list orders")
@@ -834,6 +886,25 @@ def _parser() -> argparse.ArgumentParser:
     trevoke.add_argument("name")
     output(trevoke)
     trevoke.set_defaults(run=token_revoke)
+
+    ca = commands.add_parser("ca", help="certificate authorities").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    rollover = ca.add_parser(
+        "rollover",
+        help="bring a new issuing CA into service under a label; the current one is retired",
+    )
+    rollover.add_argument("--label", help="the CA label (default: the default CA's)")
+    rollover.add_argument(
+        "--certificate",
+        help="the new CA's certificate (PEM), signed by your root; without it the service "
+        "makes the new CA with the root key it holds (the demo hierarchy)",
+    )
+    rollover.add_argument("--chain", help="its chain up to the root (PEM)")
+    rollover.add_argument("--key", help="its encrypted key (PEM)")
+    rollover.add_argument("--passphrase-file", help="the file holding the key's passphrase")
+    output(rollover)
+    rollover.set_defaults(run=ca_rollover)
 
     db = commands.add_parser("db", help="database").add_subparsers(
         dest="action", required=True, metavar="ACTION"

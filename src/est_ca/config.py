@@ -17,6 +17,9 @@ from typing import Any, Literal, TypeVar
 from est_ca.errors import ConfigurationError
 
 ENV_PREFIX = "EST_CA_"
+# Under data_dir: the CA generations `est-ca ca rollover` brought into service (config.py reads
+# it after the operator's file; nothing else writes it).
+MANAGED_AUTHORITIES = "ca/authorities.toml"
 T = TypeVar("T")
 LogFormat = Literal["auto", "json", "console"]
 
@@ -113,7 +116,11 @@ KEY_KINDS: dict[str, type[FileKeyRef] | type[Pkcs11KeyRef]] = {
 class CaEntry:
     """One CA of the `[[authorities]]` list: its certificate, chain and key reference.
 
-    `name` becomes the CA's label (/.well-known/est/<name>/) and names its publication paths.
+    `name` names its publication paths (/crl/<name>.crl, /cacert/<name>.cer) for ever;
+    `label` (default: the name) is the EST label it enrolls under (/.well-known/est/<label>/).
+    Two generations of one CA share a label: the one not `retired` enrolls; a retired one is
+    still published (CRL, OCSP) and its certificates still authenticate and renew, to the new.
+    `profiles`: the profiles orders under this label may name (empty: every profile).
     """
 
     name: str
@@ -122,6 +129,12 @@ class CaEntry:
     key: KeyRef
     default: bool = False
     profiles: tuple[str, ...] = ()
+    label: str = ""
+    retired: bool = False
+
+    @property
+    def est_label(self) -> str:
+        return self.label or self.name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,26 +234,51 @@ def load_settings(
     if overrides:
         _merge(merged, dict(overrides), "command line")
     settings = from_mapping(Settings, merged, "")
+    managed = settings.data_dir / MANAGED_AUTHORITIES
+    if managed.is_file():
+        settings = _with_managed(settings, managed)
     _check(settings)
     return _with_listed_authority(settings)
+
+
+def read_managed(path: Path) -> tuple[tuple[CaEntry, ...], str]:
+    """The managed file's CA entries and the root key file it names ("" for none)."""
+    raw = _read_toml(path)
+    unknown = sorted(set(raw) - {"authorities", "root_key_file"})
+    if unknown:
+        raise ConfigurationError(f"unknown setting {unknown[0]!r} in {path}")
+    entries = _coerce(tuple[CaEntry, ...], raw.get("authorities", []), f"{path}: authorities")
+    root_key = _coerce(str, raw.get("root_key_file", ""), f"{path}: root_key_file")
+    return entries, root_key
+
+
+def _with_managed(settings: Settings, path: Path) -> Settings:
+    """The CA generations `est-ca ca rollover` wrote: each replaces the configured entry of
+    its name (a retired one) or joins the list (the new one)."""
+    managed, root_key = read_managed(path)
+    names = {entry.name for entry in managed}
+    listed = tuple(entry for entry in settings.authorities if entry.name not in names)
+    ca = dataclasses.replace(settings.ca, root_key_file=root_key) if root_key else settings.ca
+    return dataclasses.replace(settings, authorities=(*listed, *managed), ca=ca)
 
 
 def _with_listed_authority(settings: Settings) -> Settings:
     """Check the `[[authorities]]` list and let its default CA stand in for `[ca]`.
 
-    Every listed CA is served (its own CRL, OCSP responder and URLs); enrollment still goes
-    to the default one.
+    Every listed CA is served (its own CRL, OCSP responder and URLs) and enrolls under its
+    label; the default one also under the unlabelled path.
     """
     listed = settings.authorities
     if not listed:
         return settings
     names = [entry.name for entry in listed]
     for entry in listed:
-        if not (entry.name.isascii() and entry.name.replace("-", "").isalnum()):
-            raise ConfigurationError(
-                f"authority name {entry.name!r}: use letters, digits and '-' "
-                "(it becomes a URL path)"
-            )
+        for kind, value in (("name", entry.name), ("label", entry.est_label)):
+            if not (value.isascii() and value.replace("-", "").isalnum()):
+                raise ConfigurationError(
+                    f"authority {kind} {value!r}: use letters, digits and '-' "
+                    "(it becomes a URL path)"
+                )
         if entry.name == "root":
             raise ConfigurationError(
                 "authority name 'root' is reserved: /crl/root.crl and /cacert/root.cer are "
@@ -257,7 +295,19 @@ def _with_listed_authority(settings: Settings) -> Settings:
             )
         if not entry.key.path:
             raise ConfigurationError(f"authority {entry.name!r} needs key.path")
-    defaults = [entry for entry in listed if entry.default or len(listed) == 1]
+        if entry.retired and entry.default:
+            raise ConfigurationError(
+                f"authority {entry.name!r} is retired: it cannot be the default"
+            )
+    active = [entry for entry in listed if not entry.retired]
+    labels = [entry.est_label for entry in active]
+    for entry in listed:
+        if labels.count(entry.est_label) != 1:
+            raise ConfigurationError(
+                f"label {entry.est_label!r} needs exactly one authority that is not retired "
+                "(it is the one that enrolls under the label)"
+            )
+    defaults = [entry for entry in active if entry.default or len(active) == 1]
     if len(defaults) != 1:
         raise ConfigurationError("exactly one authority must be marked default = true")
     chosen = defaults[0]
@@ -267,7 +317,8 @@ def _with_listed_authority(settings: Settings) -> Settings:
         chain_file=chosen.chain,
         key_file=chosen.key.path,
         key_passphrase_file=chosen.key.passphrase_file,
-        root_key_file="",
+        # The hierarchy's root key, when the service holds it (the demo's after a rollover).
+        root_key_file=settings.ca.root_key_file,
         generate_demo=False,
     )
     return dataclasses.replace(settings, ca=ca)

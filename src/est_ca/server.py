@@ -112,8 +112,11 @@ class Server:
         https_socket, http_socket, admin_socket = sockets
         await publishing.start()
         self._maintenance = asyncio.create_task(self.service.run_maintenance(), name="maintenance")
+        assert self.service.authority is not None
+        # Client certificates of every label and CA generation authenticate (the store then
+        # decides whether each is ours and usable).
         chain_pem = b"".join(
-            certificate.public_bytes(Encoding.PEM) for certificate in ca.certificates
+            certificate.public_bytes(Encoding.PEM) for certificate in self.service.authority.trusted
         )
         context = server_context(files.tls_cert, files.tls_key, client_ca_pem=chain_pem)
         admin_ca = (

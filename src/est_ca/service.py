@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from est_ca.admin.service import Administration
 from est_ca.admin.tokens import Tokens
-from est_ca.audit import AuditSeal
+from est_ca.audit import Actor, AuditEvent, AuditSeal, Outcome
 from est_ca.audit_trail import AuditTrail
 from est_ca.bootstrap import ServiceFiles, prepare_files, read_passphrase
 from est_ca.ca import publication as publication_paths
@@ -25,11 +25,12 @@ from est_ca.ca.authority import CertificateAuthority, key_identifier
 from est_ca.ca.certificates import KeyId
 from est_ca.ca.hierarchy import CA_SIGNATURE, EE_SIGNATURE
 from est_ca.ca.issuer import Issuer
+from est_ca.ca.labels import CaLabel, CaLabels, LabelledCa
 from est_ca.ca.profiles import ProfileCatalogue
 from est_ca.ca.publication import Publication
 from est_ca.ca.signing import KeyFileSigner, SignatureScheme
 from est_ca.clock import Clock, SystemClock
-from est_ca.config import FileKeyRef, Settings
+from est_ca.config import CaEntry, FileKeyRef, Settings
 from est_ca.errors import ConfigurationError
 from est_ca.keyfiles import load_key
 from est_ca.private_files import refuse_exposed
@@ -42,6 +43,7 @@ from est_ca.revocation.ocsp import OcspResponder
 from est_ca.revocation.publishing import RevocationPublishing
 from est_ca.revocation.responders import ResponderKeeper
 from est_ca.revocation.revoker import Revocations
+from est_ca.rollover import Rollover, SuppliedCa, label_entry, roll_over
 from est_ca.store.store import Store
 from est_ca.throttle import Admission, FailureThrottle, SourceGuard
 from est_ca.workers import Workers
@@ -94,10 +96,11 @@ class Service:
         # run on threads: the loop stays free for what it already serves (the signal handlers
         # of `serve`, other services in tests and tools).
         files = await asyncio.to_thread(prepare_files, settings, clock, publication, create=create)
-        ca = await asyncio.to_thread(_load_ca, files, profiles) if with_ca else None
+        allowed = default_entry(settings, publication).profiles
+        ca = await asyncio.to_thread(_load_ca, files, profiles, allowed) if with_ca else None
         root = await asyncio.to_thread(_load_root, files, ca) if ca is not None else None
-        # The other listed CAs: served (CRL, OCSP), not yet enrolled with (labels come next).
-        others = await asyncio.to_thread(_load_listed, settings) if ca is not None else ()
+        # The other listed CAs: each served (CRL, OCSP) and enrolled with under its label.
+        others = await asyncio.to_thread(_load_listed, settings, profiles) if ca is not None else ()
         key_ids = [c.key_identifier for c in (ca, *(other for _, other in others)) if c]
         if len(set(key_ids)) != len(key_ids):
             raise ConfigurationError(
@@ -134,6 +137,7 @@ class Service:
             workers=workers,
             profiles=profiles,
             order_policy=order_policy,
+            labels=labels_of(settings, publication),
         )
         issuing_certificate = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
         revocations = Revocations(
@@ -151,7 +155,8 @@ class Service:
                 hasher=hasher,
                 workers=workers,
                 profiles=profiles,
-                issuer=Issuer(ca, publication),
+                labelled=_labelled(settings, publication, ca, others),
+                default_label=registry.labels.default,
                 order_policy=order_policy,
                 guard=guard,
                 admission=Admission(settings.limits.max_concurrent_enrollments),
@@ -192,6 +197,34 @@ class Service:
         chain = x509.load_pem_x509_certificates(self.files.ca_chain.read_bytes())
         return [issuing, *(c for c in chain if c != issuing)]
 
+    async def authority_overview(self) -> list[dict[str, object]]:
+        """Each CA served: its name, label, whether it enrolls (or is retired), its key id, and
+        its live certificates (a retired CA may be removed once it has none)."""
+        default = default_entry(self.settings, self.publication)
+        entries = [default, *(e for e in self.settings.authorities if e != default)]
+        async with self.store.read() as tx:
+            live = await tx.live_certificates_by_issuer(self.clock.now())
+        overview: list[dict[str, object]] = []
+        for entry in entries:
+            path = self.files.ca_cert if entry is default else None
+            path = path or self.settings.data_path(entry.certificate, "")
+            certificate = x509.load_pem_x509_certificates(path.read_bytes())[0]
+            key_id = key_identifier(certificate).hex()
+            count, last = live.get(key_id, (0, None))
+            overview.append(
+                {
+                    "name": entry.name,
+                    "label": entry.est_label,
+                    "state": "retired" if entry.retired else "enrolls",
+                    "default": entry is default,
+                    "subject": certificate.subject.rfc4514_string(),
+                    "key_id": key_id,
+                    "live_certificates": count,
+                    "last_expiry": last.isoformat() if last else None,
+                }
+            )
+        return overview
+
     def unpublished_ca_urls(self) -> list[tuple[x509.Certificate, list[str]]]:
         """Each CA certificate that names URLs the configured publication does not serve."""
         found = [
@@ -199,6 +232,41 @@ class Service:
             for certificate in self.ca_certificates()
         ]
         return [(certificate, urls) for certificate, urls in found if urls]
+
+    async def roll_over(
+        self, actor: Actor, *, label: str | None = None, supplied: SuppliedCa | None = None
+    ) -> Rollover:
+        """Bring the next issuing CA of `label` into service (see rollover.py), audited."""
+        current, served = label_entry(
+            self.settings, default_entry(self.settings, self.publication), label
+        )
+        done = await asyncio.to_thread(
+            roll_over,
+            self.settings,
+            self.clock,
+            self.publication,
+            self.files,
+            current,
+            served,
+            supplied,
+        )
+        async with self.store.write() as tx:
+            await tx.append_audit(
+                AuditEvent(
+                    action="ca.rolled_over",
+                    outcome=Outcome.SUCCESS,
+                    actor=actor,
+                    at=self.clock.now(),
+                    details={
+                        "label": done.label,
+                        "retired": done.retired.name,
+                        "new": done.new.name,
+                        "new_key_id": key_identifier(done.certificate).hex(),
+                        "new_subject": done.certificate.subject.rfc4514_string(),
+                    },
+                )
+            )
+        return done
 
     async def upgrade_database(self) -> str | None:
         """Migrate the schema to the newest revision; the revision it is at afterwards."""
@@ -279,7 +347,8 @@ def publication_of(settings: Settings) -> Publication:
     the `[ca]` section (issuing.*), which certificates issued before CAs were listed name."""
     base = settings.public_base_url
     listed = settings.authorities
-    default = next((entry for entry in listed if entry.default or len(listed) == 1), None)
+    active = [entry for entry in listed if not entry.retired]
+    default = next((entry for entry in active if entry.default or len(active) == 1), None)
     return Publication(
         base_url=base,
         name_registration_authority=settings.publication.name_registration_authority or base,
@@ -302,7 +371,7 @@ def _revocation_publishing(
     files: ServiceFiles,
     ca: CertificateAuthority,
     root: CertificateAuthority | None,
-    others: Sequence[tuple[str, CertificateAuthority]],
+    others: Sequence[tuple[CaEntry, CertificateAuthority]],
     store: Store,
     clock: Clock,
     workers: Workers,
@@ -320,15 +389,15 @@ def _revocation_publishing(
         ),
         *(
             ServedIssuer(
-                name=name,
+                name=entry.name,
                 ca=other,
                 scheme=_signature_for(other, root=False),
-                crl_path=publication_paths.crl_path(name),
+                crl_path=publication_paths.crl_path(entry.name),
                 crl_validity=dt.timedelta(hours=revocation.crl_validity_hours),
                 crl_refresh=dt.timedelta(hours=revocation.crl_refresh_hours),
                 lists_subscribers=True,
             )
-            for name, other in others
+            for entry, other in others
         ),
     ]
     passphrase = read_passphrase(files.ca_key_passphrase) if files.ca_key_passphrase else None
@@ -385,13 +454,16 @@ def _load_root(files: ServiceFiles, ca: CertificateAuthority) -> CertificateAuth
     return CertificateAuthority(certificate=ca.root, chain=(), signer=signer)
 
 
-def _load_listed(settings: Settings) -> tuple[tuple[str, CertificateAuthority], ...]:
-    """Each listed CA but the default (`files` has that one), by name. Blocking (decrypts
-    the keys and proves each with a signature): run it on a thread."""
+def _load_listed(
+    settings: Settings, profiles: ProfileCatalogue
+) -> tuple[tuple[CaEntry, CertificateAuthority], ...]:
+    """Each listed CA but the default (`files` has that one). Blocking (decrypts the keys and
+    proves each with a signature): run it on a thread."""
     listed = settings.authorities
-    loaded: list[tuple[str, CertificateAuthority]] = []
+    active = [entry for entry in listed if not entry.retired]
+    loaded: list[tuple[CaEntry, CertificateAuthority]] = []
     for entry in listed:
-        if entry.default or len(listed) == 1:
+        if entry in active and (entry.default or len(active) == 1):
             continue
         assert isinstance(entry.key, FileKeyRef)  # config.py refuses the others
         key = settings.data_path(entry.key.path, "")
@@ -402,19 +474,80 @@ def _load_listed(settings: Settings) -> tuple[tuple[str, CertificateAuthority], 
         signer = KeyFileSigner.load(key, read_passphrase(secret) if secret else None)
         certificate = settings.data_path(entry.certificate, "")
         chain = settings.data_path(entry.chain, "")
-        loaded.append((entry.name, CertificateAuthority.load(certificate, chain, signer)))
+        ca = CertificateAuthority.load(certificate, chain, signer)
+        if not entry.retired:
+            _require_profiles_fit(ca, profiles, entry.profiles)
+        loaded.append((entry, ca))
     return tuple(loaded)
 
 
-def _load_ca(files: ServiceFiles, profiles: ProfileCatalogue) -> CertificateAuthority:
+def default_entry(settings: Settings, publication: Publication) -> CaEntry:
+    """The default CA as a list entry: the listed one, or the `[ca]` section's (the demo)."""
+    active = [entry for entry in settings.authorities if not entry.retired]
+    for entry in active:
+        if entry.default or len(active) == 1:
+            return entry
+    return CaEntry(
+        name=publication.issuing_name,
+        certificate=settings.ca.cert_file,
+        chain=settings.ca.chain_file,
+        key=FileKeyRef(settings.ca.key_file, settings.ca.key_passphrase_file),
+        default=True,
+    )
+
+
+def labels_of(settings: Settings, publication: Publication) -> CaLabels:
+    """The CA labels served, from configuration alone (no keys needed to check orders)."""
+    default = default_entry(settings, publication)
+    entries = [default, *(e for e in settings.authorities if e != default and not e.retired)]
+    return CaLabels(
+        tuple(CaLabel(entry.est_label, frozenset(entry.profiles)) for entry in entries),
+        default=default.est_label,
+    )
+
+
+def _labelled(
+    settings: Settings,
+    publication: Publication,
+    ca: CertificateAuthority,
+    others: Sequence[tuple[CaEntry, CertificateAuthority]],
+) -> list[LabelledCa]:
+    """Each label with the CA that signs under it now and its retired generations."""
+    default = default_entry(settings, publication)
+    everything = [(default, ca), *others]
+    labelled = []
+    for label in labels_of(settings, publication).labels:
+        of_label = [(e, c) for e, c in everything if e.est_label == label.name]
+        (entry, current), *_ = [(e, c) for e, c in of_label if not e.retired]
+        labelled.append(
+            LabelledCa(
+                label=label,
+                issuer=Issuer(current, dataclasses.replace(publication, issuing_name=entry.name)),
+                earlier=tuple(c for e, c in of_label if e.retired),
+            )
+        )
+    return labelled
+
+
+def _require_profiles_fit(
+    ca: CertificateAuthority, profiles: ProfileCatalogue, allowed: Sequence[str]
+) -> None:
+    for profile in profiles.profiles.values():
+        if allowed and profile.name not in allowed:
+            continue
+        if not profile.signature.fits(ca.signer.public_key):
+            raise ConfigurationError(
+                f"profile {profile.name!r} signs with {profile.signature.algorithm}, "
+                f"which the key of CA {ca.subject.rfc4514_string()} cannot do"
+            )
+
+
+def _load_ca(
+    files: ServiceFiles, profiles: ProfileCatalogue, allowed: Sequence[str]
+) -> CertificateAuthority:
     """Blocking (decrypts the key and proves it with a signature): run it on a thread."""
     passphrase = read_passphrase(files.ca_key_passphrase) if files.ca_key_passphrase else None
     signer = KeyFileSigner.load(files.ca_key, passphrase)
     ca = CertificateAuthority.load(files.ca_cert, files.ca_chain, signer)
-    for profile in profiles.profiles.values():
-        if not profile.signature.fits(signer.public_key):
-            raise ConfigurationError(
-                f"profile {profile.name!r} signs with {profile.signature.algorithm}, "
-                "which the configured CA key cannot do"
-            )
+    _require_profiles_fit(ca, profiles, allowed)
     return ca

@@ -100,7 +100,7 @@ class HeldSigning:
 
     def __init__(self, service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
         assert service.authority is not None
-        issuer = service.authority._issuer
+        issuer = service.authority.labelled(None).issuer
         self.entered = threading.Semaphore(0)
         self.release = threading.Event()
         real = issuer.produce

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography import x509
@@ -16,56 +15,18 @@ from cryptography.x509.oid import NameOID
 
 from est_ca.ca.authority import key_identifier
 from est_ca.ca.certificates import KeyId, Serial
-from est_ca.ca.hierarchy import HierarchyFiles, generate_demo_hierarchy
-from est_ca.ca.publication import Publication
+from est_ca.ca.hierarchy import HierarchyFiles
 from est_ca.clock import SettableClock
 from est_ca.config import load_settings
 from est_ca.errors import ConfigurationError
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.server import Server
 from est_ca.service import Service
-from tests.conftest import CaMaterial, with_test_organisations
-from tests.helpers import ADMIN, KeyPool, curl, run
+from tests.conftest import CaMaterial, authorities_overrides, with_test_organisations
+from tests.helpers import ADMIN, KeyPool, authority_entry, curl, run
 from tests.revocation.helpers import issue, record_under_other_issuer
 
 PASSPHRASE = b"test passphrase"
-
-
-@pytest.fixture(scope="module")
-def second_hierarchy(tmp_path_factory: pytest.TempPathFactory) -> HierarchyFiles:
-    base = "http://127.0.0.1:1"
-    return generate_demo_hierarchy(
-        HierarchyFiles.in_directory(tmp_path_factory.mktemp("second")),
-        PASSPHRASE,
-        dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1),
-        Publication(base_url=base, name_registration_authority=base),
-    )
-
-
-def _entry(name: str, hierarchy: HierarchyFiles, passphrase: Path, *, default: bool) -> str:
-    return (
-        "[[authorities]]\n"
-        f'name = "{name}"\n'
-        f'certificate = "{hierarchy.issuing_cert}"\n'
-        f'chain = "{hierarchy.issuing_chain}"\n'
-        f'key = {{ kind = "file", path = "{hierarchy.issuing_key}", '
-        f'passphrase_file = "{passphrase}" }}\n'
-        f"default = {'true' if default else 'false'}\n"
-    )
-
-
-def _overrides(tmp_path: Path, ca_material: CaMaterial) -> dict[str, Any]:
-    return {
-        "data_dir": str(tmp_path / "data"),
-        "service": {
-            "host": "127.0.0.1",
-            "port": 0,
-            "http_port": ca_material.http_port,
-            "demo": False,
-        },
-        "admin": {"port": 0},
-        "tls": {"cert_file": str(ca_material.tls_cert), "key_file": str(ca_material.tls_key)},
-    }
 
 
 @pytest.fixture
@@ -77,10 +38,10 @@ async def service(
 ) -> AsyncIterator[Service]:
     config = tmp_path / "cas.toml"
     config.write_text(
-        _entry("first", ca_material.hierarchy, ca_material.passphrase, default=True)
-        + _entry("second", second_hierarchy, ca_material.passphrase, default=False)
+        authority_entry("first", ca_material.hierarchy, ca_material.passphrase, default=True)
+        + authority_entry("second", second_hierarchy, ca_material.passphrase, default=False)
     )
-    settings = load_settings(config, {}, _overrides(tmp_path, ca_material))
+    settings = load_settings(config, {}, authorities_overrides(tmp_path, ca_material))
     opened = await Service.open(settings, clock=clock, create=True)
     yield await with_test_organisations(opened)
     await opened.close()
@@ -193,10 +154,12 @@ async def test_the_same_ca_listed_twice_is_refused(
 ) -> None:
     config = tmp_path / "cas.toml"
     config.write_text(
-        _entry("first", ca_material.hierarchy, ca_material.passphrase, default=True)
-        + _entry("again", ca_material.hierarchy, ca_material.passphrase, default=False)
+        authority_entry("first", ca_material.hierarchy, ca_material.passphrase, default=True)
+        + authority_entry("again", ca_material.hierarchy, ca_material.passphrase, default=False)
     )
     with pytest.raises(ConfigurationError, match="same CA"):
         await Service.open(
-            load_settings(config, {}, _overrides(tmp_path, ca_material)), clock=clock, create=True
+            load_settings(config, {}, authorities_overrides(tmp_path, ca_material)),
+            clock=clock,
+            create=True,
         )

@@ -281,6 +281,7 @@ _SCHEMAS: dict[str, Any] = {
             "reference",
             "identity_id",
             "profile",
+            "ca_label",
             "state",
             "failed_attempts",
             "created_at",
@@ -291,6 +292,10 @@ _SCHEMAS: dict[str, Any] = {
             "reference": {"type": "string"},
             "identity_id": {"type": "string", "format": "uuid"},
             "profile": {"type": "string"},
+            "ca_label": {
+                "type": ["string", "null"],
+                "description": "The CA label to enroll under; null: the default CA",
+            },
             "state": {
                 "enum": [
                     "pending",
@@ -327,6 +332,11 @@ _SCHEMAS: dict[str, Any] = {
             "identity_id": {"type": "string", "format": "uuid"},
             "profile": {"type": "string", "description": "Default: the identity type's"},
             "validity_days": {"type": "integer", "minimum": 1, "maximum": 365},
+            "ca_label": {
+                "type": "string",
+                "description": "The CA label it is enrolled under (/.well-known/est/<label>/). "
+                "Default: the default CA's",
+            },
         },
     },
     "Certificate": {

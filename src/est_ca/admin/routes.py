@@ -541,12 +541,21 @@ async def import_identities(request: web.Request) -> web.Response:
 async def create_order(request: web.Request) -> web.Response:
     values = _fields(
         await _json_object(request),
-        {"identity_id": (str, True), "profile": (str, False), "validity_days": (int, False)},
+        {
+            "identity_id": (str, True),
+            "profile": (str, False),
+            "validity_days": (int, False),
+            "ca_label": (str, False),
+        },
     )
     identity_id = _uuid(values["identity_id"], "identity_id")
     assert identity_id is not None
     placed = await request.app[ADMINISTRATION].place_order(
-        _me(request), identity_id, profile=values["profile"], validity_days=values["validity_days"]
+        _me(request),
+        identity_id,
+        profile=values["profile"],
+        validity_days=values["validity_days"],
+        ca_label=values["ca_label"],
     )
     registry = request.app[REGISTRY]
     return web.json_response(

@@ -229,10 +229,15 @@ class Administration:
         *,
         profile: str | None = None,
         validity_days: int | None = None,
+        ca_label: str | None = None,
     ) -> PlacedOrder:
         await self._touch(principal, Scope.ORDER, identity_id)
         return await self._registry.place_order(
-            principal.actor, identity_id, profile=profile, validity_days=validity_days
+            principal.actor,
+            identity_id,
+            profile=profile,
+            validity_days=validity_days,
+            ca_label=ca_label,
         )
 
     async def order(self, principal: Principal, reference: str) -> Order:

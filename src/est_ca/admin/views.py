@@ -60,6 +60,8 @@ def order_view(order: Order, state: OrderState) -> dict[str, Any]:
         "reference": order.reference,
         "identity_id": str(order.identity_id),
         "profile": order.profile,
+        # null: placed before CA labels, enrolled under the default label
+        "ca_label": order.ca_label,
         "state": state.value,
         "failed_attempts": order.failed_attempts,
         "created_at": _time(order.created_at),

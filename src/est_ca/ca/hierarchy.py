@@ -19,7 +19,13 @@ from cryptography.x509.oid import NameOID
 from est_ca.ca.building import authority_information_access, crl_distribution_points
 from est_ca.ca.certificates import Serial
 from est_ca.ca.publication import Publication
-from est_ca.ca.signing import KeyFileSigner, SignatureScheme, draft_certificate, signed_with
+from est_ca.ca.signing import (
+    KeyFileSigner,
+    SignatureScheme,
+    Signer,
+    draft_certificate,
+    signed_with,
+)
 from est_ca.private_files import write_private
 
 CA_SIGNATURE = SignatureScheme(algorithm="rsassa-pss", hash="sha512", salt_length=64)
@@ -111,12 +117,13 @@ def build_root(
 def build_issuing(
     key: rsa.RSAPrivateKey,
     root: x509.Certificate,
-    root_key: rsa.RSAPrivateKey,
+    root_signer: Signer,
     now: dt.datetime,
     publication: Publication,
     number: int = 1,
 ) -> x509.Certificate:
-    """pathLen 0: it issues end-entity certificates only. Its revocation is on the root's CRL."""
+    """pathLen 0: it issues end-entity certificates only. Its revocation is on the root's CRL.
+    `number` tells the generations of a rollover apart in the subject ("Issuing CA 2")."""
     root_ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (
         x509.CertificateBuilder()
@@ -139,9 +146,7 @@ def build_issuing(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(_ca_key_usage(), critical=True)
     )
-    return signed_with(
-        draft_certificate(builder, CA_SIGNATURE), KeyFileSigner(root_key), CA_SIGNATURE
-    )
+    return signed_with(draft_certificate(builder, CA_SIGNATURE), root_signer, CA_SIGNATURE)
 
 
 def generate_demo_hierarchy(
@@ -155,7 +160,7 @@ def generate_demo_hierarchy(
     root_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
     issuing_key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
     root = build_root(root_key, now, publication)
-    issuing = build_issuing(issuing_key, root, root_key, now, publication)
+    issuing = build_issuing(issuing_key, root, KeyFileSigner(root_key), now, publication)
     write_private_key(files.root_key, root_key, passphrase)
     write_private_key(files.issuing_key, issuing_key, passphrase)
     files.root_cert.write_bytes(root.public_bytes(serialization.Encoding.PEM))

@@ -19,20 +19,29 @@ from est_ca.web import inputs
 
 EST_PREFIX = "/.well-known/est"
 AUTHORITY = web.AppKey("registration_authority", RegistrationAuthority)
-CA_CERTS_DER = web.AppKey("cacerts_der", bytes)
+# Per CA label: the certs-only CMS of its current CA and chain.
+CA_CERTS_DER = web.AppKey("cacerts_der", dict[str, bytes])
 MAX_CSR_BYTES = web.AppKey("max_csr_bytes", int)
-# DER CsrAttrs (ca/csrattrs.py) for the profiles this path serves; None: nothing to say.
-CSR_ATTRS = web.AppKey[bytes | None]("csrattrs_der")
+# Per CA label: DER CsrAttrs (ca/csrattrs.py) for the profiles it issues; None: nothing to say.
+CSR_ATTRS = web.AppKey("csrattrs_der", dict[str, bytes | None])
+
+
+def _label(request: web.Request) -> str:
+    """The CA label of the path (RFC 7030 3.2.2), the default one's when unlabelled; an
+    unknown label is 404 before anything else is read."""
+    return request.app[AUTHORITY].labels.get(request.match_info.get("label")).name
 
 
 async def cacerts(request: web.Request) -> web.Response:
-    return wire.base64_response(request, request.app[CA_CERTS_DER], wire.PKCS7_MIME)
+    return wire.base64_response(
+        request, request.app[CA_CERTS_DER][_label(request)], wire.PKCS7_MIME
+    )
 
 
 async def csrattrs(request: web.Request) -> web.Response:
     """No authentication (RFC 7030 4.5 lets the server choose): libest's client asks before it
     enrolls, and the answer only describes what every enrollment here must look like."""
-    der = request.app[CSR_ATTRS]
+    der = request.app[CSR_ATTRS][_label(request)]
     if der is None:
         return web.Response(status=204)
     return wire.base64_response(request, der, wire.CSRATTRS)
@@ -46,6 +55,7 @@ async def _csr(request: web.Request) -> bytes:
 
 async def simpleenroll(request: web.Request) -> web.Response:
     authority = request.app[AUTHORITY]
+    label = _label(request)
     actor = Actor("anonymous", "-", request.remote)
     try:
         authority.check_source(request.remote)
@@ -69,17 +79,20 @@ async def simpleenroll(request: web.Request) -> web.Response:
         raise
     if credentials is not None:
         reference, code = credentials
-        certificate = await authority.enroll_with_order(reference, code, csr, source=request.remote)
+        certificate = await authority.enroll_with_order(
+            reference, code, csr, source=request.remote, label=label
+        )
     else:
         assert client_certificate is not None
         certificate = await authority.enroll_with_certificate(
-            client_certificate, csr, source=request.remote
+            client_certificate, csr, source=request.remote, label=label
         )
     return wire.base64_response(request, wire.certs_only([certificate]), wire.CERTS_ONLY)
 
 
 async def simplereenroll(request: web.Request) -> web.Response:
     authority = request.app[AUTHORITY]
+    label = _label(request)
     client_certificate = inputs.peer_certificate(request)
     try:
         authority.check_source(request.remote)
@@ -96,12 +109,16 @@ async def simplereenroll(request: web.Request) -> web.Response:
         )
         await authority.refuse("reenroll", actor, exc)
         raise
-    certificate = await authority.reenroll(client_certificate, csr, source=request.remote)
+    certificate = await authority.reenroll(
+        client_certificate, csr, source=request.remote, label=label
+    )
     return wire.base64_response(request, wire.certs_only([certificate]), wire.CERTS_ONLY)
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get(f"{EST_PREFIX}/cacerts", cacerts)
-    app.router.add_get(f"{EST_PREFIX}/csrattrs", csrattrs)
-    app.router.add_post(f"{EST_PREFIX}/simpleenroll", simpleenroll)
-    app.router.add_post(f"{EST_PREFIX}/simplereenroll", simplereenroll)
+    """Each operation unlabelled (the default CA) and under a CA label."""
+    for prefix in (EST_PREFIX, EST_PREFIX + "/{label}"):
+        app.router.add_get(f"{prefix}/cacerts", cacerts)
+        app.router.add_get(f"{prefix}/csrattrs", csrattrs)
+        app.router.add_post(f"{prefix}/simpleenroll", simpleenroll)
+        app.router.add_post(f"{prefix}/simplereenroll", simplereenroll)

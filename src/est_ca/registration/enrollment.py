@@ -41,7 +41,7 @@ import collections
 import dataclasses
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from enum import Enum
 from typing import TypeVar
 
@@ -52,7 +52,7 @@ from cryptography.hazmat.primitives import serialization
 from est_ca.audit import Actor, AuditEvent, Outcome
 from est_ca.ca.authority import issuer_key_id
 from est_ca.ca.building import IssuanceRequest
-from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyBinding, Serial
+from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyBinding, KeyId, Serial
 from est_ca.ca.csr_policy import (
     CheckedCsr,
     check_csr,
@@ -60,7 +60,7 @@ from est_ca.ca.csr_policy import (
     parse_csr,
     subscriber_key,
 )
-from est_ca.ca.issuer import Issuer
+from est_ca.ca.labels import CaLabels, LabelledCa, trusted_certificates
 from est_ca.ca.profiles import Profile, ProfileCatalogue
 from est_ca.ca.spki import public_key_der
 from est_ca.clock import Clock
@@ -152,7 +152,8 @@ class RegistrationAuthority:
         hasher: SecretHasher,
         workers: Workers,
         profiles: ProfileCatalogue,
-        issuer: Issuer,
+        labelled: Sequence[LabelledCa],
+        default_label: str,
         order_policy: OrderPolicy,
         guard: SourceGuard,
         admission: Admission,
@@ -163,21 +164,34 @@ class RegistrationAuthority:
         self._hasher = hasher
         self._workers = workers
         self._profiles = profiles
-        self._issuer = issuer
+        self._labelled = {entry.label.name: entry for entry in labelled}
+        self.labels = CaLabels(tuple(entry.label for entry in labelled), default_label)
         self._order_policy = order_policy
         self._guard = guard
         self._admission = admission
         self._revocations = revocations
         self._timing = TimingPad()
-        # Keys of the CA and its chain: a subscriber must never get a certificate for them.
+        # Every CA certificate a client certificate of ours chains to (TLS trusts these).
+        self.trusted = tuple(trusted_certificates(labelled))
+        # Keys of our CAs and their chains: a subscriber must never get a certificate for them.
         self._ca_keys = frozenset(
-            public_key_der(certificate.public_key()) for certificate in issuer.ca.certificates
+            public_key_der(certificate.public_key()) for certificate in self.trusted
         )
+
+    def labelled(self, label: str | None) -> LabelledCa:
+        """The CAs of `label` (None: the unlabelled path's); an unknown label is NotFound."""
+        return self._labelled[self.labels.get(label).name]
 
     # -- the three ways in ------------------------------------------------------------------
 
     async def enroll_with_order(
-        self, reference: str, one_time_code: str, csr_der: bytes, *, source: str | None
+        self,
+        reference: str,
+        one_time_code: str,
+        csr_der: bytes,
+        *,
+        source: str | None,
+        label: str | None = None,
     ) -> x509.Certificate:
         actor = order_actor(reference, source)
 
@@ -186,18 +200,29 @@ class RegistrationAuthority:
 
         async def work(entitled: tuple[Order, Identity]) -> x509.Certificate:
             order, identity = entitled
+            labelled = self._order_label(order, label)
             if order.status is OrderStatus.CONSUMED:
                 return await self._redeliver_order(order, identity, csr_der, actor)
             profile = self._profile(order.profile)
             checked = await self._check_csr(csr_der, profile, identity)
             return await self._issue(
-                actor=actor, identity=identity, profile=profile, csr=checked, order=order
+                actor=actor,
+                identity=identity,
+                profile=profile,
+                csr=checked,
+                labelled=labelled,
+                order=order,
             )
 
         return await self._admitted("enroll", actor, authenticate, work)
 
     async def enroll_with_certificate(
-        self, client_certificate_der: bytes, csr_der: bytes, *, source: str | None
+        self,
+        client_certificate_der: bytes,
+        csr_der: bytes,
+        *,
+        source: str | None,
+        label: str | None = None,
     ) -> x509.Certificate:
         actor = certificate_actor(client_certificate_der, source)
 
@@ -214,23 +239,43 @@ class RegistrationAuthority:
 
         async def work(entitled: tuple[Order, Identity]) -> x509.Certificate:
             order, identity = entitled
+            labelled = self._order_label(order, label)
             profile = self._profile(order.profile)
             checked = await self._check_csr(csr_der, profile, identity)
             return await self._issue(
-                actor=actor, identity=identity, profile=profile, csr=checked, order=order
+                actor=actor,
+                identity=identity,
+                profile=profile,
+                csr=checked,
+                labelled=labelled,
+                order=order,
             )
 
         return await self._admitted("enroll", actor, authenticate, work)
 
     async def reenroll(
-        self, client_certificate_der: bytes, csr_der: bytes, *, source: str | None
+        self,
+        client_certificate_der: bytes,
+        csr_der: bytes,
+        *,
+        source: str | None,
+        label: str | None = None,
     ) -> x509.Certificate:
+        """The renewal goes to the label's current CA, whichever of its generations issued
+        the certificate being renewed (after a rollover: the new CA)."""
         actor = certificate_actor(client_certificate_der, source)
 
         async def authenticate() -> ClientCertificate:
             return await self.authenticate_certificate(client_certificate_der)
 
         async def work(client: ClientCertificate) -> x509.Certificate:
+            labelled = self.labelled(label)
+            if not labelled.issued(client.record.issuer_key_id):
+                raise NotEntitled(
+                    "this certificate was not issued under the CA label "
+                    f"{labelled.label.name!r}; renew it under its own label"
+                    + self._label_hint(client.record.issuer_key_id)
+                )
             profile = self._profile(client.record.profile)
             checked = await self._check_csr(csr_der, profile, client.identity)
             _check_same_names(checked.csr, client.certificate)
@@ -239,10 +284,35 @@ class RegistrationAuthority:
                 identity=client.identity,
                 profile=profile,
                 csr=checked,
+                labelled=labelled,
                 renewal_of=client.record,
             )
 
         return await self._admitted("reenroll", actor, authenticate, work)
+
+    def _order_label(self, order: Order, label: str | None) -> LabelledCa:
+        """The label an order is enrolled under must be the one it names."""
+        labelled = self.labelled(label)
+        wanted = order.ca_label or self.labels.default
+        if labelled.label.name != wanted:
+            where = (
+                "the unlabelled path" if wanted == self.labels.default else f"the label {wanted!r}"
+            )
+            raise NotEntitled(
+                f"order {order.reference} is for the CA label {wanted!r}, not "
+                f"{labelled.label.name!r}: enroll it under {where} (/.well-known/est/{wanted}/)"
+            )
+        if not labelled.label.allows(order.profile):
+            raise NotEntitled(
+                f"the CA label {labelled.label.name!r} no longer issues profile {order.profile!r}"
+            )
+        return labelled
+
+    def _label_hint(self, issuer: KeyId) -> str:
+        for name, labelled in self._labelled.items():
+            if labelled.issued(issuer):
+                return f" (/.well-known/est/{name}/)"
+        return ""
 
     # -- authentication ---------------------------------------------------------------------
 
@@ -391,14 +461,16 @@ class RegistrationAuthority:
         identity: Identity,
         profile: Profile,
         csr: CheckedCsr,
+        labelled: LabelledCa,
         order: Order | None = None,
         renewal_of: CertificateRecord | None = None,
     ) -> x509.Certificate:
         now = self._clock.now()
         serial = Serial.random()
+        issuer = labelled.issuer
         reservation = CertificateRecord(
             serial=serial,
-            issuer_key_id=self._issuer.ca.key_id,
+            issuer_key_id=issuer.ca.key_id,
             identity_id=identity.id,
             order_id=order.id if order else None,
             renewal_of=renewal_of.serial if renewal_of else None,
@@ -429,7 +501,7 @@ class RegistrationAuthority:
         revoked: list[CertificateRecord] = []
         try:
             # Step 2: build, check the draft, sign (off the event loop).
-            certificate = await self._workers.run(self._issuer.produce, request)
+            certificate = await self._workers.run(issuer.produce, request)
             # Step 3: check everything again under the locks, record, consume the order.
             async with self._store.write() as tx:
                 await self._require_active(tx, identity, during_issuance=True)
@@ -467,6 +539,7 @@ class RegistrationAuthority:
                         serial=serial.hex,
                         details={
                             "issuer": reservation.issuer_key_id.hex,
+                            "ca_label": labelled.label.name,
                             "profile": profile.name,
                             "key": csr.key.description,
                             **({"renewal_of": renewal_of.serial.hex} if renewal_of else {}),

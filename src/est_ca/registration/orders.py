@@ -54,6 +54,9 @@ class Order:
     consumed_at: dt.datetime | None
     cancelled_at: dt.datetime | None
     certificate_serial: Serial | None
+    # The CA label (ca/labels.py) it must be enrolled under; None (orders placed before labels
+    # existed): the default label.
+    ca_label: str | None = None
 
     def __post_init__(self) -> None:
         if self.expires_at <= self.created_at:
@@ -85,6 +88,7 @@ class Order:
         profile: str,
         created_at: dt.datetime,
         validity: dt.timedelta,
+        ca_label: str | None = None,
     ) -> Order:
         return cls(
             id=uuid.uuid4(),
@@ -101,6 +105,7 @@ class Order:
             consumed_at=None,
             cancelled_at=None,
             certificate_serial=None,
+            ca_label=ca_label,
         )
 
 

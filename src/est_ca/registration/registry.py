@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from est_ca.audit import SERVICE, Actor, AuditEvent, Outcome
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyId, Serial
+from est_ca.ca.labels import CaLabel, CaLabels
 from est_ca.ca.profiles import Profile, ProfileCatalogue
 from est_ca.clock import Clock
 from est_ca.errors import AlreadyExists, BadRequest, Conflict, EstCaError, NotFound
@@ -139,6 +140,7 @@ class Registry:
         workers: Workers,
         profiles: ProfileCatalogue,
         order_policy: OrderPolicy,
+        labels: CaLabels,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -146,6 +148,7 @@ class Registry:
         self._workers = workers
         self._profiles = profiles
         self.order_policy = order_policy
+        self.labels = labels
 
     # -- organisations ----------------------------------------------------------------------
 
@@ -538,12 +541,14 @@ class Registry:
         prepared = []
         for row in rows:
             code = codes.new_one_time_code()
+            profile = self.profile_for(row.identity, None)
             order = Order.place(
                 reference=codes.new_reference(),
                 identity_id=row.identity.id,
-                profile=self.profile_for(row.identity, None).name,
+                profile=profile.name,
                 created_at=now,
                 validity=self.order_policy.validity,
+                ca_label=self.label_for(profile, None).name,
             )
             prepared.append((PlacedOrder(order=order, one_time_code=code), self._hasher.hash(code)))
         return prepared
@@ -583,6 +588,21 @@ class Registry:
             )
         return profile
 
+    def label_for(self, profile: Profile, name: str | None) -> CaLabel:
+        """The CA label an order is enrolled under (None: the default), which must allow its
+        profile."""
+        try:
+            label = self.labels.get(name)
+        except NotFound as exc:
+            raise BadRequest(exc.detail, field="ca_label") from exc
+        if not label.allows(profile.name):
+            raise BadRequest(
+                f"the CA label {label.name!r} does not issue profile {profile.name!r} "
+                f"(it issues {', '.join(sorted(label.profiles))})",
+                field="ca_label",
+            )
+        return label
+
     async def place_order(
         self,
         actor: Actor,
@@ -590,6 +610,7 @@ class Registry:
         *,
         profile: str | None = None,
         validity_days: int | None = None,
+        ca_label: str | None = None,
     ) -> PlacedOrder:
         """A new order; the one-time code is in the result and nowhere else, ever."""
         identity = await self.get_identity(identity_id)
@@ -597,6 +618,7 @@ class Registry:
             raise Conflict(f"identity {identity.id} is disabled; no orders can be placed for it")
         (await self.get_organisation(identity.cvr)).require_active()
         chosen = self.profile_for(identity, profile)
+        label = self.label_for(chosen, ca_label)
         if validity_days is not None and not 1 <= validity_days <= 365:
             raise BadRequest("an order is valid for 1 to 365 days", field="validity_days")
         validity = dt.timedelta(days=validity_days) if validity_days else self.order_policy.validity
@@ -610,6 +632,7 @@ class Registry:
                 profile=chosen.name,
                 created_at=now,
                 validity=validity,
+                ca_label=label.name,
             )
             try:
                 async with self._store.write() as tx:
@@ -624,6 +647,7 @@ class Registry:
                             order_reference=order.reference,
                             details={
                                 "profile": chosen.name,
+                                "ca_label": label.name,
                                 "expires_at": order.expires_at.isoformat(),
                             },
                         )

@@ -112,6 +112,8 @@ class OrderRow(Base):
     consumed_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     cancelled_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     certificate_serial: Mapped[str | None] = mapped_column(String(40))
+    # The CA label the order is enrolled under; NULL: the default label (older orders).
+    ca_label: Mapped[str | None] = mapped_column(String(64))
 
 
 class CertificateRow(Base):

@@ -568,6 +568,7 @@ class StoreTx:
                     "consumed_at": None,
                     "cancelled_at": None,
                     "certificate_serial": None,
+                    "ca_label": order.ca_label,
                 }
                 for order, code_hash in orders
             ],
@@ -637,6 +638,25 @@ class StoreTx:
             if number:
                 counts["orders"][str(state)] = int(number)
         return counts
+
+    async def live_certificates_by_issuer(
+        self, now: dt.datetime
+    ) -> dict[str, tuple[int, dt.datetime | None]]:
+        """Per issuer key id: its issued certificates not yet expired, and the last expiry
+        (a retired CA may go once it has none)."""
+        rows = await self._conn.execute(
+            select(
+                CERTIFICATES.c.issuer_key_id,
+                func.count(),
+                func.max(CERTIFICATES.c.not_after),
+            )
+            .where(
+                (CERTIFICATES.c.status == str(CertificateStatus.ISSUED))
+                & (CERTIFICATES.c.not_after > now)
+            )
+            .group_by(CERTIFICATES.c.issuer_key_id)
+        )
+        return {str(issuer): (int(number), last) for issuer, number, last in rows}
 
     async def count_failed_attempt(
         self, order_id: uuid.UUID, *, lock_after: int, now: dt.datetime
@@ -1490,6 +1510,7 @@ def _order(row: Row[Any]) -> Order:
         consumed_at=row.consumed_at,
         cancelled_at=row.cancelled_at,
         certificate_serial=_serial_or_none(row.certificate_serial),
+        ca_label=row.ca_label,
     )
 
 

@@ -30,9 +30,18 @@ def est_app(service: Service) -> web.Application:
     app[inputs.REQUEST_TIMEOUT] = float(service.settings.limits.request_timeout_seconds)
     app[est_routes.MAX_CSR_BYTES] = service.settings.service.max_body_bytes
     app[est_routes.AUTHORITY] = service.authority
-    app[est_routes.CA_CERTS_DER] = wire.certs_only(service.ca.certificates)
-    # The unlabelled path serves every profile: say what all of them accept.
-    app[est_routes.CSR_ATTRS] = csr_attributes(service.profiles.profiles.values())
+    authority = service.authority
+    app[est_routes.CA_CERTS_DER] = {
+        name: wire.certs_only(authority.labelled(name).ca.certificates)
+        for name in authority.labels.names
+    }
+    # Each label says what every profile it issues accepts.
+    app[est_routes.CSR_ATTRS] = {
+        label.name: csr_attributes(
+            profile for profile in service.profiles.profiles.values() if label.allows(profile.name)
+        )
+        for label in authority.labels.labels
+    }
     app[RENDER_ERROR] = wire.render_error
     est_routes.add_routes(app)
     return app

@@ -1,0 +1,250 @@
+"""A rollover of the issuing CA, the whole story, with real clients on both generations
+(issue 12, item 4): curl enrolls and renews; openssl ocsp and openssl verify -crl_check are
+the relying parties; the service restarts in between, as an operator's would."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from est_ca.ca.authority import issuer_key_id, key_identifier
+from est_ca.ca.certificates import KeyId, Serial
+from est_ca.cli import main
+from est_ca.clock import SettableClock
+from est_ca.config import MANAGED_AUTHORITIES
+from est_ca.errors import ConfigurationError
+from est_ca.revocation.reasons import RevocationReason
+from est_ca.server import Server
+from est_ca.service import Service
+from tests.conftest import CaMaterial, make_settings, with_test_organisations
+from tests.est.test_real_clients import enroll_with_curl, rekey_request
+from tests.helpers import (
+    ADMIN,
+    PKCS10,
+    KeyPool,
+    curl,
+    curl_est,
+    est_url,
+    pem,
+    print_certs,
+    run,
+)
+
+
+@dataclasses.dataclass
+class Generation:
+    """What a relying party knows of one issuing CA: its certificate and where its CRL is."""
+
+    certificate: x509.Certificate
+    crl_url: str
+
+    @property
+    def key_id(self) -> KeyId:
+        return KeyId.of(key_identifier(self.certificate))
+
+
+Running = Callable[[], Awaitable[tuple[Service, Server]]]
+
+
+@pytest.fixture
+async def running(
+    tmp_path: Path, ca_material: CaMaterial, clock: SettableClock
+) -> AsyncIterator[Running]:
+    """Start the service on one data directory, stopping the previous one first (a restart)."""
+    started: list[tuple[Service, Server]] = []
+
+    async def start() -> tuple[Service, Server]:
+        if started:
+            service, server = started.pop()
+            await server.stop()
+            await service.close()
+        settings = make_settings(tmp_path / "data", ca_material)
+        service = await with_test_organisations(
+            await Service.open(settings, clock=clock, create=True)
+        )
+        server = Server(service)
+        await server.start("127.0.0.1", 0, settings.service.http_port)
+        started.append((service, server))
+        return service, server
+
+    yield start
+    for service, server in started:
+        await server.stop()
+        await service.close()
+
+
+def _read(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def _crl_url(certificate: x509.Certificate) -> str:
+    points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    (name,) = points[0].full_name or []
+    assert isinstance(name, x509.UniformResourceIdentifier)
+    return str(name.value)
+
+
+async def _ocsp(service: Service, leaf: Path, issuer: Path, root: Path) -> str:
+    result = await run(
+        "openssl",
+        "ocsp",
+        "-issuer",
+        issuer,
+        "-cert",
+        leaf,
+        "-url",
+        service.publication.ocsp_url,
+        "-CAfile",
+        root,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    return (result.stdout + result.stderr).decode()
+
+
+async def _verify_with_crl(leaf: Path, issuer: Path, root: Path, tmp: Path) -> tuple[int, str]:
+    """`openssl verify -crl_check` with the CRL fetched from the URL the leaf names."""
+    fetched = await curl(_crl_url(_read(leaf)))
+    assert fetched.status == 200
+    crl = tmp / f"{leaf.stem}.crl.pem"
+    crl.write_bytes(x509.load_der_x509_crl(fetched.body).public_bytes(serialization.Encoding.PEM))
+    result = await run(
+        "openssl",
+        "verify",
+        "-crl_check",
+        "-CRLfile",
+        crl,
+        "-CAfile",
+        root,
+        "-untrusted",
+        issuer,
+        leaf,
+    )
+    return result.returncode, (result.stdout + result.stderr).decode()
+
+
+async def test_after_a_rollover_the_new_ca_enrolls_and_renews_and_the_old_one_stays_checkable(
+    running: Running, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    root = ca_material.hierarchy.root_cert
+    service, server = await running()
+    assert service.ca is not None
+    old = Generation(service.ca.certificate, service.publication.issuing_crl_url)
+    old_issuer = tmp_path / "old-issuer.pem"
+    old_issuer.write_bytes(pem([old.certificate]))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    renewing = await enroll_with_curl(
+        server, service, ca_material, keys.rsa(0).path, tmp_path / "a"
+    )
+    staying = await enroll_with_curl(server, service, ca_material, keys.rsa(1).path, tmp_path / "b")
+
+    done = await service.roll_over(ADMIN)
+    assert done.retired.retired
+    assert not done.new.retired
+    service, server = await running()
+    assert service.ca is not None
+    new = Generation(service.ca.certificate, service.publication.issuing_crl_url)
+    new_issuer = tmp_path / "new-issuer.pem"
+    new_issuer.write_bytes(pem([new.certificate]))
+    assert new.key_id != old.key_id
+    assert new.crl_url != old.crl_url
+
+    # cacerts serves the new chain, under the same root.
+    response = await curl(est_url(server, "cacerts"), trust=ca_material.tls_cert)
+    served = await print_certs(response.body)
+    assert served[0] == new.certificate
+    assert served[-1] == x509.load_pem_x509_certificate(root.read_bytes())
+
+    # A new enrollment gets the new CA.
+    (tmp_path / "c").mkdir()
+    fresh = await enroll_with_curl(server, service, ca_material, keys.rsa(2).path, tmp_path / "c")
+    assert issuer_key_id(_read(fresh)) == new.key_id
+
+    # A certificate of the old CA authenticates over TLS and renews, to the new CA.
+    body = tmp_path / "renew.b64"
+    body.write_bytes(base64.encodebytes(await rekey_request(renewing, keys.rsa(3).path)))
+    renewed = await curl_est(
+        server,
+        "simplereenroll",
+        body,
+        "--cert",
+        renewing,
+        "--key",
+        keys.rsa(0).path,
+        *PKCS10,
+        trust=ca_material.tls_cert,
+    )
+    assert renewed.status == 200, renewed.text
+    (renewal,) = await print_certs(renewed.body)
+    assert issuer_key_id(renewal) == new.key_id
+
+    # Status tells the operator the retired CA still has live certificates.
+    overview = {row["name"]: row for row in await service.authority_overview()}
+    assert overview["issuing"]["state"] == "retired"
+    assert overview["issuing"]["live_certificates"] == 2
+    assert overview["issuing-2"]["state"] == "enrolls"
+    assert overview["issuing-2"]["live_certificates"] == 2
+
+    # The old CA's certificates keep valid OCSP answers and CRLs.
+    answer = await _ocsp(service, staying, old_issuer, root)
+    assert "Response verify OK" in answer
+    assert f"{staying}: good" in answer
+    status, output = await _verify_with_crl(staying, old_issuer, root, tmp_path)
+    assert status == 0, output
+    await service.revocations.revoke_certificate(
+        ADMIN,
+        Serial(_read(staying).serial_number),
+        RevocationReason.KEY_COMPROMISE,
+    )
+    assert service.publishing is not None
+    await service.publishing.check()
+    answer = await _ocsp(service, staying, old_issuer, root)
+    assert "Response verify OK" in answer
+    assert f"{staying}: revoked" in answer
+    status, output = await _verify_with_crl(staying, old_issuer, root, tmp_path)
+    assert status != 0
+    assert "certificate revoked" in output
+
+    # And the new generation's are checkable the same way, against its own CRL.
+    answer = await _ocsp(service, fresh, new_issuer, root)
+    assert "Response verify OK" in answer
+    assert f"{fresh}: good" in answer
+    status, output = await _verify_with_crl(fresh, new_issuer, root, tmp_path)
+    assert status == 0, output
+
+
+async def test_a_rollover_without_the_root_key_asks_for_the_new_cas_files(
+    tmp_path: Path, ca_material: CaMaterial, clock: SettableClock
+) -> None:
+    configured = make_settings(tmp_path / "data", ca_material)
+    settings = dataclasses.replace(
+        configured, ca=dataclasses.replace(configured.ca, root_key_file="")
+    )
+    service = await Service.open(settings, clock=clock, with_ca=False, create=True)
+    try:
+        with pytest.raises(ConfigurationError, match="give its --certificate, --chain and --key"):
+            await service.roll_over(ADMIN)
+    finally:
+        await service.close()
+    assert not (tmp_path / "data" / MANAGED_AUTHORITIES).exists()
+
+
+def test_the_command_line_rolls_the_demo_ca_over_and_says_what_happens_next(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(tmp_path / "demo")
+    assert main(["--data-dir", data, "init"]) == 0
+    capsys.readouterr()
+    assert main(["--data-dir", data, "ca", "rollover"]) == 0
+    said = capsys.readouterr().out
+    assert "label 'issuing': issuing-2" in said
+    assert "Issuing CA 2" in said
+    assert "restart est-ca serve" in said
+    assert main(["--data-dir", data, "status"]) == 0
+    assert "CN=est-ca Demo Issuing CA 2" in capsys.readouterr().out
