@@ -20,6 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from est_ca.ca.certificates import Serial
 from est_ca.clock import SettableClock
+from est_ca.errors import ConfigurationError
 from est_ca.server import Server
 from est_ca.service import Service
 from est_ca.tls_files import generate_self_signed
@@ -293,3 +294,13 @@ async def test_an_operator_certificate_overrides_it_and_nothing_is_issued(
         assert await _issued_count(service) == 0
     finally:
         await service.close()
+
+
+async def test_an_operator_key_without_its_certificate_is_refused_and_left_alone(
+    data_dir: Path, ca_material: CaMaterial, clock: SettableClock
+) -> None:
+    before = ca_material.tls_key.read_bytes()
+    settings = _settings(data_dir, ca_material, key_file=str(ca_material.tls_key))
+    with pytest.raises(ConfigurationError, match="go together"):
+        await _open(settings, clock)
+    assert ca_material.tls_key.read_bytes() == before

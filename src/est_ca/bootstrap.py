@@ -166,6 +166,12 @@ def prepare_files(
             "or ca.generate_demo = true"
         )
 
+    if bool(settings.tls.cert_file) != bool(settings.tls.key_file):
+        # One without the other would have the CA's certificate overwrite an operator's key.
+        raise ConfigurationError(
+            "tls.cert_file and tls.key_file go together: set both (your own certificate) "
+            "or neither (the CA issues the listener's)"
+        )
     tls_cert = settings.data_path(settings.tls.cert_file, "tls/server.pem")
     tls_key = settings.data_path(settings.tls.key_file, "tls/server.key")
     files = ServiceFiles(
