@@ -304,3 +304,11 @@ async def test_an_operator_key_without_its_certificate_is_refused_and_left_alone
     with pytest.raises(ConfigurationError, match="go together"):
         await _open(settings, clock)
     assert ca_material.tls_key.read_bytes() == before
+
+
+async def test_a_name_that_is_no_host_name_is_refused_with_its_setting(
+    data_dir: Path, ca_material: CaMaterial, clock: SettableClock
+) -> None:
+    settings = _settings(data_dir, ca_material, names=["bad name"])
+    with pytest.raises(ConfigurationError, match=r"'bad name'.*tls\.names"):
+        await _open(settings, clock)

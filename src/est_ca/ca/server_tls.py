@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import re
 from collections.abc import Iterable
 
 from cryptography import x509
@@ -26,12 +27,18 @@ from est_ca.ca.authority import CertificateAuthority
 from est_ca.ca.certificates import Serial
 from est_ca.ca.signing import SignatureScheme, draft_certificate, signed_with
 from est_ca.ca.spki import public_key_der
+from est_ca.errors import ConfigurationError
 
 SERVICE_TLS_VALIDITY = dt.timedelta(days=365)
 # Re-issued at a start when less than this is left.
 SERVICE_TLS_RENEW_BEFORE = dt.timedelta(days=30)
 # Always named: a client on the host itself reaches the service by these.
 LOCAL_NAMES = ("localhost", "127.0.0.1")
+# A DNS name as a subjectAltName holds it (RFC 5280 4.2.1.6): ASCII labels, a wildcard first.
+_HOST_NAME = re.compile(
+    r"(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
 
 
 def service_names(host: str, extra: Iterable[str]) -> tuple[x509.GeneralName, ...]:
@@ -46,6 +53,11 @@ def service_names(host: str, extra: Iterable[str]) -> tuple[x509.GeneralName, ..
         try:
             address = ipaddress.ip_address(name)
         except ValueError:
+            if not _HOST_NAME.fullmatch(name):
+                raise ConfigurationError(
+                    f"{name!r} is neither an IP address nor a DNS name (service.host, "
+                    "tls.names); write an internationalised name in its xn-- form"
+                ) from None
             entry: x509.GeneralName = x509.DNSName(name.lower())
         else:
             if address.is_unspecified:
