@@ -143,6 +143,16 @@ def test_the_recipe_enrolls_a_certificate_that_verifies_with_the_demo_identity(
     assert "CN=Søren Ærø Ålborg" in recipe_run.enrolled
 
 
+def test_the_recipe_trusts_the_demo_root_alone(recipe_run: RecipeRun) -> None:
+    """The listener's certificate is issued by the demo CA: the root every client needs anyway
+    is its one trust anchor (no `-k`, no second file)."""
+    root = (recipe_run.directory / "est-ca-data" / "ca" / "root.pem").resolve()
+    anchors = set(re.findall(r"--cacert (\S+)", recipe_run.recipe))
+    assert anchors == {shlex.quote(str(root))}, recipe_run.recipe
+    assert " -k " not in recipe_run.recipe
+    assert "--insecure" not in recipe_run.recipe
+
+
 def test_the_recipe_renews_with_the_same_subject_and_a_new_key(recipe_run: RecipeRun) -> None:
     first = certificate(recipe_run, "demo.pem")
     renewed = certificate(recipe_run, "renewed.pem")

@@ -122,7 +122,8 @@ class Deployment:
 
     @property
     def trust(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.directory / "data/tls/server.pem"))
+        # The demo CA issued the listener's certificate: its root is the one anchor.
+        return ssl.create_default_context(cafile=str(self.directory / "data/ca/root.pem"))
 
     def est(self, operation: str = "simpleenroll") -> str:
         return f"https://127.0.0.1:{self.https}/.well-known/est/{operation}"

@@ -94,7 +94,8 @@ async def serve_burst(service: Service, server: Server, count: int) -> float:
     CRL GETs run at once."""
     placed = await place_orders(service, count + 1)
     csrs = [new_csr() for _ in placed]
-    client = EstClient(server.https_url, trust=service.files.tls_cert)
+    # The demo CA issued the listener's certificate: its root is the one anchor.
+    client = EstClient(server.https_url, trust=service.files.demo_root or service.files.ca_chain)
     first = await client.simpleenroll(csrs[0], placed[0])
     [certificate] = first.certificates()
     issuing = x509.load_pem_x509_certificate(service.files.ca_cert.read_bytes())

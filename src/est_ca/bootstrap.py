@@ -1,4 +1,6 @@
-"""First start of the embedded default: the data directory, a demo CA and a TLS certificate.
+"""First start of the embedded default: the data directory, a demo CA and the keys kept
+outside the database. (The listener's TLS certificate, when none is configured, is issued by
+the CA once the store is open: tls_files.ensure_service_certificate, from Service.open.)
 
 Nothing here overwrites anything. Files an operator configured are used as they are; only
 what is left empty in the configuration is generated, once, under data_dir, and only when the
@@ -23,7 +25,6 @@ from est_ca.config import Settings
 from est_ca.errors import ConfigurationError, NoCertificateAuthority
 from est_ca.keyfiles import create_key
 from est_ca.private_files import create_private, refuse_exposed, write_private
-from est_ca.tls_files import generate_self_signed
 
 _log = structlog.get_logger(__name__)
 
@@ -165,11 +166,14 @@ def prepare_files(
             "or ca.generate_demo = true"
         )
 
+    if bool(settings.tls.cert_file) != bool(settings.tls.key_file):
+        # One without the other would have the CA's certificate overwrite an operator's key.
+        raise ConfigurationError(
+            "tls.cert_file and tls.key_file go together: set both (your own certificate) "
+            "or neither (the CA issues the listener's)"
+        )
     tls_cert = settings.data_path(settings.tls.cert_file, "tls/server.pem")
     tls_key = settings.data_path(settings.tls.key_file, "tls/server.key")
-    if create and not settings.tls.cert_file and not tls_cert.exists():
-        _log.info("generating a self-signed TLS certificate", path=str(tls_cert))
-        generate_self_signed(tls_cert, tls_key, [settings.service.host])
     files = ServiceFiles(
         ca_cert=ca_cert,
         ca_chain=ca_chain,

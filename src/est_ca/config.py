@@ -76,6 +76,8 @@ class DatabaseSettings:
 class TlsSettings:
     cert_file: str
     key_file: str
+    # More DNS names or IP addresses for the CA-issued listener certificate (no cert_file).
+    names: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

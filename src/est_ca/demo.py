@@ -64,8 +64,10 @@ def recipe(
     """Commands that enroll the demo order with openssl and curl, ready to paste; `command`
     is how to run this est-ca (its absolute path and the options that found this CA)."""
     files = service.files
-    tls = shlex.quote(str(files.tls_cert.resolve()))
     root = shlex.quote(str((files.demo_root or files.ca_chain).resolve()))
+    # The CA issued the listener's certificate unless the operator configured one: then the
+    # root (what a client takes from /cacerts, RFC 7030 4.1.1) is the one trust anchor needed.
+    tls = shlex.quote(str(files.tls_cert.resolve())) if service.settings.tls.cert_file else root
     est = f"{https_url}/.well-known/est"
     place_another = f"{command} order create {identity.id}"
     if placed is not None:

@@ -28,6 +28,7 @@ from est_ca.ca.issuer import Issuer
 from est_ca.ca.labels import CaLabel, CaLabels, LabelledCa
 from est_ca.ca.profiles import ProfileCatalogue
 from est_ca.ca.publication import Publication
+from est_ca.ca.server_tls import service_names
 from est_ca.ca.signing import KeyFileSigner, SignatureScheme
 from est_ca.clock import Clock, SystemClock
 from est_ca.config import CaEntry, FileKeyRef, Settings
@@ -46,6 +47,7 @@ from est_ca.revocation.revoker import Revocations
 from est_ca.rollover import Rollover, SuppliedCa, label_entry, roll_over
 from est_ca.store.store import Store
 from est_ca.throttle import Admission, FailureThrottle, SourceGuard
+from est_ca.tls_files import ensure_service_certificate
 from est_ca.workers import Workers
 
 _log = structlog.get_logger(__name__)
@@ -111,6 +113,17 @@ class Service:
             await _prepare_schema(store, settings, _issuing_key_id(files))
             if check_audit_seal:
                 await store.anchor_audit(fresh_key=files.audit_key_created)
+            if ca is not None and not settings.tls.cert_file:
+                # No operator certificate: the CA issues the listener's, recorded first.
+                await ensure_service_certificate(
+                    store,
+                    ca,
+                    _signature_for(ca, root=False),
+                    files.tls_cert,
+                    files.tls_key,
+                    service_names(settings.service.host, settings.tls.names),
+                    clock,
+                )
         except BaseException:
             await store.close()
             raise

@@ -1,7 +1,8 @@
 """The OCSP responder (RFC 6960), with pre-produced responses for requests without a nonce
 (RFC 5019) and nonces as RFC 8954 has them.
 
-- "good" only for certificates we issued and recorded; "revoked" with time and reason;
+- "good" only for certificates we issued and recorded (subscribers', responders', the
+  listener's own); "revoked" with time and reason;
   "unknown" for serials we never issued and for issuers we do not serve (RFC 6960 2.2).
 - A request is 1 to MAX_CERT_IDS CertIDs (SHA-1, SHA-256, SHA-384 or SHA-512, hashes of that
   length, a serial of at least 0), optionally a nonce of 1..32 octets; anything else (another
@@ -271,6 +272,8 @@ class OcspResponder:
             record = await tx.get_certificate(issuer.ca.key_id, serial)
             if await tx.is_ocsp_responder(issuer.key_id, serial):
                 return _GOOD
+            if record is None and await tx.is_service_certificate(issuer.key_id, serial):
+                return _GOOD  # the listener's own (ca/server_tls.py)
             if record is None or record.status in (
                 CertificateStatus.RESERVED,
                 CertificateStatus.ABANDONED,

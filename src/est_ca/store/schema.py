@@ -217,6 +217,20 @@ class OcspResponderRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
 
+class ServiceCertificateRow(Base):
+    """The service's own TLS certificates, issued by its CA when the operator configures none
+    (ca/server_tls.py; recorded before the listener uses them, so OCSP answers "good")."""
+
+    __tablename__ = "service_certificates"
+
+    serial: Mapped[str] = mapped_column(String(40), primary_key=True)
+    issuer_key_id: Mapped[str] = mapped_column(String(64), index=True)
+    not_before: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    not_after: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
 class AuditChainRow(Base):
     """The chain's head, one row: appending locks it, so appends are strictly one after another
     on SQLite and on PostgreSQL alike."""

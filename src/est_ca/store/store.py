@@ -89,6 +89,7 @@ from est_ca.store.schema import (
     OrderRow,
     OrganisationRow,
     RevocationStateRow,
+    ServiceCertificateRow,
     SubscriberKeyRow,
     UtcDateTime,
 )
@@ -104,6 +105,7 @@ _IDENTITY = select(IDENTITIES, ORGANISATIONS.c.name.label("organisation_name")).
 )
 REVOCATION_STATE = cast(Table, RevocationStateRow.__table__)
 OCSP_RESPONDERS = cast(Table, OcspResponderRow.__table__)
+SERVICE_CERTIFICATES = cast(Table, ServiceCertificateRow.__table__)
 ORDERS = cast(Table, OrderRow.__table__)
 CERTIFICATES = cast(Table, CertificateRow.__table__)
 AUDIT_EVENTS = cast(Table, AuditEventRow.__table__)
@@ -1245,6 +1247,38 @@ class StoreTx:
             select(OCSP_RESPONDERS.c.serial).where(
                 OCSP_RESPONDERS.c.serial == serial.hex,
                 OCSP_RESPONDERS.c.issuer_key_id == issuer_key_id,
+            )
+        )
+        return result.one_or_none() is not None
+
+    # -- The service's own TLS certificates -----------------------------------------------------
+
+    async def insert_service_certificate(
+        self,
+        *,
+        serial: Serial,
+        issuer_key_id: str,
+        not_before: dt.datetime,
+        not_after: dt.datetime,
+        der: bytes,
+        created_at: dt.datetime,
+    ) -> None:
+        await self._conn.execute(
+            SERVICE_CERTIFICATES.insert().values(
+                serial=serial.hex,
+                issuer_key_id=issuer_key_id,
+                not_before=not_before,
+                not_after=not_after,
+                der=der,
+                created_at=created_at,
+            )
+        )
+
+    async def is_service_certificate(self, issuer_key_id: str, serial: Serial) -> bool:
+        result = await self._conn.execute(
+            select(SERVICE_CERTIFICATES.c.serial).where(
+                SERVICE_CERTIFICATES.c.serial == serial.hex,
+                SERVICE_CERTIFICATES.c.issuer_key_id == issuer_key_id,
             )
         )
         return result.one_or_none() is not None
