@@ -20,7 +20,12 @@ from est_ca.server import Server
 from est_ca.service import Service
 from tests.conftest import CaMaterial, authorities_overrides, with_test_organisations
 from tests.est.test_csrattrs import asn1parse
-from tests.est.test_real_clients import openssl_csr_base64, rekey_request
+from tests.est.test_real_clients import (
+    openssl_csr_base64,
+    openssl_csr_der,
+    pki_report,
+    rekey_request,
+)
 from tests.helpers import (
     PKCS10,
     KeyPool,
@@ -34,6 +39,7 @@ from tests.helpers import (
     new_user,
     openssl,
     pem,
+    pki,
     print_certs,
 )
 
@@ -322,3 +328,47 @@ async def test_csrattrs_of_a_label_describe_only_the_profiles_it_issues(
     common = await asn1parse(unlabelled.body)
     assert ":prime256v1" not in common
     assert ":rsaEncryption" not in common
+
+
+async def test_strongswan_pki_reads_a_labels_chain_and_enrolls_under_it(
+    server: Server,
+    service: Service,
+    ca_material: CaMaterial,
+    second_hierarchy: HierarchyFiles,
+    keys: KeyPool,
+    tmp_path: Path,
+) -> None:
+    """pki 5.9.8 has no label option and asks <url>/.well-known/est/<operation>: given
+    https://host/test it reaches the label through the path-prefix form."""
+    url = f"{server.https_url}/test"
+    trust: list[str | Path] = ["--cacert", ca_material.tls_cert]
+    chain = await pki("--estca", "--url", url, *trust, "--caout", tmp_path / "ca.pem")
+    assert chain.returncode == 0, pki_report(chain)
+    received = {
+        x509.load_der_x509_certificate(path.read_bytes())
+        for path in (tmp_path / "ca.pem", tmp_path / "ca-1.pem")
+    }
+    assert received == {
+        x509.load_pem_x509_certificate(path.read_bytes())
+        for path in (second_hierarchy.issuing_cert, second_hierarchy.root_cert)
+    }
+    placed = await new_order(service, await new_system(service), ca_label="test")
+    enrolled = await pki(
+        "--est",
+        "--url",
+        url,
+        *trust,
+        "--cacert",
+        second_hierarchy.issuing_cert,
+        "--cacert",
+        second_hierarchy.root_cert,
+        "--userpass",
+        ":".join(credentials(placed)),
+        "--in",
+        await openssl_csr_der(keys.rsa(0).path, tmp_path),
+        "--outform",
+        "pem",
+    )
+    assert enrolled.returncode == 0, pki_report(enrolled)
+    certificate = x509.load_pem_x509_certificate(enrolled.stdout)
+    assert issuer_key_id(certificate) == _key_id(second_hierarchy.issuing_cert)

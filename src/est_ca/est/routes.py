@@ -116,8 +116,10 @@ async def simplereenroll(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    """Each operation unlabelled (the default CA) and under a CA label."""
-    for prefix in (EST_PREFIX, EST_PREFIX + "/{label}"):
+    """Each operation unlabelled (the default CA) and under a CA label: RFC 7030 3.2.2's
+    /.well-known/est/<label>/, and /<label>/.well-known/est/ for clients that can only put a
+    path before the well-known one (strongSwan's pki 5.9.8 asks <url>/.well-known/est/<op>)."""
+    for prefix in (EST_PREFIX, EST_PREFIX + "/{label}", "/{label}" + EST_PREFIX):
         app.router.add_get(f"{prefix}/cacerts", cacerts)
         app.router.add_get(f"{prefix}/csrattrs", csrattrs)
         app.router.add_post(f"{prefix}/simpleenroll", simpleenroll)
