@@ -6,28 +6,41 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from est_ca.ca.authority import issuer_key_id, key_identifier
 from est_ca.ca.certificates import KeyId, Serial
+from est_ca.ca.hierarchy import HierarchyFiles, build_issuing, write_private_key
+from est_ca.ca.publication import Publication
+from est_ca.ca.signing import KeyFileSigner
 from est_ca.cli import main
 from est_ca.clock import SettableClock
-from est_ca.config import MANAGED_AUTHORITIES
+from est_ca.config import MANAGED_AUTHORITIES, load_settings
 from est_ca.errors import ConfigurationError
+from est_ca.private_files import write_private
 from est_ca.revocation.reasons import RevocationReason
+from est_ca.rollover import SuppliedCa
 from est_ca.server import Server
 from est_ca.service import Service
-from tests.conftest import CaMaterial, make_settings, with_test_organisations
+from tests.conftest import (
+    CaMaterial,
+    authorities_overrides,
+    make_settings,
+    with_test_organisations,
+)
 from tests.est.test_real_clients import enroll_with_curl, rekey_request
 from tests.helpers import (
     ADMIN,
     PKCS10,
     KeyPool,
+    authority_entry,
     curl,
     curl_est,
     est_url,
@@ -248,3 +261,94 @@ def test_the_command_line_rolls_the_demo_ca_over_and_says_what_happens_next(
     assert "restart est-ca serve" in said
     assert main(["--data-dir", data, "status"]) == 0
     assert "CN=est-ca Demo Issuing CA 2" in capsys.readouterr().out
+
+
+def _issuing_signed_by(
+    hierarchy: HierarchyFiles, directory: Path, passphrase: bytes, number: int
+) -> SuppliedCa:
+    """A new issuing CA the operator's own root signed (here: the hierarchy's root key)."""
+    directory.mkdir()
+    root = x509.load_pem_x509_certificate(hierarchy.root_cert.read_bytes())
+    root_signer = KeyFileSigner.load(hierarchy.root_key, passphrase)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    base = "http://127.0.0.1:1"
+    certificate = build_issuing(
+        key,
+        root,
+        root_signer,
+        dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1),
+        Publication(base_url=base, name_registration_authority=base),
+        number,
+    )
+    supplied = SuppliedCa(
+        certificate=directory / "issuing.pem",
+        chain=directory / "chain.pem",
+        key=directory / "issuing.key",
+        passphrase_file=directory / "passphrase",
+    )
+    write_private_key(supplied.key, key, passphrase)
+    write_private(directory / "passphrase", passphrase + b"\n")
+    supplied.certificate.write_bytes(pem([certificate]))
+    supplied.chain.write_bytes(hierarchy.root_cert.read_bytes())
+    return supplied
+
+
+async def test_an_operator_rolls_a_label_over_to_a_ca_their_own_root_signed(
+    tmp_path: Path,
+    ca_material: CaMaterial,
+    second_hierarchy: HierarchyFiles,
+    clock: SettableClock,
+) -> None:
+    config = tmp_path / "cas.toml"
+    config.write_text(
+        authority_entry("prod", ca_material.hierarchy, ca_material.passphrase, default=True)
+        + authority_entry("test", second_hierarchy, ca_material.passphrase, default=False)
+    )
+    overrides = authorities_overrides(tmp_path, ca_material)
+    supplied = _issuing_signed_by(second_hierarchy, tmp_path / "new", b"test passphrase", 2)
+    service = await Service.open(load_settings(config, {}, overrides), clock=clock, create=True)
+    try:
+        done = await service.roll_over(ADMIN, label="test", supplied=supplied)
+    finally:
+        await service.close()
+    assert (done.label, done.retired.name, done.new.name) == ("test", "test", "test-2")
+    service = await Service.open(load_settings(config, {}, overrides), clock=clock, create=True)
+    server = Server(service)
+    await server.start("127.0.0.1", 0, service.settings.service.http_port)
+    try:
+        served = await print_certs(
+            (await curl(est_url(server, "test/cacerts"), trust=ca_material.tls_cert)).body
+        )
+        prod = await print_certs(
+            (await curl(est_url(server, "cacerts"), trust=ca_material.tls_cert)).body
+        )
+        overview = {row["name"]: row for row in await service.authority_overview()}
+        old_crl = await curl(f"{service.publication.base_url}/crl/test.crl")
+    finally:
+        await server.stop()
+        await service.close()
+    assert served[0] == _read(supplied.certificate)
+    assert prod[0] == _read(ca_material.hierarchy.issuing_cert)
+    assert overview["test"]["state"] == "retired"
+    assert overview["test-2"]["state"] == "enrolls"
+    assert overview["prod"]["default"] is True
+    assert old_crl.status == 200
+
+
+async def test_a_rollover_to_a_ca_with_a_served_key_is_refused(
+    tmp_path: Path, ca_material: CaMaterial, clock: SettableClock
+) -> None:
+    settings = make_settings(tmp_path / "data", ca_material)
+    service = await Service.open(settings, clock=clock, with_ca=False, create=True)
+    same_key = SuppliedCa(
+        certificate=ca_material.hierarchy.issuing_cert,
+        chain=ca_material.hierarchy.issuing_chain,
+        key=ca_material.hierarchy.issuing_key,
+        passphrase_file=ca_material.passphrase,
+    )
+    try:
+        with pytest.raises(ConfigurationError, match="a rollover needs a new key"):
+            await service.roll_over(ADMIN, supplied=same_key)
+    finally:
+        await service.close()
+    assert not (tmp_path / "data" / MANAGED_AUTHORITIES).exists()
