@@ -210,18 +210,31 @@ class Service:
         chain = x509.load_pem_x509_certificates(self.files.ca_chain.read_bytes())
         return [issuing, *(c for c in chain if c != issuing)]
 
+    def _served_entries(self) -> list[tuple[CaEntry, list[x509.Certificate]]]:
+        """Each CA served (the default first) with its certificate and chain, as configured."""
+        default = default_entry(self.settings, self.publication)
+        served = []
+        for entry in [default, *(e for e in self.settings.authorities if e != default)]:
+            if entry is default:
+                certificates = self.ca_certificates()
+            else:
+                certificate = self.settings.data_path(entry.certificate, "").read_bytes()
+                chain = self.settings.data_path(entry.chain, "").read_bytes()
+                certificates = [
+                    *x509.load_pem_x509_certificates(certificate)[:1],
+                    *x509.load_pem_x509_certificates(chain),
+                ]
+            served.append((entry, certificates))
+        return served
+
     async def authority_overview(self) -> list[dict[str, object]]:
         """Each CA served: its name, label, whether it enrolls (or is retired), its key id, and
         its live certificates (a retired CA may be removed once it has none)."""
-        default = default_entry(self.settings, self.publication)
-        entries = [default, *(e for e in self.settings.authorities if e != default)]
         async with self.store.read() as tx:
             live = await tx.live_certificates_by_issuer(self.clock.now())
         overview: list[dict[str, object]] = []
-        for entry in entries:
-            path = self.files.ca_cert if entry is default else None
-            path = path or self.settings.data_path(entry.certificate, "")
-            certificate = x509.load_pem_x509_certificates(path.read_bytes())[0]
+        for index, (entry, certificates) in enumerate(self._served_entries()):
+            certificate = certificates[0]
             key_id = key_identifier(certificate).hex()
             count, last = live.get(key_id, (0, None))
             overview.append(
@@ -229,7 +242,7 @@ class Service:
                     "name": entry.name,
                     "label": entry.est_label,
                     "state": "retired" if entry.retired else "enrolls",
-                    "default": entry is default,
+                    "default": index == 0,
                     "subject": certificate.subject.rfc4514_string(),
                     "key_id": key_id,
                     "live_certificates": count,
@@ -239,10 +252,13 @@ class Service:
         return overview
 
     def unpublished_ca_urls(self) -> list[tuple[x509.Certificate, list[str]]]:
-        """Each CA certificate that names URLs the configured publication does not serve."""
+        """Each CA certificate (of every CA served, and their chains) that names URLs the
+        configured publication does not serve."""
+        seen: list[x509.Certificate] = []
+        for _, certificates in self._served_entries():
+            seen.extend(c for c in certificates if c not in seen)
         found = [
-            (certificate, self.publication.unpublished_urls(certificate))
-            for certificate in self.ca_certificates()
+            (certificate, self.publication.unpublished_urls(certificate)) for certificate in seen
         ]
         return [(certificate, urls) for certificate, urls in found if urls]
 
