@@ -188,18 +188,19 @@ def test_the_cli_verifies_exports_and_reports_tampering(tmp_path: Path) -> None:
     verified = run_cli(data, "audit", "verify")
     assert (verified.returncode, verified.stdout.strip()) == (
         0,
-        "audit chain intact and sealed: 3 events",
+        "audit chain intact and sealed: 4 events",
     )
     exported = [json.loads(line) for line in run_cli(data, "audit", "export").stdout.splitlines()]
     assert [(e["seq"], e["action"]) for e in exported] == [
-        (1, "organisation.created"),
-        (2, "identity.created"),
-        (3, "order.created"),
+        (1, "service_certificate.issued"),  # `init`: the listener's certificate, from the CA
+        (2, "organisation.created"),
+        (3, "identity.created"),
+        (4, "order.created"),
     ]
-    assert exported[2]["prev_hash"] == exported[1]["hash"]
+    assert exported[3]["prev_hash"] == exported[2]["hash"]
     assert code not in json.dumps(exported)
-    later = run_cli(data, "audit", "export", "--after", "2").stdout.splitlines()
-    assert [json.loads(line)["seq"] for line in later] == [3]
+    later = run_cli(data, "audit", "export", "--after", "3").stdout.splitlines()
+    assert [json.loads(line)["seq"] for line in later] == [4]
 
     database = sqlite3.connect(data / "est-ca.db")
     database.execute("DROP TRIGGER audit_events_no_update")
