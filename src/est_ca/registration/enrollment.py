@@ -276,6 +276,11 @@ class RegistrationAuthority:
                     f"{labelled.label.name!r}; renew it under its own label"
                     + self._label_hint(client.record.issuer_key_id)
                 )
+            if not labelled.label.allows(client.record.profile):
+                raise NotEntitled(
+                    f"the CA label {labelled.label.name!r} no longer issues profile "
+                    f"{client.record.profile!r}"
+                )
             profile = self._profile(client.record.profile)
             checked = await self._check_csr(csr_der, profile, client.identity)
             _check_same_names(checked.csr, client.certificate)
