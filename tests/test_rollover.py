@@ -9,11 +9,12 @@ import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from est_ca.ca.authority import issuer_key_id, key_identifier
 from est_ca.ca.certificates import KeyId, Serial
@@ -264,13 +265,17 @@ def test_the_command_line_rolls_the_demo_ca_over_and_says_what_happens_next(
 
 
 def _issuing_signed_by(
-    hierarchy: HierarchyFiles, directory: Path, passphrase: bytes, number: int
+    hierarchy: HierarchyFiles,
+    directory: Path,
+    passphrase: bytes,
+    number: int,
+    key: rsa.RSAPrivateKey | None = None,
 ) -> SuppliedCa:
     """A new issuing CA the operator's own root signed (here: the hierarchy's root key)."""
     directory.mkdir()
     root = x509.load_pem_x509_certificate(hierarchy.root_cert.read_bytes())
     root_signer = KeyFileSigner.load(hierarchy.root_key, passphrase)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    key = key or rsa.generate_private_key(public_exponent=65537, key_size=3072)
     base = "http://127.0.0.1:1"
     certificate = build_issuing(
         key,
@@ -352,3 +357,33 @@ async def test_a_rollover_to_a_ca_with_a_served_key_is_refused(
     finally:
         await service.close()
     assert not (tmp_path / "data" / MANAGED_AUTHORITIES).exists()
+
+
+async def test_a_rollover_to_a_ca_that_cannot_sign_the_labels_profiles_is_refused(
+    tmp_path: Path,
+    ca_material: CaMaterial,
+    second_hierarchy: HierarchyFiles,
+    clock: SettableClock,
+) -> None:
+    """The shipped profiles sign with RSA-PSS: an elliptic-curve CA recorded for "test"
+    would stop every later start; the rollover refuses it and records nothing."""
+    config = tmp_path / "cas.toml"
+    config.write_text(
+        authority_entry("prod", ca_material.hierarchy, ca_material.passphrase, default=True)
+        + authority_entry("test", second_hierarchy, ca_material.passphrase, default=False)
+    )
+    overrides = authorities_overrides(tmp_path, ca_material)
+    # build_issuing and write_private_key only use what every private key type has.
+    ec_key = cast(rsa.RSAPrivateKey, ec.generate_private_key(ec.SECP384R1()))
+    supplied = _issuing_signed_by(
+        second_hierarchy, tmp_path / "new", b"test passphrase", 2, key=ec_key
+    )
+    service = await Service.open(load_settings(config, {}, overrides), clock=clock, create=True)
+    try:
+        with pytest.raises(ConfigurationError, match="cannot do"):
+            await service.roll_over(ADMIN, label="test", supplied=supplied)
+    finally:
+        await service.close()
+    assert not (tmp_path / "data" / MANAGED_AUTHORITIES).exists()
+    service = await Service.open(load_settings(config, {}, overrides), clock=clock, create=True)
+    await service.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -65,8 +66,12 @@ def roll_over(
     current: CaEntry,
     served: list[CaEntry],
     supplied: SuppliedCa | None = None,
+    fits: Callable[[CertificateAuthority], None] | None = None,
 ) -> Rollover:
-    """Make (or check) the next generation of `current`'s label and record it; blocking."""
+    """Make (or check) the next generation of `current`'s label and record it; blocking.
+
+    `fits` raises when the new CA cannot sign what the label issues: checked before anything
+    is recorded, since the next start would refuse it (Service.open checks the same)."""
     label = current.est_label
     names = {entry.name for entry in served} | {current.name}
     number = 2
@@ -95,6 +100,8 @@ def roll_over(
                     f"the new CA has the key of {entry.name!r}: a rollover needs a new key"
                 )
     new_ca = _load(settings, new_entry)
+    if fits is not None:
+        fits(new_ca)
     retired = dataclasses.replace(current_entry, label=label, retired=True, default=False)
     new_entry = dataclasses.replace(new_entry, label=label, retired=False)
     _record(settings, [retired, new_entry], root_key if supplied is None else None)
