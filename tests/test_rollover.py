@@ -387,3 +387,29 @@ async def test_a_rollover_to_a_ca_that_cannot_sign_the_labels_profiles_is_refuse
     assert not (tmp_path / "data" / MANAGED_AUTHORITIES).exists()
     service = await Service.open(load_settings(config, {}, overrides), clock=clock, create=True)
     await service.close()
+
+
+async def test_the_managed_file_keeps_any_path_the_operator_gives_readable_at_the_next_start(
+    tmp_path: Path,
+    ca_material: CaMaterial,
+    second_hierarchy: HierarchyFiles,
+    clock: SettableClock,
+) -> None:
+    """Quotes, a backslash and a character outside the Basic Multilingual Plane in the new
+    CA's directory: the managed file is valid TOML and names the files as given."""
+    config = tmp_path / "cas.toml"
+    config.write_text(
+        authority_entry("prod", ca_material.hierarchy, ca_material.passphrase, default=True)
+        + authority_entry("test", second_hierarchy, ca_material.passphrase, default=False)
+    )
+    overrides = authorities_overrides(tmp_path, ca_material)
+    directory = tmp_path / 'new "CA" \\ 🔑'
+    supplied = _issuing_signed_by(second_hierarchy, directory, b"test passphrase", 2)
+    service = await Service.open(load_settings(config, {}, overrides), clock=clock, create=True)
+    try:
+        await service.roll_over(ADMIN, label="test", supplied=supplied)
+    finally:
+        await service.close()
+    settings = load_settings(config, {}, overrides)
+    new = next(entry for entry in settings.authorities if entry.name == "test-2")
+    assert Path(new.certificate) == supplied.certificate

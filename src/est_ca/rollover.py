@@ -219,7 +219,7 @@ def _record(settings: Settings, entries: list[CaEntry], root_key: Path | None) -
     ]
     root = _shown(settings, root_key) if root_key else kept_root
     if root:
-        lines.append(f"root_key_file = {json.dumps(root)}")
+        lines.append(f"root_key_file = {_toml_string(root)}")
     for entry in (*kept, *entries):
         lines.append(_toml_table(entry))
     temporary = path.with_suffix(".tmp")
@@ -227,21 +227,27 @@ def _record(settings: Settings, entries: list[CaEntry], root_key: Path | None) -
     temporary.replace(path)
 
 
+def _toml_string(value: str) -> str:
+    """A TOML basic string. JSON's escapes are TOML's, but not its \\uD83D\\uDD11 pairs for
+    characters beyond U+FFFF (TOML wants scalar values): those stay as they are, in UTF-8."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
 def _toml_table(entry: CaEntry) -> str:
-    """One `[[authorities]]` table (JSON strings are valid TOML basic strings)."""
+    """One `[[authorities]]` table."""
     key = _file_key(entry.key)
     fields = [
         "",
         "[[authorities]]",
-        f"name = {json.dumps(entry.name)}",
-        f"label = {json.dumps(entry.est_label)}",
-        f"certificate = {json.dumps(entry.certificate)}",
-        f"chain = {json.dumps(entry.chain)}",
-        f'key = {{ kind = "file", path = {json.dumps(key.path)}, '
-        f"passphrase_file = {json.dumps(key.passphrase_file)} }}",
+        f"name = {_toml_string(entry.name)}",
+        f"label = {_toml_string(entry.est_label)}",
+        f"certificate = {_toml_string(entry.certificate)}",
+        f"chain = {_toml_string(entry.chain)}",
+        f'key = {{ kind = "file", path = {_toml_string(key.path)}, '
+        f"passphrase_file = {_toml_string(key.passphrase_file)} }}",
         f"default = {'true' if entry.default else 'false'}",
         f"retired = {'true' if entry.retired else 'false'}",
-        f"profiles = {json.dumps(list(entry.profiles))}",
+        f"profiles = [{', '.join(_toml_string(profile) for profile in entry.profiles)}]",
     ]
     return "\n".join(fields)
 
