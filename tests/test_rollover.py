@@ -413,3 +413,24 @@ async def test_the_managed_file_keeps_any_path_the_operator_gives_readable_at_th
     settings = load_settings(config, {}, overrides)
     new = next(entry for entry in settings.authorities if entry.name == "test-2")
     assert Path(new.certificate) == supplied.certificate
+
+
+@pytest.mark.parametrize(
+    "leftover",
+    ["ca/issuing-2/issuing.key", "ca/authorities.tmp"],
+    ids=["new-ca-directory", "managed-file-temporary"],
+)
+def test_a_rollover_interrupted_before_it_was_recorded_does_not_block_the_next_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], leftover: str
+) -> None:
+    """What a rollover killed part-way leaves (the new CA's directory with its key written, or
+    the managed file's temporary copy) is not recorded; running it again brings a CA in."""
+    data = tmp_path / "demo"
+    assert main(["--data-dir", str(data), "init"]) == 0
+    (data / leftover).parent.mkdir(mode=0o700, exist_ok=True)
+    (data / leftover).write_bytes(b"half written")
+    capsys.readouterr()
+    assert main(["--data-dir", str(data), "ca", "rollover"]) == 0
+    assert main(["--data-dir", str(data), "status"]) == 0
+    assert "Issuing CA" in capsys.readouterr().out
+    assert load_settings(None, {}, {"data_dir": str(data)}).authorities[-1].retired is False

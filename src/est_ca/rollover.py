@@ -75,7 +75,8 @@ def roll_over(
     label = current.est_label
     names = {entry.name for entry in served} | {current.name}
     number = 2
-    while f"{label}-{number}" in names:
+    # A directory without an entry is what a rollover interrupted before it was recorded left.
+    while f"{label}-{number}" in names or (settings.data_dir / "ca" / f"{label}-{number}").exists():
         number += 1
     name = f"{label}-{number}"
     current_entry, root_key = _with_files(settings, files, current)
@@ -222,9 +223,7 @@ def _record(settings: Settings, entries: list[CaEntry], root_key: Path | None) -
         lines.append(f"root_key_file = {_toml_string(root)}")
     for entry in (*kept, *entries):
         lines.append(_toml_table(entry))
-    temporary = path.with_suffix(".tmp")
-    write_private(temporary, ("\n".join(lines) + "\n").encode("utf-8"))
-    temporary.replace(path)
+    write_private(path, ("\n".join(lines) + "\n").encode("utf-8"), replace=True)
 
 
 def _toml_string(value: str) -> str:
