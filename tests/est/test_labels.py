@@ -3,6 +3,7 @@ over real TLS with curl; the unlabelled path is the default CA (issue 12, item 3
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -438,3 +439,47 @@ async def test_a_renewal_under_a_label_that_no_longer_issues_its_profile_is_forb
         await service.close()
     assert status == 403, [c.subject.rfc4514_string() for c in renewed]
     assert "no longer issues profile 'user'" in text
+
+
+async def test_a_certificate_enrolling_under_a_label_claims_its_identitys_order_for_that_label(
+    server: Server,
+    service: Service,
+    ca_material: CaMaterial,
+    second_hierarchy: HierarchyFiles,
+    keys: KeyPool,
+    tmp_path: Path,
+    clock: SettableClock,
+) -> None:
+    """The identity has an older order for "prod" and a newer one for "test": simpleenroll
+    under "test" with its certificate takes the "test" order, not the older one."""
+    system = await new_system(service)
+    first = await new_order(service, system, ca_label="test")
+    _, _, issued = await _enroll(
+        server,
+        "test/simpleenroll",
+        await _csr(keys, tmp_path, 0),
+        "-u",
+        ":".join(credentials(first)),
+        ca_material=ca_material,
+    )
+    current = tmp_path / "current.pem"
+    current.write_bytes(pem(issued))
+    older = await new_order(service, system, ca_label="prod")
+    clock.advance(dt.timedelta(seconds=1))
+    newer = await new_order(service, system, ca_label="test")
+    status, text, enrolled = await _enroll(
+        server,
+        "test/simpleenroll",
+        await _csr(keys, tmp_path, 1),
+        "--cert",
+        current,
+        "--key",
+        keys.rsa(0).path,
+        ca_material=ca_material,
+    )
+    assert status == 200, text
+    assert issuer_key_id(enrolled[0]) == _key_id(second_hierarchy.issuing_cert)
+    assert (await service.registry.get_order(newer.order.reference)).status is (
+        OrderStatus.CONSUMED
+    )
+    assert (await service.registry.get_order(older.order.reference)).status is (OrderStatus.PENDING)

@@ -228,8 +228,16 @@ class RegistrationAuthority:
 
         async def authenticate() -> tuple[Order, Identity]:
             client = await self.authenticate_certificate(client_certificate_der)
+            wanted = self.labelled(label).label.name
             async with self._store.read() as tx:
-                order = await tx.find_claimable_order(client.identity.id, self._clock.now())
+                order = await tx.find_claimable_order(
+                    client.identity.id,
+                    self._clock.now(),
+                    wanted,
+                    or_unlabelled=wanted == self.labels.default,
+                )
+                if order is None:  # one for another label: work() says which label it is for
+                    order = await tx.find_claimable_order(client.identity.id, self._clock.now())
             if order is None:
                 raise NoPendingOrder(
                     "no pending order for this identity: an administrator must place one "
