@@ -24,7 +24,7 @@ from est_ca.ca.signing import KeyFileSigner
 from est_ca.cli import main
 from est_ca.clock import SettableClock
 from est_ca.config import MANAGED_AUTHORITIES, load_settings
-from est_ca.errors import ConfigurationError
+from est_ca.errors import BadRequest, ConfigurationError
 from est_ca.private_files import write_private
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.rollover import SuppliedCa
@@ -45,6 +45,8 @@ from tests.helpers import (
     curl,
     curl_est,
     est_url,
+    new_order,
+    new_user,
     pem,
     print_certs,
     run,
@@ -434,3 +436,40 @@ def test_a_rollover_interrupted_before_it_was_recorded_does_not_block_the_next_o
     assert main(["--data-dir", str(data), "status"]) == 0
     assert "Issuing CA" in capsys.readouterr().out
     assert load_settings(None, {}, {"data_dir": str(data)}).authorities[-1].retired is False
+
+
+async def test_after_a_rollover_the_profiles_the_operator_configures_for_the_label_apply(
+    tmp_path: Path,
+    ca_material: CaMaterial,
+    second_hierarchy: HierarchyFiles,
+    clock: SettableClock,
+) -> None:
+    """The operator restricts "test" to system certificates in their configuration after its
+    rollover: the label's new generation (in the managed file) issues no user certificates."""
+    config = tmp_path / "cas.toml"
+
+    def configure(profiles: list[str]) -> None:
+        config.write_text(
+            authority_entry("prod", ca_material.hierarchy, ca_material.passphrase, default=True)
+            + authority_entry(
+                "test", second_hierarchy, ca_material.passphrase, default=False, profiles=profiles
+            )
+        )
+
+    configure([])
+    overrides = authorities_overrides(tmp_path, ca_material)
+    supplied = _issuing_signed_by(second_hierarchy, tmp_path / "new", b"test passphrase", 2)
+    service = await Service.open(load_settings(config, {}, overrides), clock=clock, create=True)
+    try:
+        await service.roll_over(ADMIN, label="test", supplied=supplied)
+    finally:
+        await service.close()
+    configure(["system"])
+    service = await with_test_organisations(
+        await Service.open(load_settings(config, {}, overrides), clock=clock, create=True)
+    )
+    try:
+        with pytest.raises(BadRequest, match="does not issue profile 'user'"):
+            await new_order(service, await new_user(service), ca_label="test")
+    finally:
+        await service.close()
