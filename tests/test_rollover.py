@@ -473,3 +473,28 @@ async def test_after_a_rollover_the_profiles_the_operator_configures_for_the_lab
             await new_order(service, await new_user(service), ca_label="test")
     finally:
         await service.close()
+
+
+async def test_a_rollover_to_a_ca_its_chains_root_did_not_sign_is_refused_naming_the_break(
+    tmp_path: Path,
+    ca_material: CaMaterial,
+    second_hierarchy: HierarchyFiles,
+    clock: SettableClock,
+) -> None:
+    """Both demo roots have one subject: a CA the first signed, given with the second's
+    chain, is a broken chain (ConfigurationError), not a bare InvalidSignature."""
+    config = tmp_path / "cas.toml"
+    config.write_text(
+        authority_entry("prod", ca_material.hierarchy, ca_material.passphrase, default=True)
+        + authority_entry("test", second_hierarchy, ca_material.passphrase, default=False)
+    )
+    overrides = authorities_overrides(tmp_path, ca_material)
+    supplied = _issuing_signed_by(ca_material.hierarchy, tmp_path / "new", b"test passphrase", 2)
+    supplied.chain.write_bytes(second_hierarchy.root_cert.read_bytes())
+    service = await Service.open(load_settings(config, {}, overrides), clock=clock, create=True)
+    try:
+        with pytest.raises(ConfigurationError, match="the CA chain is broken"):
+            await service.roll_over(ADMIN, label="test", supplied=supplied)
+    finally:
+        await service.close()
+    assert not (tmp_path / "data" / MANAGED_AUTHORITIES).exists()
