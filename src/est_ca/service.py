@@ -278,6 +278,7 @@ class Service:
             current,
             served,
             supplied,
+            lambda ca: _require_profiles_fit(ca, self.profiles, current.profiles),
         )
         async with self.store.write() as tx:
             await tx.append_audit(

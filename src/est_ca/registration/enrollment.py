@@ -228,8 +228,16 @@ class RegistrationAuthority:
 
         async def authenticate() -> tuple[Order, Identity]:
             client = await self.authenticate_certificate(client_certificate_der)
+            wanted = self.labelled(label).label.name
             async with self._store.read() as tx:
-                order = await tx.find_claimable_order(client.identity.id, self._clock.now())
+                order = await tx.find_claimable_order(
+                    client.identity.id,
+                    self._clock.now(),
+                    wanted,
+                    or_unlabelled=wanted == self.labels.default,
+                )
+                if order is None:  # one for another label: work() says which label it is for
+                    order = await tx.find_claimable_order(client.identity.id, self._clock.now())
             if order is None:
                 raise NoPendingOrder(
                     "no pending order for this identity: an administrator must place one "
@@ -275,6 +283,11 @@ class RegistrationAuthority:
                     "this certificate was not issued under the CA label "
                     f"{labelled.label.name!r}; renew it under its own label"
                     + self._label_hint(client.record.issuer_key_id)
+                )
+            if not labelled.label.allows(client.record.profile):
+                raise NotEntitled(
+                    f"the CA label {labelled.label.name!r} no longer issues profile "
+                    f"{client.record.profile!r}"
                 )
             profile = self._profile(client.record.profile)
             checked = await self._check_csr(csr_der, profile, client.identity)
