@@ -498,3 +498,28 @@ async def test_a_rollover_to_a_ca_its_chains_root_did_not_sign_is_refused_naming
     finally:
         await service.close()
     assert not (tmp_path / "data" / MANAGED_AUTHORITIES).exists()
+
+
+async def test_a_rollover_that_another_one_overtook_records_nothing(
+    tmp_path: Path, ca_material: CaMaterial, clock: SettableClock
+) -> None:
+    """Two shells roll the same label over from the same starting point: the second stops
+    instead of leaving two generations enrolling under one label."""
+    settings = make_settings(tmp_path / "data", ca_material)
+    first = await Service.open(settings, clock=clock, with_ca=False, create=True)
+    second = await Service.open(settings, clock=clock, with_ca=False, create=True)
+    try:
+        await first.roll_over(ADMIN)
+        recorded = (tmp_path / "data" / MANAGED_AUTHORITIES).read_text()
+        with pytest.raises(ConfigurationError, match="was rolled over meanwhile"):
+            await second.roll_over(ADMIN)
+    finally:
+        await first.close()
+        await second.close()
+    assert (tmp_path / "data" / MANAGED_AUTHORITIES).read_text() == recorded
+    reopened = await Service.open(make_settings(tmp_path / "data", ca_material), clock=clock)
+    try:
+        states = {row["name"]: row["state"] for row in await reopened.authority_overview()}
+    finally:
+        await reopened.close()
+    assert states == {"issuing-2": "enrolls", "issuing": "retired"}

@@ -14,6 +14,7 @@ The new CA is either made here, under the hierarchy's root when the service hold
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -209,9 +210,31 @@ def _shown(settings: Settings, path: Path) -> str:
 
 
 def _record(settings: Settings, entries: list[CaEntry], root_key: Path | None) -> None:
-    """Merge `entries` into the managed file by name and replace it atomically."""
+    """Merge `entries` (the retired current generation, then the new one) into the managed
+    file by name and replace it atomically, under an exclusive lock: a rollover of the same
+    label that recorded meanwhile (another shell, another instance on this data directory)
+    makes this one stop rather than leave two generations enrolling under one label."""
     path = settings.data_dir / MANAGED_AUTHORITIES
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with (path.parent / ".rollover.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _record_locked(settings, path, entries, root_key)
+
+
+def _record_locked(
+    settings: Settings, path: Path, entries: list[CaEntry], root_key: Path | None
+) -> None:
     existing, kept_root = read_managed(path) if path.is_file() else ((), "")
+    retired, new = entries
+    for entry in existing:
+        moved_on = entry.name == retired.name and entry.retired
+        other_current = entry.est_label == new.est_label and not entry.retired
+        if moved_on or (other_current and entry.name != retired.name):
+            raise ConfigurationError(
+                f"label {new.est_label!r} was rolled over meanwhile (to {entry.name!r} or "
+                f"from {retired.name!r}); nothing was recorded: check `est-ca status`, then "
+                "run the rollover again if it is still wanted"
+            )
     names = {entry.name for entry in entries}
     kept = [entry for entry in existing if entry.name not in names]
     lines = [
