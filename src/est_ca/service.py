@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 from cryptography import x509
@@ -34,6 +34,7 @@ from est_ca.clock import Clock, SystemClock
 from est_ca.config import CaEntry, FileKeyRef, Settings
 from est_ca.errors import ConfigurationError
 from est_ca.keyfiles import load_key
+from est_ca.metrics import CrlFacts, Metrics
 from est_ca.private_files import refuse_exposed
 from est_ca.registration.codes import SecretHasher
 from est_ca.registration.enrollment import RegistrationAuthority
@@ -76,6 +77,7 @@ class Service:
     ca: CertificateAuthority | None = None
     authority: RegistrationAuthority | None = None
     publishing: RevocationPublishing | None = None
+    metrics: Metrics = dataclasses.field(default_factory=Metrics)
 
     @classmethod
     async def open(
@@ -128,6 +130,8 @@ class Service:
             await store.close()
             raise
         workers = Workers()
+        metrics = Metrics()
+        metrics.watch_workers(lambda: workers.pending)
         window = dt.timedelta(seconds=settings.limits.failure_window_seconds)
         guard = SourceGuard(
             throttle=FailureThrottle(
@@ -174,11 +178,13 @@ class Service:
                 guard=guard,
                 admission=Admission(settings.limits.max_concurrent_enrollments),
                 revocations=revocations,
+                metrics=metrics,
             )
             publishing = _revocation_publishing(
                 settings, publication, files, ca, root, others, store, clock, workers
             )
             revocations.on_revocation(publishing.revoked)
+            metrics.watch_crls(_crl_facts(publishing), clock.now)
         return cls(
             settings=settings,
             clock=clock,
@@ -202,6 +208,7 @@ class Service:
             ca=ca,
             authority=authority,
             publishing=publishing,
+            metrics=metrics,
         )
 
     def ca_certificates(self) -> list[x509.Certificate]:
@@ -354,6 +361,25 @@ class Service:
             _log.exception("the last refusal summaries could not be recorded")
         self.workers.close()
         await self.store.close()
+
+
+def _crl_facts(publishing: RevocationPublishing) -> Callable[[], list[CrlFacts]]:
+    """The published CRLs as the metrics show them; entries counted once per CRL number."""
+    counted: dict[tuple[str, int], int] = {}
+
+    def read() -> list[CrlFacts]:
+        facts = []
+        for issuer in publishing.issuers:
+            crl = publishing.crls.current(issuer.key_id)
+            if crl is None:
+                continue
+            key = (issuer.key_id, crl.number)
+            if key not in counted:
+                counted[key] = len(x509.load_der_x509_crl(crl.der))
+            facts.append(CrlFacts(issuer.name, crl.this_update, counted[key]))
+        return facts
+
+    return read
 
 
 def _issuing_key_id(files: ServiceFiles) -> KeyId:
