@@ -148,7 +148,11 @@ class Store:
             self._writer = _sqlite_engine(url, immediate=True)
             self._reader = _sqlite_engine(url, immediate=False)
         else:
-            self._writer = create_async_engine(url, pool_size=10, max_overflow=10)
+            # pool_pre_ping: a connection the database dropped (a restart, a failover) is
+            # replaced at checkout instead of failing the request that drew it.
+            self._writer = create_async_engine(
+                url, pool_size=10, max_overflow=10, pool_pre_ping=True
+            )
             self._reader = self._writer
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
 

@@ -28,6 +28,7 @@ METRICS = web.AppKey("metrics", Metrics)
 LISTENER = web.AppKey("listener", str)
 # Exceptions from these packages are the database failing, not a bug of ours.
 _DATABASE_PACKAGES = frozenset({"sqlalchemy", "asyncpg", "aiosqlite", "sqlite3"})
+DATABASE_RETRY_AFTER = 5
 RENDER_ERROR: web.AppKey[ErrorRenderer] = web.AppKey("render_error")
 
 
@@ -92,11 +93,26 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
             response = render(exc.status, describe(exc, request), kept, None)
         except Exception as exc:
-            _log.exception("unhandled error", method=request.method, path=request.path)
-            metrics = request.app.get(METRICS)
-            if metrics is not None and type(exc).__module__.split(".")[0] in _DATABASE_PACKAGES:
-                metrics.database_errors.inc()
-            response = render(500, f"internal error; quote request id {request_id}", {}, None)
+            if type(exc).__module__.split(".")[0] in _DATABASE_PACKAGES:
+                # The database is down or failing over: a temporary condition, not our bug.
+                _log.error(
+                    "database unavailable",
+                    method=request.method,
+                    path=request.path,
+                    error=type(exc).__name__,
+                )
+                metrics = request.app.get(METRICS)
+                if metrics is not None:
+                    metrics.database_errors.inc()
+                response = render(
+                    503,
+                    "the database is unavailable; try again shortly",
+                    {"Retry-After": str(DATABASE_RETRY_AFTER)},
+                    None,
+                )
+            else:
+                _log.exception("unhandled error", method=request.method, path=request.path)
+                response = render(500, f"internal error; quote request id {request_id}", {}, None)
         response.headers[REQUEST_ID_HEADER] = request_id
         _log.info(
             "request",
