@@ -105,3 +105,21 @@ async def test_a_malformed_request_is_not_repeated_in_the_answer_or_the_log(
     assert "malformed request" in log_output.getvalue()
     assert header.decode(errors="replace")[:20] not in recorded
     assert secret not in recorded
+
+
+def test_logging_survives_the_stderr_it_was_configured_with_being_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Code that embeds the service (a test's captured output, a tool) replaces stderr, and
+    closes it later: a log line afterwards goes to the stderr of that moment, never raises."""
+    replaced = io.StringIO()
+    monkeypatch.setattr("sys.stderr", replaced)
+    logs.configure("json", "info")
+    replaced.close()
+    later = io.StringIO()
+    monkeypatch.setattr("sys.stderr", later)
+    try:
+        structlog.get_logger("est_ca.test").warning("still here")
+    finally:
+        structlog.reset_defaults()
+    assert json.loads(later.getvalue())["event"] == "still here"

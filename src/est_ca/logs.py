@@ -29,11 +29,26 @@ def scrub_secrets(
     return event_dict
 
 
+class _CurrentStderr:
+    """sys.stderr as it is at each write, not as it was at configuration: code that embeds
+    the service (tests, tools) replaces and closes its own streams, and a log line written to a
+    closed one raised inside the accept callback and left a connection unhandled."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure(
     format: LogFormat = "auto", level: str = "info", stream: TextIO | None = None
 ) -> None:
-    stream = stream or sys.stderr
-    use_json = format == "json" or (format == "auto" and not stream.isatty())
+    target: TextIO | _CurrentStderr = stream or _CurrentStderr()
+    use_json = format == "json" or (format == "auto" and not target.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if use_json
@@ -51,7 +66,7 @@ def configure(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=target),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     # aiohttp's own access log would duplicate ours; its error log stays on stderr.
