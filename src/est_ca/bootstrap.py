@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from est_ca.ca.hierarchy import HierarchyFiles, generate_demo_hierarchy
 from est_ca.ca.publication import Publication
 from est_ca.clock import Clock
-from est_ca.config import Settings
+from est_ca.config import Settings, token_key
 from est_ca.errors import ConfigurationError, NoCertificateAuthority
 from est_ca.keyfiles import create_key
 from est_ca.private_files import create_private, refuse_exposed, write_private
@@ -33,7 +33,8 @@ _log = structlog.get_logger(__name__)
 class ServiceFiles:
     ca_cert: Path
     ca_chain: Path
-    ca_key: Path
+    # None when the CA key lives on a PKCS#11 token (`config.token_key`).
+    ca_key: Path | None
     ca_key_passphrase: Path | None
     # The root's key, when the service may sign with it (root CRL, OCSP about the issuing CA).
     root_key: Path | None
@@ -123,8 +124,9 @@ def prepare_files(
     if settings.ca.cert_file:
         ca_cert = settings.data_path(settings.ca.cert_file, "")
         ca_chain = settings.data_path(settings.ca.chain_file, "")
-        ca_key = settings.data_path(settings.ca.key_file, "")
-        if not (settings.ca.chain_file and settings.ca.key_file):
+        on_token = token_key(settings) is not None
+        ca_key = None if on_token else settings.data_path(settings.ca.key_file, "")
+        if not (settings.ca.chain_file and (settings.ca.key_file or on_token)):
             raise ConfigurationError("ca.cert_file needs ca.chain_file and ca.key_file as well")
         passphrase = (
             settings.data_path(settings.ca.key_passphrase_file, "")

@@ -100,9 +100,15 @@ class FileKeyRef:
 
 @dataclasses.dataclass(frozen=True)
 class Pkcs11KeyRef:
-    """A CA key on a PKCS#11 token: recognised so a configuration naming one is refused clearly."""
+    """A CA key on a PKCS#11 token (ca/pkcs11_signer.py): the module (shared library), the
+    token's label and the key's label. The user PIN comes from a file (relative: under
+    data_dir) or an environment variable, exactly one of them; never from a command line."""
 
-    uri: str
+    module: str
+    token: str
+    label: str
+    pin_file: str = ""
+    pin_env: str = ""
 
 
 KeyRef = FileKeyRef | Pkcs11KeyRef
@@ -291,11 +297,17 @@ def _with_listed_authority(settings: Settings) -> Settings:
         if not (entry.certificate and entry.chain):
             raise ConfigurationError(f"authority {entry.name!r} needs certificate and chain")
         if isinstance(entry.key, Pkcs11KeyRef):
-            raise ConfigurationError(
-                f"authority {entry.name!r}: key kind 'pkcs11' is not supported yet; "
-                'use kind = "file"'
-            )
-        if not entry.key.path:
+            key = entry.key
+            if not (key.module and key.token and key.label):
+                raise ConfigurationError(
+                    f"authority {entry.name!r}: a pkcs11 key needs module, token and label"
+                )
+            if bool(key.pin_file) == bool(key.pin_env):
+                raise ConfigurationError(
+                    f"authority {entry.name!r}: give the token PIN by exactly one of "
+                    "key.pin_file or key.pin_env"
+                )
+        elif not entry.key.path:
             raise ConfigurationError(f"authority {entry.name!r} needs key.path")
         if entry.retired and entry.default:
             raise ConfigurationError(
@@ -313,17 +325,28 @@ def _with_listed_authority(settings: Settings) -> Settings:
     if len(defaults) != 1:
         raise ConfigurationError("exactly one authority must be marked default = true")
     chosen = defaults[0]
-    assert isinstance(chosen.key, FileKeyRef)  # pkcs11 refused above
     ca = CaSettings(
         cert_file=chosen.certificate,
         chain_file=chosen.chain,
-        key_file=chosen.key.path,
-        key_passphrase_file=chosen.key.passphrase_file,
+        # A token key has no file: `token_key` names it (bootstrap.py, service.py).
+        key_file=chosen.key.path if isinstance(chosen.key, FileKeyRef) else "",
+        key_passphrase_file=chosen.key.passphrase_file
+        if isinstance(chosen.key, FileKeyRef)
+        else "",
         # The hierarchy's root key, when the service holds it (the demo's after a rollover).
         root_key_file=settings.ca.root_key_file,
         generate_demo=False,
     )
     return dataclasses.replace(settings, ca=ca)
+
+
+def token_key(settings: Settings) -> Pkcs11KeyRef | None:
+    """The default listed CA's key when it lives on a PKCS#11 token (it then has no key file)."""
+    active = [entry for entry in settings.authorities if not entry.retired]
+    for entry in active:
+        if (entry.default or len(active) == 1) and isinstance(entry.key, Pkcs11KeyRef):
+            return entry.key
+    return None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

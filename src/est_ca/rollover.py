@@ -109,6 +109,7 @@ def _with_files(
     if entry.certificate:
         root = settings.data_path(settings.ca.root_key_file, "") if entry.default else None
         return entry, root if root and settings.ca.root_key_file else None
+    assert files.ca_key is not None  # the `[ca]` section's key is a file
     named = dataclasses.replace(
         entry,
         certificate=_shown(settings, files.ca_cert),

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 
 import structlog
 from cryptography import x509
@@ -26,12 +27,13 @@ from est_ca.ca.certificates import KeyId
 from est_ca.ca.hierarchy import CA_SIGNATURE, EE_SIGNATURE
 from est_ca.ca.issuer import Issuer
 from est_ca.ca.labels import CaLabel, CaLabels, LabelledCa
+from est_ca.ca.pkcs11_signer import Pkcs11Signer, read_pin
 from est_ca.ca.profiles import ProfileCatalogue
 from est_ca.ca.publication import Publication
 from est_ca.ca.server_tls import service_names
-from est_ca.ca.signing import KeyFileSigner, SignatureScheme
+from est_ca.ca.signing import KeyFileSigner, SignatureScheme, Signer
 from est_ca.clock import Clock, SystemClock
-from est_ca.config import CaEntry, FileKeyRef, Settings
+from est_ca.config import CaEntry, FileKeyRef, KeyRef, Pkcs11KeyRef, Settings, token_key
 from est_ca.errors import ConfigurationError
 from est_ca.keyfiles import load_key
 from est_ca.private_files import refuse_exposed
@@ -48,7 +50,7 @@ from est_ca.rollover import Rollover, SuppliedCa, label_entry, roll_over
 from est_ca.store.store import Store
 from est_ca.throttle import Admission, FailureThrottle, SourceGuard
 from est_ca.tls_files import ensure_service_certificate
-from est_ca.workers import Workers
+from est_ca.workers import Workers, default_threads
 
 _log = structlog.get_logger(__name__)
 MAINTENANCE_INTERVAL = dt.timedelta(seconds=5)
@@ -99,7 +101,11 @@ class Service:
         # of `serve`, other services in tests and tools).
         files = await asyncio.to_thread(prepare_files, settings, clock, publication, create=create)
         allowed = default_entry(settings, publication).profiles
-        ca = await asyncio.to_thread(_load_ca, files, profiles, allowed) if with_ca else None
+        ca = (
+            await asyncio.to_thread(_load_ca, settings, files, profiles, allowed)
+            if with_ca
+            else None
+        )
         root = await asyncio.to_thread(_load_root, files, ca) if ca is not None else None
         # The other listed CAs: each served (CRL, OCSP) and enrolled with under its label.
         others = await asyncio.to_thread(_load_listed, settings, profiles) if ca is not None else ()
@@ -127,7 +133,7 @@ class Service:
         except BaseException:
             await store.close()
             raise
-        workers = Workers()
+        workers = Workers(default_threads())
         window = dt.timedelta(seconds=settings.limits.failure_window_seconds)
         guard = SourceGuard(
             throttle=FailureThrottle(
@@ -306,16 +312,32 @@ class Service:
         return await self.store.schema_revision()
 
     def readiness(self) -> dict[str, bool]:
-        """What must be true before this instance takes traffic (the database is asked apart)."""
+        """What must be true before this instance takes traffic (the database is asked apart):
+        `signing_keys` is false while a CA key's token is unavailable."""
         if self.publishing is None:
             return {"ca": self.ca is not None}
         return {
             "ca": self.ca is not None,
+            "signing_keys": all(signer.available for signer in self._signers()),
             "crls": all(
                 self.publishing.crls.current(issuer.key_id) is not None
                 for issuer in self.publishing.issuers
             ),
         }
+
+    def _signers(self) -> Iterator[Signer]:
+        if self.publishing is not None:
+            for issuer in self.publishing.issuers:
+                yield issuer.ca.signer
+        elif self.ca is not None:
+            yield self.ca.signer
+
+    async def probe_signers(self) -> None:
+        """Try each unavailable token key once: readiness recovers when its token is back,
+        without waiting for a request to sign."""
+        for signer in self._signers():
+            if isinstance(signer, Pkcs11Signer) and not signer.available:
+                await self.workers.run(signer.probe)
 
     async def recover(self) -> None:
         """Release what enrollments that died mid-issuance left behind (see enrollment.py)."""
@@ -333,6 +355,7 @@ class Service:
         """One round of the periodic work of a serving instance: predecessors whose renewal's
         grace period is over are revoked, refusal summaries whose window closed written, and
         what imports that died half way staged removed."""
+        await self.probe_signers()
         await self.revocations.revoke_superseded()
         await self.guard.flush()
         await self.registry.remove_stale_imports(STALE_IMPORT)
@@ -494,13 +517,7 @@ def _load_listed(
     for entry in listed:
         if entry in active and (entry.default or len(active) == 1):
             continue
-        assert isinstance(entry.key, FileKeyRef)  # config.py refuses the others
-        key = settings.data_path(entry.key.path, "")
-        secret = (
-            settings.data_path(entry.key.passphrase_file, "") if entry.key.passphrase_file else None
-        )
-        refuse_exposed([path for path in (key, secret) if path is not None])
-        signer = KeyFileSigner.load(key, read_passphrase(secret) if secret else None)
+        signer = signer_for(settings, entry.key)
         certificate = settings.data_path(entry.certificate, "")
         chain = settings.data_path(entry.chain, "")
         ca = CertificateAuthority.load(certificate, chain, signer)
@@ -571,12 +588,46 @@ def _require_profiles_fit(
             )
 
 
+def signer_for(settings: Settings, key: KeyRef) -> Signer:
+    """The `Signer` a key reference names: one branch per key store. Blocking (decrypts a key
+    file, or logs in to a token and reads its public key): run it on a thread.
+
+    A token signer's session pool has one session per worker thread, the most that sign at
+    once. Its PIN and a key file's passphrase come from files no other user may read (or from
+    the environment), never from a command line."""
+    if isinstance(key, Pkcs11KeyRef):
+        pin_file = settings.data_path(key.pin_file, "") if key.pin_file else None
+        if pin_file is not None:
+            refuse_exposed([pin_file])
+        pin = read_pin(
+            pin_file=str(pin_file) if pin_file else None,
+            pin_env=key.pin_env or None,
+            environ=os.environ,
+        )
+        return Pkcs11Signer(
+            module=key.module,
+            token=key.token,
+            label=key.label,
+            pin=pin,
+            pool_size=default_threads(),
+        )
+    path = settings.data_path(key.path, "")
+    secret = settings.data_path(key.passphrase_file, "") if key.passphrase_file else None
+    refuse_exposed([p for p in (path, secret) if p is not None])
+    return KeyFileSigner.load(path, read_passphrase(secret) if secret else None)
+
+
 def _load_ca(
-    files: ServiceFiles, profiles: ProfileCatalogue, allowed: Sequence[str]
+    settings: Settings, files: ServiceFiles, profiles: ProfileCatalogue, allowed: Sequence[str]
 ) -> CertificateAuthority:
     """Blocking (decrypts the key and proves it with a signature): run it on a thread."""
-    passphrase = read_passphrase(files.ca_key_passphrase) if files.ca_key_passphrase else None
-    signer = KeyFileSigner.load(files.ca_key, passphrase)
+    on_token = token_key(settings)
+    if on_token is not None:
+        signer = signer_for(settings, on_token)
+    else:
+        assert files.ca_key is not None
+        passphrase = read_passphrase(files.ca_key_passphrase) if files.ca_key_passphrase else None
+        signer = KeyFileSigner.load(files.ca_key, passphrase)
     ca = CertificateAuthority.load(files.ca_cert, files.ca_chain, signer)
     _require_profiles_fit(ca, profiles, allowed)
     return ca

@@ -23,6 +23,7 @@ The PIN is kept in a `_Pin`, whose repr is redacted, and goes nowhere but `C_Log
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import queue
@@ -30,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pkcs11
 from cryptography.hazmat.primitives import serialization
@@ -111,7 +112,7 @@ class _Module:
     """One loaded PKCS#11 module. Re-initialising it invalidates every session of every signer
     using it, so signers compare `generation` to know whether their sessions are stale."""
 
-    _loaded: dict[str, _Module] = {}
+    _loaded: ClassVar[dict[str, _Module]] = {}
     _loaded_lock = threading.Lock()
 
     def __init__(self, path: str) -> None:
@@ -143,10 +144,8 @@ class _Module:
                 self._reinitialised_at = now
                 self.generation += 1
                 self._logins.clear()  # finalising closed them
-                try:
+                with contextlib.suppress(pkcs11.PKCS11Error):  # the next attempt tries again
                     self.lib.reinitialize()
-                except pkcs11.PKCS11Error:
-                    pass  # the next attempt tries again
             return self.generation
 
     def open_session(self, token_label: str, pin: _Pin, *, rw: bool = False) -> Any:
@@ -305,10 +304,8 @@ class Pkcs11Signer:
 
 
 def _close_quietly(session: Any) -> None:
-    try:
+    with contextlib.suppress(pkcs11.PKCS11Error):  # a token that went away took it along
         session.close()
-    except pkcs11.PKCS11Error:
-        pass  # a session of a token that went away is gone anyway
 
 
 def _sign(key: Any, data: bytes, scheme: SignatureScheme) -> bytes:
