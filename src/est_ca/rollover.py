@@ -151,7 +151,9 @@ def _generate(
     directory = settings.data_dir / "ca" / name
     directory.mkdir(mode=0o700, parents=True, exist_ok=False)
     key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
-    certificate = build_issuing(key, root, root_signer, clock.now(), publication, number)
+    certificate = build_issuing(
+        key.public_key(), root, root_signer, clock.now(), publication, number
+    )
     write_private_key(directory / "issuing.key", key, passphrase)
     (directory / "issuing.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     (directory / "issuing-chain.pem").write_bytes(

@@ -151,6 +151,8 @@ class _Module:
     def open_session(self, token_label: str, pin: _Pin, *, rw: bool = False) -> Any:
         """A new session on the token, logged in through the token's login session."""
         with self.lock:
+            if not self.lib.initialized:  # re-initialising failed while the token was away
+                self.lib.initialize()
             token = self.lib.get_token(token_label=token_label)
             if token_label not in self._logins:
                 self._logins[token_label] = token.open(user_pin=pin.reveal())
