@@ -20,7 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from est_ca.ca.certificates import Serial
+from est_ca.ca.precheck import check_responder_draft
 from est_ca.ca.signing import KeyFileSigner, SignatureScheme, draft_certificate, signed_with
+from est_ca.ca.spki import public_key_der
 from est_ca.clock import Clock
 from est_ca.private_files import write_private
 from est_ca.revocation.issuers import ServedIssuer
@@ -90,7 +92,11 @@ def responder_certificate(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
         .add_extension(x509.OCSPNoCheck(), critical=False)
     )
-    return signed_with(draft_certificate(builder, issuer.scheme), issuer.ca.signer, issuer.scheme)
+    draft = draft_certificate(builder, issuer.scheme)
+    # The CA key signs nothing unchecked: a responder certificate is as powerful as the CA
+    # for OCSP answers.
+    check_responder_draft(draft, issuer.ca, public_key_der(public_key))
+    return signed_with(draft, issuer.ca.signer, issuer.scheme)
 
 
 class ResponderKeeper:
