@@ -9,7 +9,13 @@ Threads. A PKCS#11 session runs one operation at a time, so the signer keeps a b
 of sessions, one per worker thread that may sign at once (`pool_size`): a thread takes a
 session, signs, and puts it back; a thread finding none free waits for one. Login state is
 per token and application, so one session per token logs in (`_Module.open_session`) and
-every signer's sessions share its login.
+every signer's sessions share its login. python-pkcs11 initialises a module with NULL
+arguments, which in PKCS#11 promises that the application makes no concurrent calls;
+SoftHSM2 then switches its own locks off, and two threads signing on two sessions at once
+crash the process (seen in tests/ca/test_pkcs11_signer.py). So every call into one module
+holds that module's lock: the pool bounds the sessions and keeps a session per thread, the
+lock makes the calls themselves one at a time (an RSA-3072 signature on SoftHSM2 takes a
+few milliseconds; an HSM's own latency dominates anyway).
 
 Failure. When the token goes away (unplugged, its daemon down, its directory moved), every
 call fails with a PKCS#11 error. The signer then drops its sessions and raises
@@ -26,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import hmac
 import queue
 import threading
 import time
@@ -82,6 +89,9 @@ class _Pin:
     def reveal(self) -> str:
         return self._value
 
+    def same_as(self, other: _Pin) -> bool:
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
     def __repr__(self) -> str:
         return "_Pin(<redacted>)"
 
@@ -117,12 +127,13 @@ class _Module:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.lock = threading.Lock()
+        # Every call into the module holds this lock (see the module's docstring, "Threads").
+        self.lock = threading.RLock()
         self.generation = 0
         self._reinitialised_at = 0.0
         # Per token, the session that logged in: login state is per token and application,
         # so every other session (of any signer) shares it; closing it would log all out.
-        self._logins: dict[str, Any] = {}
+        self._logins: dict[str, tuple[Any, _Pin]] = {}
         try:
             self.lib = pkcs11.lib(path)
         except (RuntimeError, OSError, pkcs11.PKCS11Error) as exc:
@@ -154,8 +165,15 @@ class _Module:
             if not self.lib.initialized:  # re-initialising failed while the token was away
                 self.lib.initialize()
             token = self.lib.get_token(token_label=token_label)
-            if token_label not in self._logins:
-                self._logins[token_label] = token.open(user_pin=pin.reveal())
+            login = self._logins.get(token_label)
+            if login is None:
+                self._logins[token_label] = (token.open(user_pin=pin.reveal()), pin)
+            elif not pin.same_as(login[1]):
+                # Logged in already, so the token would not check this PIN: refuse it here,
+                # or a wrong one would only show after the next restart.
+                raise ConfigurationError(
+                    f"two different PINs are configured for the token {token_label!r}"
+                )
             return token.open(rw=rw)
 
 
@@ -190,7 +208,7 @@ class Pkcs11Signer:
         self._available = True
         self.pool_size = pool_size
         try:
-            with self._session() as held:
+            with self._session() as held, self._module.lock:
                 self._public_key = _public_key(held.session, label)
         except TokenUnavailable as exc:
             raise ConfigurationError(
@@ -210,7 +228,8 @@ class Pkcs11Signer:
         for attempt in (1, 2):
             with self._session() as held:
                 try:
-                    return _sign(held.key, data, scheme)
+                    with self._module.lock:
+                        return _sign(held.key, data, scheme)
                 except pkcs11.PKCS11Error as exc:
                     # A session from before an outage fails once; a fresh one may not.
                     self._lost(held)
@@ -273,7 +292,10 @@ class Pkcs11Signer:
                     self._generation = generation
                 try:
                     session = self._module.open_session(self._token_label, self._pin)
-                    key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=self._label)
+                    with self._module.lock:
+                        key = session.get_key(
+                            object_class=ObjectClass.PRIVATE_KEY, label=self._label
+                        )
                 except (pkcs11.PKCS11Error, pkcs11.NoSuchKey, pkcs11.NoSuchToken) as exc:
                     self._generation = self._module.reinitialise(generation)
                     self._drop_all()
@@ -295,7 +317,8 @@ class Pkcs11Signer:
                 held = self._idle.get_nowait()
             except queue.Empty:
                 break
-            _close_quietly(held.session)
+            with self._module.lock:
+                _close_quietly(held.session)
 
     def _unavailable(self, exc: BaseException) -> TokenUnavailable:
         self._available = False
@@ -354,8 +377,16 @@ def generate_token_key(
 
     Refuses a label already taken, so a typo never shadows the CA key that is in service.
     """
+    loaded = _Module.of(module)
+    with loaded.lock:
+        return _generate(loaded, token, label, pin, key_type)
+
+
+def _generate(
+    loaded: _Module, token: str, label: str, pin: _Pin, key_type: TokenKeyType
+) -> CertificateIssuerPublicKeyTypes:
     try:
-        session = _Module.of(module).open_session(token, pin, rw=True)
+        session = loaded.open_session(token, pin, rw=True)
     except pkcs11.NoSuchToken as exc:
         raise ConfigurationError(f"no PKCS#11 token labelled {token!r}") from exc
     except pkcs11.PKCS11Error as exc:
