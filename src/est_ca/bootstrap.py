@@ -12,6 +12,7 @@ then checks that no other user can read the data directory or a secret (`secret_
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
 from pathlib import Path
 
@@ -51,6 +52,15 @@ class ServiceFiles:
     audit_key_created: bool = False
     # This start generated the demo CA hierarchy.
     demo_created: bool = False
+    # The environment variable holding the CA key's passphrase, if configured (wins).
+    ca_key_passphrase_env: str = ""
+
+    def ca_passphrase(self) -> bytes | None:
+        """The CA key's (and the root's, the responders') passphrase: from the environment
+        variable when one is named, else from the passphrase file, else none."""
+        if self.ca_key_passphrase_env:
+            return passphrase_from_environment(self.ca_key_passphrase_env)
+        return read_passphrase(self.ca_key_passphrase) if self.ca_key_passphrase else None
 
 
 def secret_paths(settings: Settings, files: ServiceFiles) -> list[Path]:
@@ -189,6 +199,7 @@ def prepare_files(
         ocsp_dir=settings.data_dir / "ocsp",
         hmac_key=settings.data_path(settings.secrets.hmac_key_file, "secrets/hmac.key"),
         audit_key=settings.data_path(settings.secrets.audit_key_file, "secrets/audit.key"),
+        ca_key_passphrase_env=settings.ca.key_passphrase_env,
     )
     if create:
         create_key(files.hmac_key)
@@ -219,6 +230,14 @@ def _generate_demo(
         write_private(passphrase_file, (secrets.token_urlsafe(32) + "\n").encode("ascii"))
     _log.info("generating the demo CA hierarchy (Test - not for production)")
     generate_demo_hierarchy(hierarchy, read_passphrase(passphrase_file), clock.now(), publication)
+
+
+def passphrase_from_environment(name: str) -> bytes:
+    """A key's passphrase from the environment variable `name` (never a command line)."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ConfigurationError(f"the environment variable {name} (a key passphrase) is empty")
+    return value.encode()
 
 
 def read_passphrase(path: Path) -> bytes:

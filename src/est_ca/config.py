@@ -86,16 +86,19 @@ class CaSettings:
     chain_file: str
     key_file: str
     key_passphrase_file: str
+    key_passphrase_env: str
     root_key_file: str
     generate_demo: bool
 
 
 @dataclasses.dataclass(frozen=True)
 class FileKeyRef:
-    """A CA key in an encrypted PEM file, its passphrase in another (relative: under data_dir)."""
+    """A CA key in an encrypted PEM file, its passphrase in another (relative: under data_dir)
+    or in an environment variable (`passphrase_env`, which wins)."""
 
     path: str
     passphrase_file: str = ""
+    passphrase_env: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,6 +336,7 @@ def _with_listed_authority(settings: Settings) -> Settings:
         key_passphrase_file=chosen.key.passphrase_file
         if isinstance(chosen.key, FileKeyRef)
         else "",
+        key_passphrase_env=chosen.key.passphrase_env if isinstance(chosen.key, FileKeyRef) else "",
         # The hierarchy's root key, when the service holds it (the demo's after a rollover).
         root_key_file=settings.ca.root_key_file,
         generate_demo=False,

@@ -20,7 +20,12 @@ from est_ca.admin.service import Administration
 from est_ca.admin.tokens import Tokens
 from est_ca.audit import Actor, AuditEvent, AuditSeal, Outcome
 from est_ca.audit_trail import AuditTrail
-from est_ca.bootstrap import ServiceFiles, prepare_files, read_passphrase
+from est_ca.bootstrap import (
+    ServiceFiles,
+    passphrase_from_environment,
+    prepare_files,
+    read_passphrase,
+)
 from est_ca.ca import publication as publication_paths
 from est_ca.ca.authority import CertificateAuthority, key_identifier
 from est_ca.ca.certificates import KeyId
@@ -452,7 +457,7 @@ def _revocation_publishing(
             for entry, other in others
         ),
     ]
-    passphrase = read_passphrase(files.ca_key_passphrase) if files.ca_key_passphrase else None
+    passphrase = files.ca_passphrase()
     if root is not None:
         root_validity = dt.timedelta(days=revocation.root_crl_validity_days)
         issuers.append(
@@ -501,7 +506,7 @@ def _load_root(files: ServiceFiles, ca: CertificateAuthority) -> CertificateAuth
     certificate about the issuing CA. Blocking (decrypts the key): run it on a thread."""
     if files.root_key is None:
         return None
-    passphrase = read_passphrase(files.ca_key_passphrase) if files.ca_key_passphrase else None
+    passphrase = files.ca_passphrase()
     signer = KeyFileSigner.load(files.root_key, passphrase)
     return CertificateAuthority(certificate=ca.root, chain=(), signer=signer)
 
@@ -614,6 +619,8 @@ def signer_for(settings: Settings, key: KeyRef) -> Signer:
     path = settings.data_path(key.path, "")
     secret = settings.data_path(key.passphrase_file, "") if key.passphrase_file else None
     refuse_exposed([p for p in (path, secret) if p is not None])
+    if key.passphrase_env:
+        return KeyFileSigner.load(path, passphrase_from_environment(key.passphrase_env))
     return KeyFileSigner.load(path, read_passphrase(secret) if secret else None)
 
 
@@ -626,7 +633,7 @@ def _load_ca(
         signer = signer_for(settings, on_token)
     else:
         assert files.ca_key is not None
-        passphrase = read_passphrase(files.ca_key_passphrase) if files.ca_key_passphrase else None
+        passphrase = files.ca_passphrase()
         signer = KeyFileSigner.load(files.ca_key, passphrase)
     ca = CertificateAuthority.load(files.ca_cert, files.ca_chain, signer)
     _require_profiles_fit(ca, profiles, allowed)
