@@ -18,6 +18,7 @@ import pytest
 import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509 import ocsp
 
 from est_ca import logs
 from est_ca.ca.hierarchy import build_issuing
@@ -45,9 +46,11 @@ from tests.helpers import (
     new_system,
     openssl,
     pem,
+    post_ocsp,
     print_certs,
     run,
 )
+from tests.revocation.helpers import ocsp_request
 
 PASSPHRASE = b"test passphrase"
 
@@ -111,6 +114,38 @@ def log_output() -> Iterator[io.StringIO]:
     structlog.reset_defaults()
 
 
+async def _open(
+    tmp_path: Path,
+    ca_material: CaMaterial,
+    softhsm: SoftHsm,
+    token_ca: TokenCa,
+    clock: SettableClock,
+    *,
+    responder_token: bool = False,
+) -> Service:
+    config = tmp_path / "cas.toml"
+    config.write_text(
+        "[[authorities]]\n"
+        'name = "token"\n'
+        f'certificate = "{token_ca.certificate}"\n'
+        f'chain = "{token_ca.chain}"\n'
+        + softhsm.key_table(token_ca.label)
+        + f'profiles = ["{token_ca.profile}"]\n'
+        + "default = true\n"
+        + (
+            f'responder_token = {{ module = "{softhsm.module}", token = "{softhsm.token}", '
+            f'pin_file = "{softhsm.pin_file}" }}\n'
+            if responder_token
+            else ""
+        )
+    )
+    overrides = authorities_overrides(tmp_path, ca_material)
+    overrides["profiles"] = {"extra_dirs": [str(_ec_profile(tmp_path / "profiles"))]}
+    settings = load_settings(config, {}, overrides)
+    opened = await Service.open(settings, clock=clock, create=True)
+    return await with_test_organisations(opened)
+
+
 @pytest.fixture
 async def service(
     tmp_path: Path,
@@ -120,21 +155,8 @@ async def service(
     clock: SettableClock,
     log_output: io.StringIO,
 ) -> AsyncIterator[Service]:
-    config = tmp_path / "cas.toml"
-    config.write_text(
-        "[[authorities]]\n"
-        'name = "token"\n'
-        f'certificate = "{token_ca.certificate}"\n'
-        f'chain = "{token_ca.chain}"\n'
-        + softhsm.key_table(token_ca.label)
-        + f'profiles = ["{token_ca.profile}"]\n'
-        "default = true\n"
-    )
-    overrides = authorities_overrides(tmp_path, ca_material)
-    overrides["profiles"] = {"extra_dirs": [str(_ec_profile(tmp_path / "profiles"))]}
-    settings = load_settings(config, {}, overrides)
-    opened = await Service.open(settings, clock=clock, create=True)
-    yield await with_test_organisations(opened)
+    opened = await _open(tmp_path, ca_material, softhsm, token_ca, clock)
+    yield opened
     await opened.close()
 
 
@@ -328,3 +350,54 @@ def _assert_no_pin(*texts: str | bytes) -> None:
     for text in texts:
         shown = text.decode(errors="replace") if isinstance(text, bytes) else text
         assert TOKEN_PIN not in shown
+
+
+async def _ocsp(service: Service, ca_material: CaMaterial, token_ca: TokenCa, leaf: Path) -> str:
+    result = await run(
+        "openssl", "ocsp", "-issuer", token_ca.certificate, "-cert", leaf,
+        "-url", service.publication.ocsp_url, "-CAfile", ca_material.hierarchy.root_cert,
+    )  # fmt: skip
+    output = (result.stdout + result.stderr).decode()
+    assert result.returncode == 0, output
+    return output
+
+
+async def test_ocsp_responder_keys_made_on_the_token_sign_answers_openssl_verifies(
+    ca_material: CaMaterial,
+    softhsm: SoftHsm,
+    token_ca: TokenCa,
+    clock: SettableClock,
+    keys: KeyPool,
+    tmp_path: Path,
+) -> None:
+    """With `responder_token`, the responder's key is made on the token (no key file) and its
+    certificate, signed by the token CA key, names it."""
+    service = await _open(tmp_path, ca_material, softhsm, token_ca, clock, responder_token=True)
+    server = Server(service)
+    try:
+        await server.start("127.0.0.1", 0, service.settings.service.http_port)
+        status, _, body = await _enroll(
+            server, service, ca_material, token_ca, await _csr(keys, tmp_path)
+        )
+        assert status == 200, body
+        [certificate] = await print_certs(body)
+        leaf = tmp_path / "leaf.pem"
+        leaf.write_bytes(pem([certificate]))
+        output = await _ocsp(service, ca_material, token_ca, leaf)
+        assert "Response verify OK" in output
+        assert ": good" in output
+        issuer = x509.load_pem_x509_certificate(token_ca.certificate.read_bytes())
+        answer = await post_ocsp(service, tmp_path, ocsp_request(certificate, issuer))
+        [responder] = ocsp.load_der_ocsp_response(answer.body).certificates
+        on_token = Pkcs11Signer(
+            module=softhsm.module,
+            token=softhsm.token,
+            label=f"ocsp-token-{responder.serial_number:x}",
+            pin=read_pin(pin_file=str(softhsm.pin_file), environ={}),
+            pool_size=1,
+        )
+        assert on_token.public_key == responder.public_key()
+        assert not list(service.files.ocsp_dir.glob("*.key"))
+    finally:
+        await server.stop()
+        await service.close()

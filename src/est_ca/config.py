@@ -114,6 +114,17 @@ class Pkcs11KeyRef:
     pin_env: str = ""
 
 
+@dataclasses.dataclass(frozen=True)
+class TokenRef:
+    """A PKCS#11 token the service makes keys on (the OCSP responders' `responder_token`):
+    module, token label, and the PIN from a file or an environment variable."""
+
+    module: str
+    token: str
+    pin_file: str = ""
+    pin_env: str = ""
+
+
 KeyRef = FileKeyRef | Pkcs11KeyRef
 """Where a CA's key lives: one variant per key store (a new store is one more variant)."""
 
@@ -142,6 +153,9 @@ class CaEntry:
     profiles: tuple[str, ...] = ()
     label: str = ""
     retired: bool = False
+    # Where its OCSP responder keys are made (a new one per responder certificate); None:
+    # encrypted key files under <data_dir>/ocsp.
+    responder_token: TokenRef | None = None
 
     @property
     def est_label(self) -> str:
@@ -299,6 +313,12 @@ def _with_listed_authority(settings: Settings) -> Settings:
             raise ConfigurationError(f"authority name {entry.name!r} is used twice")
         if not (entry.certificate and entry.chain):
             raise ConfigurationError(f"authority {entry.name!r} needs certificate and chain")
+        token = entry.responder_token
+        if token is not None and bool(token.pin_file) == bool(token.pin_env):
+            raise ConfigurationError(
+                f"authority {entry.name!r}: give the responder token's PIN by exactly one of "
+                "responder_token.pin_file or responder_token.pin_env"
+            )
         if isinstance(entry.key, Pkcs11KeyRef):
             key = entry.key
             if not (key.module and key.token and key.label):
@@ -430,6 +450,8 @@ def from_mapping(cls: type[T], raw: Mapping[str, Any], prefix: str) -> T:
 def _coerce(kind: Any, value: Any, name: str) -> Any:
     if kind == KeyRef:
         return _key_ref(value, name)
+    if kind == (TokenRef | None):
+        return _coerce(TokenRef, value, name)  # TOML has no null: present means a table
     if dataclasses.is_dataclass(kind) and isinstance(kind, type):
         if not isinstance(value, Mapping):
             raise ConfigurationError(f"setting {name!r} must be a table")

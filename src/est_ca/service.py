@@ -32,13 +32,21 @@ from est_ca.ca.certificates import KeyId
 from est_ca.ca.hierarchy import CA_SIGNATURE, EE_SIGNATURE
 from est_ca.ca.issuer import Issuer
 from est_ca.ca.labels import CaLabel, CaLabels, LabelledCa
-from est_ca.ca.pkcs11_signer import Pkcs11Signer, read_pin
+from est_ca.ca.pkcs11_signer import Pkcs11Signer, TokenKeys, TokenPin, read_pin
 from est_ca.ca.profiles import ProfileCatalogue
 from est_ca.ca.publication import Publication
 from est_ca.ca.server_tls import service_names
 from est_ca.ca.signing import KeyFileSigner, SignatureScheme, Signer
 from est_ca.clock import Clock, SystemClock
-from est_ca.config import CaEntry, FileKeyRef, KeyRef, Pkcs11KeyRef, Settings, token_key
+from est_ca.config import (
+    CaEntry,
+    FileKeyRef,
+    KeyRef,
+    Pkcs11KeyRef,
+    Settings,
+    TokenRef,
+    token_key,
+)
 from est_ca.errors import ConfigurationError
 from est_ca.keyfiles import load_key
 from est_ca.private_files import refuse_exposed
@@ -471,9 +479,16 @@ def _revocation_publishing(
                 lists_subscribers=False,
             )
         )
+    entries = [default_entry(settings, publication), *(entry for entry, _ in others)]
+    tokens = {
+        entry.name: _token_keys(settings, entry.responder_token)
+        for entry in entries
+        if entry.responder_token is not None
+    }
     keepers = [
         ResponderKeeper(
             issuer=issuer,
+            token_keys=tokens.get(issuer.name),
             store=store,
             clock=clock,
             workers=workers,
@@ -593,6 +608,25 @@ def _require_profiles_fit(
             )
 
 
+def _pin(settings: Settings, pin_file: str, pin_env: str) -> TokenPin:
+    """A token PIN from its file (0600, like every secret file) or environment variable."""
+    path = settings.data_path(pin_file, "") if pin_file else None
+    if path is not None:
+        refuse_exposed([path])
+    return read_pin(
+        pin_file=str(path) if path else None, pin_env=pin_env or None, environ=os.environ
+    )
+
+
+def _token_keys(settings: Settings, token: TokenRef) -> TokenKeys:
+    return TokenKeys(
+        module=token.module,
+        token=token.token,
+        pin=_pin(settings, token.pin_file, token.pin_env),
+        pool_size=default_threads(),
+    )
+
+
 def signer_for(settings: Settings, key: KeyRef) -> Signer:
     """The `Signer` a key reference names: one branch per key store. Blocking (decrypts a key
     file, or logs in to a token and reads its public key): run it on a thread.
@@ -601,19 +635,11 @@ def signer_for(settings: Settings, key: KeyRef) -> Signer:
     once. Its PIN and a key file's passphrase come from files no other user may read (or from
     the environment), never from a command line."""
     if isinstance(key, Pkcs11KeyRef):
-        pin_file = settings.data_path(key.pin_file, "") if key.pin_file else None
-        if pin_file is not None:
-            refuse_exposed([pin_file])
-        pin = read_pin(
-            pin_file=str(pin_file) if pin_file else None,
-            pin_env=key.pin_env or None,
-            environ=os.environ,
-        )
         return Pkcs11Signer(
             module=key.module,
             token=key.token,
             label=key.label,
-            pin=pin,
+            pin=_pin(settings, key.pin_file, key.pin_env),
             pool_size=default_threads(),
         )
     path = settings.data_path(key.path, "")

@@ -24,7 +24,7 @@ reports it). The next signature or `probe()` re-initialises the module (at most 
 second, once for all signers sharing it) and finds the key again: the service recovers on
 its own when the token is back.
 
-The PIN is kept in a `_Pin`, whose repr is redacted, and goes nowhere but `C_Login`.
+The PIN is kept in a `TokenPin`, whose repr is redacted, and goes nowhere but `C_Login`.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class TokenUnavailable(Unavailable):
         super().__init__(detail, retry_after_seconds=RETRY_AFTER_SECONDS)
 
 
-class _Pin:
+class TokenPin:
     """The token's user PIN: held for re-login after the token comes back, never shown."""
 
     def __init__(self, value: str) -> None:
@@ -89,16 +89,16 @@ class _Pin:
     def reveal(self) -> str:
         return self._value
 
-    def same_as(self, other: _Pin) -> bool:
+    def same_as(self, other: TokenPin) -> bool:
         return hmac.compare_digest(self._value.encode(), other._value.encode())
 
     def __repr__(self) -> str:
-        return "_Pin(<redacted>)"
+        return "TokenPin(<redacted>)"
 
     __str__ = __repr__
 
 
-def read_pin(*, pin_file: str | None = None, pin_env: str | None = None, environ: Any) -> _Pin:
+def read_pin(*, pin_file: str | None = None, pin_env: str | None = None, environ: Any) -> TokenPin:
     """The PIN from a file (first line) or an environment variable: never a command-line
     argument, which every user of the machine can read in the process listing."""
     if bool(pin_file) == bool(pin_env):
@@ -110,12 +110,12 @@ def read_pin(*, pin_file: str | None = None, pin_env: str | None = None, environ
             raise ConfigurationError(
                 f"cannot read the token PIN file {pin_file}: {exc.strerror}"
             ) from exc
-        return _Pin(text.strip())
+        return TokenPin(text.strip())
     assert pin_env
     value = environ.get(pin_env)
     if value is None:
         raise ConfigurationError(f"the environment variable {pin_env} (token PIN) is not set")
-    return _Pin(value.strip())
+    return TokenPin(value.strip())
 
 
 class _Module:
@@ -133,7 +133,7 @@ class _Module:
         self._reinitialised_at = 0.0
         # Per token, the session that logged in: login state is per token and application,
         # so every other session (of any signer) shares it; closing it would log all out.
-        self._logins: dict[str, tuple[Any, _Pin]] = {}
+        self._logins: dict[str, tuple[Any, TokenPin]] = {}
         try:
             self.lib = pkcs11.lib(path)
         except (RuntimeError, OSError, pkcs11.PKCS11Error) as exc:
@@ -147,11 +147,13 @@ class _Module:
                 module = cls._loaded[path] = cls(path)
             return module
 
-    def reinitialise(self, seen: int) -> int:
-        """C_Finalize + C_Initialize unless another signer did since `seen`; the generation."""
+    def reinitialise(self, seen: int, *, now_or_never: bool = False) -> int:
+        """C_Finalize + C_Initialize unless another signer did since `seen` (or, unless
+        `now_or_never`, within the last second); the generation after it."""
         with self.lock:
             now = time.monotonic()
-            if self.generation == seen and now - self._reinitialised_at >= _REINIT_INTERVAL:
+            recently = now - self._reinitialised_at < _REINIT_INTERVAL
+            if self.generation == seen and (now_or_never or not recently):
                 self._reinitialised_at = now
                 self.generation += 1
                 self._logins.clear()  # finalising closed them
@@ -159,7 +161,7 @@ class _Module:
                     self.lib.reinitialize()
             return self.generation
 
-    def open_session(self, token_label: str, pin: _Pin, *, rw: bool = False) -> Any:
+    def open_session(self, token_label: str, pin: TokenPin, *, rw: bool = False) -> Any:
         """A new session on the token, logged in through the token's login session."""
         with self.lock:
             if not self.lib.initialized:  # re-initialising failed while the token was away
@@ -194,7 +196,9 @@ class Pkcs11Signer:
     `public_key` is read from the token once, at open.
     """
 
-    def __init__(self, *, module: str, token: str, label: str, pin: _Pin, pool_size: int) -> None:
+    def __init__(
+        self, *, module: str, token: str, label: str, pin: TokenPin, pool_size: int
+    ) -> None:
         if pool_size < 1:
             raise ConfigurationError("a token signer needs at least one session")
         self._module = _Module.of(module)
@@ -371,7 +375,7 @@ def _public_key(session: Any, label: str) -> CertificateIssuerPublicKeyTypes:
 
 
 def generate_token_key(
-    *, module: str, token: str, label: str, pin: _Pin, key_type: TokenKeyType
+    *, module: str, token: str, label: str, pin: TokenPin, key_type: TokenKeyType
 ) -> CertificateIssuerPublicKeyTypes:
     """A new key pair on the token: private half sensitive and never extractable, stored.
 
@@ -383,10 +387,15 @@ def generate_token_key(
 
 
 def _generate(
-    loaded: _Module, token: str, label: str, pin: _Pin, key_type: TokenKeyType
+    loaded: _Module, token: str, label: str, pin: TokenPin, key_type: TokenKeyType
 ) -> CertificateIssuerPublicKeyTypes:
     try:
-        session = loaded.open_session(token, pin, rw=True)
+        try:
+            session = loaded.open_session(token, pin, rw=True)
+        except pkcs11.PKCS11Error:
+            # The module may be stale from an outage no signer has noticed the end of yet.
+            loaded.reinitialise(loaded.generation, now_or_never=True)
+            session = loaded.open_session(token, pin, rw=True)
     except pkcs11.NoSuchToken as exc:
         raise ConfigurationError(f"no PKCS#11 token labelled {token!r}") from exc
     except pkcs11.PKCS11Error as exc:
@@ -429,3 +438,30 @@ def _generate(
         return _public_key(session, label)
     finally:
         _close_quietly(session)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenKeys:
+    """One token, logged in with one PIN: makes keys on it and signers for them. What the OCSP
+    responder keeper uses when its keys live on the token (a new key per certificate)."""
+
+    module: str
+    token: str
+    pin: TokenPin
+    pool_size: int
+
+    def generate(self, label: str, key_type: TokenKeyType) -> CertificateIssuerPublicKeyTypes:
+        """Blocking: run it on a worker thread."""
+        return generate_token_key(
+            module=self.module, token=self.token, label=label, pin=self.pin, key_type=key_type
+        )
+
+    def signer(self, label: str) -> Pkcs11Signer:
+        """Blocking: run it on a worker thread. ConfigurationError when no such key exists."""
+        return Pkcs11Signer(
+            module=self.module,
+            token=self.token,
+            label=label,
+            pin=self.pin,
+            pool_size=self.pool_size,
+        )
