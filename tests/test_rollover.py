@@ -9,11 +9,12 @@ import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from est_ca.ca.authority import issuer_key_id, key_identifier
 from est_ca.ca.certificates import KeyId, Serial
@@ -23,7 +24,7 @@ from est_ca.ca.signing import KeyFileSigner
 from est_ca.cli import main
 from est_ca.clock import SettableClock
 from est_ca.config import MANAGED_AUTHORITIES, load_settings
-from est_ca.errors import ConfigurationError
+from est_ca.errors import BadRequest, ConfigurationError
 from est_ca.private_files import write_private
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.rollover import SuppliedCa
@@ -44,6 +45,8 @@ from tests.helpers import (
     curl,
     curl_est,
     est_url,
+    new_order,
+    new_user,
     pem,
     print_certs,
     run,
@@ -264,13 +267,17 @@ def test_the_command_line_rolls_the_demo_ca_over_and_says_what_happens_next(
 
 
 def _issuing_signed_by(
-    hierarchy: HierarchyFiles, directory: Path, passphrase: bytes, number: int
+    hierarchy: HierarchyFiles,
+    directory: Path,
+    passphrase: bytes,
+    number: int,
+    key: rsa.RSAPrivateKey | None = None,
 ) -> SuppliedCa:
     """A new issuing CA the operator's own root signed (here: the hierarchy's root key)."""
     directory.mkdir()
     root = x509.load_pem_x509_certificate(hierarchy.root_cert.read_bytes())
     root_signer = KeyFileSigner.load(hierarchy.root_key, passphrase)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    key = key or rsa.generate_private_key(public_exponent=65537, key_size=3072)
     base = "http://127.0.0.1:1"
     certificate = build_issuing(
         key.public_key(),
@@ -352,3 +359,167 @@ async def test_a_rollover_to_a_ca_with_a_served_key_is_refused(
     finally:
         await service.close()
     assert not (tmp_path / "data" / MANAGED_AUTHORITIES).exists()
+
+
+async def test_a_rollover_to_a_ca_that_cannot_sign_the_labels_profiles_is_refused(
+    tmp_path: Path,
+    ca_material: CaMaterial,
+    second_hierarchy: HierarchyFiles,
+    clock: SettableClock,
+) -> None:
+    """The shipped profiles sign with RSA-PSS: an elliptic-curve CA recorded for "test"
+    would stop every later start; the rollover refuses it and records nothing."""
+    config = tmp_path / "cas.toml"
+    config.write_text(
+        authority_entry("prod", ca_material.hierarchy, ca_material.passphrase, default=True)
+        + authority_entry("test", second_hierarchy, ca_material.passphrase, default=False)
+    )
+    overrides = authorities_overrides(tmp_path, ca_material)
+    # build_issuing and write_private_key only use what every private key type has.
+    ec_key = cast(rsa.RSAPrivateKey, ec.generate_private_key(ec.SECP384R1()))
+    supplied = _issuing_signed_by(
+        second_hierarchy, tmp_path / "new", b"test passphrase", 2, key=ec_key
+    )
+    service = await Service.open(load_settings(config, {}, overrides), clock=clock, create=True)
+    try:
+        with pytest.raises(ConfigurationError, match="cannot do"):
+            await service.roll_over(ADMIN, label="test", supplied=supplied)
+    finally:
+        await service.close()
+    assert not (tmp_path / "data" / MANAGED_AUTHORITIES).exists()
+    service = await Service.open(load_settings(config, {}, overrides), clock=clock, create=True)
+    await service.close()
+
+
+async def test_the_managed_file_keeps_any_path_the_operator_gives_readable_at_the_next_start(
+    tmp_path: Path,
+    ca_material: CaMaterial,
+    second_hierarchy: HierarchyFiles,
+    clock: SettableClock,
+) -> None:
+    """Quotes, a backslash and a character outside the Basic Multilingual Plane in the new
+    CA's directory: the managed file is valid TOML and names the files as given."""
+    config = tmp_path / "cas.toml"
+    config.write_text(
+        authority_entry("prod", ca_material.hierarchy, ca_material.passphrase, default=True)
+        + authority_entry("test", second_hierarchy, ca_material.passphrase, default=False)
+    )
+    overrides = authorities_overrides(tmp_path, ca_material)
+    directory = tmp_path / 'new "CA" \\ 🔑'
+    supplied = _issuing_signed_by(second_hierarchy, directory, b"test passphrase", 2)
+    service = await Service.open(load_settings(config, {}, overrides), clock=clock, create=True)
+    try:
+        await service.roll_over(ADMIN, label="test", supplied=supplied)
+    finally:
+        await service.close()
+    settings = load_settings(config, {}, overrides)
+    new = next(entry for entry in settings.authorities if entry.name == "test-2")
+    assert Path(new.certificate) == supplied.certificate
+
+
+@pytest.mark.parametrize(
+    "leftover",
+    ["ca/issuing-2/issuing.key", "ca/authorities.tmp"],
+    ids=["new-ca-directory", "managed-file-temporary"],
+)
+def test_a_rollover_interrupted_before_it_was_recorded_does_not_block_the_next_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], leftover: str
+) -> None:
+    """What a rollover killed part-way leaves (the new CA's directory with its key written, or
+    the managed file's temporary copy) is not recorded; running it again brings a CA in."""
+    data = tmp_path / "demo"
+    assert main(["--data-dir", str(data), "init"]) == 0
+    (data / leftover).parent.mkdir(mode=0o700, exist_ok=True)
+    (data / leftover).write_bytes(b"half written")
+    capsys.readouterr()
+    assert main(["--data-dir", str(data), "ca", "rollover"]) == 0
+    assert main(["--data-dir", str(data), "status"]) == 0
+    assert "Issuing CA" in capsys.readouterr().out
+    assert load_settings(None, {}, {"data_dir": str(data)}).authorities[-1].retired is False
+
+
+async def test_after_a_rollover_the_profiles_the_operator_configures_for_the_label_apply(
+    tmp_path: Path,
+    ca_material: CaMaterial,
+    second_hierarchy: HierarchyFiles,
+    clock: SettableClock,
+) -> None:
+    """The operator restricts "test" to system certificates in their configuration after its
+    rollover: the label's new generation (in the managed file) issues no user certificates."""
+    config = tmp_path / "cas.toml"
+
+    def configure(profiles: list[str]) -> None:
+        config.write_text(
+            authority_entry("prod", ca_material.hierarchy, ca_material.passphrase, default=True)
+            + authority_entry(
+                "test", second_hierarchy, ca_material.passphrase, default=False, profiles=profiles
+            )
+        )
+
+    configure([])
+    overrides = authorities_overrides(tmp_path, ca_material)
+    supplied = _issuing_signed_by(second_hierarchy, tmp_path / "new", b"test passphrase", 2)
+    service = await Service.open(load_settings(config, {}, overrides), clock=clock, create=True)
+    try:
+        await service.roll_over(ADMIN, label="test", supplied=supplied)
+    finally:
+        await service.close()
+    configure(["system"])
+    service = await with_test_organisations(
+        await Service.open(load_settings(config, {}, overrides), clock=clock, create=True)
+    )
+    try:
+        with pytest.raises(BadRequest, match="does not issue profile 'user'"):
+            await new_order(service, await new_user(service), ca_label="test")
+    finally:
+        await service.close()
+
+
+async def test_a_rollover_to_a_ca_its_chains_root_did_not_sign_is_refused_naming_the_break(
+    tmp_path: Path,
+    ca_material: CaMaterial,
+    second_hierarchy: HierarchyFiles,
+    clock: SettableClock,
+) -> None:
+    """Both demo roots have one subject: a CA the first signed, given with the second's
+    chain, is a broken chain (ConfigurationError), not a bare InvalidSignature."""
+    config = tmp_path / "cas.toml"
+    config.write_text(
+        authority_entry("prod", ca_material.hierarchy, ca_material.passphrase, default=True)
+        + authority_entry("test", second_hierarchy, ca_material.passphrase, default=False)
+    )
+    overrides = authorities_overrides(tmp_path, ca_material)
+    supplied = _issuing_signed_by(ca_material.hierarchy, tmp_path / "new", b"test passphrase", 2)
+    supplied.chain.write_bytes(second_hierarchy.root_cert.read_bytes())
+    service = await Service.open(load_settings(config, {}, overrides), clock=clock, create=True)
+    try:
+        with pytest.raises(ConfigurationError, match="the CA chain is broken"):
+            await service.roll_over(ADMIN, label="test", supplied=supplied)
+    finally:
+        await service.close()
+    assert not (tmp_path / "data" / MANAGED_AUTHORITIES).exists()
+
+
+async def test_a_rollover_that_another_one_overtook_records_nothing(
+    tmp_path: Path, ca_material: CaMaterial, clock: SettableClock
+) -> None:
+    """Two shells roll the same label over from the same starting point: the second stops
+    instead of leaving two generations enrolling under one label."""
+    settings = make_settings(tmp_path / "data", ca_material)
+    first = await Service.open(settings, clock=clock, with_ca=False, create=True)
+    second = await Service.open(settings, clock=clock, with_ca=False, create=True)
+    try:
+        await first.roll_over(ADMIN)
+        recorded = (tmp_path / "data" / MANAGED_AUTHORITIES).read_text()
+        with pytest.raises(ConfigurationError, match="was rolled over meanwhile"):
+            await second.roll_over(ADMIN)
+    finally:
+        await first.close()
+        await second.close()
+    assert (tmp_path / "data" / MANAGED_AUTHORITIES).read_text() == recorded
+    reopened = await Service.open(make_settings(tmp_path / "data", ca_material), clock=clock)
+    try:
+        states = {row["name"]: row["state"] for row in await reopened.authority_overview()}
+    finally:
+        await reopened.close()
+    assert states == {"issuing-2": "enrolls", "issuing": "retired"}

@@ -312,3 +312,22 @@ async def test_a_name_that_is_no_host_name_is_refused_with_its_setting(
     settings = _settings(data_dir, ca_material, names=["bad name"])
     with pytest.raises(ConfigurationError, match=r"'bad name'.*tls\.names"):
         await _open(settings, clock)
+
+
+async def test_near_the_cas_end_a_restart_reuses_the_certificate_that_ends_with_it(
+    data_dir: Path, ca_material: CaMaterial
+) -> None:
+    """With 20 days left of the issuing CA, the listener's certificate ends with the CA and a
+    new one would end no later: a restart keeps it rather than issue one at every start."""
+    issuing = _issuing(ca_material)
+    near_the_end = SettableClock(issuing.not_valid_after_utc - dt.timedelta(days=20))
+    settings = _settings(data_dir, ca_material)
+    await (await _open(settings, near_the_end)).close()
+    first = _served(data_dir)[0]
+    near_the_end.advance(dt.timedelta(hours=1))
+    service = await _open(settings, near_the_end)
+    try:
+        assert _served(data_dir)[0].serial_number == first.serial_number
+        assert await _issued_count(service) == 1
+    finally:
+        await service.close()

@@ -281,6 +281,19 @@ def _with_managed(settings: Settings, path: Path) -> Settings:
     """The CA generations `est-ca ca rollover` wrote: each replaces the configured entry of
     its name (a retired one) or joins the list (the new one)."""
     managed, root_key = read_managed(path)
+    # What a label issues and which label is the default stay the operator's to configure:
+    # the generation enrolling under a label takes them from the configured entry of its label.
+    configured = {entry.est_label: entry for entry in settings.authorities if not entry.retired}
+    managed = tuple(
+        dataclasses.replace(
+            entry,
+            profiles=configured[entry.est_label].profiles,
+            default=configured[entry.est_label].default,
+        )
+        if not entry.retired and entry.est_label in configured
+        else entry
+        for entry in managed
+    )
     names = {entry.name for entry in managed}
     listed = tuple(entry for entry in settings.authorities if entry.name not in names)
     ca = dataclasses.replace(settings.ca, root_key_file=root_key) if root_key else settings.ca

@@ -14,7 +14,9 @@ The new CA is either made here, under the hierarchy's root when the service hold
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -65,12 +67,17 @@ def roll_over(
     current: CaEntry,
     served: list[CaEntry],
     supplied: SuppliedCa | None = None,
+    fits: Callable[[CertificateAuthority], None] | None = None,
 ) -> Rollover:
-    """Make (or check) the next generation of `current`'s label and record it; blocking."""
+    """Make (or check) the next generation of `current`'s label and record it; blocking.
+
+    `fits` raises when the new CA cannot sign what the label issues: checked before anything
+    is recorded, since the next start would refuse it (Service.open checks the same)."""
     label = current.est_label
     names = {entry.name for entry in served} | {current.name}
     number = 2
-    while f"{label}-{number}" in names:
+    # A directory without an entry is what a rollover interrupted before it was recorded left.
+    while f"{label}-{number}" in names or (settings.data_dir / "ca" / f"{label}-{number}").exists():
         number += 1
     name = f"{label}-{number}"
     current_entry, root_key = _with_files(settings, files, current)
@@ -95,6 +102,8 @@ def roll_over(
                     f"the new CA has the key of {entry.name!r}: a rollover needs a new key"
                 )
     new_ca = _load(settings, new_entry)
+    if fits is not None:
+        fits(new_ca)
     retired = dataclasses.replace(current_entry, label=label, retired=True, default=False)
     new_entry = dataclasses.replace(new_entry, label=label, retired=False)
     _record(settings, [retired, new_entry], root_key if supplied is None else None)
@@ -204,9 +213,31 @@ def _shown(settings: Settings, path: Path) -> str:
 
 
 def _record(settings: Settings, entries: list[CaEntry], root_key: Path | None) -> None:
-    """Merge `entries` into the managed file by name and replace it atomically."""
+    """Merge `entries` (the retired current generation, then the new one) into the managed
+    file by name and replace it atomically, under an exclusive lock: a rollover of the same
+    label that recorded meanwhile (another shell, another instance on this data directory)
+    makes this one stop rather than leave two generations enrolling under one label."""
     path = settings.data_dir / MANAGED_AUTHORITIES
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with (path.parent / ".rollover.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _record_locked(settings, path, entries, root_key)
+
+
+def _record_locked(
+    settings: Settings, path: Path, entries: list[CaEntry], root_key: Path | None
+) -> None:
     existing, kept_root = read_managed(path) if path.is_file() else ((), "")
+    retired, new = entries
+    for entry in existing:
+        moved_on = entry.name == retired.name and entry.retired
+        other_current = entry.est_label == new.est_label and not entry.retired
+        if moved_on or (other_current and entry.name != retired.name):
+            raise ConfigurationError(
+                f"label {new.est_label!r} was rolled over meanwhile (to {entry.name!r} or "
+                f"from {retired.name!r}); nothing was recorded: check `est-ca status`, then "
+                "run the rollover again if it is still wanted"
+            )
     names = {entry.name for entry in entries}
     kept = [entry for entry in existing if entry.name not in names]
     lines = [
@@ -215,29 +246,33 @@ def _record(settings: Settings, entries: list[CaEntry], root_key: Path | None) -
     ]
     root = _shown(settings, root_key) if root_key else kept_root
     if root:
-        lines.append(f"root_key_file = {json.dumps(root)}")
+        lines.append(f"root_key_file = {_toml_string(root)}")
     for entry in (*kept, *entries):
         lines.append(_toml_table(entry))
-    temporary = path.with_suffix(".tmp")
-    write_private(temporary, ("\n".join(lines) + "\n").encode("utf-8"))
-    temporary.replace(path)
+    write_private(path, ("\n".join(lines) + "\n").encode("utf-8"), replace=True)
+
+
+def _toml_string(value: str) -> str:
+    """A TOML basic string. JSON's escapes are TOML's, but not its \\uD83D\\uDD11 pairs for
+    characters beyond U+FFFF (TOML wants scalar values): those stay as they are, in UTF-8."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _toml_table(entry: CaEntry) -> str:
-    """One `[[authorities]]` table (JSON strings are valid TOML basic strings)."""
+    """One `[[authorities]]` table."""
     key = _file_key(entry.key)
     fields = [
         "",
         "[[authorities]]",
-        f"name = {json.dumps(entry.name)}",
-        f"label = {json.dumps(entry.est_label)}",
-        f"certificate = {json.dumps(entry.certificate)}",
-        f"chain = {json.dumps(entry.chain)}",
-        f'key = {{ kind = "file", path = {json.dumps(key.path)}, '
-        f"passphrase_file = {json.dumps(key.passphrase_file)} }}",
+        f"name = {_toml_string(entry.name)}",
+        f"label = {_toml_string(entry.est_label)}",
+        f"certificate = {_toml_string(entry.certificate)}",
+        f"chain = {_toml_string(entry.chain)}",
+        f'key = {{ kind = "file", path = {_toml_string(key.path)}, '
+        f"passphrase_file = {_toml_string(key.passphrase_file)} }}",
         f"default = {'true' if entry.default else 'false'}",
         f"retired = {'true' if entry.retired else 'false'}",
-        f"profiles = {json.dumps(list(entry.profiles))}",
+        f"profiles = [{', '.join(_toml_string(profile) for profile in entry.profiles)}]",
     ]
     return "\n".join(fields)
 

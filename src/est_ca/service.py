@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import structlog
 from cryptography import x509
@@ -49,6 +49,7 @@ from est_ca.config import (
 )
 from est_ca.errors import ConfigurationError
 from est_ca.keyfiles import load_key
+from est_ca.metrics import CrlFacts, Metrics
 from est_ca.private_files import refuse_exposed
 from est_ca.registration.codes import SecretHasher
 from est_ca.registration.enrollment import RegistrationAuthority
@@ -91,6 +92,7 @@ class Service:
     ca: CertificateAuthority | None = None
     authority: RegistrationAuthority | None = None
     publishing: RevocationPublishing | None = None
+    metrics: Metrics = dataclasses.field(default_factory=Metrics)
 
     @classmethod
     async def open(
@@ -147,6 +149,8 @@ class Service:
             await store.close()
             raise
         workers = Workers(default_threads())
+        metrics = Metrics()
+        metrics.watch_workers(lambda: workers.pending)
         window = dt.timedelta(seconds=settings.limits.failure_window_seconds)
         guard = SourceGuard(
             throttle=FailureThrottle(
@@ -193,11 +197,13 @@ class Service:
                 guard=guard,
                 admission=Admission(settings.limits.max_concurrent_enrollments),
                 revocations=revocations,
+                metrics=metrics,
             )
             publishing = _revocation_publishing(
                 settings, publication, files, ca, root, others, store, clock, workers
             )
             revocations.on_revocation(publishing.revoked)
+            metrics.watch_crls(_crl_facts(publishing), clock.now)
         return cls(
             settings=settings,
             clock=clock,
@@ -221,6 +227,7 @@ class Service:
             ca=ca,
             authority=authority,
             publishing=publishing,
+            metrics=metrics,
         )
 
     def ca_certificates(self) -> list[x509.Certificate]:
@@ -297,6 +304,7 @@ class Service:
             current,
             served,
             supplied,
+            lambda ca: _require_profiles_fit(ca, self.profiles, current.profiles),
         )
         async with self.store.write() as tx:
             await tx.append_audit(
@@ -389,6 +397,25 @@ class Service:
             _log.exception("the last refusal summaries could not be recorded")
         self.workers.close()
         await self.store.close()
+
+
+def _crl_facts(publishing: RevocationPublishing) -> Callable[[], list[CrlFacts]]:
+    """The published CRLs as the metrics show them; entries counted once per CRL number."""
+    counted: dict[tuple[str, int], int] = {}
+
+    def read() -> list[CrlFacts]:
+        facts = []
+        for issuer in publishing.issuers:
+            crl = publishing.crls.current(issuer.key_id)
+            if crl is None:
+                continue
+            key = (issuer.key_id, crl.number)
+            if key not in counted:
+                counted[key] = len(x509.load_der_x509_crl(crl.der))
+            facts.append(CrlFacts(issuer.name, crl.this_update, counted[key]))
+        return facts
+
+    return read
 
 
 def _issuing_key_id(files: ServiceFiles) -> KeyId:

@@ -38,10 +38,16 @@ class Workers:
             max_workers=self.threads, thread_name_prefix="est-ca-cpu"
         )
         self._processes: concurrent.futures.ProcessPoolExecutor | None = None
+        # Submitted and not finished (the metrics' queue depth); changed on the loop only.
+        self.pending = 0
 
     async def run(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: function(*args, **kwargs))
+        self.pending += 1
+        try:
+            return await loop.run_in_executor(self._pool, lambda: function(*args, **kwargs))
+        finally:
+            self.pending -= 1
 
     async def run_in_process(self, function: Callable[..., R], *args: object) -> R:
         """For work that holds the GIL for long (large CRLs): a separate process, started on

@@ -115,6 +115,37 @@ async def test_an_order_shows_its_code_once_and_can_be_cancelled(admin: AdminSet
     assert again.headers["Content-Type"].startswith("application/problem+json")
 
 
+async def test_an_order_names_its_ca_label_and_an_unknown_label_is_a_problem_on_that_field(
+    admin: AdminSetup,
+) -> None:
+    identity = (
+        await admin.api.call("POST", "/identities", token=admin.admin_token, json_body=USER)
+    ).body
+    default = await admin.api.call(
+        "POST", "/orders", token=admin.admin_token, json_body={"identity_id": identity["id"]}
+    )
+    assert default.status == 201
+    assert default.body["ca_label"] == "issuing"
+    named = await admin.api.call(
+        "POST",
+        "/orders",
+        token=admin.admin_token,
+        json_body={"identity_id": identity["id"], "ca_label": "issuing"},
+    )
+    assert named.status == 201
+    assert named.body["ca_label"] == "issuing"
+    unknown = await admin.api.call(
+        "POST",
+        "/orders",
+        token=admin.admin_token,
+        json_body={"identity_id": identity["id"], "ca_label": "staging"},
+    )
+    assert unknown.status == 400
+    assert unknown.headers["Content-Type"].startswith("application/problem+json")
+    assert "no CA label 'staging'" in unknown.body["detail"]
+    assert unknown.body["field"] == "ca_label"
+
+
 async def test_a_locked_order_is_unlocked(admin: AdminSetup, keys: KeyPool) -> None:
     _, placed = await ordered_user(admin)
     assert admin.service.authority is not None

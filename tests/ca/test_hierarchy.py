@@ -12,7 +12,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from est_ca.ca.hierarchy import HierarchyFiles, generate_demo_hierarchy
+from est_ca.ca.hierarchy import HierarchyFiles, build_issuing, generate_demo_hierarchy
+from est_ca.ca.publication import Publication
+from est_ca.ca.signing import KeyFileSigner
 from tests.conftest import CaMaterial
 
 
@@ -68,3 +70,24 @@ def test_generation_never_overwrites_existing_material(ca_material: CaMaterial) 
             dt.datetime.now(dt.UTC),
             ca_material.publication,
         )
+
+
+def test_an_issuing_ca_made_late_in_the_roots_life_ends_with_the_root(
+    ca_material: CaMaterial,
+) -> None:
+    """A rollover five years before the root's end: the new issuing CA (ten years otherwise)
+    stops with its root, so nothing it issues outlives what relying parties anchor on."""
+    root = load(ca_material.hierarchy.root_cert)
+    signer = KeyFileSigner.load(
+        ca_material.hierarchy.root_key, ca_material.passphrase.read_bytes().strip()
+    )
+    base = "http://127.0.0.1:1"
+    issuing = build_issuing(
+        rsa.generate_private_key(public_exponent=65537, key_size=3072).public_key(),
+        root,
+        signer,
+        root.not_valid_after_utc - dt.timedelta(days=5 * 365),
+        Publication(base_url=base, name_registration_authority=base),
+        3,
+    )
+    assert issuing.not_valid_after_utc <= root.not_valid_after_utc

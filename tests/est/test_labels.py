@@ -3,6 +3,7 @@ over real TLS with curl; the unlabelled path is the default CA (issue 12, item 3
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from est_ca.ca.authority import issuer_key_id, key_identifier
 from est_ca.ca.certificates import KeyId
 from est_ca.ca.hierarchy import HierarchyFiles
 from est_ca.clock import SettableClock
-from est_ca.config import load_settings, shipped_config_dir
+from est_ca.config import Settings, load_settings, shipped_config_dir
 from est_ca.errors import BadRequest, ConfigurationError
 from est_ca.registration.orders import OrderStatus
 from est_ca.server import Server
@@ -372,3 +373,113 @@ async def test_strongswan_pki_reads_a_labels_chain_and_enrolls_under_it(
     assert enrolled.returncode == 0, pki_report(enrolled)
     certificate = x509.load_pem_x509_certificate(enrolled.stdout)
     assert issuer_key_id(certificate) == _key_id(second_hierarchy.issuing_cert)
+
+
+async def test_a_renewal_under_a_label_that_no_longer_issues_its_profile_is_forbidden(
+    tmp_path: Path,
+    ca_material: CaMaterial,
+    second_hierarchy: HierarchyFiles,
+    clock: SettableClock,
+    keys: KeyPool,
+) -> None:
+    """A user certificate issued under "test" while it issued every profile does not renew
+    there once the operator restricted "test" to system certificates (as an order would not)."""
+    config = tmp_path / "cas.toml"
+
+    def configure(profiles: list[str]) -> Settings:
+        config.write_text(
+            authority_entry("prod", ca_material.hierarchy, ca_material.passphrase, default=True)
+            + authority_entry(
+                "test", second_hierarchy, ca_material.passphrase, default=False, profiles=profiles
+            )
+        )
+        return load_settings(config, {}, authorities_overrides(tmp_path, ca_material))
+
+    service = await with_test_organisations(
+        await Service.open(configure([]), clock=clock, create=True)
+    )
+    server = Server(service)
+    await server.start("127.0.0.1", 0, service.settings.service.http_port)
+    try:
+        placed = await new_order(service, await new_user(service), ca_label="test")
+        status, text, issued = await _enroll(
+            server,
+            "test/simpleenroll",
+            await _csr(keys, tmp_path, 1),
+            "-u",
+            ":".join(credentials(placed)),
+            ca_material=ca_material,
+        )
+        assert status == 200, text
+    finally:
+        await server.stop()
+        await service.close()
+    current = tmp_path / "current.pem"
+    current.write_bytes(pem(issued))
+    renewal_csr = tmp_path / "renewal.b64"
+    renewal_csr.write_bytes(
+        await openssl("base64", input=await rekey_request(current, keys.rsa(1).path))
+    )
+    service = await Service.open(configure(["system"]), clock=clock, create=True)
+    server = Server(service)
+    await server.start("127.0.0.1", 0, service.settings.service.http_port)
+    try:
+        status, text, renewed = await _enroll(
+            server,
+            "test/simplereenroll",
+            renewal_csr,
+            "--cert",
+            current,
+            "--key",
+            keys.rsa(1).path,
+            ca_material=ca_material,
+        )
+    finally:
+        await server.stop()
+        await service.close()
+    assert status == 403, [c.subject.rfc4514_string() for c in renewed]
+    assert "no longer issues profile 'user'" in text
+
+
+async def test_a_certificate_enrolling_under_a_label_claims_its_identitys_order_for_that_label(
+    server: Server,
+    service: Service,
+    ca_material: CaMaterial,
+    second_hierarchy: HierarchyFiles,
+    keys: KeyPool,
+    tmp_path: Path,
+    clock: SettableClock,
+) -> None:
+    """The identity has an older order for "prod" and a newer one for "test": simpleenroll
+    under "test" with its certificate takes the "test" order, not the older one."""
+    system = await new_system(service)
+    first = await new_order(service, system, ca_label="test")
+    _, _, issued = await _enroll(
+        server,
+        "test/simpleenroll",
+        await _csr(keys, tmp_path, 0),
+        "-u",
+        ":".join(credentials(first)),
+        ca_material=ca_material,
+    )
+    current = tmp_path / "current.pem"
+    current.write_bytes(pem(issued))
+    older = await new_order(service, system, ca_label="prod")
+    clock.advance(dt.timedelta(seconds=1))
+    newer = await new_order(service, system, ca_label="test")
+    status, text, enrolled = await _enroll(
+        server,
+        "test/simpleenroll",
+        await _csr(keys, tmp_path, 1),
+        "--cert",
+        current,
+        "--key",
+        keys.rsa(0).path,
+        ca_material=ca_material,
+    )
+    assert status == 200, text
+    assert issuer_key_id(enrolled[0]) == _key_id(second_hierarchy.issuing_cert)
+    assert (await service.registry.get_order(newer.order.reference)).status is (
+        OrderStatus.CONSUMED
+    )
+    assert (await service.registry.get_order(older.order.reference)).status is (OrderStatus.PENDING)

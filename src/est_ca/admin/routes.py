@@ -19,7 +19,7 @@ from aiohttp import hdrs, web
 from yarl import URL
 
 from est_ca.admin import openapi
-from est_ca.admin.access import Principal
+from est_ca.admin.access import Principal, Scope
 from est_ca.admin.service import Administration
 from est_ca.admin.tokens import Tokens
 from est_ca.admin.views import (
@@ -39,6 +39,7 @@ from est_ca.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
+from est_ca.metrics import EXPOSITION_TYPE
 from est_ca.registration import codes, importing
 from est_ca.registration.identities import IdentityStatus, IdentityType, check_cvr
 from est_ca.registration.importing import ImportFormat
@@ -47,7 +48,7 @@ from est_ca.registration.organisations import OrganisationStatus
 from est_ca.registration.registry import Registry
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.web.inputs import peer_certificate, read_body
-from est_ca.web.middleware import MAX_BODY_BYTES
+from est_ca.web.middleware import MAX_BODY_BYTES, METRICS
 
 PREFIX = "/admin/v1"
 PROBLEM = "application/problem+json"
@@ -674,6 +675,14 @@ async def ready(request: web.Request) -> web.Response:
     )
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition, to a principal with the read scope (never the public port)."""
+    _me(request).require(Scope.READ)
+    return web.Response(
+        body=request.app[METRICS].exposition(), headers={"Content-Type": EXPOSITION_TYPE}
+    )
+
+
 async def openapi_document(request: web.Request) -> web.Response:
     return web.json_response(openapi.document())
 
@@ -683,6 +692,7 @@ def add_routes(app: web.Application) -> None:
     routes.add_get(f"{PREFIX}/health", health)
     routes.add_get(f"{PREFIX}/ready", ready)
     routes.add_get(f"{PREFIX}/openapi.json", openapi_document)
+    routes.add_get(f"{PREFIX}/metrics", metrics)
     routes.add_get(f"{PREFIX}/organisations", list_organisations)
     routes.add_post(f"{PREFIX}/organisations", create_organisation)
     routes.add_post(f"{PREFIX}/organisations/import", import_organisations)

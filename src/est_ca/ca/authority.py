@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from est_ca.ca.certificates import KeyId
 from est_ca.ca.signing import Signer
@@ -59,7 +60,7 @@ class CertificateAuthority:
         for parent in self.chain:
             try:
                 child.verify_directly_issued_by(parent)
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, InvalidSignature) as exc:
                 raise ConfigurationError(
                     f"the CA chain is broken: {child.subject.rfc4514_string()} is not issued by "
                     f"{parent.subject.rfc4514_string()}"

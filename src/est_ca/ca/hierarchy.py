@@ -134,7 +134,10 @@ def build_issuing(
         .public_key(public_key)
         .serial_number(Serial.random().value)
         .not_valid_before(now)
-        .not_valid_after(now + ISSUING_VALIDITY - dt.timedelta(seconds=1))
+        # Never past its root (a rollover late in the root's life).
+        .not_valid_after(
+            min(now + ISSUING_VALIDITY - dt.timedelta(seconds=1), root.not_valid_after_utc)
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski),

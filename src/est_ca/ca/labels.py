@@ -59,7 +59,8 @@ class CaLabels:
         for label in self.labels:
             if label.name == wanted:
                 return label
-        raise NotFound(f"no CA label {wanted!r} here; labels served: {', '.join(self.names)}")
+        shown = wanted if len(wanted) <= 64 else wanted[:64] + "..."
+        raise NotFound(f"no CA label {shown!r} here; labels served: {', '.join(self.names)}")
 
 
 @dataclasses.dataclass(frozen=True)

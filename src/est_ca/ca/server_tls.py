@@ -138,7 +138,11 @@ def why_reissue(
         return "another issuer"
     if public_key_der(certificate.public_key()) != public_key_der(key.public_key()):
         return "key mismatch"
-    if certificate.not_valid_after_utc - now < SERVICE_TLS_RENEW_BEFORE:
+    # Due, unless it already ends with the CA: a new one could not last longer.
+    if (
+        certificate.not_valid_after_utc - now < SERVICE_TLS_RENEW_BEFORE
+        and certificate.not_valid_after_utc < ca.certificate.not_valid_after_utc
+    ):
         return "due"
     try:
         present = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)

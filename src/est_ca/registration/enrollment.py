@@ -76,6 +76,7 @@ from est_ca.errors import (
     OrderLocked,
     Unauthenticated,
 )
+from est_ca.metrics import Metrics
 from est_ca.registration import codes
 from est_ca.registration.codes import SecretHasher
 from est_ca.registration.identities import Identity
@@ -158,6 +159,7 @@ class RegistrationAuthority:
         guard: SourceGuard,
         admission: Admission,
         revocations: Revocations,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -170,6 +172,7 @@ class RegistrationAuthority:
         self._guard = guard
         self._admission = admission
         self._revocations = revocations
+        self._metrics = metrics
         self._timing = TimingPad()
         # Every CA certificate a client certificate of ours chains to (TLS trusts these).
         self.trusted = tuple(trusted_certificates(labelled))
@@ -228,8 +231,16 @@ class RegistrationAuthority:
 
         async def authenticate() -> tuple[Order, Identity]:
             client = await self.authenticate_certificate(client_certificate_der)
+            wanted = self.labelled(label).label.name
             async with self._store.read() as tx:
-                order = await tx.find_claimable_order(client.identity.id, self._clock.now())
+                order = await tx.find_claimable_order(
+                    client.identity.id,
+                    self._clock.now(),
+                    wanted,
+                    or_unlabelled=wanted == self.labels.default,
+                )
+                if order is None:  # one for another label: work() says which label it is for
+                    order = await tx.find_claimable_order(client.identity.id, self._clock.now())
             if order is None:
                 raise NoPendingOrder(
                     "no pending order for this identity: an administrator must place one "
@@ -275,6 +286,11 @@ class RegistrationAuthority:
                     "this certificate was not issued under the CA label "
                     f"{labelled.label.name!r}; renew it under its own label"
                     + self._label_hint(client.record.issuer_key_id)
+                )
+            if not labelled.label.allows(client.record.profile):
+                raise NotEntitled(
+                    f"the CA label {labelled.label.name!r} no longer issues profile "
+                    f"{client.record.profile!r}"
                 )
             profile = self._profile(client.record.profile)
             checked = await self._check_csr(csr_der, profile, client.identity)
@@ -501,7 +517,12 @@ class RegistrationAuthority:
         revoked: list[CertificateRecord] = []
         try:
             # Step 2: build, check the draft, sign (off the event loop).
+            started = time.perf_counter()
             certificate = await self._workers.run(issuer.produce, request)
+            if self._metrics is not None:
+                self._metrics.issuance.labels(labelled.label.name).observe(
+                    time.perf_counter() - started
+                )
             # Step 3: check everything again under the locks, record, consume the order.
             async with self._store.write() as tx:
                 await self._require_active(tx, identity, during_issuance=True)
@@ -552,6 +573,11 @@ class RegistrationAuthority:
             raise
         if revoked:
             self._revocations.notify()
+        if self._metrics is not None:
+            operation = "reenroll" if renewal_of is not None else "enroll"
+            self._metrics.enrollments.labels(
+                operation, "issued", profile.name, labelled.label.name
+            ).inc()
         return certificate
 
     async def _redeliver_order(
@@ -591,6 +617,9 @@ class RegistrationAuthority:
         """A certificate issued before, handed out again to a retry (its response was lost):
         audited as certificate.redelivered, never signed again."""
         assert record.der is not None
+        if self._metrics is not None:
+            operation = "reenroll" if details else "enroll"
+            self._metrics.enrollments.labels(operation, "redelivered", record.profile, "-").inc()
         await tx.append_audit(
             AuditEvent(
                 action="certificate.redelivered",
@@ -771,6 +800,9 @@ class RegistrationAuthority:
         if isinstance(error, CredentialsMissing):
             _log.info(f"{action}.challenged", source=actor.source)
             return
+        if self._metrics is not None:
+            self._metrics.enrollments.labels(action, "refused", "-", "-").inc()
+            self._metrics.refusals.labels(action, type(error).__name__).inc()
         counts = isinstance(error, _AUTHENTICATION_FAILURES)
         await self._guard.refused(
             AuditEvent(

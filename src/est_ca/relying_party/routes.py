@@ -20,7 +20,7 @@ from est_ca.errors import Unavailable
 from est_ca.revocation.ocsp import OcspAnswer, malformed_response
 from est_ca.revocation.publishing import RevocationPublishing
 from est_ca.web.inputs import read_body, require_content_type
-from est_ca.web.middleware import MAX_BODY_BYTES
+from est_ca.web.middleware import MAX_BODY_BYTES, METRICS
 
 OCSP_REQUEST = "application/ocsp-request"
 OCSP_RESPONSE = "application/ocsp-response"
@@ -86,6 +86,9 @@ async def crl(request: web.Request) -> web.StreamResponse:
 
 
 def _render(request: web.Request, answer: OcspAnswer) -> web.Response:
+    metrics = request.app.get(METRICS)
+    if metrics is not None:
+        metrics.count_ocsp(answer.der)
     headers: dict[str, str] = {hdrs.CONTENT_TYPE: OCSP_RESPONSE}
     if (
         answer.cacheable

@@ -41,6 +41,7 @@ from sqlalchemy import (
     event,
     func,
     literal,
+    or_,
     select,
     text,
     update,
@@ -147,7 +148,11 @@ class Store:
             self._writer = _sqlite_engine(url, immediate=True)
             self._reader = _sqlite_engine(url, immediate=False)
         else:
-            self._writer = create_async_engine(url, pool_size=10, max_overflow=10)
+            # pool_pre_ping: a connection the database dropped (a restart, a failover) is
+            # replaced at checkout instead of failing the request that drew it.
+            self._writer = create_async_engine(
+                url, pool_size=10, max_overflow=10, pool_pre_ping=True
+            )
             self._reader = self._writer
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
 
@@ -696,18 +701,30 @@ class StoreTx:
         )
         return result.rowcount == 1
 
-    async def find_claimable_order(self, identity_id: uuid.UUID, now: dt.datetime) -> Order | None:
-        """The oldest order of the identity that an enrollment could consume now."""
-        result = await self._conn.execute(
-            select(ORDERS)
-            .where(
-                ORDERS.c.identity_id == identity_id,
-                ORDERS.c.status == str(OrderStatus.PENDING),
-                ORDERS.c.locked_at.is_(None),
-                ORDERS.c.expires_at > now,
+    async def find_claimable_order(
+        self,
+        identity_id: uuid.UUID,
+        now: dt.datetime,
+        ca_label: str | None = None,
+        *,
+        or_unlabelled: bool = False,
+    ) -> Order | None:
+        """The oldest order of the identity that an enrollment could consume now; with
+        `ca_label`, the oldest for that label (`or_unlabelled`: or naming none, as orders placed
+        before labels existed, which are the default label's)."""
+        conditions = [
+            ORDERS.c.identity_id == identity_id,
+            ORDERS.c.status == str(OrderStatus.PENDING),
+            ORDERS.c.locked_at.is_(None),
+            ORDERS.c.expires_at > now,
+        ]
+        if ca_label is not None:
+            labelled = ORDERS.c.ca_label == ca_label
+            conditions.append(
+                or_(labelled, ORDERS.c.ca_label.is_(None)) if or_unlabelled else labelled
             )
-            .order_by(ORDERS.c.created_at, ORDERS.c.id)
-            .limit(1)
+        result = await self._conn.execute(
+            select(ORDERS).where(*conditions).order_by(ORDERS.c.created_at, ORDERS.c.id).limit(1)
         )
         row = result.one_or_none()
         return _order(row) if row is not None else None

@@ -16,7 +16,14 @@ from est_ca.est import wire
 from est_ca.relying_party import routes as relying_party
 from est_ca.service import Service
 from est_ca.web import inputs
-from est_ca.web.middleware import MAX_BODY_BYTES, RENDER_ERROR, Handler, request_context
+from est_ca.web.middleware import (
+    LISTENER,
+    MAX_BODY_BYTES,
+    METRICS,
+    RENDER_ERROR,
+    Handler,
+    request_context,
+)
 
 # aiohttp's own cap for request.read(); our readers enforce the configured one first.
 _AIOHTTP_BODY_CAP = 1024 * 1024
@@ -26,6 +33,7 @@ def est_app(service: Service) -> web.Application:
     if service.authority is None or service.ca is None:
         raise ValueError("the EST application needs the service opened with its CA")
     app = web.Application(middlewares=[request_context], client_max_size=_AIOHTTP_BODY_CAP)
+    _measured(app, service, "est")
     app[MAX_BODY_BYTES] = service.settings.service.max_body_bytes
     app[inputs.REQUEST_TIMEOUT] = float(service.settings.limits.request_timeout_seconds)
     app[est_routes.MAX_CSR_BYTES] = service.settings.service.max_body_bytes
@@ -45,6 +53,11 @@ def est_app(service: Service) -> web.Application:
     app[RENDER_ERROR] = wire.render_error
     est_routes.add_routes(app)
     return app
+
+
+def _measured(app: web.Application, service: Service, listener: str) -> None:
+    app[METRICS] = service.metrics
+    app[LISTENER] = listener
 
 
 async def _est_needs_https(request: web.Request) -> web.Response:
@@ -74,6 +87,7 @@ def admin_app(service: Service) -> web.Application:
         client_max_size=_AIOHTTP_BODY_CAP,
     )
     app[RENDER_ERROR] = admin_routes.problem
+    _measured(app, service, "admin")
     app[MAX_BODY_BYTES] = service.settings.service.max_body_bytes
     app[inputs.REQUEST_TIMEOUT] = float(service.settings.limits.request_timeout_seconds)
     app[admin_routes.IMPORT_MAX_BYTES] = service.settings.admin.import_max_bytes
@@ -96,6 +110,7 @@ def plain_http_app(service: Service) -> web.Application:
     app = web.Application(middlewares=[request_context], client_max_size=_AIOHTTP_BODY_CAP)
     app[MAX_BODY_BYTES] = service.settings.service.max_body_bytes
     app[inputs.REQUEST_TIMEOUT] = float(service.settings.limits.request_timeout_seconds)
+    _measured(app, service, "http")
     app[relying_party.PUBLISHING] = service.publishing
     app[relying_party.CLOCK] = service.clock
     app[relying_party.MAX_AGE] = service.settings.revocation.http_max_age_seconds

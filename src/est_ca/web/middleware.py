@@ -13,6 +13,7 @@ import structlog
 from aiohttp import web
 
 from est_ca.errors import EstCaError
+from est_ca.metrics import Metrics
 from est_ca.web.errors import headers_for, status_for
 
 _log = structlog.get_logger("est_ca.http")
@@ -22,6 +23,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ErrorRenderer = Callable[[int, str, dict[str, str], EstCaError | None], web.Response]
 REQUEST_ID_HEADER = "X-Request-Id"
 MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
+# Where requests are counted and timed (metrics.py), and the listener's name in them.
+METRICS = web.AppKey("metrics", Metrics)
+LISTENER = web.AppKey("listener", str)
+# Exceptions from these packages are the database failing, not a bug of ours.
+_DATABASE_PACKAGES = frozenset({"sqlalchemy", "asyncpg", "aiosqlite", "sqlite3"})
+DATABASE_RETRY_AFTER = 5
 RENDER_ERROR: web.AppKey[ErrorRenderer] = web.AppKey("render_error")
 
 
@@ -59,6 +66,18 @@ def describe(exc: web.HTTPException, request: web.Request) -> str:
     return exc.reason
 
 
+def _observe(request: web.Request, status: int, seconds: float) -> None:
+    metrics = request.app.get(METRICS)
+    if metrics is None:
+        return
+    listener = request.app.get(LISTENER, "-")
+    route = request.match_info.route.resource
+    endpoint = route.canonical if route is not None else "unmatched"
+    metrics.requests.labels(listener, endpoint, request.method, str(status)).observe(seconds)
+    if status in (429, 503):
+        metrics.throttled.labels(listener, str(status)).inc()
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = secrets.token_hex(8)
@@ -73,9 +92,27 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         except web.HTTPException as exc:
             kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
             response = render(exc.status, describe(exc, request), kept, None)
-        except Exception:
-            _log.exception("unhandled error", method=request.method, path=request.path)
-            response = render(500, f"internal error; quote request id {request_id}", {}, None)
+        except Exception as exc:
+            if type(exc).__module__.split(".")[0] in _DATABASE_PACKAGES:
+                # The database is down or failing over: a temporary condition, not our bug.
+                _log.error(
+                    "database unavailable",
+                    method=request.method,
+                    path=request.path,
+                    error=type(exc).__name__,
+                )
+                metrics = request.app.get(METRICS)
+                if metrics is not None:
+                    metrics.database_errors.inc()
+                response = render(
+                    503,
+                    "the database is unavailable; try again shortly",
+                    {"Retry-After": str(DATABASE_RETRY_AFTER)},
+                    None,
+                )
+            else:
+                _log.exception("unhandled error", method=request.method, path=request.path)
+                response = render(500, f"internal error; quote request id {request_id}", {}, None)
         response.headers[REQUEST_ID_HEADER] = request_id
         _log.info(
             "request",
@@ -85,6 +122,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             ms=round((time.perf_counter() - started) * 1000, 1),
             peer=request.remote,
         )
+        _observe(request, response.status, time.perf_counter() - started)
         return response
     finally:
         structlog.contextvars.unbind_contextvars("request_id")
