@@ -161,10 +161,18 @@ async def service(
 
 
 async def _enroll(
-    server: Server, service: Service, ca_material: CaMaterial, token_ca: TokenCa, csr: Path
+    server: Server,
+    service: Service,
+    ca_material: CaMaterial,
+    token_ca: TokenCa,
+    csr: Path,
+    order: tuple[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    identity = await new_system(service)
-    reference, code = credentials(await new_order(service, identity, profile=token_ca.profile))
+    """simpleenroll with curl, for a new system identity's order (or the order given)."""
+    if order is None:
+        identity = await new_system(service)
+        order = credentials(await new_order(service, identity, profile=token_ca.profile))
+    reference, code = order
     response = await curl_est(
         server,
         "simpleenroll",
@@ -290,7 +298,10 @@ async def test_without_the_token_enrollment_is_503_and_readiness_false_until_it_
     away = softhsm.tokens.with_name("tokens-away")
     shutil.move(softhsm.tokens, away)
     try:
-        status, headers, body = await _enroll(server, service, ca_material, token_ca, csr)
+        order = credentials(
+            await new_order(service, await new_system(service), profile=token_ca.profile)
+        )
+        status, headers, body = await _enroll(server, service, ca_material, token_ca, csr, order)
         assert status == 503, body
         assert int(headers["retry-after"]) >= 1
         assert service.readiness()["signing_keys"] is False
@@ -308,7 +319,8 @@ async def test_without_the_token_enrollment_is_503_and_readiness_false_until_it_
             break
         await asyncio.sleep(0.2)
     assert service.readiness()["signing_keys"] is True
-    status, _, body = await _enroll(server, service, ca_material, token_ca, csr)
+    # The client retries with the same order, as Retry-After tells it to: the 503 kept it.
+    status, _, body = await _enroll(server, service, ca_material, token_ca, csr, order)
     assert status == 200, body
     _assert_no_pin(log_output.getvalue(), body)
 
