@@ -6,7 +6,9 @@ import dataclasses
 import datetime as dt
 import os
 import secrets
+import shutil
 import socket
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -245,3 +247,57 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url = request.getfixturevalue("postgres_url")
     assert isinstance(url, str)
     return url
+
+
+# The token PIN of the SoftHSM2 fixture: distinctive, so a test can search every log line,
+# audit event and error body for it.
+TOKEN_PIN = "pin-5c1e-93af"
+_SOFTHSM_MODULES = (
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SoftHsm:
+    """A real SoftHSM2 token for the test session: its configuration, token directory, module,
+    label and a 0600 PIN file. `SOFTHSM2_CONF` points at it for this process and its children."""
+
+    conf: Path
+    tokens: Path
+    module: str
+    pin_file: Path
+    token: str = "est-ca"
+
+    def key_table(self, label: str) -> str:
+        """The `key = { kind = "pkcs11", ... }` line of an `[[authorities]]` entry."""
+        return (
+            f'key = {{ kind = "pkcs11", module = "{self.module}", token = "{self.token}", '
+            f'label = "{label}", pin_file = "{self.pin_file}" }}\n'
+        )
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory: pytest.TempPathFactory) -> SoftHsm:
+    util = shutil.which("softhsm2-util")
+    module = next((path for path in _SOFTHSM_MODULES if Path(path).is_file()), None)
+    if util is None or module is None:
+        message = "SoftHSM2 is not installed (Debian: softhsm2); these tests use a real token"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    directory = tmp_path_factory.mktemp("softhsm")
+    tokens = directory / "tokens"
+    tokens.mkdir()
+    conf = directory / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\n")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    subprocess.run(
+        [util, "--init-token", "--free", "--label", "est-ca", "--pin", TOKEN_PIN,
+         "--so-pin", "so-pin-5678"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    pin_file = directory / "pin"
+    write_private(pin_file, f"{TOKEN_PIN}\n".encode())
+    return SoftHsm(conf=conf, tokens=tokens, module=module, pin_file=pin_file)

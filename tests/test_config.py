@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from est_ca.config import FileKeyRef, load_settings
+from est_ca.config import FileKeyRef, Pkcs11KeyRef, load_settings, token_key
 from est_ca.errors import ConfigurationError
 
 
@@ -119,11 +119,38 @@ def test_a_listed_authority_is_typed_and_becomes_the_configured_ca(tmp_path: Pat
     assert settings.ca.generate_demo is False
 
 
-def test_a_pkcs11_key_is_refused_as_not_supported_yet(tmp_path: Path) -> None:
+def _with_key(key: str) -> str:
     file_key = ONE_CA.split("\n")[5]
     assert file_key.startswith('key = { kind = "file"')
-    text = ONE_CA.replace(file_key, 'key = { kind = "pkcs11", uri = "pkcs11:token=ca;object=ca" }')
-    with pytest.raises(ConfigurationError, match="'pkcs11' is not supported yet"):
+    return ONE_CA.replace(file_key, key)
+
+
+def test_a_pkcs11_key_names_module_token_label_and_where_the_pin_is(tmp_path: Path) -> None:
+    text = _with_key(
+        'key = { kind = "pkcs11", module = "/usr/lib/softhsm/libsofthsm2.so", '
+        'token = "est-ca", label = "issuing-2026", pin_env = "EST_CA_TOKEN_PIN" }'
+    )
+    settings = load_settings(_authorities(tmp_path, text))
+    assert settings.authorities[0].key == Pkcs11KeyRef(
+        module="/usr/lib/softhsm/libsofthsm2.so",
+        token="est-ca",
+        label="issuing-2026",
+        pin_env="EST_CA_TOKEN_PIN",
+    )
+    assert token_key(settings) == settings.authorities[0].key
+    assert settings.ca.key_file == ""
+
+
+@pytest.mark.parametrize(
+    "pin", ["", 'pin_file = "/etc/est-ca/pin", pin_env = "PIN"'], ids=["none", "both"]
+)
+def test_a_pkcs11_key_needs_exactly_one_pin_source(tmp_path: Path, pin: str) -> None:
+    text = _with_key(
+        'key = { kind = "pkcs11", module = "/m.so", token = "t", label = "l"'
+        + (f", {pin}" if pin else "")
+        + " }"
+    )
+    with pytest.raises(ConfigurationError, match=r"exactly one of key\.pin_file or key\.pin_env"):
         load_settings(_authorities(tmp_path, text))
 
 

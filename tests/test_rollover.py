@@ -280,7 +280,7 @@ def _issuing_signed_by(
     key = key or rsa.generate_private_key(public_exponent=65537, key_size=3072)
     base = "http://127.0.0.1:1"
     certificate = build_issuing(
-        key,
+        key.public_key(),
         root,
         root_signer,
         dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1),

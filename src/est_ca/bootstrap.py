@@ -12,6 +12,7 @@ then checks that no other user can read the data directory or a secret (`secret_
 from __future__ import annotations
 
 import dataclasses
+import os
 import secrets
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from sqlalchemy.engine import make_url
 from est_ca.ca.hierarchy import HierarchyFiles, generate_demo_hierarchy
 from est_ca.ca.publication import Publication
 from est_ca.clock import Clock
-from est_ca.config import Settings
+from est_ca.config import Settings, token_key
 from est_ca.errors import ConfigurationError, NoCertificateAuthority
 from est_ca.keyfiles import create_key
 from est_ca.private_files import create_private, refuse_exposed, write_private
@@ -33,7 +34,8 @@ _log = structlog.get_logger(__name__)
 class ServiceFiles:
     ca_cert: Path
     ca_chain: Path
-    ca_key: Path
+    # None when the CA key lives on a PKCS#11 token (`config.token_key`).
+    ca_key: Path | None
     ca_key_passphrase: Path | None
     # The root's key, when the service may sign with it (root CRL, OCSP about the issuing CA).
     root_key: Path | None
@@ -50,6 +52,15 @@ class ServiceFiles:
     audit_key_created: bool = False
     # This start generated the demo CA hierarchy.
     demo_created: bool = False
+    # The environment variable holding the CA key's passphrase, if configured (wins).
+    ca_key_passphrase_env: str = ""
+
+    def ca_passphrase(self) -> bytes | None:
+        """The CA key's (and the root's, the responders') passphrase: from the environment
+        variable when one is named, else from the passphrase file, else none."""
+        if self.ca_key_passphrase_env:
+            return passphrase_from_environment(self.ca_key_passphrase_env)
+        return read_passphrase(self.ca_key_passphrase) if self.ca_key_passphrase else None
 
 
 def secret_paths(settings: Settings, files: ServiceFiles) -> list[Path]:
@@ -123,8 +134,9 @@ def prepare_files(
     if settings.ca.cert_file:
         ca_cert = settings.data_path(settings.ca.cert_file, "")
         ca_chain = settings.data_path(settings.ca.chain_file, "")
-        ca_key = settings.data_path(settings.ca.key_file, "")
-        if not (settings.ca.chain_file and settings.ca.key_file):
+        on_token = token_key(settings) is not None
+        ca_key = None if on_token else settings.data_path(settings.ca.key_file, "")
+        if not (settings.ca.chain_file and (settings.ca.key_file or on_token)):
             raise ConfigurationError("ca.cert_file needs ca.chain_file and ca.key_file as well")
         passphrase = (
             settings.data_path(settings.ca.key_passphrase_file, "")
@@ -187,6 +199,7 @@ def prepare_files(
         ocsp_dir=settings.data_dir / "ocsp",
         hmac_key=settings.data_path(settings.secrets.hmac_key_file, "secrets/hmac.key"),
         audit_key=settings.data_path(settings.secrets.audit_key_file, "secrets/audit.key"),
+        ca_key_passphrase_env=settings.ca.key_passphrase_env,
     )
     if create:
         create_key(files.hmac_key)
@@ -217,6 +230,14 @@ def _generate_demo(
         write_private(passphrase_file, (secrets.token_urlsafe(32) + "\n").encode("ascii"))
     _log.info("generating the demo CA hierarchy (Test - not for production)")
     generate_demo_hierarchy(hierarchy, read_passphrase(passphrase_file), clock.now(), publication)
+
+
+def passphrase_from_environment(name: str) -> bytes:
+    """A key's passphrase from the environment variable `name` (never a command line)."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise ConfigurationError(f"the environment variable {name} (a key passphrase) is empty")
+    return value.encode()
 
 
 def read_passphrase(path: Path) -> bytes:

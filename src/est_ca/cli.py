@@ -44,6 +44,7 @@ from est_ca.audit import Actor
 from est_ca.bootstrap import shown_database_url
 from est_ca.ca.authority import key_identifier
 from est_ca.ca.certificates import CertificateStatus, KeyId, Serial
+from est_ca.ca.pkcs11_signer import TOKEN_KEY_TYPES, generate_token_key, read_pin
 from est_ca.config import Settings, load_settings
 from est_ca.errors import (
     BadRequest,
@@ -906,6 +907,24 @@ def _parser() -> argparse.ArgumentParser:
     output(rollover)
     rollover.set_defaults(run=ca_rollover)
 
+    key = commands.add_parser("key", help="CA keys").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    kgenerate = key.add_parser(
+        "generate",
+        help="generate a CA key on a PKCS#11 token (sensitive, never extractable); prints its "
+        "public key and the [[authorities]] key reference",
+    )
+    kgenerate.add_argument("--kind", choices=["pkcs11"], required=True)
+    kgenerate.add_argument("--module", required=True, help="the PKCS#11 module (shared library)")
+    kgenerate.add_argument("--token", required=True, help="the token's label")
+    kgenerate.add_argument("--label", required=True, help="the new key's label")
+    kgenerate.add_argument("--type", choices=TOKEN_KEY_TYPES, default="rsa3072", dest="key_type")
+    pin = kgenerate.add_mutually_exclusive_group(required=True)
+    pin.add_argument("--pin-file", help="the file holding the token's user PIN")
+    pin.add_argument("--pin-env", help="the environment variable holding the user PIN")
+    kgenerate.set_defaults(run=key_generate)
+
     db = commands.add_parser("db", help="database").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
@@ -1010,9 +1029,35 @@ def _say_where(settings: Settings) -> None:
     )
 
 
+def key_generate(args: argparse.Namespace) -> int:
+    """A key made on the token, never leaving it: the PIN from a file or the environment (a
+    command-line PIN would show in every process listing)."""
+    pin = read_pin(pin_file=args.pin_file, pin_env=args.pin_env, environ=os.environ)
+    public_key = generate_token_key(
+        module=args.module, token=args.token, label=args.label, pin=pin, key_type=args.key_type
+    )
+    where = f'pin_file = "{args.pin_file}"' if args.pin_file else f'pin_env = "{args.pin_env}"'
+    print(
+        public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode(),
+        end="",
+    )
+    key_id = x509.SubjectKeyIdentifier.from_public_key(public_key).digest.hex()
+    print(f"subjectKeyIdentifier: {key_id}")
+    print(
+        "in [[authorities]]: key = { "
+        f'kind = "pkcs11", module = "{args.module}", token = "{args.token}", '
+        f'label = "{args.label}", {where} }}'
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "key":  # the token alone: no settings, no CA, no database
+            return int(args.run(args))
         settings = _settings(args)
         if args.verbose:
             _say_where(settings)

@@ -86,23 +86,43 @@ class CaSettings:
     chain_file: str
     key_file: str
     key_passphrase_file: str
+    key_passphrase_env: str
     root_key_file: str
     generate_demo: bool
 
 
 @dataclasses.dataclass(frozen=True)
 class FileKeyRef:
-    """A CA key in an encrypted PEM file, its passphrase in another (relative: under data_dir)."""
+    """A CA key in an encrypted PEM file, its passphrase in another (relative: under data_dir)
+    or in an environment variable (`passphrase_env`, which wins)."""
 
     path: str
     passphrase_file: str = ""
+    passphrase_env: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
 class Pkcs11KeyRef:
-    """A CA key on a PKCS#11 token: recognised so a configuration naming one is refused clearly."""
+    """A CA key on a PKCS#11 token (ca/pkcs11_signer.py): the module (shared library), the
+    token's label and the key's label. The user PIN comes from a file (relative: under
+    data_dir) or an environment variable, exactly one of them; never from a command line."""
 
-    uri: str
+    module: str
+    token: str
+    label: str
+    pin_file: str = ""
+    pin_env: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenRef:
+    """A PKCS#11 token the service makes keys on (the OCSP responders' `responder_token`):
+    module, token label, and the PIN from a file or an environment variable."""
+
+    module: str
+    token: str
+    pin_file: str = ""
+    pin_env: str = ""
 
 
 KeyRef = FileKeyRef | Pkcs11KeyRef
@@ -133,6 +153,9 @@ class CaEntry:
     profiles: tuple[str, ...] = ()
     label: str = ""
     retired: bool = False
+    # Where its OCSP responder keys are made (a new one per responder certificate); None:
+    # encrypted key files under <data_dir>/ocsp.
+    responder_token: TokenRef | None = None
 
     @property
     def est_label(self) -> str:
@@ -303,12 +326,24 @@ def _with_listed_authority(settings: Settings) -> Settings:
             raise ConfigurationError(f"authority name {entry.name!r} is used twice")
         if not (entry.certificate and entry.chain):
             raise ConfigurationError(f"authority {entry.name!r} needs certificate and chain")
-        if isinstance(entry.key, Pkcs11KeyRef):
+        token = entry.responder_token
+        if token is not None and bool(token.pin_file) == bool(token.pin_env):
             raise ConfigurationError(
-                f"authority {entry.name!r}: key kind 'pkcs11' is not supported yet; "
-                'use kind = "file"'
+                f"authority {entry.name!r}: give the responder token's PIN by exactly one of "
+                "responder_token.pin_file or responder_token.pin_env"
             )
-        if not entry.key.path:
+        if isinstance(entry.key, Pkcs11KeyRef):
+            key = entry.key
+            if not (key.module and key.token and key.label):
+                raise ConfigurationError(
+                    f"authority {entry.name!r}: a pkcs11 key needs module, token and label"
+                )
+            if bool(key.pin_file) == bool(key.pin_env):
+                raise ConfigurationError(
+                    f"authority {entry.name!r}: give the token PIN by exactly one of "
+                    "key.pin_file or key.pin_env"
+                )
+        elif not entry.key.path:
             raise ConfigurationError(f"authority {entry.name!r} needs key.path")
         if entry.retired and entry.default:
             raise ConfigurationError(
@@ -326,17 +361,29 @@ def _with_listed_authority(settings: Settings) -> Settings:
     if len(defaults) != 1:
         raise ConfigurationError("exactly one authority must be marked default = true")
     chosen = defaults[0]
-    assert isinstance(chosen.key, FileKeyRef)  # pkcs11 refused above
     ca = CaSettings(
         cert_file=chosen.certificate,
         chain_file=chosen.chain,
-        key_file=chosen.key.path,
-        key_passphrase_file=chosen.key.passphrase_file,
+        # A token key has no file: `token_key` names it (bootstrap.py, service.py).
+        key_file=chosen.key.path if isinstance(chosen.key, FileKeyRef) else "",
+        key_passphrase_file=chosen.key.passphrase_file
+        if isinstance(chosen.key, FileKeyRef)
+        else "",
+        key_passphrase_env=chosen.key.passphrase_env if isinstance(chosen.key, FileKeyRef) else "",
         # The hierarchy's root key, when the service holds it (the demo's after a rollover).
         root_key_file=settings.ca.root_key_file,
         generate_demo=False,
     )
     return dataclasses.replace(settings, ca=ca)
+
+
+def token_key(settings: Settings) -> Pkcs11KeyRef | None:
+    """The default listed CA's key when it lives on a PKCS#11 token (it then has no key file)."""
+    active = [entry for entry in settings.authorities if not entry.retired]
+    for entry in active:
+        if (entry.default or len(active) == 1) and isinstance(entry.key, Pkcs11KeyRef):
+            return entry.key
+    return None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -416,6 +463,8 @@ def from_mapping(cls: type[T], raw: Mapping[str, Any], prefix: str) -> T:
 def _coerce(kind: Any, value: Any, name: str) -> Any:
     if kind == KeyRef:
         return _key_ref(value, name)
+    if kind == (TokenRef | None):
+        return _coerce(TokenRef, value, name)  # TOML has no null: present means a table
     if dataclasses.is_dataclass(kind) and isinstance(kind, type):
         if not isinstance(value, Mapping):
             raise ConfigurationError(f"setting {name!r} must be a table")

@@ -118,6 +118,7 @@ def _with_files(
     if entry.certificate:
         root = settings.data_path(settings.ca.root_key_file, "") if entry.default else None
         return entry, root if root and settings.ca.root_key_file else None
+    assert files.ca_key is not None  # the `[ca]` section's key is a file
     named = dataclasses.replace(
         entry,
         certificate=_shown(settings, files.ca_cert),
@@ -159,7 +160,9 @@ def _generate(
     directory = settings.data_dir / "ca" / name
     directory.mkdir(mode=0o700, parents=True, exist_ok=False)
     key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
-    certificate = build_issuing(key, root, root_signer, clock.now(), publication, number)
+    certificate = build_issuing(
+        key.public_key(), root, root_signer, clock.now(), publication, number
+    )
     write_private_key(directory / "issuing.key", key, passphrase)
     (directory / "issuing.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     (directory / "issuing-chain.pem").write_bytes(

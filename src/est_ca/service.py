@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 
 import structlog
 from cryptography import x509
@@ -19,19 +20,33 @@ from est_ca.admin.service import Administration
 from est_ca.admin.tokens import Tokens
 from est_ca.audit import Actor, AuditEvent, AuditSeal, Outcome
 from est_ca.audit_trail import AuditTrail
-from est_ca.bootstrap import ServiceFiles, prepare_files, read_passphrase
+from est_ca.bootstrap import (
+    ServiceFiles,
+    passphrase_from_environment,
+    prepare_files,
+    read_passphrase,
+)
 from est_ca.ca import publication as publication_paths
 from est_ca.ca.authority import CertificateAuthority, key_identifier
 from est_ca.ca.certificates import KeyId
 from est_ca.ca.hierarchy import CA_SIGNATURE, EE_SIGNATURE
 from est_ca.ca.issuer import Issuer
 from est_ca.ca.labels import CaLabel, CaLabels, LabelledCa
+from est_ca.ca.pkcs11_signer import Pkcs11Signer, TokenKeys, TokenPin, read_pin
 from est_ca.ca.profiles import ProfileCatalogue
 from est_ca.ca.publication import Publication
 from est_ca.ca.server_tls import service_names
-from est_ca.ca.signing import KeyFileSigner, SignatureScheme
+from est_ca.ca.signing import KeyFileSigner, SignatureScheme, Signer
 from est_ca.clock import Clock, SystemClock
-from est_ca.config import CaEntry, FileKeyRef, Settings
+from est_ca.config import (
+    CaEntry,
+    FileKeyRef,
+    KeyRef,
+    Pkcs11KeyRef,
+    Settings,
+    TokenRef,
+    token_key,
+)
 from est_ca.errors import ConfigurationError
 from est_ca.keyfiles import load_key
 from est_ca.metrics import CrlFacts, Metrics
@@ -49,7 +64,7 @@ from est_ca.rollover import Rollover, SuppliedCa, label_entry, roll_over
 from est_ca.store.store import Store
 from est_ca.throttle import Admission, FailureThrottle, SourceGuard
 from est_ca.tls_files import ensure_service_certificate
-from est_ca.workers import Workers
+from est_ca.workers import Workers, default_threads
 
 _log = structlog.get_logger(__name__)
 MAINTENANCE_INTERVAL = dt.timedelta(seconds=5)
@@ -101,7 +116,11 @@ class Service:
         # of `serve`, other services in tests and tools).
         files = await asyncio.to_thread(prepare_files, settings, clock, publication, create=create)
         allowed = default_entry(settings, publication).profiles
-        ca = await asyncio.to_thread(_load_ca, files, profiles, allowed) if with_ca else None
+        ca = (
+            await asyncio.to_thread(_load_ca, settings, files, profiles, allowed)
+            if with_ca
+            else None
+        )
         root = await asyncio.to_thread(_load_root, files, ca) if ca is not None else None
         # The other listed CAs: each served (CRL, OCSP) and enrolled with under its label.
         others = await asyncio.to_thread(_load_listed, settings, profiles) if ca is not None else ()
@@ -129,7 +148,7 @@ class Service:
         except BaseException:
             await store.close()
             raise
-        workers = Workers()
+        workers = Workers(default_threads())
         metrics = Metrics()
         metrics.watch_workers(lambda: workers.pending)
         window = dt.timedelta(seconds=settings.limits.failure_window_seconds)
@@ -314,16 +333,32 @@ class Service:
         return await self.store.schema_revision()
 
     def readiness(self) -> dict[str, bool]:
-        """What must be true before this instance takes traffic (the database is asked apart)."""
+        """What must be true before this instance takes traffic (the database is asked apart):
+        `signing_keys` is false while a CA key's token is unavailable."""
         if self.publishing is None:
             return {"ca": self.ca is not None}
         return {
             "ca": self.ca is not None,
+            "signing_keys": all(signer.available for signer in self._signers()),
             "crls": all(
                 self.publishing.crls.current(issuer.key_id) is not None
                 for issuer in self.publishing.issuers
             ),
         }
+
+    def _signers(self) -> Iterator[Signer]:
+        if self.publishing is not None:
+            for issuer in self.publishing.issuers:
+                yield issuer.ca.signer
+        elif self.ca is not None:
+            yield self.ca.signer
+
+    async def probe_signers(self) -> None:
+        """Try each unavailable token key once: readiness recovers when its token is back,
+        without waiting for a request to sign."""
+        for signer in self._signers():
+            if isinstance(signer, Pkcs11Signer) and not signer.available:
+                await self.workers.run(signer.probe)
 
     async def recover(self) -> None:
         """Release what enrollments that died mid-issuance left behind (see enrollment.py)."""
@@ -341,6 +376,7 @@ class Service:
         """One round of the periodic work of a serving instance: predecessors whose renewal's
         grace period is over are revoked, refusal summaries whose window closed written, and
         what imports that died half way staged removed."""
+        await self.probe_signers()
         await self.revocations.revoke_superseded()
         await self.guard.flush()
         await self.registry.remove_stale_imports(STALE_IMPORT)
@@ -456,7 +492,7 @@ def _revocation_publishing(
             for entry, other in others
         ),
     ]
-    passphrase = read_passphrase(files.ca_key_passphrase) if files.ca_key_passphrase else None
+    passphrase = files.ca_passphrase()
     if root is not None:
         root_validity = dt.timedelta(days=revocation.root_crl_validity_days)
         issuers.append(
@@ -470,9 +506,16 @@ def _revocation_publishing(
                 lists_subscribers=False,
             )
         )
+    entries = [default_entry(settings, publication), *(entry for entry, _ in others)]
+    tokens = {
+        entry.name: _token_keys(settings, entry.responder_token)
+        for entry in entries
+        if entry.responder_token is not None
+    }
     keepers = [
         ResponderKeeper(
             issuer=issuer,
+            token_keys=tokens.get(issuer.name),
             store=store,
             clock=clock,
             workers=workers,
@@ -505,7 +548,7 @@ def _load_root(files: ServiceFiles, ca: CertificateAuthority) -> CertificateAuth
     certificate about the issuing CA. Blocking (decrypts the key): run it on a thread."""
     if files.root_key is None:
         return None
-    passphrase = read_passphrase(files.ca_key_passphrase) if files.ca_key_passphrase else None
+    passphrase = files.ca_passphrase()
     signer = KeyFileSigner.load(files.root_key, passphrase)
     return CertificateAuthority(certificate=ca.root, chain=(), signer=signer)
 
@@ -521,13 +564,7 @@ def _load_listed(
     for entry in listed:
         if entry in active and (entry.default or len(active) == 1):
             continue
-        assert isinstance(entry.key, FileKeyRef)  # config.py refuses the others
-        key = settings.data_path(entry.key.path, "")
-        secret = (
-            settings.data_path(entry.key.passphrase_file, "") if entry.key.passphrase_file else None
-        )
-        refuse_exposed([path for path in (key, secret) if path is not None])
-        signer = KeyFileSigner.load(key, read_passphrase(secret) if secret else None)
+        signer = signer_for(settings, entry.key)
         certificate = settings.data_path(entry.certificate, "")
         chain = settings.data_path(entry.chain, "")
         ca = CertificateAuthority.load(certificate, chain, signer)
@@ -598,12 +635,59 @@ def _require_profiles_fit(
             )
 
 
+def _pin(settings: Settings, pin_file: str, pin_env: str) -> TokenPin:
+    """A token PIN from its file (0600, like every secret file) or environment variable."""
+    path = settings.data_path(pin_file, "") if pin_file else None
+    if path is not None:
+        refuse_exposed([path])
+    return read_pin(
+        pin_file=str(path) if path else None, pin_env=pin_env or None, environ=os.environ
+    )
+
+
+def _token_keys(settings: Settings, token: TokenRef) -> TokenKeys:
+    return TokenKeys(
+        module=token.module,
+        token=token.token,
+        pin=_pin(settings, token.pin_file, token.pin_env),
+        pool_size=default_threads(),
+    )
+
+
+def signer_for(settings: Settings, key: KeyRef) -> Signer:
+    """The `Signer` a key reference names: one branch per key store. Blocking (decrypts a key
+    file, or logs in to a token and reads its public key): run it on a thread.
+
+    A token signer's session pool has one session per worker thread, the most that sign at
+    once. Its PIN and a key file's passphrase come from files no other user may read (or from
+    the environment), never from a command line."""
+    if isinstance(key, Pkcs11KeyRef):
+        return Pkcs11Signer(
+            module=key.module,
+            token=key.token,
+            label=key.label,
+            pin=_pin(settings, key.pin_file, key.pin_env),
+            pool_size=default_threads(),
+        )
+    path = settings.data_path(key.path, "")
+    secret = settings.data_path(key.passphrase_file, "") if key.passphrase_file else None
+    refuse_exposed([p for p in (path, secret) if p is not None])
+    if key.passphrase_env:
+        return KeyFileSigner.load(path, passphrase_from_environment(key.passphrase_env))
+    return KeyFileSigner.load(path, read_passphrase(secret) if secret else None)
+
+
 def _load_ca(
-    files: ServiceFiles, profiles: ProfileCatalogue, allowed: Sequence[str]
+    settings: Settings, files: ServiceFiles, profiles: ProfileCatalogue, allowed: Sequence[str]
 ) -> CertificateAuthority:
     """Blocking (decrypts the key and proves it with a signature): run it on a thread."""
-    passphrase = read_passphrase(files.ca_key_passphrase) if files.ca_key_passphrase else None
-    signer = KeyFileSigner.load(files.ca_key, passphrase)
+    on_token = token_key(settings)
+    if on_token is not None:
+        signer = signer_for(settings, on_token)
+    else:
+        assert files.ca_key is not None
+        passphrase = files.ca_passphrase()
+        signer = KeyFileSigner.load(files.ca_key, passphrase)
     ca = CertificateAuthority.load(files.ca_cert, files.ca_chain, signer)
     _require_profiles_fit(ca, profiles, allowed)
     return ca

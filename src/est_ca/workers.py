@@ -26,10 +26,16 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def default_threads() -> int:
+    """How many worker threads sign at once: also the size of a token signer's session pool."""
+    return max(2, os.cpu_count() or 2)
+
+
 class Workers:
     def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads or default_threads()
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=threads or max(2, os.cpu_count() or 2), thread_name_prefix="est-ca-cpu"
+            max_workers=self.threads, thread_name_prefix="est-ca-cpu"
         )
         self._processes: concurrent.futures.ProcessPoolExecutor | None = None
         # Submitted and not finished (the metrics' queue depth); changed on the loop only.

@@ -268,7 +268,12 @@ async def test_health_and_readiness_need_no_credentials(admin: AdminSetup) -> No
     ready = await admin.api.call("GET", "/ready")
     assert (health.status, health.body) == (200, {"status": "ok"})
     assert ready.status == 200
-    assert ready.body["checks"] == {"ca": True, "crls": True, "database": True}
+    assert ready.body["checks"] == {
+        "ca": True,
+        "signing_keys": True,
+        "crls": True,
+        "database": True,
+    }
 
 
 async def test_an_administrator_certificate_is_enough_to_administer(admin: AdminSetup) -> None:

@@ -83,7 +83,7 @@ def test_an_issuing_ca_made_late_in_the_roots_life_ends_with_the_root(
     )
     base = "http://127.0.0.1:1"
     issuing = build_issuing(
-        rsa.generate_private_key(public_exponent=65537, key_size=3072),
+        rsa.generate_private_key(public_exponent=65537, key_size=3072).public_key(),
         root,
         signer,
         root.not_valid_after_utc - dt.timedelta(days=5 * 365),

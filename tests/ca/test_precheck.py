@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from est_ca.ca.building import IssuanceRequest, certificate_builder
 from est_ca.ca.certificates import CertificateStatus, Serial
 from est_ca.ca.csr_policy import subscriber_key
-from est_ca.ca.precheck import problems
+from est_ca.ca.precheck import (
+    check_responder_draft,
+    crl_problems,
+    problems,
+    responder_problems,
+)
 from est_ca.ca.publication import Publication
-from est_ca.ca.signing import draft_certificate
+from est_ca.ca.signing import SignatureScheme, draft_certificate
+from est_ca.ca.spki import public_key_der
 from est_ca.config import shipped_config_dir
 from est_ca.errors import IssuanceFailed
 from est_ca.registration.orders import OrderState
+from est_ca.revocation.crl import checked_signed_crl, draft_crl_der
+from est_ca.revocation.issuers import ServedIssuer
 from est_ca.service import Service
 from tests.conftest import OpenService
 from tests.helpers import KeyPool, csr_der, make_csr, new_order, new_user
@@ -155,3 +167,79 @@ async def test_a_draft_naming_other_urls_is_caught(service: Service, keys: KeyPo
     assert "authorityInfoAccess must name this service's CA certificate and OCSP URLs" in found
     assert "cRLDistributionPoints must be this service's CRL URL, one full name" in found
     assert "qcStatements must be pkixQCSyntax-v2 with the profile's semantics" in found
+
+
+# -- what else the CA key signs (issue 13, item 2) ---------------------------------------------
+
+
+class _RecordingSigner:
+    """A signer that only counts: the check must stop a bad draft before any signature."""
+
+    def __init__(self, public_key: CertificateIssuerPublicKeyTypes) -> None:
+        self.public_key = public_key
+        self.available = True
+        self.calls = 0
+
+    def sign(self, data: bytes, scheme: SignatureScheme) -> bytes:
+        self.calls += 1
+        raise AssertionError("the CA key was asked to sign a draft that failed its check")
+
+
+def _issuer_with(service: Service, signer: _RecordingSigner) -> ServedIssuer:
+    assert service.publishing is not None
+    issuer = service.publishing.issuers[0]
+    return dataclasses.replace(issuer, ca=dataclasses.replace(issuer.ca, signer=signer))
+
+
+def _draft_crl(issuer: ServedIssuer, number: int) -> bytes:
+    now = dt.datetime.now(dt.UTC)
+    return draft_crl_der(
+        issuer.ca.certificate.public_bytes(serialization.Encoding.DER),
+        b"",
+        number,
+        now,
+        now + dt.timedelta(hours=1),
+        issuer.scheme,
+    )
+
+
+async def test_a_crl_draft_with_another_number_is_caught_before_the_ca_key_signs(
+    service: Service,
+) -> None:
+    assert service.ca is not None
+    signer = _RecordingSigner(service.ca.signer.public_key)
+    issuer = _issuer_with(service, signer)
+    assert crl_problems(_draft_crl(issuer, 7), issuer.ca, issuer.scheme.hash, 7) == []
+    with pytest.raises(IssuanceFailed, match="cRLNumber is not 8"):
+        checked_signed_crl(_draft_crl(issuer, 7), issuer, 8)
+    assert signer.calls == 0
+
+
+async def test_a_responder_draft_without_ocsp_signing_for_another_key_is_caught(
+    service: Service,
+) -> None:
+    assert service.ca is not None
+    responder_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    now = dt.datetime.now(dt.UTC)
+    draft = draft_certificate(
+        x509.CertificateBuilder()
+        .serial_number(1)
+        .issuer_name(service.ca.subject)
+        .subject_name(service.ca.subject)
+        .public_key(responder_key)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1)),
+        _scheme(service),
+    )
+    other_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    found = responder_problems(draft, service.ca, public_key_der(other_key))
+    assert "the public key is not the responder's" in found
+    assert "extendedKeyUsage must be id-kp-OCSPSigning alone" in found
+    assert "id-pkix-ocsp-nocheck is missing" in found
+    with pytest.raises(IssuanceFailed, match="responder certificate check failed"):
+        check_responder_draft(draft, service.ca, public_key_der(responder_key))
+
+
+def _scheme(service: Service) -> SignatureScheme:
+    assert service.publishing is not None
+    return service.publishing.issuers[0].scheme

@@ -74,6 +74,7 @@ def test_the_pss_parameters_are_stated_in_the_certificate(ca_key: rsa.RSAPrivate
 class _BrokenSigner:
     def __init__(self, key: rsa.RSAPrivateKey) -> None:
         self.public_key = key.public_key()
+        self.available = True
 
     def sign(self, data: bytes, scheme: SignatureScheme) -> bytes:
         return b"\x00" * 384

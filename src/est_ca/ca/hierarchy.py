@@ -14,6 +14,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from est_ca.ca.building import authority_information_access, crl_distribution_points
@@ -115,7 +116,7 @@ def build_root(
 
 
 def build_issuing(
-    key: rsa.RSAPrivateKey,
+    public_key: CertificateIssuerPublicKeyTypes,
     root: x509.Certificate,
     root_signer: Signer,
     now: dt.datetime,
@@ -123,13 +124,14 @@ def build_issuing(
     number: int = 1,
 ) -> x509.Certificate:
     """pathLen 0: it issues end-entity certificates only. Its revocation is on the root's CRL.
-    `number` tells the generations of a rollover apart in the subject ("Issuing CA 2")."""
+    `number` tells the generations of a rollover apart in the subject ("Issuing CA 2").
+    Only its public key is needed: the key itself may live on a token."""
     root_ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (
         x509.CertificateBuilder()
         .subject_name(_ca_name(f"{DEMO_ORGANISATION} Issuing CA {number}"))
         .issuer_name(root.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(Serial.random().value)
         .not_valid_before(now)
         # Never past its root (a rollover late in the root's life).
@@ -146,7 +148,7 @@ def build_issuing(
             critical=False,
         )
         .add_extension(crl_distribution_points(publication.root_crl_url), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(_ca_key_usage(), critical=True)
     )
     return signed_with(draft_certificate(builder, CA_SIGNATURE), root_signer, CA_SIGNATURE)
@@ -163,7 +165,9 @@ def generate_demo_hierarchy(
     root_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
     issuing_key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
     root = build_root(root_key, now, publication)
-    issuing = build_issuing(issuing_key, root, KeyFileSigner(root_key), now, publication)
+    issuing = build_issuing(
+        issuing_key.public_key(), root, KeyFileSigner(root_key), now, publication
+    )
     write_private_key(files.root_key, root_key, passphrase)
     write_private_key(files.issuing_key, issuing_key, passphrase)
     files.root_cert.write_bytes(root.public_bytes(serialization.Encoding.PEM))

@@ -9,7 +9,7 @@ from est_ca.ca.building import IssuanceRequest, certificate_builder
 from est_ca.ca.precheck import check_draft
 from est_ca.ca.publication import Publication
 from est_ca.ca.signing import draft_certificate, signed_with
-from est_ca.errors import IssuanceFailed
+from est_ca.errors import IssuanceFailed, Unavailable
 
 
 class Issuer:
@@ -32,5 +32,7 @@ class Issuer:
         check_draft(draft, request, self.ca, self.publication)
         try:
             return signed_with(draft, self.ca.signer, scheme)
+        except Unavailable:
+            raise  # the key's token is away: 503, try again later (the order is kept)
         except Exception as exc:
             raise IssuanceFailed("the CA key failed to sign") from exc

@@ -7,9 +7,15 @@ from the profile's facts, so the two do not share a mistake.
 
 from __future__ import annotations
 
+from asn1crypto import crl as asn1_crl
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID
+from cryptography.x509.oid import (
+    AuthorityInformationAccessOID,
+    ExtendedKeyUsageOID,
+    ExtensionOID,
+    NameOID,
+)
 
 from est_ca.ca.authority import CertificateAuthority
 from est_ca.ca.building import IssuanceRequest
@@ -227,3 +233,83 @@ def check_draft(
     found = problems(draft, request, ca, publication)
     if found:
         raise IssuanceFailed("pre-issuance check failed: " + "; ".join(found))
+
+
+# -- what else the CA key signs: responder certificates and CRLs -----------------------------
+
+
+def responder_problems(
+    draft: x509.Certificate, ca: CertificateAuthority, public_key_spki: bytes
+) -> list[str]:
+    """How a delegated OCSP responder's draft certificate differs from RFC 6960 4.2.2.2 and
+    what this CA promises: issued by this CA, for the responder's key, not a CA, OCSP signing
+    only, id-pkix-ocsp-nocheck, and within the CA's own validity."""
+    found: list[str] = []
+    if draft.issuer.public_bytes() != ca.subject.public_bytes():
+        found.append("issuer differs from the CA's subject")
+    if public_key_der(draft.public_key()) != public_key_spki:
+        found.append("the public key is not the responder's")
+    extensions = {extension.oid: extension.value for extension in draft.extensions}
+    constraints = extensions.get(ExtensionOID.BASIC_CONSTRAINTS)
+    if not isinstance(constraints, x509.BasicConstraints) or constraints.ca:
+        found.append("a responder certificate must say it is not a CA")
+    eku = extensions.get(ExtensionOID.EXTENDED_KEY_USAGE)
+    if not isinstance(eku, x509.ExtendedKeyUsage) or list(eku) != [
+        ExtendedKeyUsageOID.OCSP_SIGNING
+    ]:
+        found.append("extendedKeyUsage must be id-kp-OCSPSigning alone")
+    if ExtensionOID.OCSP_NO_CHECK not in extensions:
+        found.append("id-pkix-ocsp-nocheck is missing")
+    usage = extensions.get(ExtensionOID.KEY_USAGE)
+    if not isinstance(usage, x509.KeyUsage) or usage.key_cert_sign or usage.crl_sign:
+        found.append("keyUsage must not allow certificate or CRL signing")
+    aki = extensions.get(ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
+    if not isinstance(aki, x509.AuthorityKeyIdentifier) or aki.key_identifier != (
+        ca.key_identifier
+    ):
+        found.append("authorityKeyIdentifier is not the CA's key id")
+    if draft.not_valid_after_utc > ca.certificate.not_valid_after_utc:
+        found.append("it would outlive the CA certificate")
+    return found
+
+
+def check_responder_draft(
+    draft: x509.Certificate, ca: CertificateAuthority, public_key_spki: bytes
+) -> None:
+    found = responder_problems(draft, ca, public_key_spki)
+    if found:
+        raise IssuanceFailed("responder certificate check failed: " + "; ".join(found))
+
+
+def crl_problems(
+    draft_der: bytes, ca: CertificateAuthority, hash_name: str, number: int
+) -> list[str]:
+    """How a draft CRL differs from what the CA signs (RFC 5280 5): v2, this CA as issuer
+    (name and AKI), the cRLNumber allocated for it, nextUpdate after thisUpdate, the hash of
+    the CA's scheme. Only the header is read (asn1crypto parses lazily, in Python, so a
+    100,000-entry draft never holds the GIL for long); the entries came from the store."""
+    crl = asn1_crl.CertificateList.load(draft_der)
+    tbs = crl["tbs_cert_list"]
+    found: list[str] = []
+    if tbs["version"].native != "v2":
+        found.append("a CRL with extensions must be v2")
+    if tbs["issuer"].dump() != ca.subject.public_bytes():
+        found.append("issuer differs from the CA's subject")
+    if crl.authority_key_identifier != ca.key_identifier:
+        found.append("authorityKeyIdentifier is not the CA's key id")
+    if crl.crl_number_value is None or crl.crl_number_value.native != number:
+        found.append(f"cRLNumber is not {number}")
+    this_update, next_update = tbs["this_update"].native, tbs["next_update"].native
+    if next_update is None or next_update <= this_update:
+        found.append("nextUpdate must come after thisUpdate")
+    if tbs["signature"].hash_algo != hash_name:
+        found.append("signature hash differs from the CA's scheme")
+    return found
+
+
+def check_crl_draft(
+    draft_der: bytes, ca: CertificateAuthority, hash_name: str, number: int
+) -> None:
+    found = crl_problems(draft_der, ca, hash_name, number)
+    if found:
+        raise IssuanceFailed("CRL check failed: " + "; ".join(found))

@@ -126,10 +126,27 @@ def _throwaway_key(kind: str, bits: int) -> CertificateIssuerPrivateKeyTypes:
 
 
 class Signer(Protocol):
-    """A CA key. Implementations: `KeyFileSigner` now; a PKCS#11 token next."""
+    """A CA key. Implementations: `KeyFileSigner` (an encrypted key file) and
+    `pkcs11_signer.Pkcs11Signer` (a key on a PKCS#11 token).
+
+    The contract every implementation keeps:
+    - `sign` blocks (a private-key operation, or a call to a token): call it on a worker
+      thread, never on the event loop. It is safe to call from several threads at once.
+    - It signs `data` itself (it hashes; callers never pre-hash) under `scheme`, and returns
+      the signature as X.509 carries it in a BIT STRING: RSA octets as they are, ECDSA as the
+      DER Ecdsa-Sig-Value (SEQUENCE of r and s), whatever the backend produced.
+    - A key that cannot sign for now (its token is away) raises `errors.Unavailable`, which
+      callers pass on (503 + Retry-After), and says so in `available` until it signs again.
+    - `public_key` never blocks; no repr shows a secret.
+    """
 
     @property
     def public_key(self) -> CertificateIssuerPublicKeyTypes: ...
+
+    @property
+    def available(self) -> bool:
+        """False while the key cannot sign (readiness reports it)."""
+        ...
 
     def sign(self, data: bytes, scheme: SignatureScheme) -> bytes:
         """Sign `data` (a TBS structure) under `scheme`. Blocks; never call on the event loop."""
@@ -172,6 +189,10 @@ class KeyFileSigner:
     @property
     def public_key(self) -> CertificateIssuerPublicKeyTypes:
         return self._key.public_key()
+
+    @property
+    def available(self) -> bool:
+        return True  # in memory: it cannot go away
 
     def sign(self, data: bytes, scheme: SignatureScheme) -> bytes:
         return scheme.sign(self._key, data)

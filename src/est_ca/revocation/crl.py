@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from est_ca.ca.authority import key_identifier
+from est_ca.ca.precheck import check_crl_draft
 from est_ca.ca.signing import SignatureScheme, draft_crl, signed_crl
 from est_ca.clock import Clock
 from est_ca.revocation.issuers import ServedIssuer
@@ -112,6 +113,13 @@ def build_crl(
         next_update,
         issuer.scheme,
     )
+    return checked_signed_crl(draft, issuer, number)
+
+
+def checked_signed_crl(draft: bytes, issuer: ServedIssuer, number: int) -> bytes:
+    """The draft CRL checked (`precheck.check_crl_draft`), then signed: the CA key signs
+    nothing unchecked. Blocking: run it on a worker thread."""
+    check_crl_draft(draft, issuer.ca, issuer.scheme.hash, number)
     return signed_crl(draft, issuer.ca.signer, issuer.scheme)
 
 
@@ -175,7 +183,7 @@ class CrlPublisher:
             draft = await self._workers.run_in_process(draft_crl_der, *arguments)
         else:
             draft = await self._workers.run(draft_crl_der, *arguments)
-        der = await self._workers.run(signed_crl, draft, issuer.ca.signer, issuer.scheme)
+        der = await self._workers.run(checked_signed_crl, draft, issuer, number)
         crl = PublishedCrl(
             number=number, revision=revision, this_update=now, next_update=next_update, der=der
         )
