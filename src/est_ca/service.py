@@ -86,11 +86,14 @@ class Service:
         with_ca: bool = True,
         check_audit_seal: bool = True,
         create: bool = False,
+        migrate: bool = False,
     ) -> Service:
         """`create` lets this open generate what the embedded default lacks (a demo CA, keys,
         the database): only `serve` and `init` pass it. `check_audit_seal=False` only for
         reading the audit trail whatever its state (`est-ca audit verify` and `export`);
-        everything that writes needs the seal confirmed."""
+        everything that writes needs the seal confirmed. `migrate` brings the schema to the
+        newest revision even with `database.auto_migrate` off: the operator's explicit `init`
+        and `db upgrade` (a cluster's instances start with it off and only check)."""
         clock = clock or SystemClock()
         profiles = ProfileCatalogue.load(settings.profile_dirs)
         publication = publication_of(settings)
@@ -110,7 +113,7 @@ class Service:
             )
         store = Store(settings.database_url, seal=AuditSeal(load_key(files.audit_key)))
         try:
-            await _prepare_schema(store, settings, _issuing_key_id(files))
+            await _prepare_schema(store, settings, _issuing_key_id(files), migrate=migrate)
             if check_audit_seal:
                 await store.anchor_audit(fresh_key=files.audit_key_created)
             if ca is not None and not settings.tls.cert_file:
@@ -361,8 +364,10 @@ def _issuing_key_id(files: ServiceFiles) -> KeyId:
     return KeyId.of(key_identifier(x509.load_pem_x509_certificate(files.ca_cert.read_bytes())))
 
 
-async def _prepare_schema(store: Store, settings: Settings, issuing: KeyId) -> None:
-    if settings.database.auto_migrate:
+async def _prepare_schema(
+    store: Store, settings: Settings, issuing: KeyId, *, migrate: bool = False
+) -> None:
+    if migrate or settings.database.auto_migrate:
         await store.migrate(issuer_key_id=issuing)
         return
     if await store.schema_revision() is None:
