@@ -52,6 +52,7 @@ from est_ca.workers import Workers
 
 _log = structlog.get_logger(__name__)
 MAINTENANCE_INTERVAL = dt.timedelta(seconds=5)
+MAINTENANCE_LEASE = "maintenance"
 # An import still staged after this long belongs to a process that stopped (100,000 rows take
 # well under a minute).
 STALE_IMPORT = dt.timedelta(hours=1)
@@ -336,18 +337,33 @@ class Service:
         """One round of the periodic work of a serving instance: predecessors whose renewal's
         grace period is over are revoked, refusal summaries whose window closed written, and
         what imports that died half way staged removed."""
-        await self.revocations.revoke_superseded()
         await self.guard.flush()
+        await self.maintain_cluster()
+
+    async def maintain_cluster(self) -> None:
+        """The part of `maintain` that one instance does for the whole cluster (the refusal
+        summaries are each instance's own): superseded predecessors revoked, abandoned
+        imports removed, enrollments that died mid-issuance (on any instance) released."""
+        await self.revocations.revoke_superseded()
         await self.registry.remove_stale_imports(STALE_IMPORT)
+        await self.recover()
 
     async def run_maintenance(self, every: dt.timedelta = MAINTENANCE_INTERVAL) -> None:
-        """`maintain` for ever, every `every`; a failed round is logged and retried."""
-        while True:
-            await asyncio.sleep(every.total_seconds())
-            try:
-                await self.maintain()
-            except Exception:  # the loop must outlive any one failure
-                _log.exception("maintenance round failed")
+        """`maintain` for ever, every `every`; a failed round is logged and retried. The
+        cluster's share runs only in the instance holding the maintenance lease, which
+        another instance takes over within a round when the holder dies (`Store.lease`)."""
+        lease = self.store.lease(MAINTENANCE_LEASE)
+        try:
+            while True:
+                await asyncio.sleep(every.total_seconds())
+                try:
+                    await self.guard.flush()
+                    if await lease.held():
+                        await self.maintain_cluster()
+                except Exception:  # the loop must outlive any one failure
+                    _log.exception("maintenance round failed")
+        finally:
+            await lease.release()
 
     async def close(self) -> None:
         try:
@@ -475,6 +491,7 @@ def _revocation_publishing(
             validity=dt.timedelta(hours=settings.ocsp.response_validity_hours),
         ),
         poll=dt.timedelta(seconds=revocation.poll_seconds),
+        listen=revocation.listen,
     )
 
 
