@@ -229,7 +229,7 @@ async def running_cluster(
 ) -> AsyncIterator[list[Instance]]:
     """`count` instances on `database_url` (an empty database: `est-ca init` makes the
     schema), started together and ready; stopped (SIGTERM) at the end."""
-    (directory / "shared").mkdir(mode=0o700, exist_ok=True)
+    (directory / "shared").mkdir(mode=0o700, parents=True, exist_ok=True)
     instances = []
     for index in range(count):
         name = f"instance-{chr(ord('a') + index)}"
