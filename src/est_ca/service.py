@@ -347,6 +347,7 @@ class Service:
         await self.revocations.revoke_superseded()
         await self.registry.remove_stale_imports(STALE_IMPORT)
         await self.recover()
+        await self.guard.forget_old_failures()
 
     async def run_maintenance(self, every: dt.timedelta = MAINTENANCE_INTERVAL) -> None:
         """`maintain` for ever, every `every`; a failed round is logged and retried. The

@@ -92,6 +92,7 @@ from est_ca.store.schema import (
     OrganisationRow,
     RevocationStateRow,
     ServiceCertificateRow,
+    SourceFailureRow,
     SubscriberKeyRow,
     UtcDateTime,
 )
@@ -114,6 +115,7 @@ AUDIT_EVENTS = cast(Table, AuditEventRow.__table__)
 AUDIT_CHAIN = cast(Table, AuditChainRow.__table__)
 API_TOKENS = cast(Table, ApiTokenRow.__table__)
 SUBSCRIBER_KEYS = cast(Table, SubscriberKeyRow.__table__)
+SOURCE_FAILURES = cast(Table, SourceFailureRow.__table__)
 # Certificates that exist for someone: a reservation may still become one; abandoned never will.
 _CERTIFYING = (
     str(CertificateStatus.RESERVED),
@@ -1337,6 +1339,29 @@ class StoreTx:
             )
         )
         return result.rowcount == 1
+
+    # -- failed authentications by source (every instance's throttle counts them all) --------
+
+    async def record_source_failure(self, source: str, at: dt.datetime) -> None:
+        await self._conn.execute(SOURCE_FAILURES.insert().values(source=source, at=at))
+
+    async def source_failures(
+        self, source: str, since: dt.datetime, limit: int
+    ) -> list[dt.datetime]:
+        """When `source` failed after `since`: the newest `limit` times, oldest first."""
+        result = await self._conn.execute(
+            select(SOURCE_FAILURES.c.at)
+            .where(SOURCE_FAILURES.c.source == source, SOURCE_FAILURES.c.at > since)
+            .order_by(SOURCE_FAILURES.c.at.desc())
+            .limit(limit)
+        )
+        return sorted(row.at for row in result)
+
+    async def forget_source_failures(self, before: dt.datetime) -> int:
+        result = await self._conn.execute(
+            SOURCE_FAILURES.delete().where(SOURCE_FAILURES.c.at <= before)
+        )
+        return int(result.rowcount)
 
     # -- OCSP responders ----------------------------------------------------------------------
 
