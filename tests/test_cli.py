@@ -397,6 +397,27 @@ def test_init_creates_a_ca_the_other_commands_then_find(tmp_path: Path) -> None:
     assert run_est_ca("identity", "list", cwd=tmp_path).stdout.strip() == "(none)"
 
 
+def test_with_auto_migrate_off_init_and_db_upgrade_make_the_schema_other_commands_refuse(
+    tmp_path: Path,
+) -> None:
+    """A cluster's instances start with auto_migrate off; the operator's `init` and
+    `db upgrade` are what migrate (before, both refused an empty database)."""
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("EST_CA_")},
+        "EST_CA_DATABASE_AUTO_MIGRATE": "false",
+    }
+    created = run_est_ca("init", cwd=tmp_path, environment=environment)
+    assert created.returncode == 0, created.stderr
+    upgraded = run_est_ca("db", "upgrade", cwd=tmp_path, environment=environment)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert "database schema at revision" in upgraded.stdout
+    assert run_est_ca("identity", "list", cwd=tmp_path, environment=environment).returncode == 0
+    (tmp_path / "est-ca-data" / "est-ca.db").write_bytes(b"")  # an empty database
+    refused = run_est_ca("identity", "list", cwd=tmp_path, environment=environment)
+    assert refused.returncode != 0
+    assert "est-ca db upgrade" in refused.stderr
+
+
 def test_a_command_given_the_data_dir_works_from_any_directory(est_ca: Any, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

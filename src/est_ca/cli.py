@@ -672,7 +672,7 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser(
         "init", help="create a CA in the data directory (a demo CA unless one is configured)"
-    ).set_defaults(run=init, creates=True, json=False)
+    ).set_defaults(run=init, creates=True, migrates=True, json=False)
     status_command = commands.add_parser(
         "status", help="data dir, database, CA certificates, listeners and counts"
     )
@@ -929,7 +929,7 @@ def _parser() -> argparse.ArgumentParser:
         dest="action", required=True, metavar="ACTION"
     )
     db.add_parser("upgrade", help="migrate the schema to the newest revision").set_defaults(
-        run=db_upgrade
+        run=db_upgrade, migrates=True
     )
     return parser
 
@@ -964,6 +964,7 @@ async def _run_admin(settings: Settings, command: Command, args: argparse.Namesp
         with_ca=getattr(args, "creates", False),
         create=getattr(args, "creates", False),
         check_audit_seal=not getattr(args, "reads_audit_only", False),
+        migrate=getattr(args, "migrates", False),
     )
     try:
         return await command(service, args)

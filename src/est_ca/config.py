@@ -175,6 +175,7 @@ class RevocationSettings:
     crl_refresh_hours: int
     root_crl_validity_days: int
     poll_seconds: int
+    listen: bool
     http_max_age_seconds: int
 
 

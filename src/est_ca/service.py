@@ -68,6 +68,7 @@ from est_ca.workers import Workers, default_threads
 
 _log = structlog.get_logger(__name__)
 MAINTENANCE_INTERVAL = dt.timedelta(seconds=5)
+MAINTENANCE_LEASE = "maintenance"
 # An import still staged after this long belongs to a process that stopped (100,000 rows take
 # well under a minute).
 STALE_IMPORT = dt.timedelta(hours=1)
@@ -103,11 +104,14 @@ class Service:
         with_ca: bool = True,
         check_audit_seal: bool = True,
         create: bool = False,
+        migrate: bool = False,
     ) -> Service:
         """`create` lets this open generate what the embedded default lacks (a demo CA, keys,
         the database): only `serve` and `init` pass it. `check_audit_seal=False` only for
         reading the audit trail whatever its state (`est-ca audit verify` and `export`);
-        everything that writes needs the seal confirmed."""
+        everything that writes needs the seal confirmed. `migrate` brings the schema to the
+        newest revision even with `database.auto_migrate` off: the operator's explicit `init`
+        and `db upgrade` (a cluster's instances start with it off and only check)."""
         clock = clock or SystemClock()
         profiles = ProfileCatalogue.load(settings.profile_dirs)
         publication = publication_of(settings)
@@ -131,7 +135,7 @@ class Service:
             )
         store = Store(settings.database_url, seal=AuditSeal(load_key(files.audit_key)))
         try:
-            await _prepare_schema(store, settings, _issuing_key_id(files))
+            await _prepare_schema(store, settings, _issuing_key_id(files), migrate=migrate)
             if check_audit_seal:
                 await store.anchor_audit(fresh_key=files.audit_key_created)
             if ca is not None and not settings.tls.cert_file:
@@ -377,18 +381,35 @@ class Service:
         grace period is over are revoked, refusal summaries whose window closed written, and
         what imports that died half way staged removed."""
         await self.probe_signers()
-        await self.revocations.revoke_superseded()
         await self.guard.flush()
+        await self.maintain_cluster()
+
+    async def maintain_cluster(self) -> None:
+        """The part of `maintain` that one instance does for the whole cluster (the refusal
+        summaries are each instance's own): superseded predecessors revoked, abandoned
+        imports removed, enrollments that died mid-issuance (on any instance) released."""
+        await self.revocations.revoke_superseded()
         await self.registry.remove_stale_imports(STALE_IMPORT)
+        await self.recover()
+        await self.guard.forget_old_failures()
 
     async def run_maintenance(self, every: dt.timedelta = MAINTENANCE_INTERVAL) -> None:
-        """`maintain` for ever, every `every`; a failed round is logged and retried."""
-        while True:
-            await asyncio.sleep(every.total_seconds())
-            try:
-                await self.maintain()
-            except Exception:  # the loop must outlive any one failure
-                _log.exception("maintenance round failed")
+        """`maintain` for ever, every `every`; a failed round is logged and retried. The
+        cluster's share runs only in the instance holding the maintenance lease, which
+        another instance takes over within a round when the holder dies (`Store.lease`)."""
+        lease = self.store.lease(MAINTENANCE_LEASE)
+        try:
+            while True:
+                await asyncio.sleep(every.total_seconds())
+                try:
+                    await self.probe_signers()  # each instance's own token sessions
+                    await self.guard.flush()
+                    if await lease.held():
+                        await self.maintain_cluster()
+                except Exception:  # the loop must outlive any one failure
+                    _log.exception("maintenance round failed")
+        finally:
+            await lease.release()
 
     async def close(self) -> None:
         try:
@@ -424,8 +445,10 @@ def _issuing_key_id(files: ServiceFiles) -> KeyId:
     return KeyId.of(key_identifier(x509.load_pem_x509_certificate(files.ca_cert.read_bytes())))
 
 
-async def _prepare_schema(store: Store, settings: Settings, issuing: KeyId) -> None:
-    if settings.database.auto_migrate:
+async def _prepare_schema(
+    store: Store, settings: Settings, issuing: KeyId, *, migrate: bool = False
+) -> None:
+    if migrate or settings.database.auto_migrate:
         await store.migrate(issuer_key_id=issuing)
         return
     if await store.schema_revision() is None:
@@ -540,6 +563,7 @@ def _revocation_publishing(
             validity=dt.timedelta(hours=settings.ocsp.response_validity_hours),
         ),
         poll=dt.timedelta(seconds=revocation.poll_seconds),
+        listen=revocation.listen,
     )
 
 

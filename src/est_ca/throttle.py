@@ -4,7 +4,9 @@
 source over the limit gets 429 with Retry-After until its oldest failure leaves the window,
 while every other source goes on as before. It complements the per-order lock (five wrong
 codes lock an order): the lock protects one order, the throttle stops one address from trying
-many. It is per instance; behind a load balancer each instance counts for itself.
+many. On PostgreSQL (several instances) `SourceGuard` also keeps each failure in the database
+and counts those of every instance: a source cannot multiply its tries by the instances
+behind a load balancer. On SQLite (one process) the memory of this one is the whole count.
 
 `Admission` bounds the enrollment work in progress: beyond the bound a request is refused at
 once with 503 and Retry-After, so an overload sheds load instead of queueing without end.
@@ -53,11 +55,23 @@ class FailureThrottle:
             del self._failures[source]
         return failures
 
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def window(self) -> dt.timedelta:
+        return self._window
+
     def check(self, source: str | None) -> None:
         """Raise RateLimited while `source` is over its limit."""
         if source is None:
             return
-        failures = self._recent(source)
+        self.refuse_over_limit(list(self._recent(source)))
+
+    def refuse_over_limit(self, failures: list[dt.datetime]) -> None:
+        """Raise RateLimited when `failures` (times within the window, oldest first) reach the
+        limit; Retry-After says when the oldest that counts leaves the window."""
         if len(failures) >= self._limit:
             wait = failures[-self._limit] + self._window - self._clock.now()
             seconds = max(1, int(wait.total_seconds()) + 1)
@@ -150,16 +164,44 @@ class SourceGuard:
             collections.OrderedDict()
         )
 
-    def check(self, source: str | None) -> None:
-        """Refuse (429) a source that failed too often; before any other work is done."""
+    async def check(self, source: str | None) -> None:
+        """Refuse (429) a source that failed too often; before any other work is done. First
+        by this instance's own count (no database), then, on PostgreSQL, by every instance's."""
         self.throttle.check(source)
+        if source is None or self._store.is_sqlite:
+            return
+        async with self._store.read() as tx:
+            failures = await tx.source_failures(
+                source, self._clock.now() - self.throttle.window, self.throttle.limit
+            )
+        self.throttle.refuse_over_limit(failures)
+
+    async def _count_failure(self, source: str | None) -> bool:
+        """Count a failed authentication; True when it is the one that reaches the limit."""
+        reached = self.throttle.record(source)
+        if source is None or self._store.is_sqlite:
+            return reached
+        now = self._clock.now()
+        async with self._store.write() as tx:
+            await tx.record_source_failure(source, now)
+            failures = await tx.source_failures(
+                source, now - self.throttle.window, self.throttle.limit + 1
+            )
+        return len(failures) == self.throttle.limit
+
+    async def forget_old_failures(self) -> int:
+        """Remove the failures that left the window (one instance does it for the cluster)."""
+        if self._store.is_sqlite:
+            return 0
+        async with self._store.write() as tx:
+            return await tx.forget_source_failures(self._clock.now() - self.throttle.window)
 
     async def refused(self, event: AuditEvent, *, counts: bool) -> None:
         """Record a refusal. `counts`: it was a failed authentication (wrong or malformed
         credentials), which counts against the source; the one that reaches the limit is
         recorded as `source.throttled`."""
         source = event.actor.source
-        if counts and self.throttle.record(source):
+        if counts and await self._count_failure(source):
             await self._store.append_audit(
                 AuditEvent(
                     action="source.throttled",

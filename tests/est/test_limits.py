@@ -187,3 +187,44 @@ async def test_a_header_over_the_cap_is_a_4xx(
     assert 400 <= reply.status < 500
     still = await curl(f"{server.https_url}/.well-known/est/cacerts", trust=ca_material.tls_cert)
     assert still.status == 200
+
+
+async def test_wrong_codes_spread_over_instances_on_one_database_count_together(
+    open_service: OpenService,
+    postgres_url: str,
+    ca_material: CaMaterial,
+    keys: KeyPool,
+    tmp_path: Path,
+) -> None:
+    """Behind a load balancer a source's failures reach every instance: the limit is the
+    cluster's, not one instance's (they are counted in the database)."""
+    limits = {"failures_per_source": 3}
+    # A cluster's instances share the keys beside the database.
+    shared = {
+        "hmac_key_file": str(tmp_path / "hmac.key"),
+        "audit_key_file": str(tmp_path / "audit.key"),
+    }
+    servers = []
+    for _ in range(2):
+        service = await open_service(database_url=postgres_url, limits=limits, secrets=shared)
+        server = Server(service)
+        await server.start("127.0.0.1", 0, 0)
+        servers.append(server)
+    a, b = servers
+    body = tmp_path / "csr"
+    body.write_bytes(csr_base64(make_csr(keys.rsa().key)))
+    try:
+        statuses = [
+            (await enroll(server, ca_material, body, "-u", f"NOSUCHORDER{n}:WRONG")).status
+            for n, server in enumerate((a, b, a))
+        ]
+        assert statuses == [401, 401, 401]
+        for server in (b, a):
+            throttled = await enroll(server, ca_material, body, "-u", "NOSUCHORDER:WRONG")
+            assert throttled.status == 429
+        async with a.service.store.read() as tx:
+            events = await tx.list_audit(action="source.throttled")
+        assert len(events) == 1
+    finally:
+        for server in servers:
+            await server.stop()

@@ -198,7 +198,7 @@ class Tokens:
     async def _check_source(self, actor: Actor) -> None:
         """429 for a source that failed too often; the refusal is audited like any other."""
         try:
-            self._guard.check(actor.source)
+            await self._guard.check(actor.source)
         except RateLimited as exc:
             await self._login_failed(actor, exc.audit_reason, counts=False)
             raise

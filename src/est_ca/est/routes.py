@@ -58,7 +58,7 @@ async def simpleenroll(request: web.Request) -> web.Response:
     label = _label(request)
     actor = Actor("anonymous", "-", request.remote)
     try:
-        authority.check_source(request.remote)
+        await authority.check_source(request.remote)
         credentials = wire.basic_credentials(request)
         client_certificate = inputs.peer_certificate(request)
         if credentials is not None:
@@ -95,7 +95,7 @@ async def simplereenroll(request: web.Request) -> web.Response:
     label = _label(request)
     client_certificate = inputs.peer_certificate(request)
     try:
-        authority.check_source(request.remote)
+        await authority.check_source(request.remote)
         if client_certificate is None:
             raise NotEntitled(
                 "simplereenroll needs the current certificate as the TLS client certificate"

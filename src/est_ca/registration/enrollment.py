@@ -763,9 +763,9 @@ class RegistrationAuthority:
 
     # -- admission and refusals ---------------------------------------------------------------
 
-    def check_source(self, source: str | None) -> None:
+    async def check_source(self, source: str | None) -> None:
         """Refuse (429) a source that failed too often, before any other work."""
-        self._guard.check(source)
+        await self._guard.check(source)
 
     async def _admitted(
         self,
@@ -781,7 +781,7 @@ class RegistrationAuthority:
         authentications against the source.
         """
         try:
-            self._guard.check(actor.source)
+            await self._guard.check(actor.source)
             entitled = await authenticate()
             async with self._admission.slot():
                 return await work(entitled)

@@ -5,6 +5,10 @@ A CRL is version 2 with authorityKeyIdentifier and cRLNumber; an entry carries r
 (omitted for unspecified) and invalidityDate when known. Revoked certificates stay on the CRL
 until they expire. The CRL number comes from a counter in the database, so it only grows,
 whichever instance signs; the newest CRL is kept there, so every instance serves the same one.
+One instance at a time makes a CA's CRL (`Store.exclusive`, an advisory lock on PostgreSQL):
+reading the entries, taking the number and publishing happen in that order under the lock, so
+a CRL with a higher number never lists less than one with a lower number, and instances that
+find a CRL due at the same moment sign it once (the others adopt it).
 """
 
 from __future__ import annotations
@@ -147,22 +151,37 @@ class CrlPublisher:
     async def refresh(self, key_id: str) -> PublishedCrl:
         """Adopt the newest CRL in the database, or make one if that one is due."""
         issuer = self._issuers[key_id]
+        adopted = await self._adopt_current(issuer)
+        if adopted is not None:
+            return adopted
+        async with self._store.exclusive(_crl_lock(key_id)):
+            # Again under the lock: the instance that held it may have made what was due.
+            adopted = await self._adopt_current(issuer)
+            if adopted is not None:
+                return adopted
+            return await self._make(issuer)
+
+    async def _adopt_current(self, issuer: ServedIssuer) -> PublishedCrl | None:
+        """The CRL in the database when it is not due (and now this instance's), else None."""
         async with self._store.read() as tx:
-            state = await tx.revocation_state(key_id)
-        if state.crl is not None and not self.is_due(issuer, state.crl, state.revision):
-            self._adopt(key_id, state.crl)
-            return state.crl
-        return await self._make(issuer, state.revision)
+            state = await tx.revocation_state(issuer.key_id)
+        if state.crl is None or self.is_due(issuer, state.crl, state.revision):
+            return None
+        self._adopt(issuer.key_id, state.crl)
+        return state.crl
 
     async def regenerate(self, key_id: str) -> PublishedCrl:
         """A new CRL now, due or not (an administrator asked)."""
-        async with self._store.read() as tx:
-            state = await tx.revocation_state(key_id)
-        return await self._make(self._issuers[key_id], state.revision)
+        async with self._store.exclusive(_crl_lock(key_id)):
+            return await self._make(self._issuers[key_id])
 
-    async def _make(self, issuer: ServedIssuer, revision: int) -> PublishedCrl:
+    async def _make(self, issuer: ServedIssuer) -> PublishedCrl:
+        """Only under the CA's CRL lock: the revision is read before the entries, so the CRL
+        lists at least what that revision counted."""
         now = self._clock.now()
         packed = bytearray()
+        async with self._store.read() as tx:
+            revision = (await tx.revocation_state(issuer.key_id)).revision
         if issuer.lists_subscribers:
             async with self._store.read() as tx:
                 async for entry in tx.revoked_entries(issuer.ca.key_id, now):
@@ -204,6 +223,11 @@ class CrlPublisher:
         return crl
 
     def _adopt(self, key_id: str, crl: PublishedCrl) -> None:
+        """Serve `crl` unless this instance holds a newer one already."""
         held = self._current.get(key_id)
         if held is None or held.number < crl.number:
             self._current[key_id] = crl
+
+
+def _crl_lock(key_id: str) -> str:
+    return f"crl:{key_id}"

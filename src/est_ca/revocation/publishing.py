@@ -2,8 +2,11 @@
 
 - A revocation committed by this process drops the OCSP cache before `revoke` returns, so this
   instance never answers "good" for it again, and wakes the CRL task at once.
-- A revocation committed elsewhere (another instance, or the CLI) is seen within
-  `revocation.poll_seconds` by comparing the CA's revocation revision in the database.
+- A revocation committed elsewhere (another instance, or the CLI) wakes this task at once on
+  PostgreSQL (the revoking transaction notifies `REVOCATION_CHANNEL` as it commits, and this
+  task listens); in any case it is seen within `revocation.poll_seconds` by comparing the CA's
+  revocation revision in the database (SQLite, a lost listening connection, `listen` off).
+- A CRL is made by one instance at a time per CA (`CrlPublisher`); the others adopt it.
 - CRLs are also re-signed on schedule, `crl_refresh_hours` after their thisUpdate, and
   responder certificates renewed before they expire.
 """
@@ -22,7 +25,7 @@ from est_ca.revocation.crl import CrlPublisher
 from est_ca.revocation.issuers import ServedIssuer
 from est_ca.revocation.ocsp import OcspResponder
 from est_ca.revocation.responders import ResponderKeeper
-from est_ca.store.store import Store
+from est_ca.store.store import REVOCATION_CHANNEL, Listening, Store
 
 _log = structlog.get_logger(__name__)
 
@@ -38,6 +41,7 @@ class RevocationPublishing:
         crls: CrlPublisher,
         responder: OcspResponder,
         poll: dt.timedelta,
+        listen: bool = True,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -46,6 +50,8 @@ class RevocationPublishing:
         self.crls = crls
         self.responder = responder
         self._poll = poll
+        self._listen = listen and not store.is_sqlite
+        self._listening: Listening | None = None
         self._seen: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -60,6 +66,7 @@ class RevocationPublishing:
                 await tx.ensure_revocation_state(issuer.key_id)
         for keeper in self._keepers:
             await keeper.prepare()
+        await self._keep_listening()
         await self.check()
         self._task = asyncio.create_task(self._run(), name="revocation-publishing")
 
@@ -69,6 +76,20 @@ class RevocationPublishing:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._listening is not None:
+            await self._listening.close()
+            self._listening = None
+
+    async def _keep_listening(self) -> None:
+        """Listen for other instances' revocations, anew when the connection was lost."""
+        if not self._listen or (self._listening is not None and self._listening.alive):
+            return
+        if self._listening is not None:
+            await self._listening.close()
+        self._listening = await self._store.listen(REVOCATION_CHANNEL, self._wake.set)
+        if self._listening is not None:
+            # Whatever was revoked while no one listened: the next round compares revisions.
+            self._wake.set()
 
     def revoked(self) -> None:
         """Listener for local revocations: stop answering "good" now, re-sign the CRL soon."""
@@ -98,6 +119,7 @@ class RevocationPublishing:
                     await self._wake.wait()
             self._wake.clear()
             try:
+                await self._keep_listening()
                 await self.check()
             except Exception:  # the loop must outlive any one failure; the next round retries
                 _log.exception("revocation publishing round failed")

@@ -231,6 +231,18 @@ class ServiceCertificateRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
 
+class SourceFailureRow(Base):
+    """Failed authentications by source address, one row each, so that every instance of a
+    cluster counts those of all (throttle.py); rows older than the window are removed."""
+
+    __tablename__ = "source_failures"
+    __table_args__ = (Index("ix_source_failures_source_at", "source", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
 class AuditChainRow(Base):
     """The chain's head, one row: appending locks it, so appends are strictly one after another
     on SQLite and on PostgreSQL alike."""

@@ -22,13 +22,15 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, cast
 
+import asyncpg
 import structlog
 from alembic import command
 from alembic.config import Config
@@ -48,7 +50,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Row, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -91,6 +93,7 @@ from est_ca.store.schema import (
     OrganisationRow,
     RevocationStateRow,
     ServiceCertificateRow,
+    SourceFailureRow,
     SubscriberKeyRow,
     UtcDateTime,
 )
@@ -113,6 +116,7 @@ AUDIT_EVENTS = cast(Table, AuditEventRow.__table__)
 AUDIT_CHAIN = cast(Table, AuditChainRow.__table__)
 API_TOKENS = cast(Table, ApiTokenRow.__table__)
 SUBSCRIBER_KEYS = cast(Table, SubscriberKeyRow.__table__)
+SOURCE_FAILURES = cast(Table, SourceFailureRow.__table__)
 # Certificates that exist for someone: a reservation may still become one; abandoned never will.
 _CERTIFYING = (
     str(CertificateStatus.RESERVED),
@@ -127,6 +131,16 @@ _MIGRATION_LOCK_ID = 0x657374_6361
 # SQLite's extended result codes (a duplicate primary key is the same thing to the caller).
 _PG_UNIQUE_VIOLATION = "23505"
 _SQLITE_UNIQUE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+# What a committed revocation notifies on PostgreSQL (payload: the issuer's key id), so other
+# instances need not wait for their next poll to stop saying "good".
+REVOCATION_CHANNEL = "est_ca_revocation"
+# What asyncpg raises when the server or the connection to it is gone.
+_CONNECTION_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+def lock_key(name: str) -> int:
+    """The 64-bit advisory lock key of a named lock (PostgreSQL keys locks by integers)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 def _is_duplicate_key(error: IntegrityError) -> bool:
@@ -155,6 +169,43 @@ class Store:
             )
             self._reader = self._writer
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        # SQLite has one serving process per file: an exclusive section is one of this process.
+        self._local_locks: dict[str, asyncio.Lock] = {}
+
+    def _asyncpg_dsn(self) -> str:
+        return make_url(self.url).set(drivername="postgresql").render_as_string(False)
+
+    async def listen(self, channel: str, callback: Callable[[], None]) -> Listening | None:
+        """Call `callback` on the event loop whenever a transaction that notified `channel`
+        commits, from any process (PostgreSQL LISTEN, on a connection of its own). None on
+        SQLite, which has no notifications: callers poll."""
+        if self.is_sqlite:
+            return None
+        try:
+            connection = await asyncpg.connect(self._asyncpg_dsn(), timeout=5)
+            await connection.add_listener(channel, lambda *_: callback())
+        except _CONNECTION_ERRORS as exc:
+            _log.warning("cannot listen for notifications; polling only", error=str(exc))
+            return None
+        return Listening(connection)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        """One holder of `name` at a time across every instance on this database.
+
+        PostgreSQL: a transaction-scoped advisory lock, so it ends with the holder however that
+        ends (an error, a lost connection, a killed process); SQLite: within this process."""
+        if self.is_sqlite:
+            async with self._local_locks.setdefault(name, asyncio.Lock()):
+                yield
+            return
+        async with self._writer.begin() as conn:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(name)})
+            yield
+
+    def lease(self, name: str) -> Lease:
+        """A lease on work that one instance of the cluster does for all (see Lease)."""
+        return Lease(None if self.is_sqlite else self._asyncpg_dsn(), lock_key(name), name)
 
     async def close(self) -> None:
         await self._writer.dispose()
@@ -257,6 +308,69 @@ class Store:
                     "key the trail was sealed with (every instance needs the same key file), "
                     "or the trail was rewritten; run `est-ca audit verify`"
                 )
+
+
+class Listening:
+    """A LISTEN connection; `alive` turns false when it is lost (the caller listens anew)."""
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._connection = connection
+
+    @property
+    def alive(self) -> bool:
+        return not self._connection.is_closed()
+
+    async def close(self) -> None:
+        with contextlib.suppress(*_CONNECTION_ERRORS):
+            await self._connection.close(timeout=5)
+
+
+class Lease:
+    """Work one instance does for the whole cluster, held by at most one at a time.
+
+    On PostgreSQL the lease is a session-level advisory lock on a connection of its own: the
+    server releases it when that connection ends, so when the holder dies (even kill -9) the
+    next instance to ask takes it over. A holder that loses its connection stops holding at
+    once (it could no longer tell whether another took over). On SQLite there is one serving
+    process: it always holds the lease."""
+
+    def __init__(self, dsn: str | None, key: int, name: str) -> None:
+        self._dsn = dsn
+        self._key = key
+        self._name = name
+        self._connection: asyncpg.Connection | None = None
+        self._held = False
+
+    async def held(self) -> bool:
+        """Whether this instance holds the lease now, taking it when it is free."""
+        if self._dsn is None:
+            return True
+        try:
+            if self._connection is None or self._connection.is_closed():
+                self._held = False
+                self._connection = await asyncpg.connect(self._dsn, timeout=5)
+            if self._held:
+                await self._connection.fetchval("SELECT 1", timeout=5)
+                return True
+            self._held = bool(
+                await self._connection.fetchval(
+                    "SELECT pg_try_advisory_lock($1)", self._key, timeout=5
+                )
+            )
+        except _CONNECTION_ERRORS as exc:
+            if self._held:
+                _log.warning("lease lost", lease=self._name, error=str(exc))
+            await self.release()
+            return False
+        if self._held:
+            _log.info("lease taken", lease=self._name)
+        return self._held
+
+    async def release(self) -> None:
+        connection, self._connection, self._held = self._connection, None, False
+        if connection is not None:
+            with contextlib.suppress(*_CONNECTION_ERRORS):
+                await connection.close(timeout=5)
 
 
 def log_bulk_audit(events: Sequence[AuditEvent], first: int) -> None:
@@ -1185,12 +1299,19 @@ class StoreTx:
             )
 
     async def count_revocation(self, issuer_key_id: str) -> None:
-        """One more revocation by this CA: every instance's CRL and OCSP cache are now stale."""
+        """One more revocation by this CA: every instance's CRL and OCSP cache are now stale.
+        On PostgreSQL the transaction also notifies REVOCATION_CHANNEL, which the server
+        delivers when (and only if) it commits."""
         await self._conn.execute(
             update(REVOCATION_STATE)
             .where(REVOCATION_STATE.c.issuer_key_id == issuer_key_id)
             .values(revision=REVOCATION_STATE.c.revision + 1)
         )
+        if self._conn.dialect.name == "postgresql":
+            await self._conn.execute(
+                text("SELECT pg_notify(:channel, :issuer)"),
+                {"channel": REVOCATION_CHANNEL, "issuer": issuer_key_id},
+            )
 
     async def revocation_state(self, issuer_key_id: str) -> RevocationState:
         result = await self._conn.execute(
@@ -1235,6 +1356,29 @@ class StoreTx:
             )
         )
         return result.rowcount == 1
+
+    # -- failed authentications by source (every instance's throttle counts them all) --------
+
+    async def record_source_failure(self, source: str, at: dt.datetime) -> None:
+        await self._conn.execute(SOURCE_FAILURES.insert().values(source=source, at=at))
+
+    async def source_failures(
+        self, source: str, since: dt.datetime, limit: int
+    ) -> list[dt.datetime]:
+        """When `source` failed after `since`: the newest `limit` times, oldest first."""
+        result = await self._conn.execute(
+            select(SOURCE_FAILURES.c.at)
+            .where(SOURCE_FAILURES.c.source == source, SOURCE_FAILURES.c.at > since)
+            .order_by(SOURCE_FAILURES.c.at.desc())
+            .limit(limit)
+        )
+        return sorted(row.at for row in result)
+
+    async def forget_source_failures(self, before: dt.datetime) -> int:
+        result = await self._conn.execute(
+            SOURCE_FAILURES.delete().where(SOURCE_FAILURES.c.at <= before)
+        )
+        return int(result.rowcount)
 
     # -- OCSP responders ----------------------------------------------------------------------
 

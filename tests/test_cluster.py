@@ -1,0 +1,345 @@
+"""Several `est-ca serve` processes on one PostgreSQL database, as an operator runs a cluster.
+
+Three real instances (subprocesses, each with its own ports and data directory, sharing the CA
+files, the HMAC and audit keys and the database; `database.auto_migrate` off, the schema made
+once by `est-ca init`, see tools/cluster.py) are driven with curl and OCSP requests over HTTP:
+an order is consumed once whichever instances race for it, serials stay unique, a revocation
+through one instance (or the CLI) is what every other instance's OCSP and CRL say within 2 s,
+cRLNumbers only grow, and the cluster carries on when one instance is killed with SIGKILL.
+One cluster serves the whole module (starting three takes seconds); the kill comes last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import os
+import secrets
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import pytest
+import pytest_asyncio
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
+from tools.cluster import (
+    Instance,
+    SharedFiles,
+    crl_number,
+    fetch_crl,
+    ocsp_request,
+    ocsp_status,
+    revoke_through_admin,
+    running_cluster,
+)
+
+from est_ca.admin.access import Scope
+from est_ca.ca.certificates import Serial
+from est_ca.client import EstClient
+from est_ca.config import load_settings
+from est_ca.service import Service
+from tests.conftest import POSTGRES_ADMIN_URL, CaMaterial
+from tests.helpers import (
+    ADMIN,
+    PKCS10,
+    REQUIRE_SERVICES,
+    csr_base64,
+    curl,
+    make_csr,
+    new_order,
+    new_system,
+    organisation,
+    run,
+)
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+INSTANCES = 3
+# The bound the issue sets on how long another instance may still say "good".
+PROPAGATION_BOUND = 2.0
+# A maintenance round (service.MAINTENANCE_INTERVAL) and a little: the lease moves within it.
+TAKEOVER_BOUND = 8.0
+
+
+@dataclasses.dataclass
+class Cluster:
+    instances: list[Instance]
+    service: Service  # the test's own administrative view of the shared database (no CA key)
+    session: aiohttp.ClientSession
+    token: str
+    ca: CaMaterial
+    directory: Path
+
+    @property
+    def issuer(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.ca.hierarchy.issuing_cert.read_bytes())
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cluster_database() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database for this module's cluster, dropped afterwards."""
+    try:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        message = f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable ({exc})"
+        if REQUIRE_SERVICES:
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"est_ca_cluster_{secrets.token_hex(6)}"
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+    ca_material: CaMaterial,
+    cluster_database: str,
+    ec_profiles: Path,
+) -> AsyncIterator[Cluster]:
+    directory = tmp_path_factory.mktemp("cluster")
+    shared = SharedFiles(
+        hierarchy=ca_material.hierarchy,
+        passphrase=ca_material.passphrase,
+        tls_cert=ca_material.tls_cert,
+        tls_key=ca_material.tls_key,
+        public_base_url=f"http://127.0.0.1:{ca_material.http_port}",
+        profile_dirs=(ec_profiles,),
+    )
+    async with running_cluster(directory, shared, cluster_database, INSTANCES) as instances:
+        service = await Service.open(
+            load_settings(instances[0].config, {}, {}), with_ca=False, create=False
+        )
+        await organisation(service, "34051178", "Digitaliseringsstyrelsen")  # new_system's
+        _, token = await service.tokens.create(
+            ADMIN, name="cluster-test", scopes=frozenset({Scope.ADMIN}), cvr=None, valid_days=1
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+                yield Cluster(instances, service, session, token, ca_material, directory)
+        finally:
+            await service.close()
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+async def _enroll_with_curl(
+    cluster: Cluster,
+    instance: Instance,
+    reference: str,
+    code: str,
+    key: ec.EllipticCurvePrivateKey,
+) -> int:
+    request = cluster.directory / f"csr-{os.urandom(6).hex()}.b64"
+    request.write_bytes(csr_base64(make_csr(key)))
+    result = await curl(
+        f"{instance.https_url}/.well-known/est/simpleenroll",
+        *PKCS10,
+        "-u",
+        f"{reference}:{code}",
+        "--data-binary",
+        f"@{request}",
+        trust=cluster.ca.tls_cert,
+    )
+    return result.status
+
+
+async def _enroll(cluster: Cluster, instance: Instance) -> x509.Certificate:
+    system = await new_system(cluster.service, f"s{os.urandom(4).hex()}.service")
+    placed = await new_order(cluster.service, system)
+    reply = await EstClient(instance.https_url, trust=cluster.ca.tls_cert).simpleenroll(
+        make_csr(_key()), (placed.order.reference, placed.one_time_code)
+    )
+    assert reply.status == 200, reply
+    return reply.certificates()[0]
+
+
+async def _ocsp_status(
+    cluster: Cluster, instance: Instance, certificate: x509.Certificate
+) -> ocsp.OCSPCertStatus:
+    return await ocsp_status(cluster.session, instance, ocsp_request(certificate, cluster.issuer))
+
+
+async def _crl(cluster: Cluster, instance: Instance) -> x509.CertificateRevocationList:
+    return await fetch_crl(cluster.session, instance)
+
+
+async def _seconds_until(check: Callable[[], Awaitable[bool]], limit: float = 10.0) -> float:
+    start = time.monotonic()
+    while not await check():
+        if time.monotonic() - start > limit:
+            raise AssertionError(f"not within {limit} s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
+
+
+async def _revoke_through_admin(cluster: Cluster, instance: Instance, serial: int) -> None:
+    await revoke_through_admin(
+        cluster.session, instance, cluster.token, serial, cluster.ca.tls_cert
+    )
+
+
+async def _revoked_everywhere_within(
+    cluster: Cluster, instance: Instance, certificate: x509.Certificate
+) -> tuple[float, float]:
+    async def ocsp_says_revoked() -> bool:
+        status = await _ocsp_status(cluster, instance, certificate)
+        return status is ocsp.OCSPCertStatus.REVOKED
+
+    async def crl_lists_it() -> bool:
+        crl = await _crl(cluster, instance)
+        return crl.get_revoked_certificate_by_serial_number(certificate.serial_number) is not None
+
+    return await asyncio.gather(_seconds_until(ocsp_says_revoked), _seconds_until(crl_lists_it))
+
+
+async def test_an_order_raced_through_every_instance_is_consumed_exactly_once(
+    cluster: Cluster,
+) -> None:
+    placed = await new_order(cluster.service, await new_system(cluster.service))
+    reference, code = placed.order.reference, placed.one_time_code
+    statuses = await asyncio.gather(
+        *(
+            _enroll_with_curl(cluster, instance, reference, code, _key())
+            for instance in cluster.instances
+            for _ in range(4)
+        )
+    )
+    assert sorted(statuses).count(200) == 1, statuses
+    assert set(statuses) <= {200, 403, 409}, statuses
+    issued = await cluster.service.registry.list_certificates(identity_id=placed.order.identity_id)
+    assert len(issued) == 1
+
+
+async def test_serials_stay_unique_over_enrollments_spread_over_the_instances(
+    cluster: Cluster,
+) -> None:
+    certificates = await asyncio.gather(
+        *(_enroll(cluster, cluster.instances[n % INSTANCES]) for n in range(30))
+    )
+    assert len({certificate.serial_number for certificate in certificates}) == 30
+
+
+async def test_a_revocation_through_one_instance_shows_on_the_others_within_two_seconds(
+    cluster: Cluster,
+) -> None:
+    a, b, c = cluster.instances
+    certificate = await _enroll(cluster, c)
+    assert await _ocsp_status(cluster, b, certificate) is ocsp.OCSPCertStatus.GOOD
+    await _revoke_through_admin(cluster, a, certificate.serial_number)
+    ocsp_delay, crl_delay = await _revoked_everywhere_within(cluster, b, certificate)
+    assert ocsp_delay < PROPAGATION_BOUND
+    assert crl_delay < PROPAGATION_BOUND
+
+
+async def test_a_revocation_by_the_cli_shows_on_every_instance_within_two_seconds(
+    cluster: Cluster,
+) -> None:
+    certificate = await _enroll(cluster, cluster.instances[0])
+    revoked = await run(
+        sys.executable,
+        "-m",
+        "est_ca",
+        "--config",
+        cluster.instances[2].config,
+        "certificate",
+        "revoke",
+        Serial(certificate.serial_number).hex,
+    )
+    assert revoked.returncode == 0, revoked.stderr.decode()
+    delays = await asyncio.gather(
+        *(_revoked_everywhere_within(cluster, i, certificate) for i in cluster.instances)
+    )
+    assert max(max(pair) for pair in delays) < PROPAGATION_BOUND, delays
+
+
+async def test_crl_numbers_only_grow_and_every_newer_crl_lists_what_an_older_one_did(
+    cluster: Cluster,
+) -> None:
+    certificates = await asyncio.gather(*(_enroll(cluster, cluster.instances[0]) for _ in range(8)))
+    seen: dict[int, frozenset[int]] = {}
+
+    async def watch(instance: Instance, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            crl = await _crl(cluster, instance)
+            number = crl_number(crl)
+            listed = frozenset(entry.serial_number for entry in crl)
+            assert seen.setdefault(number, listed) == listed, "two CRLs with one number"
+            await asyncio.sleep(0.01)
+
+    stop = asyncio.Event()
+    watchers = [asyncio.create_task(watch(i, stop)) for i in cluster.instances]
+    await asyncio.gather(
+        *(
+            _revoke_through_admin(cluster, cluster.instances[n % INSTANCES], c.serial_number)
+            for n, c in enumerate(certificates)
+        )
+    )
+    await asyncio.gather(
+        *(_revoked_everywhere_within(cluster, i, certificates[-1]) for i in cluster.instances)
+    )
+    await asyncio.sleep(PROPAGATION_BOUND)
+    stop.set()
+    await asyncio.gather(*watchers)
+    published = sorted(
+        int(str(event["number"]))
+        for instance in cluster.instances
+        for event in instance.log_events("CRL published")
+        if event.get("ca") == "issuing"
+    )
+    assert len(published) == len(set(published)), f"a cRLNumber signed twice: {published}"
+    numbers = sorted(seen)
+    for older, newer in itertools.pairwise(numbers):
+        assert seen[older] <= seen[newer], f"CRL {newer} lacks what {older} listed"
+    assert {c.serial_number for c in certificates} <= seen[numbers[-1]]
+
+
+async def test_the_cluster_s_background_work_runs_in_one_instance_at_a_time(
+    cluster: Cluster,
+) -> None:
+    await _lease_holder(cluster)
+    await asyncio.sleep(6)  # another maintenance round everywhere: nobody else took it
+    holders = [i for i in cluster.instances if i.log_events("lease taken")]
+    assert len(holders) == 1, [i.name for i in holders]
+
+
+async def test_when_an_instance_is_killed_the_others_serve_and_one_takes_over_its_work(
+    cluster: Cluster,
+) -> None:
+    holder = await _lease_holder(cluster)
+    survivors = [i for i in cluster.instances if i is not holder]
+    certificate = await _enroll(cluster, holder)
+    await holder.kill()
+    killed_at = time.monotonic()
+    await _enroll(cluster, survivors[0])
+    await _revoke_through_admin(cluster, survivors[0], certificate.serial_number)
+    ocsp_delay, crl_delay = await _revoked_everywhere_within(cluster, survivors[1], certificate)
+    assert max(ocsp_delay, crl_delay) < PROPAGATION_BOUND
+    while not any(i.log_events("lease taken") for i in survivors):
+        assert time.monotonic() - killed_at < TAKEOVER_BOUND, "no instance took the lease over"
+        await asyncio.sleep(0.1)
+
+
+async def _lease_holder(cluster: Cluster) -> Instance:
+    """The instance that holds the maintenance lease (taken in the first round, after 5 s)."""
+    started = time.monotonic()
+    while True:
+        holders = [i for i in cluster.instances if i.log_events("lease taken")]
+        if holders:
+            (holder,) = holders
+            return holder
+        assert time.monotonic() - started < TAKEOVER_BOUND, "no instance took the lease"
+        await asyncio.sleep(0.1)
