@@ -8,6 +8,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -45,23 +46,36 @@ def run_est_ca(
     )
 
 
+@pytest.fixture(scope="module")
+def initialised_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory made once with the real `est-ca init`, the organisations the tests use
+    registered (by importing them, as an operator would). Each test works on a copy: a demo
+    hierarchy's RSA keys take seconds to generate, the copy milliseconds."""
+    base = tmp_path_factory.mktemp("cli-template")
+    environment = {**os.environ, "EST_CA_DATA_DIR": str(base / "data")}
+    initialised = run_est_ca("init", cwd=base, environment=environment)
+    assert initialised.returncode == 0, initialised.stderr
+    organisations = base / "organisations.csv"
+    organisations.write_text(
+        "cvr,name,email_domains\n99999999,ÆØÅ ApS,example.dk\n34051178,Digitaliseringsstyrelsen,\n"
+    )
+    registered = run_est_ca(
+        "organisation", "import", str(organisations), cwd=base, environment=environment
+    )
+    assert registered.returncode == 0, registered.stderr
+    return base / "data"
+
+
 @pytest.fixture
-def est_ca(tmp_path: Path) -> Any:
-    """The real `est-ca` command on a data directory of its own, made with `est-ca init`, where
-    the organisations the tests use are registered (by importing them, as an operator would)."""
+def est_ca(tmp_path: Path, initialised_data_dir: Path) -> Any:
+    """The real `est-ca` command on a data directory of its own (a copy of the initialised
+    one: modes kept, so the start-up checks of secret files' modes still apply)."""
+    shutil.copytree(initialised_data_dir, tmp_path / "data")
     environment = {**os.environ, "EST_CA_DATA_DIR": str(tmp_path / "data")}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return run_est_ca(*args, cwd=tmp_path, environment=environment)
 
-    initialised = run("init")
-    assert initialised.returncode == 0, initialised.stderr
-    organisations = tmp_path / "organisations.csv"
-    organisations.write_text(
-        "cvr,name,email_domains\n99999999,ÆØÅ ApS,example.dk\n34051178,Digitaliseringsstyrelsen,\n"
-    )
-    registered = run("organisation", "import", str(organisations))
-    assert registered.returncode == 0, registered.stderr
     return run
 
 
