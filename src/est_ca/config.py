@@ -358,7 +358,7 @@ def _with_listed_authority(settings: Settings) -> Settings:
                 f"label {entry.est_label!r} needs exactly one authority that is not retired "
                 "(it is the one that enrolls under the label)"
             )
-    defaults = [entry for entry in active if entry.default or len(active) == 1]
+    defaults = _defaults(listed)
     if len(defaults) != 1:
         raise ConfigurationError("exactly one authority must be marked default = true")
     chosen = defaults[0]
@@ -385,6 +385,18 @@ def token_key(settings: Settings) -> Pkcs11KeyRef | None:
         if (entry.default or len(active) == 1) and isinstance(entry.key, Pkcs11KeyRef):
             return entry.key
     return None
+
+
+def _defaults(listed: tuple[CaEntry, ...]) -> list[CaEntry]:
+    active = [entry for entry in listed if not entry.retired]
+    return [entry for entry in active if entry.default or len(active) == 1]
+
+
+def listed_default(listed: tuple[CaEntry, ...]) -> CaEntry | None:
+    """The listed CA of the unlabelled path: the active one marked default, or the only active
+    one (None without a list: the `[ca]` section's CA). Settings are checked to have one."""
+    defaults = _defaults(listed)
+    return defaults[0] if defaults else None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -277,12 +277,10 @@ def _toml_table(entry: CaEntry) -> str:
     return "\n".join(fields)
 
 
-def label_entry(
-    settings: Settings, default: CaEntry, label: str | None
-) -> tuple[CaEntry, list[CaEntry]]:
-    """The entry that enrolls under `label` now (None: the default one) and every CA served."""
-    served = [default, *(entry for entry in settings.authorities if entry != default)]
-    wanted = label or default.est_label
+def label_entry(served: list[CaEntry], label: str | None) -> tuple[CaEntry, list[CaEntry]]:
+    """The entry that enrolls under `label` now (None: the default one, first of `served`)
+    and every CA served."""
+    wanted = label or served[0].est_label
     for entry in served:
         if entry.est_label == wanted and not entry.retired:
             return entry, served

@@ -45,6 +45,7 @@ from est_ca.config import (
     Pkcs11KeyRef,
     Settings,
     TokenRef,
+    listed_default,
     token_key,
 )
 from est_ca.errors import ConfigurationError
@@ -242,9 +243,9 @@ class Service:
 
     def _served_entries(self) -> list[tuple[CaEntry, list[x509.Certificate]]]:
         """Each CA served (the default first) with its certificate and chain, as configured."""
-        default = default_entry(self.settings, self.publication)
+        default, *others = served_entries(self.settings, self.publication)
         served = []
-        for entry in [default, *(e for e in self.settings.authorities if e != default)]:
+        for entry in [default, *others]:
             if entry is default:
                 certificates = self.ca_certificates()
             else:
@@ -296,9 +297,7 @@ class Service:
         self, actor: Actor, *, label: str | None = None, supplied: SuppliedCa | None = None
     ) -> Rollover:
         """Bring the next issuing CA of `label` into service (see rollover.py), audited."""
-        current, served = label_entry(
-            self.settings, default_entry(self.settings, self.publication), label
-        )
+        current, served = label_entry(served_entries(self.settings, self.publication), label)
         done = await asyncio.to_thread(
             roll_over,
             self.settings,
@@ -462,8 +461,7 @@ def publication_of(settings: Settings) -> Publication:
     the `[ca]` section (issuing.*), which certificates issued before CAs were listed name."""
     base = settings.public_base_url
     listed = settings.authorities
-    active = [entry for entry in listed if not entry.retired]
-    default = next((entry for entry in active if entry.default or len(active) == 1), None)
+    default = listed_default(listed)
     return Publication(
         base_url=base,
         name_registration_authority=settings.publication.name_registration_authority or base,
@@ -582,11 +580,10 @@ def _load_listed(
 ) -> tuple[tuple[CaEntry, CertificateAuthority], ...]:
     """Each listed CA but the default (`files` has that one). Blocking (decrypts the keys and
     proves each with a signature): run it on a thread."""
-    listed = settings.authorities
-    active = [entry for entry in listed if not entry.retired]
+    default = listed_default(settings.authorities)
     loaded: list[tuple[CaEntry, CertificateAuthority]] = []
-    for entry in listed:
-        if entry in active and (entry.default or len(active) == 1):
+    for entry in settings.authorities:
+        if entry is default:
             continue
         signer = signer_for(settings, entry.key)
         certificate = settings.data_path(entry.certificate, "")
@@ -600,10 +597,9 @@ def _load_listed(
 
 def default_entry(settings: Settings, publication: Publication) -> CaEntry:
     """The default CA as a list entry: the listed one, or the `[ca]` section's (the demo)."""
-    active = [entry for entry in settings.authorities if not entry.retired]
-    for entry in active:
-        if entry.default or len(active) == 1:
-            return entry
+    listed = listed_default(settings.authorities)
+    if listed is not None:
+        return listed
     return CaEntry(
         name=publication.issuing_name,
         certificate=settings.ca.cert_file,
@@ -613,10 +609,16 @@ def default_entry(settings: Settings, publication: Publication) -> CaEntry:
     )
 
 
+def served_entries(settings: Settings, publication: Publication) -> list[CaEntry]:
+    """Every CA served, the default first (`default_entry`), then the other listed ones."""
+    default = default_entry(settings, publication)
+    return [default, *(entry for entry in settings.authorities if entry != default)]
+
+
 def labels_of(settings: Settings, publication: Publication) -> CaLabels:
     """The CA labels served, from configuration alone (no keys needed to check orders)."""
-    default = default_entry(settings, publication)
-    entries = [default, *(e for e in settings.authorities if e != default and not e.retired)]
+    default, *others = served_entries(settings, publication)
+    entries = [default, *(entry for entry in others if not entry.retired)]
     return CaLabels(
         tuple(CaLabel(entry.est_label, frozenset(entry.profiles)) for entry in entries),
         default=default.est_label,
