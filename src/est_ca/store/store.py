@@ -1392,25 +1392,12 @@ class StoreTx:
         der: bytes,
         created_at: dt.datetime,
     ) -> None:
-        await self._conn.execute(
-            OCSP_RESPONDERS.insert().values(
-                serial=serial.hex,
-                issuer_key_id=issuer_key_id,
-                not_before=not_before,
-                not_after=not_after,
-                der=der,
-                created_at=created_at,
-            )
+        await self._insert_own(
+            OCSP_RESPONDERS, serial, issuer_key_id, not_before, not_after, der, created_at
         )
 
     async def is_ocsp_responder(self, issuer_key_id: str, serial: Serial) -> bool:
-        result = await self._conn.execute(
-            select(OCSP_RESPONDERS.c.serial).where(
-                OCSP_RESPONDERS.c.serial == serial.hex,
-                OCSP_RESPONDERS.c.issuer_key_id == issuer_key_id,
-            )
-        )
-        return result.one_or_none() is not None
+        return await self._is_own(OCSP_RESPONDERS, issuer_key_id, serial)
 
     # -- The service's own TLS certificates -----------------------------------------------------
 
@@ -1424,8 +1411,27 @@ class StoreTx:
         der: bytes,
         created_at: dt.datetime,
     ) -> None:
+        await self._insert_own(
+            SERVICE_CERTIFICATES, serial, issuer_key_id, not_before, not_after, der, created_at
+        )
+
+    async def is_service_certificate(self, issuer_key_id: str, serial: Serial) -> bool:
+        return await self._is_own(SERVICE_CERTIFICATES, issuer_key_id, serial)
+
+    async def _insert_own(
+        self,
+        table: Table,
+        serial: Serial,
+        issuer_key_id: str,
+        not_before: dt.datetime,
+        not_after: dt.datetime,
+        der: bytes,
+        created_at: dt.datetime,
+    ) -> None:
+        """A certificate a CA issued for the service itself (an OCSP responder, the TLS
+        listener): the two tables have the same columns."""
         await self._conn.execute(
-            SERVICE_CERTIFICATES.insert().values(
+            table.insert().values(
                 serial=serial.hex,
                 issuer_key_id=issuer_key_id,
                 not_before=not_before,
@@ -1435,11 +1441,10 @@ class StoreTx:
             )
         )
 
-    async def is_service_certificate(self, issuer_key_id: str, serial: Serial) -> bool:
+    async def _is_own(self, table: Table, issuer_key_id: str, serial: Serial) -> bool:
         result = await self._conn.execute(
-            select(SERVICE_CERTIFICATES.c.serial).where(
-                SERVICE_CERTIFICATES.c.serial == serial.hex,
-                SERVICE_CERTIFICATES.c.issuer_key_id == issuer_key_id,
+            select(table.c.serial).where(
+                table.c.serial == serial.hex, table.c.issuer_key_id == issuer_key_id
             )
         )
         return result.one_or_none() is not None
