@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from est_ca.ca.authority import CertificateAuthority
@@ -81,6 +82,53 @@ def key_usage(profile: Profile) -> x509.KeyUsage:
         crl_sign=False,
         encipher_only=False,
         decipher_only=False,
+    )
+
+
+def own_certificate_builder(
+    ca: CertificateAuthority,
+    *,
+    common_name: str,
+    public_key: CertificatePublicKeyTypes,
+    serial: Serial,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    purpose: x509.ObjectIdentifier,
+) -> x509.CertificateBuilder:
+    """A certificate `ca` issues for the service itself (its OCSP responder, its TLS listener):
+    the CN, then the CA's own O and C; an end entity that only signs (digitalSignature), for
+    the one extended key usage `purpose`. Callers add what their kind needs."""
+    organisation = ca.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    country = ca.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, common_name), *organisation, *country]
+    )
+    return (
+        x509.CertificateBuilder()
+        .serial_number(serial.value)
+        .issuer_name(ca.subject)
+        .subject_name(subject)
+        .public_key(public_key)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.AuthorityKeyIdentifier(ca.key_identifier, None, None), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([purpose]), critical=False)
     )
 
 

@@ -21,9 +21,10 @@ from collections.abc import Iterable
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from est_ca.ca.authority import CertificateAuthority
+from est_ca.ca.building import own_certificate_builder
 from est_ca.ca.certificates import Serial
 from est_ca.ca.signing import SignatureScheme, draft_certificate, signed_with
 from est_ca.ca.spki import public_key_der
@@ -80,40 +81,16 @@ def service_certificate(
     alike). Blocking (a CA signature): run it on a worker thread."""
     not_before = now.replace(microsecond=0)
     not_after = min(not_before + SERVICE_TLS_VALIDITY, ca.certificate.not_valid_after_utc)
-    organisation = ca.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    country = ca.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)
     first = names[0].value if names else "localhost"
-    subject = x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, str(first)), *organisation, *country]
-    )
-    builder = (
-        x509.CertificateBuilder()
-        .serial_number(serial.value)
-        .issuer_name(ca.subject)
-        .subject_name(subject)
-        .public_key(public_key)
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.AuthorityKeyIdentifier(ca.key_identifier, None, None), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
-    )
+    builder = own_certificate_builder(
+        ca,
+        common_name=str(first),
+        public_key=public_key,
+        serial=serial,
+        not_before=not_before,
+        not_after=not_after,
+        purpose=ExtendedKeyUsageOID.SERVER_AUTH,
+    ).add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
     return signed_with(draft_certificate(builder, scheme), ca.signer, scheme)
 
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from est_ca.ca.building import own_certificate_builder
 from est_ca.ca.certificates import Serial
 from est_ca.ca.pkcs11_signer import TokenKeys
 from est_ca.ca.precheck import check_responder_draft
@@ -59,47 +60,16 @@ def responder_certificate(
     validity: dt.timedelta,
 ) -> x509.Certificate:
     """Blocking (a CA signature): run it on a worker thread."""
-    ca_subject = issuer.ca.subject
-    organisation = ca_subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    country = ca_subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)
-    common_name = str(ca_subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name} OCSP responder"),
-            *organisation,
-            *country,
-        ]
-    )
-    builder = (
-        x509.CertificateBuilder()
-        .serial_number(serial.value)
-        .issuer_name(ca_subject)
-        .subject_name(subject)
-        .public_key(public_key)
-        .not_valid_before(not_before)
-        .not_valid_after(not_before + validity - dt.timedelta(seconds=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier(issuer.ca.key_identifier, None, None), critical=False
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
-        .add_extension(x509.OCSPNoCheck(), critical=False)
-    )
+    common_name = issuer.ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    builder = own_certificate_builder(
+        issuer.ca,
+        common_name=f"{common_name!s} OCSP responder",
+        public_key=public_key,
+        serial=serial,
+        not_before=not_before,
+        not_after=not_before + validity - dt.timedelta(seconds=1),
+        purpose=ExtendedKeyUsageOID.OCSP_SIGNING,
+    ).add_extension(x509.OCSPNoCheck(), critical=False)
     draft = draft_certificate(builder, issuer.scheme)
     # The CA key signs nothing unchecked: a responder certificate is as powerful as the CA
     # for OCSP answers.
