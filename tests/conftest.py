@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import os
@@ -222,6 +223,14 @@ async def open_service(
 @pytest.fixture
 async def postgres_url() -> AsyncIterator[str]:
     """A fresh PostgreSQL database for this test, dropped afterwards."""
+    async with fresh_postgres_database("est_ca_test") as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def fresh_postgres_database(prefix: str) -> AsyncIterator[str]:
+    """A new PostgreSQL database named `prefix_<random>`, dropped on leaving; a PostgreSQL out
+    of reach skips the test (fails it when services are required, as in CI)."""
     try:
         admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
     except (OSError, asyncpg.PostgresError) as exc:
@@ -229,7 +238,7 @@ async def postgres_url() -> AsyncIterator[str]:
         if REQUIRE_SERVICES:
             pytest.fail(message)
         pytest.skip(message)
-    name = f"est_ca_test_{secrets.token_hex(6)}"
+    name = f"{prefix}_{secrets.token_hex(6)}"
     await admin.execute(f'CREATE DATABASE "{name}"')
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
     try:

@@ -15,14 +15,12 @@ import asyncio
 import dataclasses
 import itertools
 import os
-import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
-import asyncpg
 import pytest
 import pytest_asyncio
 from cryptography import x509
@@ -44,11 +42,10 @@ from est_ca.ca.certificates import Serial
 from est_ca.client import EstClient
 from est_ca.config import load_settings
 from est_ca.service import Service
-from tests.conftest import POSTGRES_ADMIN_URL, CaMaterial
+from tests.conftest import CaMaterial, fresh_postgres_database
 from tests.helpers import (
     ADMIN,
     PKCS10,
-    REQUIRE_SERVICES,
     csr_base64,
     curl,
     make_csr,
@@ -84,21 +81,8 @@ class Cluster:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def cluster_database() -> AsyncIterator[str]:
     """A fresh PostgreSQL database for this module's cluster, dropped afterwards."""
-    try:
-        admin = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        message = f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable ({exc})"
-        if REQUIRE_SERVICES:
-            pytest.fail(message)
-        pytest.skip(message)
-    name = f"est_ca_cluster_{secrets.token_hex(6)}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    try:
-        yield f"{base}/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
+    async with fresh_postgres_database("est_ca_cluster") as url:
+        yield url
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
