@@ -88,7 +88,7 @@ async def crl(request: web.Request) -> web.StreamResponse:
 def _render(request: web.Request, answer: OcspAnswer) -> web.Response:
     metrics = request.app.get(METRICS)
     if metrics is not None:
-        metrics.count_ocsp(answer.der)
+        metrics.count_ocsp(answer.statuses)
     headers: dict[str, str] = {hdrs.CONTENT_TYPE: OCSP_RESPONSE}
     if (
         answer.cacheable

@@ -90,6 +90,9 @@ class OcspAnswer:
     this_update: dt.datetime | None = None
     next_update: dt.datetime | None = None
     refresh_at: dt.datetime | None = None
+    # What it says, for the metrics: each CertID's status ("good", "revoked", "unknown"), or
+    # the response status when it answers none ("malformed_request", "unauthorized").
+    statuses: tuple[str, ...] = ()
 
     @property
     def etag(self) -> str:
@@ -215,11 +218,15 @@ class OcspResponder:
         try:
             query = parse_request(request_der)
         except MalformedOcspRequest:
-            return OcspAnswer(der=malformed_response(), cacheable=False)
+            return OcspAnswer(
+                der=malformed_response(), cacheable=False, statuses=("malformed_request",)
+            )
         keepers = [self._keeper_for(cert_id) for cert_id in query.cert_ids]
         served = {keeper for keeper in keepers if keeper is not None}
         if len(served) > 1:
-            return OcspAnswer(der=unauthorized_response(), cacheable=False)
+            return OcspAnswer(
+                der=unauthorized_response(), cacheable=False, statuses=("unauthorized",)
+            )
         # The served CA's responder; for issuers we do not serve only, the first ("unknown").
         responding = next(iter(served), self._keepers[0])
         cacheable = query.nonce is None and len(query.cert_ids) == 1
@@ -339,4 +346,5 @@ class OcspResponder:
             this_update=now,
             next_update=next_update,
             refresh_at=now + self._refresh_after,
+            statuses=tuple(status.status.name.lower() for status in statuses),
         )
