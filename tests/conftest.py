@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -54,10 +56,32 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
+def _port_block() -> range:
+    """Ports below the kernel's ephemeral range (32768 and up here), which port-0 listeners and
+    outgoing connections draw from: a port chosen there could be taken by another test's
+    connection between our probe and our bind (seen with two xdist workers). Each xdist
+    worker has a block of its own."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    size = 20000 // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    start = 12000 + size * worker
+    return range(start, start + size)
+
+
+_next_ports = itertools.cycle(random.Random().sample(_port_block(), len(_port_block())))
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A port nothing listens on now, from this worker's block (in a random order, so two test
+    runs at once on this machine rarely meet)."""
+    for _ in range(len(_port_block())):
+        port = next(_next_ports)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_port_block()}")
 
 
 @dataclasses.dataclass(frozen=True)
