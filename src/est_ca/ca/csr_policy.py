@@ -18,10 +18,15 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 
 from est_ca.ca.profiles import Profile
 from est_ca.ca.spki import public_key_der
-from est_ca.errors import BadRequest
+from est_ca.errors import BadRequest, NotEntitled
 
 _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 _ALLOWED_CSR_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
+# The attribute the service puts in the CSR it builds for a key it generated (EST serverkeygen,
+# ca/keygen.py): a UUID-based OID (ITU-T X.667, arc 2.25) so it needs no registered arc. It only
+# ever restricts: a CSR carrying it is refused under a profile that does not allow server key
+# generation, so a client that adds it to its own CSR gains nothing.
+SERVER_GENERATED_KEY = x509.ObjectIdentifier("2.25.325934133917408236551449062720819570031")
 MIN_RSA_EXPONENT = 65537
 MAX_RSA_EXPONENT = 2**31 - 1
 
@@ -180,10 +185,27 @@ def check_requested_extensions(csr: x509.CertificateSigningRequest) -> None:
             )
 
 
+def check_key_origin(csr: x509.CertificateSigningRequest, profile: Profile) -> None:
+    """A key the service generated (serverkeygen) is certified only under a profile that
+    allows it: the order's profile is known only once the order is authenticated, so this is
+    where the registration authority's ordinary path refuses it, before the order is claimed."""
+    if profile.server_key_generation:
+        return
+    try:
+        csr.attributes.get_attribute_for_oid(SERVER_GENERATED_KEY)
+    except x509.AttributeNotFound:
+        return
+    raise NotEntitled(
+        f"{profile.name} certificates are not issued for keys the CA generates (serverkeygen); "
+        "generate the key yourself and use simpleenroll (the order is still usable)"
+    )
+
+
 def check_csr(csr: x509.CertificateSigningRequest, profile: Profile) -> CheckedCsr:
     """All checks that need nothing but the CSR and the profile. Blocking (signature check)."""
     check_proof_of_possession(csr)
     check_requested_extensions(csr)
+    check_key_origin(csr, profile)
     key = subscriber_key(csr)
     check_key_allowed(key, profile)
     return CheckedCsr(csr=csr, key=key)
