@@ -12,7 +12,7 @@ from cryptography import x509
 
 from est_ca.audit import Actor
 from est_ca.ca import keygen
-from est_ca.ca.csr_policy import parse_csr
+from est_ca.ca.csr_policy import check_channel_binding, parse_csr
 from est_ca.ca.profiles import KeySpec
 from est_ca.errors import CredentialsMissing, EstCaError, NotEntitled
 from est_ca.est import wire
@@ -22,7 +22,7 @@ from est_ca.registration.enrollment import (
     order_actor,
 )
 from est_ca.throttle import Admission
-from est_ca.web import inputs
+from est_ca.web import inputs, tls
 from est_ca.workers import Workers
 
 EST_PREFIX = "/.well-known/est"
@@ -62,9 +62,16 @@ async def csrattrs(request: web.Request) -> web.Response:
 
 
 async def _csr(request: web.Request) -> bytes:
+    """The request's DER CSR; under a label that requires channel binding, only one whose
+    challengePassword is this TLS session's tls-unique (RFC 7030 3.5)."""
     inputs.require_content_type(request, wire.PKCS10)
     body = await inputs.read_body(request, request.app[MAX_CSR_BYTES])
-    return wire.decode_base64_body(body)
+    der = wire.decode_base64_body(body)
+    label = request.app[AUTHORITY].labels.get(request.match_info.get("label"))
+    if label.require_channel_binding:
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        check_channel_binding(parse_csr(der), tls.tls_unique(ssl_object))
+    return der
 
 
 async def _enroll(

@@ -48,7 +48,8 @@ def est_app(service: Service) -> web.Application:
     # Each label says what every profile it issues accepts.
     app[est_routes.CSR_ATTRS] = {
         label.name: csr_attributes(
-            profile for profile in service.profiles.profiles.values() if label.allows(profile.name)
+            (p for p in service.profiles.profiles.values() if label.allows(p.name)),
+            challenge_password=label.require_channel_binding,
         )
         for label in authority.labels.labels
     }
