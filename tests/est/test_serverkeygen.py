@@ -19,14 +19,17 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from est_ca import logs
+from est_ca.clock import SettableClock
+from est_ca.config import load_settings
 from est_ca.registration.orders import OrderStatus
 from est_ca.server import Server
 from est_ca.service import Service
-from tests.conftest import CaMaterial
+from tests.conftest import CaMaterial, authorities_overrides, with_test_organisations
 from tests.helpers import (
     PKCS10,
     CurlResult,
     KeyPool,
+    authority_entry,
     credentials,
     csr_base64,
     curl_est,
@@ -187,7 +190,7 @@ async def test_the_generated_private_key_is_in_no_log_line_and_not_in_the_databa
     )
     prime = key.private_numbers().p.to_bytes(192, "big")
     recorded = (log_output.getvalue() + caplog.text).encode()
-    assert b"serverkeygen" in recorded or b"request" in recorded  # the log did capture
+    assert b'"path": "/.well-known/est/serverkeygen"' in recorded  # the log did capture it
     database = service.settings.data_dir / "est-ca.db"
     stored = b"".join(
         path.read_bytes() for path in database.parent.glob("est-ca.db*") if path.is_file()
@@ -197,3 +200,30 @@ async def test_the_generated_private_key_is_in_no_log_line_and_not_in_the_databa
     for secret in (key_der, traditional, prime, body_base64[:64], body_base64[-64:]):
         assert secret not in recorded
         assert secret not in stored
+
+
+async def test_serverkeygen_under_a_label_whose_profiles_forbid_it_is_refused_before_any_key(
+    tmp_path: Path, ca_material: CaMaterial, clock: SettableClock, keys: KeyPool
+) -> None:
+    config = tmp_path / "cas.toml"
+    config.write_text(
+        authority_entry(
+            "people", ca_material.hierarchy, ca_material.passphrase, default=True, profiles=["user"]
+        )
+    )
+    settings = load_settings(config, {}, authorities_overrides(tmp_path, ca_material))
+    service = await with_test_organisations(await Service.open(settings, clock=clock, create=True))
+    server = Server(service)
+    try:
+        await server.start("127.0.0.1", 0, service.settings.service.http_port)
+        placed = await new_order(service, await new_user(service))
+        response = await serverkeygen(
+            server, ca_material, tmp_path, keys, "-u", ":".join(credentials(placed))
+        )
+        assert response.status == 403, response.text
+        assert "no certificate profile issued here allows server key generation" in response.text
+        order = await service.registry.get_order(placed.order.reference)
+        assert order.status is OrderStatus.PENDING
+    finally:
+        await server.stop()
+        await service.close()

@@ -137,6 +137,12 @@ async def serverkeygen(request: web.Request) -> web.Response:
                 "the key yourself and use simpleenroll"
             )
         client_csr = parse_csr(csr_der)
+        client_certificate = inputs.peer_certificate(request)
+        if wire.basic_credentials(request) is None and client_certificate is not None:
+            # Cheap, and spares a key generation for a revoked or unknown certificate; the
+            # enrollment authenticates it again. (An order's code cannot be checked apart
+            # from enrolling: a wrong one costs a generation, bounded by the throttle.)
+            await request.app[AUTHORITY].authenticate_certificate(client_certificate)
         async with request.app[KEY_GENERATION].slot():
             made = await request.app[WORKERS].run(
                 keygen.request_with_generated_key, client_csr, spec
