@@ -76,12 +76,12 @@ async def _csr(request: web.Request) -> bytes:
 
 async def _enroll(
     request: web.Request,
-    action: str,
     prepare: Callable[[web.Request, bytes], Awaitable[bytes]] | None = None,
 ) -> x509.Certificate:
     """simpleenroll and serverkeygen: an order's Basic credentials or a TLS client certificate
     entitled to enroll, then the registration authority's one enrollment path. `prepare`
-    turns the client's CSR into the one enrolled (serverkeygen: a CSR for a generated key)."""
+    turns the client's CSR into the one enrolled (serverkeygen: a CSR for a generated key);
+    both are enrollments to the audit trail and the metrics."""
     authority = request.app[AUTHORITY]
     label = _label(request)
     actor = Actor("anonymous", "-", request.remote)
@@ -105,7 +105,7 @@ async def _enroll(
             csr = await prepare(request, csr)
     except EstCaError as exc:
         # Refused before the authority saw it; it audits everything else itself.
-        await authority.refuse(action, actor, exc)
+        await authority.refuse("enroll", actor, exc)
         raise
     if credentials is not None:
         reference, code = credentials
@@ -119,7 +119,7 @@ async def _enroll(
 
 
 async def simpleenroll(request: web.Request) -> web.Response:
-    certificate = await _enroll(request, "enroll")
+    certificate = await _enroll(request)
     return wire.base64_response(request, wire.certs_only([certificate]), wire.CERTS_ONLY)
 
 
@@ -150,7 +150,7 @@ async def serverkeygen(request: web.Request) -> web.Response:
         generated.append(made)
         return made.csr_der
 
-    certificate = await _enroll(request, "serverkeygen", generate)
+    certificate = await _enroll(request, generate)
     (made,) = generated
     return wire.server_key_response(made.pkcs8_der(), wire.certs_only([certificate]))
 
