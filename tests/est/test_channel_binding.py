@@ -36,6 +36,7 @@ from tests.helpers import (
     curl_est,
     est_url,
     new_order,
+    new_system,
     new_user,
     openssl,
 )
@@ -72,9 +73,10 @@ def _exchange(
     version: ssl.TLSVersion,
     csr_for: Callable[[bytes], bytes],
     authorization: tuple[str, str],
+    operation: str = "simpleenroll",
 ) -> tuple[int, str]:
     """One TLS connection at `version`: read its tls-unique, make the CSR with `csr_for`, and
-    POST it to simpleenroll on that same connection (blocking: run on a thread)."""
+    POST it to `operation` on that same connection (blocking: run on a thread)."""
     host, port = server.https_url.removeprefix("https://").rsplit(":", 1)
     context = ssl.create_default_context(cafile=str(cafile))
     context.minimum_version = context.maximum_version = version
@@ -90,12 +92,13 @@ def _exchange(
         basic = base64.b64encode(":".join(authorization).encode()).decode()
         connection.request(
             "POST",
-            "/.well-known/est/simpleenroll",
+            f"/.well-known/est/{operation}",
             body=base64.encodebytes(csr_for(binding)),
             headers={"Content-Type": "application/pkcs10", "Authorization": f"Basic {basic}"},
         )
         response = connection.getresponse()
-        return response.status, response.read().decode(errors="replace")
+        body = response.read().decode(errors="replace")
+        return response.status, f"{response.getheader('Content-Type')}\n{body}"
     finally:
         connection.close()
 
@@ -119,8 +122,11 @@ async def exchange(
     version: ssl.TLSVersion,
     csr_for: Callable[[bytes], bytes],
     authorization: tuple[str, str],
+    operation: str = "simpleenroll",
 ) -> tuple[int, str]:
-    return await asyncio.to_thread(_exchange, server, ca.tls_cert, version, csr_for, authorization)
+    return await asyncio.to_thread(
+        _exchange, server, ca.tls_cert, version, csr_for, authorization, operation
+    )
 
 
 async def test_a_csr_bound_to_its_tls_1_2_session_enrolls(
@@ -139,6 +145,26 @@ async def test_a_csr_bound_to_its_tls_1_2_session_enrolls(
     assert status == 200, text
     order = await service.registry.get_order(placed.order.reference)
     assert order.status is OrderStatus.CONSUMED
+
+
+async def test_serverkeygen_checks_the_binding_of_the_clients_csr(
+    server: Server, service: Service, ca_material: CaMaterial, keys: KeyPool
+) -> None:
+    """The client's CSR is the one bound to the session; the CSR the service builds for the key
+    it generates is its own and carries no password."""
+    placed = await new_order(service, await new_system(service))
+    key = keys.rsa(0).key
+    assert isinstance(key, rsa.RSAPrivateKey)
+    status, text = await exchange(
+        server,
+        ca_material,
+        ssl.TLSVersion.TLSv1_2,
+        lambda binding: bound_csr(key, base64.b64encode(binding)),
+        credentials(placed),
+        "serverkeygen",
+    )
+    assert status == 200, text
+    assert text.startswith("multipart/mixed; boundary=")
 
 
 async def test_a_csr_bound_to_another_session_is_refused_and_the_order_stays(
