@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from aiohttp.test_utils import TestServer
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -21,9 +22,13 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from est_ca import logs
 from est_ca.clock import SettableClock
 from est_ca.config import load_settings
+from est_ca.est.routes import KEY_GENERATION
 from est_ca.registration.orders import OrderStatus
 from est_ca.server import Server
 from est_ca.service import Service
+from est_ca.throttle import Admission
+from est_ca.web.app import est_app
+from est_ca.web.tls import server_context
 from tests.conftest import CaMaterial, authorities_overrides, with_test_organisations
 from tests.helpers import (
     PKCS10,
@@ -32,6 +37,7 @@ from tests.helpers import (
     authority_entry,
     credentials,
     csr_base64,
+    curl,
     curl_est,
     make_csr,
     new_order,
@@ -227,3 +233,34 @@ async def test_serverkeygen_under_a_label_whose_profiles_forbid_it_is_refused_be
     finally:
         await server.stop()
         await service.close()
+
+
+async def test_key_generations_beyond_the_bound_get_503_and_the_order_stays(
+    service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    """Keys are generated before the order authenticates, so how many are made at once is
+    bounded; here the bound is 0, so any serverkeygen is busy."""
+    app = est_app(service)
+    app[KEY_GENERATION] = Admission(0)
+    context = server_context(ca_material.tls_cert, ca_material.tls_key, client_ca_pem=None)
+    test_server = TestServer(app, host="127.0.0.1")
+    await test_server.start_server(ssl=context)
+    try:
+        placed = await new_order(service, await new_system(service))
+        body = tmp_path / "busy.csr"
+        body.write_bytes(csr_base64(make_csr(keys.ec().key)))
+        response = await curl(
+            f"https://127.0.0.1:{test_server.port}/.well-known/est/serverkeygen",
+            *PKCS10,
+            "-u",
+            ":".join(credentials(placed)),
+            "--data-binary",
+            f"@{body}",
+            trust=ca_material.tls_cert,
+        )
+    finally:
+        await test_server.close()
+    assert response.status == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    order = await service.registry.get_order(placed.order.reference)
+    assert order.status is OrderStatus.PENDING
