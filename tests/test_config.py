@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from est_ca.config import FileKeyRef, Pkcs11KeyRef, load_settings, token_key
+from est_ca.config import MANAGED_AUTHORITIES, FileKeyRef, Pkcs11KeyRef, load_settings, token_key
 from est_ca.errors import ConfigurationError
 
 
@@ -188,3 +188,23 @@ def test_several_authorities_are_listed_and_the_default_stands_in_for_the_ca_sec
     settings = load_settings(_authorities(tmp_path, ONE_CA + second))
     assert [entry.name for entry in settings.authorities] == ["issuing-2", "other"]
     assert settings.ca.cert_file == "/etc/est-ca/issuing.pem"
+
+
+def test_a_rolled_over_generation_keeps_its_labels_channel_binding(tmp_path: Path) -> None:
+    """`est-ca ca rollover` writes the new generation to the managed file; what the label
+    requires of its CSRs stays the operator's, from the configured entry of that label."""
+    data_dir = tmp_path / "data"
+    (data_dir / "ca").mkdir(parents=True)
+    (data_dir / MANAGED_AUTHORITIES).write_text(
+        ONE_CA.replace("default = true", "retired = true")
+        + ONE_CA.replace('name = "issuing-2"', 'name = "issuing-3"\nlabel = "issuing-2"')
+        .replace("issuing.pem", "issuing-3.pem")
+        .replace('profiles = ["oces3-person"]\n', "")
+    )
+    configured = ONE_CA + "require_channel_binding = true\n"
+    settings = load_settings(
+        _authorities(tmp_path, configured), overrides={"data_dir": str(data_dir)}
+    )
+    current = [entry for entry in settings.authorities if not entry.retired]
+    assert [entry.name for entry in current] == ["issuing-3"]
+    assert current[0].require_channel_binding is True

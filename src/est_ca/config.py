@@ -143,6 +143,8 @@ class CaEntry:
     Two generations of one CA share a label: the one not `retired` enrolls; a retired one is
     still published (CRL, OCSP) and its certificates still authenticate and renew, to the new.
     `profiles`: the profiles orders under this label may name (empty: every profile).
+    `require_channel_binding`: every CSR enrolled under this label must carry the TLS
+    session's tls-unique in its challengePassword (RFC 7030 3.5; TLS 1.2 only, see docs/est.md).
     """
 
     name: str
@@ -153,6 +155,7 @@ class CaEntry:
     profiles: tuple[str, ...] = ()
     label: str = ""
     retired: bool = False
+    require_channel_binding: bool = False
     # Where its OCSP responder keys are made (a new one per responder certificate); None:
     # encrypted key files under <data_dir>/ocsp.
     responder_token: TokenRef | None = None
@@ -290,6 +293,7 @@ def _with_managed(settings: Settings, path: Path) -> Settings:
             entry,
             profiles=configured[entry.est_label].profiles,
             default=configured[entry.est_label].default,
+            require_channel_binding=configured[entry.est_label].require_channel_binding,
         )
         if not entry.retired and entry.est_label in configured
         else entry

@@ -620,7 +620,14 @@ def labels_of(settings: Settings, publication: Publication) -> CaLabels:
     default, *others = served_entries(settings, publication)
     entries = [default, *(entry for entry in others if not entry.retired)]
     return CaLabels(
-        tuple(CaLabel(entry.est_label, frozenset(entry.profiles)) for entry in entries),
+        tuple(
+            CaLabel(
+                entry.est_label,
+                frozenset(entry.profiles),
+                require_channel_binding=entry.require_channel_binding,
+            )
+            for entry in entries
+        ),
         default=default.est_label,
     )
 

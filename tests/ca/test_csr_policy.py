@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from est_ca.ca.csr_policy import check_csr, check_rsa_exponent, parse_csr
+from est_ca.ca.csr_policy import check_channel_binding, check_csr, check_rsa_exponent, parse_csr
 from est_ca.ca.profiles import KeyPolicy, ProfileCatalogue
 from est_ca.config import shipped_config_dir
 from est_ca.errors import BadRequest
-from tests.helpers import KeyPool, csr_der, make_csr
+from tests.helpers import KeyPool, csr_der, make_csr, require_tool
 
 PROFILES = ProfileCatalogue.load([shipped_config_dir() / "profiles"])
 USER = PROFILES.profiles["user"]
@@ -111,3 +114,55 @@ def test_an_exponent_below_65537_above_2_31_minus_1_or_even_is_refused(e: int) -
     even read one of 2^63 or more: the certificate would be useless to Go relying parties."""
     with pytest.raises(BadRequest, match=r"must be odd, from 65537 to 2\^31-1"):
         check_rsa_exponent(e)
+
+
+# -- channel binding (RFC 7030 3.5) -------------------------------------------------------------
+
+SESSION = bytes(range(12))  # a TLS 1.2 tls-unique is the 12-octet Finished verify_data
+
+
+def _openssl_csr(tmp_path: Path, keys: KeyPool, password: str) -> x509.CertificateSigningRequest:
+    """A CSR made by `openssl req` with challengePassword, as an openssl-based client makes it."""
+    config = tmp_path / "req.cnf"
+    config.write_text(
+        "[req]\nprompt = no\ndistinguished_name = dn\nattributes = attrs\n"
+        f"[dn]\nCN = openssl client\n[attrs]\nchallengePassword = {password}\n"
+    )
+    made = subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-new",
+            "-key",
+            keys.ec().pem_path,
+            "-config",
+            config,
+            "-outform",
+            "DER",
+        ],
+        capture_output=True,
+        check=True,
+    )
+    return parse_csr(made.stdout)
+
+
+def test_an_openssl_made_challenge_password_carrying_the_binding_is_accepted(
+    tmp_path: Path, keys: KeyPool
+) -> None:
+    require_tool("openssl")
+    csr = _openssl_csr(tmp_path, keys, base64.b64encode(SESSION).decode())
+    check_channel_binding(csr, SESSION)
+
+
+def test_a_challenge_password_of_another_session_is_refused(tmp_path: Path, keys: KeyPool) -> None:
+    require_tool("openssl")
+    csr = _openssl_csr(tmp_path, keys, base64.b64encode(bytes(12)).decode())
+    with pytest.raises(BadRequest, match="not this TLS session's tls-unique"):
+        check_channel_binding(csr, SESSION)
+
+
+def test_without_a_session_binding_the_request_is_refused_asking_for_tls_1_2(
+    keys: KeyPool,
+) -> None:
+    with pytest.raises(BadRequest, match=r"only check on TLS 1\.2"):
+        check_channel_binding(make_csr(keys.ec().key), None)

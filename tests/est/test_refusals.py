@@ -287,7 +287,7 @@ async def test_the_wrong_method_is_405(
 
 
 async def test_an_operation_we_do_not_offer_is_404(server: Server, ca_material: CaMaterial) -> None:
-    response = await curl(est_url(server, "serverkeygen"), "-X", "POST", trust=ca_material.tls_cert)
+    response = await curl(est_url(server, "fullcmc"), "-X", "POST", trust=ca_material.tls_cert)
     assert_plain_text_error(response, 404)
 
 

@@ -6,8 +6,10 @@ the certificate come from the identity record and the profile, never from the CS
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
+import hmac
 import math
 
 from cryptography import x509
@@ -15,13 +17,19 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import AttributeOID
 
 from est_ca.ca.profiles import Profile
 from est_ca.ca.spki import public_key_der
-from est_ca.errors import BadRequest
+from est_ca.errors import BadRequest, NotEntitled
 
 _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 _ALLOWED_CSR_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
+# The attribute the service puts in the CSR it builds for a key it generated (EST serverkeygen,
+# ca/keygen.py): a UUID-based OID (ITU-T X.667, arc 2.25) so it needs no registered arc. It only
+# ever restricts: a CSR carrying it is refused under a profile that does not allow server key
+# generation, so a client that adds it to its own CSR gains nothing.
+SERVER_GENERATED_KEY = x509.ObjectIdentifier("2.25.325934133917408236551449062720819570031")
 MIN_RSA_EXPONENT = 65537
 MAX_RSA_EXPONENT = 2**31 - 1
 
@@ -180,10 +188,56 @@ def check_requested_extensions(csr: x509.CertificateSigningRequest) -> None:
             )
 
 
+def check_key_origin(csr: x509.CertificateSigningRequest, profile: Profile) -> None:
+    """A key the service generated (serverkeygen) is certified only under a profile that
+    allows it: the order's profile is known only once the order is authenticated, so this is
+    where the registration authority's ordinary path refuses it, before the order is claimed."""
+    if profile.server_key_generation:
+        return
+    try:
+        csr.attributes.get_attribute_for_oid(SERVER_GENERATED_KEY)
+    except x509.AttributeNotFound:
+        return
+    raise NotEntitled(
+        f"{profile.name} certificates are not issued for keys the CA generates (serverkeygen); "
+        "generate the key yourself and use simpleenroll (the order is still usable)"
+    )
+
+
+def check_channel_binding(csr: x509.CertificateSigningRequest, tls_unique: bytes | None) -> None:
+    """RFC 7030 3.5: the CSR's challengePassword must be base64 of the TLS session's tls-unique
+    (RFC 5929), as libest's client puts it, so a CSR made for another session is refused.
+    `tls_unique` is None when the session has no tls-unique: it is defined for TLS 1.2 only,
+    and the RFC 9266 exporter that replaces it under TLS 1.3 is out of reach of Python's ssl
+    module (docs/est.md). The CSR's own signature is checked later, with the other checks."""
+    if tls_unique is None:
+        raise BadRequest(
+            "this EST label requires channel binding (RFC 7030 3.5), which this server can "
+            "only check on TLS 1.2: connect with TLS 1.2 and put base64 of the session's "
+            "tls-unique in the CSR's challengePassword"
+        )
+    try:
+        attribute = csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD)
+    except x509.AttributeNotFound:
+        raise BadRequest(
+            "this EST label requires channel binding (RFC 7030 3.5): put base64 of this TLS "
+            "session's tls-unique in the CSR's challengePassword"
+        ) from None
+    except ValueError as exc:
+        raise BadRequest("the CSR's attributes are malformed") from exc
+    expected = base64.b64encode(tls_unique)
+    if not hmac.compare_digest(attribute.value.strip(), expected):
+        raise BadRequest(
+            "the CSR's challengePassword is not this TLS session's tls-unique (channel "
+            "binding, RFC 7030 3.5): make the CSR on the connection that sends it"
+        )
+
+
 def check_csr(csr: x509.CertificateSigningRequest, profile: Profile) -> CheckedCsr:
     """All checks that need nothing but the CSR and the profile. Blocking (signature check)."""
     check_proof_of_possession(csr)
     check_requested_extensions(csr)
+    check_key_origin(csr, profile)
     key = subscriber_key(csr)
     check_key_allowed(key, profile)
     return CheckedCsr(csr=csr, key=key)

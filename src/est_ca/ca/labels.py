@@ -22,10 +22,16 @@ from est_ca.errors import NotFound
 
 @dataclasses.dataclass(frozen=True)
 class CaLabel:
-    """A label and the profiles orders under it may name (empty: every profile)."""
+    """A label and the profiles orders under it may name (empty: every profile).
+
+    `require_channel_binding`: a policy of the label rather than of a profile, because the
+    binding belongs to the EST endpoint's TLS connection, not to what is issued: it is checked
+    before the request reaches the registration authority (the order, and so its profile, is
+    known only once that has authenticated it), and the label's csrattrs can say it exactly."""
 
     name: str
     profiles: frozenset[str] = frozenset()
+    require_channel_binding: bool = False
 
     def __post_init__(self) -> None:
         if not (self.name and self.name.isascii() and self.name.replace("-", "").isalnum()):

@@ -47,6 +47,18 @@ MAX_RENEWAL_GRACE_HOURS = 24 * 30
 
 
 @dataclasses.dataclass(frozen=True)
+class KeySpec:
+    """One kind of key: an elliptic curve by name, or an RSA modulus size."""
+
+    algorithm: Literal["ec", "rsa"]
+    parameter: str | int
+
+    @property
+    def description(self) -> str:
+        return f"ECDSA {self.parameter}" if self.algorithm == "ec" else f"RSA {self.parameter}"
+
+
+@dataclasses.dataclass(frozen=True)
 class KeyPolicy:
     """The subscriber keys a profile accepts."""
 
@@ -62,6 +74,21 @@ class KeyPolicy:
         for curve in self.ec_curves:
             if curve not in EC_CURVES:
                 raise ConfigurationError(f"unknown curve {curve!r}; known: {', '.join(EC_CURVES)}")
+
+    def accepts(self, spec: KeySpec) -> bool:
+        if spec.algorithm == "ec":
+            return spec.parameter in self.ec_curves
+        return spec.parameter in self.rsa_sizes
+
+    @property
+    def choices(self) -> tuple[KeySpec, ...]:
+        """Every key this policy accepts, in the order the service would generate one (EST
+        serverkeygen): the curves as `ec_curves` lists them, then the sizes as `rsa_sizes`
+        lists them. The operator's order decides; curves go first because an elliptic-curve
+        key costs microseconds to make where an RSA key costs a large part of a second."""
+        return tuple(KeySpec("ec", curve) for curve in self.ec_curves) + tuple(
+            KeySpec("rsa", size) for size in self.rsa_sizes
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +113,9 @@ class Profile:
     # After a renewal, the predecessor is revoked (superseded) when this much time has passed
     # since its successor was issued; 0 revokes it at once.
     renewal_grace_hours: int = DEFAULT_RENEWAL_GRACE_HOURS
+    # EST serverkeygen (RFC 7030 4.4): may the service generate the subscriber's key pair
+    # and hand out the private key? Off unless the profile says so.
+    server_key_generation: bool = False
 
     def __post_init__(self) -> None:
         where = f"profile {self.name!r}"
@@ -169,6 +199,7 @@ class _ProfileFile:
     keys: _KeysFile
     signature: _SignatureFile
     renewal_grace_hours: int = DEFAULT_RENEWAL_GRACE_HOURS
+    server_key_generation: bool = False
 
 
 def profile_from_mapping(raw: Mapping[str, object], source: str) -> Profile:
@@ -208,6 +239,7 @@ def profile_from_mapping(raw: Mapping[str, object], source: str) -> Profile:
                 salt_length=data.signature.salt_length if algorithm == "rsassa-pss" else None,
             ),
             renewal_grace_hours=data.renewal_grace_hours,
+            server_key_generation=data.server_key_generation,
         )
     except ConfigurationError as exc:
         raise ConfigurationError(f"{source}: {exc}") from exc

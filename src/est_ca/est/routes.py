@@ -5,9 +5,15 @@ Nothing here decides anything: who may enroll and what gets signed is registrati
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
+from cryptography import x509
 
 from est_ca.audit import Actor
+from est_ca.ca import keygen
+from est_ca.ca.csr_policy import check_channel_binding, parse_csr
+from est_ca.ca.profiles import KeySpec
 from est_ca.errors import CredentialsMissing, EstCaError, NotEntitled
 from est_ca.est import wire
 from est_ca.registration.enrollment import (
@@ -15,7 +21,9 @@ from est_ca.registration.enrollment import (
     certificate_actor,
     order_actor,
 )
-from est_ca.web import inputs
+from est_ca.throttle import Admission
+from est_ca.web import inputs, tls
+from est_ca.workers import Workers
 
 EST_PREFIX = "/.well-known/est"
 AUTHORITY = web.AppKey("registration_authority", RegistrationAuthority)
@@ -24,6 +32,12 @@ CA_CERTS_DER = web.AppKey("cacerts_der", dict[str, bytes])
 MAX_CSR_BYTES = web.AppKey("max_csr_bytes", int)
 # Per CA label: DER CsrAttrs (ca/csrattrs.py) for the profiles it issues; None: nothing to say.
 CSR_ATTRS = web.AppKey("csrattrs_der", dict[str, bytes | None])
+# Per CA label: the key serverkeygen generates there; None: no profile of the label allows it.
+SERVER_KEYS = web.AppKey("server_keys", dict[str, KeySpec | None])
+WORKERS = web.AppKey("workers", Workers)
+# Key generations at once (an RSA key is CPU for a large part of a second, and is made before
+# the order authenticates): beyond this bound, 503 + Retry-After.
+KEY_GENERATION = web.AppKey("key_generation", Admission)
 
 
 def _label(request: web.Request) -> str:
@@ -48,12 +62,26 @@ async def csrattrs(request: web.Request) -> web.Response:
 
 
 async def _csr(request: web.Request) -> bytes:
+    """The request's DER CSR; under a label that requires channel binding, only one whose
+    challengePassword is this TLS session's tls-unique (RFC 7030 3.5)."""
     inputs.require_content_type(request, wire.PKCS10)
     body = await inputs.read_body(request, request.app[MAX_CSR_BYTES])
-    return wire.decode_base64_body(body)
+    der = wire.decode_base64_body(body)
+    label = request.app[AUTHORITY].labels.get(request.match_info.get("label"))
+    if label.require_channel_binding:
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        check_channel_binding(parse_csr(der), tls.tls_unique(ssl_object))
+    return der
 
 
-async def simpleenroll(request: web.Request) -> web.Response:
+async def _enroll(
+    request: web.Request,
+    prepare: Callable[[web.Request, bytes], Awaitable[bytes]] | None = None,
+) -> x509.Certificate:
+    """simpleenroll and serverkeygen: an order's Basic credentials or a TLS client certificate
+    entitled to enroll, then the registration authority's one enrollment path. `prepare`
+    turns the client's CSR into the one enrolled (serverkeygen: a CSR for a generated key);
+    both are enrollments to the audit trail and the metrics."""
     authority = request.app[AUTHORITY]
     label = _label(request)
     actor = Actor("anonymous", "-", request.remote)
@@ -73,21 +101,58 @@ async def simpleenroll(request: web.Request) -> web.Response:
         if credentials is not None and not request.secure:
             raise NotEntitled("Basic credentials are only accepted over HTTPS")
         csr = await _csr(request)
+        if prepare is not None:
+            csr = await prepare(request, csr)
     except EstCaError as exc:
         # Refused before the authority saw it; it audits everything else itself.
         await authority.refuse("enroll", actor, exc)
         raise
     if credentials is not None:
         reference, code = credentials
-        certificate = await authority.enroll_with_order(
+        return await authority.enroll_with_order(
             reference, code, csr, source=request.remote, label=label
         )
-    else:
-        assert client_certificate is not None
-        certificate = await authority.enroll_with_certificate(
-            client_certificate, csr, source=request.remote, label=label
-        )
+    assert client_certificate is not None
+    return await authority.enroll_with_certificate(
+        client_certificate, csr, source=request.remote, label=label
+    )
+
+
+async def simpleenroll(request: web.Request) -> web.Response:
+    certificate = await _enroll(request)
     return wire.base64_response(request, wire.certs_only([certificate]), wire.CERTS_ONLY)
+
+
+async def serverkeygen(request: web.Request) -> web.Response:
+    """RFC 7030 4.4: the service generates the key pair (see ca/keygen.py) and answers with the
+    private key and the certificate. Refused at once where no profile of the label allows it;
+    an order whose own profile does not is refused by the CSR policy, before it is claimed."""
+    generated: list[keygen.ServerGeneratedRequest] = []
+
+    async def generate(request: web.Request, csr_der: bytes) -> bytes:
+        spec = request.app[SERVER_KEYS][_label(request)]
+        if spec is None:
+            raise NotEntitled(
+                "no certificate profile issued here allows server key generation; generate "
+                "the key yourself and use simpleenroll"
+            )
+        client_csr = parse_csr(csr_der)
+        client_certificate = inputs.peer_certificate(request)
+        if wire.basic_credentials(request) is None and client_certificate is not None:
+            # Cheap, and spares a key generation for a revoked or unknown certificate; the
+            # enrollment authenticates it again. (An order's code cannot be checked apart
+            # from enrolling: a wrong one costs a generation, bounded by the throttle.)
+            await request.app[AUTHORITY].authenticate_certificate(client_certificate)
+        async with request.app[KEY_GENERATION].slot():
+            made = await request.app[WORKERS].run(
+                keygen.request_with_generated_key, client_csr, spec
+            )
+        generated.append(made)
+        return made.csr_der
+
+    certificate = await _enroll(request, generate)
+    (made,) = generated
+    return wire.server_key_response(made.pkcs8_der(), wire.certs_only([certificate]))
 
 
 async def simplereenroll(request: web.Request) -> web.Response:
@@ -124,3 +189,4 @@ def add_routes(app: web.Application) -> None:
         app.router.add_get(f"{prefix}/csrattrs", csrattrs)
         app.router.add_post(f"{prefix}/simpleenroll", simpleenroll)
         app.router.add_post(f"{prefix}/simplereenroll", simplereenroll)
+        app.router.add_post(f"{prefix}/serverkeygen", serverkeygen)

@@ -12,6 +12,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.policy
+import secrets
+from email.encoders import encode_base64
+from email.mime.application import MIMEApplication
+from email.mime.multipart import MIMEMultipart
 
 from aiohttp import BasicAuth, hdrs, web
 from cryptography import x509
@@ -25,6 +30,7 @@ PKCS10 = "application/pkcs10"
 PKCS7_MIME = "application/pkcs7-mime"
 CERTS_ONLY = "application/pkcs7-mime; smime-type=certs-only"
 CSRATTRS = "application/csrattrs"
+PKCS8 = "application/pkcs8"
 _WHITESPACE = b" \t\r\n\v\f"
 
 
@@ -85,6 +91,31 @@ def base64_response(request: web.Request, der: bytes, content_type: str) -> web.
             hdrs.CONTENT_TYPE: content_type,
             "Content-Transfer-Encoding": "base64",
         },
+    )
+
+
+def server_key_response(private_key_pkcs8: bytes, certificate_der_cms: bytes) -> web.Response:
+    """RFC 7030 4.4.2: multipart/mixed with the private key (application/pkcs8) and the
+    certificate (certs-only CMS), each part base64 with Content-Transfer-Encoding (RFC 8951),
+    as Python's email package writes MIME: it chooses the boundary (one that occurs in
+    neither part) and the 76-column base64 lines, with CRLF line ends as HTTP has them."""
+    # A token boundary needs no quoting (some clients take everything after "boundary="), and
+    # cannot occur in base64 lines, which never begin with "--".
+    message = MIMEMultipart("mixed", boundary=f"est-ca-{secrets.token_hex(16)}")
+    key_part = MIMEApplication(private_key_pkcs8, "pkcs8", _encoder=encode_base64)
+    certificate_part = MIMEApplication(certificate_der_cms, "pkcs7-mime", _encoder=encode_base64)
+    # The exact form simpleenroll answers with, which clients match byte for byte.
+    certificate_part.replace_header(hdrs.CONTENT_TYPE, CERTS_ONLY)
+    for part in (key_part, certificate_part):
+        del part["MIME-Version"]
+        message.attach(part)
+    rendered = message.as_bytes(policy=email.policy.HTTP)
+    # The outer headers become the HTTP response's; only the boundary-delimited body is sent.
+    _headers, _, body = rendered.partition(b"\r\n\r\n")
+    return web.Response(
+        status=200,
+        body=body,
+        headers={hdrs.CONTENT_TYPE: f"multipart/mixed; boundary={message.get_boundary()}"},
     )
 
 

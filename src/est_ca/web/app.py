@@ -10,11 +10,13 @@ from est_ca.admin import routes as admin_routes
 from est_ca.admin.access import Scope
 from est_ca.ca import publication
 from est_ca.ca.csrattrs import csr_attributes
+from est_ca.ca.keygen import key_for_label
 from est_ca.errors import NotEntitled
 from est_ca.est import routes as est_routes
 from est_ca.est import wire
 from est_ca.relying_party import routes as relying_party
 from est_ca.service import Service
+from est_ca.throttle import Admission
 from est_ca.web import inputs
 from est_ca.web.middleware import (
     LISTENER,
@@ -46,10 +48,19 @@ def est_app(service: Service) -> web.Application:
     # Each label says what every profile it issues accepts.
     app[est_routes.CSR_ATTRS] = {
         label.name: csr_attributes(
-            profile for profile in service.profiles.profiles.values() if label.allows(profile.name)
+            (p for p in service.profiles.profiles.values() if label.allows(p.name)),
+            challenge_password=label.require_channel_binding,
         )
         for label in authority.labels.labels
     }
+    app[est_routes.SERVER_KEYS] = {
+        label.name: key_for_label(
+            (p for p in service.profiles.profiles.values() if label.allows(p.name)), label.name
+        )
+        for label in authority.labels.labels
+    }
+    app[est_routes.WORKERS] = service.workers
+    app[est_routes.KEY_GENERATION] = Admission(service.workers.threads)
     app[RENDER_ERROR] = wire.render_error
     est_routes.add_routes(app)
     return app

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+TLS_UNIQUE_VERSION = "TLSv1.2"
 # X509_V_FLAG_NO_CHECK_TIME from OpenSSL's x509_vfy.h; Python's ssl module has no name for it.
 X509_V_FLAG_NO_CHECK_TIME = 0x200000
 
@@ -32,3 +33,19 @@ def server_context(
         if not check_time:
             context.verify_flags = context.verify_flags | X509_V_FLAG_NO_CHECK_TIME
     return context
+
+
+def tls_unique(ssl_object: object) -> bytes | None:
+    """The connection's tls-unique channel binding (RFC 5929) on TLS 1.2; None otherwise.
+
+    CPython answers 'tls-unique' on TLS 1.3 too (the first Finished message), but RFC 9266
+    leaves it undefined there, and the tls-exporter binding that replaces it needs
+    SSL_export_keying_material, which the ssl module does not expose: no binding under 1.3.
+    Under 1.2, OpenSSL negotiates the extended master secret (RFC 7627) with clients that
+    offer it, which is what keeps tls-unique safe from the triple-handshake attack; the ssl
+    module cannot tell whether a session used it."""
+    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        return None
+    if ssl_object.version() != TLS_UNIQUE_VERSION:
+        return None
+    return ssl_object.get_channel_binding("tls-unique")
