@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from est_ca.ca.certificates import CertificateStatus
 from est_ca.errors import ApprovalPending, Conflict, EstCaError
@@ -93,3 +94,24 @@ async def test_two_administrators_deciding_at_once_decide_once(
             action="request.rejected"
         )
     assert len(decided) == 1
+
+
+async def test_a_client_certificate_does_not_bypass_the_approval_of_the_order_it_uses(
+    service: Service, keys: KeyPool
+) -> None:
+    """simpleenroll with a TLS client certificate consumes a pending order of its identity:
+    when that order requires approval, it waits like one used with its code."""
+    assert service.authority is not None
+    identity = await new_system(service)
+    reference, code = credentials(await new_order(service, identity))
+    current = await service.authority.enroll_with_order(
+        reference, code, csr_der(make_csr(keys.rsa(0).key)), source="test"
+    )
+    waiting = await new_order(service, identity, require_approval=True)
+    current_der = current.public_bytes(serialization.Encoding.DER)
+    csr = csr_der(make_csr(keys.rsa(1).key))
+    with pytest.raises(ApprovalPending):
+        await service.authority.enroll_with_certificate(current_der, csr, source="test")
+    await service.registry.approve_request(ADMIN, waiting.order.reference)
+    issued = await service.authority.enroll_with_certificate(current_der, csr, source="test")
+    assert issued.public_key() == keys.rsa(1).key.public_key()

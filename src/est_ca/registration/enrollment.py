@@ -259,6 +259,10 @@ class RegistrationAuthority:
             order, identity = entitled
             labelled = self._order_label(order, label)
             profile = self._profile(order.profile)
+            if order.require_approval:  # a client certificate does not stand in for approval
+                return await self._enroll_approved(
+                    order, identity, profile, csr_der, labelled, actor
+                )
             checked = await self._check_csr(csr_der, profile, identity)
             return await self._issue(
                 actor=actor,
