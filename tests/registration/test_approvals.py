@@ -9,8 +9,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from est_ca.ca.certificates import CertificateStatus
-from est_ca.errors import ApprovalPending, Conflict, EstCaError
+from est_ca.errors import ApprovalPending, Conflict, EstCaError, NoPendingOrder
 from est_ca.registration.approvals import RequestStatus
+from est_ca.revocation.reasons import RevocationReason
 from est_ca.service import Service
 from tests.conftest import OpenService
 from tests.helpers import ADMIN, KeyPool, credentials, csr_der, make_csr, new_order, new_system
@@ -115,3 +116,24 @@ async def test_a_client_certificate_does_not_bypass_the_approval_of_the_order_it
     await service.registry.approve_request(ADMIN, waiting.order.reference)
     issued = await service.authority.enroll_with_certificate(current_der, csr, source="test")
     assert issued.public_key() == keys.rsa(1).key.public_key()
+
+
+@pytest.mark.parametrize("how", ["order cancelled", "identity disabled"])
+async def test_a_pending_request_is_rejected_with_its_cancelled_order(
+    service: Service, keys: KeyPool, how: str
+) -> None:
+    assert service.authority is not None
+    identity = await new_system(service)
+    reference, code = credentials(await new_order(service, identity, require_approval=True))
+    csr = csr_der(make_csr(keys.rsa(0).key))
+    with pytest.raises(ApprovalPending):
+        await service.authority.enroll_with_order(reference, code, csr, source="test")
+    if how == "order cancelled":
+        await service.registry.cancel_order(ADMIN, reference)
+    else:
+        await service.revocations.revoke_identity(ADMIN, identity.id, RevocationReason.UNSPECIFIED)
+    assert await service.registry.list_requests(status=RequestStatus.PENDING) == []
+    request = await service.registry.get_request(reference)
+    assert (request.status, request.reason) == (RequestStatus.REJECTED, "its order was cancelled")
+    with pytest.raises(NoPendingOrder, match="rejected by an administrator: its order was"):
+        await service.authority.enroll_with_order(reference, code, csr, source="test")

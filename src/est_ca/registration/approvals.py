@@ -16,6 +16,8 @@ import uuid
 from enum import StrEnum
 
 REJECTED = "rejected by an administrator"
+# The reason a pending request is given when its order is cancelled (or its identity disabled).
+ORDER_CANCELLED = "its order was cancelled"
 
 
 class RequestStatus(StrEnum):

@@ -19,7 +19,7 @@ from est_ca.ca.profiles import Profile, ProfileCatalogue
 from est_ca.clock import Clock
 from est_ca.errors import AlreadyExists, BadRequest, Conflict, EstCaError, NotFound
 from est_ca.registration import codes, importing
-from est_ca.registration.approvals import EnrollmentRequest, RequestStatus
+from est_ca.registration.approvals import ORDER_CANCELLED, EnrollmentRequest, RequestStatus
 from est_ca.registration.codes import SecretHasher
 from est_ca.registration.identities import (
     Identity,
@@ -775,6 +775,9 @@ class Registry:
             if not await tx.cancel_order(order.id, now):
                 state = order.state(now)
                 raise Conflict(f"order {order.reference} is {state.value}; it cannot be cancelled")
+            await tx.decide_request(
+                order.id, RequestStatus.REJECTED, now=now, by=str(actor), reason=ORDER_CANCELLED
+            )
             await tx.append_audit(
                 AuditEvent(
                     action="order.cancelled",

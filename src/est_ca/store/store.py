@@ -77,7 +77,7 @@ from est_ca.ca.certificates import (
     several_issuers,
 )
 from est_ca.errors import AlreadyExists, ConfigurationError
-from est_ca.registration.approvals import EnrollmentRequest, RequestStatus
+from est_ca.registration.approvals import ORDER_CANCELLED, EnrollmentRequest, RequestStatus
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
 from est_ca.registration.orders import Order, OrderState, OrderStatus
 from est_ca.registration.organisations import Organisation, OrganisationStatus
@@ -1324,6 +1324,19 @@ class StoreTx:
                 ORDERS.c.status.in_([str(OrderStatus.PENDING), str(OrderStatus.ISSUING)]),
             )
             .values(status=str(OrderStatus.CANCELLED), cancelled_at=now)
+        )
+        # Their requests awaiting approval are decided with them: none waits for nothing.
+        await self._conn.execute(
+            update(REQUESTS)
+            .where(
+                REQUESTS.c.identity_id == identity_id,
+                REQUESTS.c.status == str(RequestStatus.PENDING),
+            )
+            .values(
+                status=str(RequestStatus.REJECTED),
+                decided_at=now,
+                reason=ORDER_CANCELLED,
+            )
         )
         return result.rowcount
 
