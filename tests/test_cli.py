@@ -20,6 +20,7 @@ import pytest
 from est_ca.ca.certificates import Serial
 from est_ca.cli import spreadsheet_safe
 from est_ca.config import load_settings
+from est_ca.errors import ApprovalPending, NoPendingOrder
 from est_ca.service import Service
 from tests.helpers import KeyPair, KeyPool, csr_der, make_csr
 from tests.revocation.helpers import OTHER_ISSUER, record_under_other_issuer
@@ -606,3 +607,74 @@ def test_a_serial_two_cas_issued_is_shown_and_revoked_with_the_issuer_named(
     assert json_of(revoked)["issuer_key_id"] == OTHER_ISSUER.hex
     still = json_of(est_ca("certificate", "show", serial, "--issuer", ours, "--json"))
     assert still["status"] == "issued"
+
+
+async def enroll_pending(data_dir: Path, order: dict[str, Any], key: KeyPair) -> str:
+    """Enroll an order that requires approval: the answer must be 'come back later'."""
+    try:
+        return await enroll_in_process(data_dir, order, key)
+    except ApprovalPending as pending:
+        return pending.detail
+
+
+def test_an_approval_order_waits_until_request_approve(
+    est_ca: Any, tmp_path: Path, keys: KeyPool
+) -> None:
+    identity = billing_system(est_ca)
+    order = json_of(est_ca("order", "create", identity["id"], "--require-approval", "--json"))
+    assert order["require_approval"] is True
+    waiting = asyncio.run(enroll_pending(tmp_path / "data", order, keys.rsa(0)))
+    assert "awaits an administrator's approval" in waiting
+    table = est_ca("request", "list", "--status", "pending")
+    assert table.stdout.splitlines()[0].split() == [
+        "ORDER_REFERENCE",
+        "IDENTITY_ID",
+        "STATUS",
+        "CREATED_AT",
+        "CSR_SUBJECT",
+    ]
+    assert order["reference"] in table.stdout
+    approved = json_of(est_ca("request", "approve", order["reference"], "--json"))
+    assert approved["status"] == "approved"
+    serial = asyncio.run(enroll_in_process(tmp_path / "data", order, keys.rsa(0)))
+    shown = json_of(est_ca("order", "show", order["reference"], "--json"))
+    assert shown["certificate_serial"].lstrip("0") == serial.lstrip("0")
+    actions = [e["action"] for e in json_of(est_ca("audit", "list", "--json"))]
+    assert actions.index("request.submitted") < actions.index("request.approved")
+
+
+def test_a_request_rejected_with_the_cli_is_refused_with_the_reason(
+    est_ca: Any, tmp_path: Path, keys: KeyPool
+) -> None:
+    identity = billing_system(est_ca)
+    created = est_ca("order", "create", identity["id"], "--require-approval")
+    assert "approval:        required" in created.stdout
+    fields = dict(re.split(r":\s+", line, maxsplit=1) for line in created.stdout.splitlines())
+    order = {
+        "reference": fields["order reference"],
+        "one_time_code": fields["one-time code"].split()[0],
+    }
+    asyncio.run(enroll_pending(tmp_path / "data", order, keys.rsa(0)))
+    rejected = est_ca("request", "reject", order["reference"], "--reason", "who is this")
+    assert rejected.returncode == 0, rejected.stderr
+    assert re.search(r"status: +rejected", rejected.stdout)
+    with pytest.raises(NoPendingOrder, match="rejected by an administrator: who is this"):
+        asyncio.run(enroll_in_process(tmp_path / "data", order, keys.rsa(0)))
+    again = est_ca("request", "approve", order["reference"])
+    assert again.returncode == 1
+    assert "cancelled; its request cannot be approved" in again.stderr
+
+
+def test_certificates_expiring_within_a_window_are_listed(
+    est_ca: Any, tmp_path: Path, keys: KeyPool
+) -> None:
+    identity = billing_system(est_ca)
+    order = json_of(est_ca("order", "create", identity["id"], "--json"))
+    serial = asyncio.run(enroll_in_process(tmp_path / "data", order, keys.rsa(0)))
+    listed = json_of(est_ca("certificate", "list", "--expiring-within", "3650d", "--json"))
+    assert [c["serial"].lstrip("0") for c in listed] == [serial.lstrip("0")]
+    assert json_of(est_ca("certificate", "list", "--expiring-within", "30d", "--json")) == []
+    assert json_of(est_ca("certificate", "list", "--expiring-within", "12h", "--json")) == []
+    wrong = est_ca("certificate", "list", "--expiring-within", "30x")
+    assert wrong.returncode == 2
+    assert "e.g. 30d or 12h" in wrong.stderr

@@ -38,6 +38,7 @@ from est_ca.admin.views import (
     order_view,
     organisation_view,
     placed_order_view,
+    request_view,
     token_view,
 )
 from est_ca.audit import Actor
@@ -55,6 +56,7 @@ from est_ca.errors import (
 )
 from est_ca.private_files import open_private
 from est_ca.registration import importing
+from est_ca.registration.approvals import RequestStatus
 from est_ca.registration.identities import IdentityStatus, IdentityType
 from est_ca.registration.orders import OrderState
 from est_ca.registration.organisations import OrganisationStatus
@@ -413,6 +415,7 @@ async def order_create(service: Service, args: argparse.Namespace) -> int:
         profile=args.profile,
         validity_days=args.valid_days,
         ca_label=args.ca_label,
+        require_approval=args.require_approval,
     )
     row = placed_order_view(placed, service.registry.order_state(placed.order))
     if args.json:
@@ -423,6 +426,8 @@ async def order_create(service: Service, args: argparse.Namespace) -> int:
         print(f"profile:         {placed.order.profile}")
         print(f"CA label:        {placed.order.ca_label}")
         print(f"expires:         {placed.order.expires_at.isoformat()}")
+        if placed.order.require_approval:
+            print("approval:        required (est-ca request approve REFERENCE after enrolling)")
     return 0
 
 
@@ -463,6 +468,7 @@ async def certificate_list(service: Service, args: argparse.Namespace) -> int:
     records = await service.registry.list_certificates(
         identity_id=_uuid(args.identity) if args.identity else None,
         status=CertificateStatus(args.status) if args.status else None,
+        expiring_within=args.expiring_within,
         limit=args.limit,
         offset=args.offset,
     )
@@ -472,6 +478,47 @@ async def certificate_list(service: Service, args: argparse.Namespace) -> int:
         ("serial", "profile", "status", "not_after", "subject"),
     )
     return 0
+
+
+async def request_list(service: Service, args: argparse.Namespace) -> int:
+    found = await service.registry.list_requests(
+        status=RequestStatus(args.status) if args.status else None,
+        limit=args.limit,
+        offset=args.offset,
+    )
+    _emit(
+        args,
+        [request_view(r) for r in found],
+        ("order_reference", "identity_id", "status", "created_at", "csr_subject"),
+    )
+    return 0
+
+
+async def request_show(service: Service, args: argparse.Namespace) -> int:
+    _emit_record(args, request_view(await service.registry.get_request(args.reference)))
+    return 0
+
+
+async def request_approve(service: Service, args: argparse.Namespace) -> int:
+    found = await service.registry.approve_request(_admin_actor(), args.reference)
+    _emit_record(args, request_view(found))
+    return 0
+
+
+async def request_reject(service: Service, args: argparse.Namespace) -> int:
+    found = await service.registry.reject_request(_admin_actor(), args.reference, args.reason)
+    _emit_record(args, request_view(found))
+    return 0
+
+
+def _within(text: str) -> dt.timedelta:
+    """A renewal window as an operator writes it: 30d, 12h (a bare number is days)."""
+    value = text.strip().lower()
+    unit = value[-1:] if value[-1:] in ("d", "h") else "d"
+    number = value[:-1] if value[-1:] in ("d", "h") else value
+    if not number.isdigit() or not 1 <= int(number) <= (3650 if unit == "d" else 87600):
+        raise argparse.ArgumentTypeError(f"{text!r}: give days or hours, e.g. 30d or 12h")
+    return dt.timedelta(days=int(number)) if unit == "d" else dt.timedelta(hours=int(number))
 
 
 async def certificate_show(service: Service, args: argparse.Namespace) -> int:
@@ -803,6 +850,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the CA label it is enrolled under, /.well-known/est/<label>/ (default: the "
         "default CA's)",
     )
+    ocreate.add_argument(
+        "--require-approval",
+        action="store_true",
+        help="enrollment stores the CSR and answers 202 until `est-ca request approve`",
+    )
     output(ocreate)
     ocreate.set_defaults(run=order_create)
     olist = order.add_parser("list", help="list orders")
@@ -825,12 +877,41 @@ def _parser() -> argparse.ArgumentParser:
         output(sub)
         sub.set_defaults(run=handler)
 
+    request = commands.add_parser(
+        "request", help="enrollment requests awaiting approval (orders placed with approval)"
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    rlist = request.add_parser("list", help="list enrollment requests, oldest first")
+    rlist.add_argument("--status", choices=[s.value for s in RequestStatus])
+    listing(rlist)
+    output(rlist)
+    rlist.set_defaults(run=request_list)
+    for name, handler, text in (
+        ("show", request_show, "show the request of an order, with its CSR"),
+        ("approve", request_approve, "approve: the client's retry with the same CSR is issued"),
+    ):
+        sub = request.add_parser(name, help=text)
+        sub.add_argument("reference", help="the order's reference")
+        output(sub)
+        sub.set_defaults(run=handler)
+    rreject = request.add_parser("reject", help="reject: the retry is refused, the order cancelled")
+    rreject.add_argument("reference", help="the order's reference")
+    rreject.add_argument("--reason", help="told to the client on its next retry")
+    output(rreject)
+    rreject.set_defaults(run=request_reject)
+
     certificate = commands.add_parser("certificate", help="certificates").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
     clist = certificate.add_parser("list", help="list certificates")
     clist.add_argument("--identity", help="only this identity's certificates")
     clist.add_argument("--status", choices=[s.value for s in CertificateStatus])
+    clist.add_argument(
+        "--expiring-within",
+        type=_within,
+        metavar="DURATION",
+        help="only certificates still valid that expire within this (30d, 12h): renewals due; "
+        "issued ones unless --status says otherwise",
+    )
     listing(clist)
     output(clist)
     clist.set_defaults(run=certificate_list)

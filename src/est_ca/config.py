@@ -170,6 +170,7 @@ class OrderSettings:
     validity_days: int
     max_failed_attempts: int
     claim_lease_seconds: int
+    approval_retry_after_seconds: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -555,6 +556,10 @@ def _check(settings: Settings) -> None:
         raise ConfigurationError("setting 'orders.validity_days' must be at least 1")
     if settings.orders.max_failed_attempts < 1:
         raise ConfigurationError("setting 'orders.max_failed_attempts' must be at least 1")
+    if not 1 <= settings.orders.approval_retry_after_seconds <= 86400:
+        raise ConfigurationError(
+            "setting 'orders.approval_retry_after_seconds' must be from 1 to 86400"
+        )
     base = settings.publication.base_url
     if not base and settings.service.http_port == 0:
         raise ConfigurationError(

@@ -5,6 +5,7 @@ Domain code raises these; protocol layers map them to status codes in exactly on
 contains a secret (one-time code, password, key material).
 
     EstCaError
+    ├── ApprovalPending       stored; an administrator must approve it first     (202)
     ├── BadRequest            malformed input or a CSR that policy refuses        (400)
     ├── Unauthenticated       missing or wrong credentials                        (401)
     │   └── CredentialsMissing    none were sent (a client's first, anonymous try)
@@ -39,6 +40,17 @@ class EstCaError(Exception):
     def audit_reason(self) -> str:
         """Why a request was refused, as the audit trail records it: the kind and the detail."""
         return f"{type(self).__name__}: {self.detail}"
+
+
+class ApprovalPending(EstCaError):
+    """Not a failure: the request was accepted and waits for an administrator (RFC 7030
+    4.2.3). The client retries the same request after the given delay; the protocol layer
+    answers 202 with Retry-After. Raised rather than returned so that every handler's
+    success path stays "a certificate" and the one status mapping decides the answer."""
+
+    def __init__(self, detail: str, *, retry_after_seconds: int) -> None:
+        super().__init__(detail)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class BadRequest(EstCaError):

@@ -170,6 +170,7 @@ class Service:
             validity=dt.timedelta(days=settings.orders.validity_days),
             max_failed_attempts=settings.orders.max_failed_attempts,
             claim_lease=dt.timedelta(seconds=settings.orders.claim_lease_seconds),
+            approval_retry_after_seconds=settings.orders.approval_retry_after_seconds,
         )
         registry = Registry(
             store=store,

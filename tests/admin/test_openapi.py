@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import jsonschema
+import pytest
 from aiohttp import web
 from openapi_spec_validator import validate
 from referencing import Registry, Resource
@@ -13,6 +14,7 @@ from referencing.jsonschema import DRAFT202012
 
 from est_ca.admin import openapi, routes
 from est_ca.admin.routes import PREFIX
+from est_ca.errors import ApprovalPending
 from est_ca.web.app import admin_app
 from tests.admin.conftest import AdminSetup, Reply
 from tests.helpers import KeyPool, csr_der, make_csr
@@ -179,6 +181,32 @@ async def test_what_each_operation_returns_matches_the_document(
         await api.call("POST", "/orders", token=token, json_body={"identity_id": identity["id"]})
     ).body
     await api.call("POST", f"/orders/{second['reference']}/cancel", token=token, json_body={})
+    await api.call("GET", "/certificates?expiring_within_days=30", token=token)
+    for decision, body in (("approve", {}), ("reject", {"reason": "unknown device"})):
+        waiting = (
+            await api.call(
+                "POST",
+                "/orders",
+                token=token,
+                json_body={"identity_id": identity["id"], "require_approval": True},
+            )
+        ).body
+        with pytest.raises(ApprovalPending):
+            await admin.service.authority.enroll_with_order(
+                waiting["reference"],
+                waiting["one_time_code"],
+                csr_der(make_csr(keys.rsa(1).key)),
+                source="test",
+            )
+        await api.call("GET", "/requests?status=pending", token=token)
+        await api.call("GET", f"/requests/{waiting['reference']}", token=token)
+        await api.call(
+            "POST", f"/requests/{waiting['reference']}/{decision}", token=token, json_body=body
+        )
+        await api.call(
+            "POST", f"/requests/{waiting['reference']}/{decision}", token=token, json_body=body
+        )
+    await api.call("GET", f"/requests/{placed['reference']}", token=token)
     await api.call("POST", f"/identities/{identity['id']}/disable", token=token, json_body={})
     await api.call("POST", "/crl/regenerate", token=token, json_body={})
     await api.call("GET", "/health")

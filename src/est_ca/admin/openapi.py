@@ -287,6 +287,7 @@ _SCHEMAS: dict[str, Any] = {
             "created_at",
             "expires_at",
             "certificate_serial",
+            "require_approval",
         ],
         "properties": {
             "reference": {"type": "string"},
@@ -311,6 +312,50 @@ _SCHEMAS: dict[str, Any] = {
             "created_at": _TIME,
             "expires_at": _TIME,
             "certificate_serial": _NULLABLE_TEXT,
+            "require_approval": {
+                "type": "boolean",
+                "description": "Enrollment waits (202) until a request is approved",
+            },
+        },
+    },
+    "EnrollmentRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "The CSR an approval-requiring order was enrolled with (RFC 7030 4.2.3)",
+        "required": [
+            "order_reference",
+            "identity_id",
+            "status",
+            "csr_sha256",
+            "csr_subject",
+            "csr_pem",
+            "created_at",
+            "decided_at",
+            "decided_by",
+            "reason",
+        ],
+        "properties": {
+            "order_reference": {"type": "string"},
+            "identity_id": {"type": "string", "format": "uuid"},
+            "status": {"enum": ["pending", "approved", "rejected"]},
+            "csr_sha256": {"type": "string", "description": "SHA-256 of the CSR's DER"},
+            "csr_subject": _NULLABLE_TEXT,
+            "csr_pem": _NULLABLE_TEXT,
+            "created_at": _TIME,
+            "decided_at": _NULLABLE_TIME,
+            "decided_by": _NULLABLE_TEXT,
+            "reason": _NULLABLE_TEXT,
+        },
+    },
+    "RequestRejection": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "reason": {
+                "type": "string",
+                "maxLength": 500,
+                "description": "Told to the client on its next retry",
+            }
         },
     },
     "PlacedOrder": {
@@ -336,6 +381,11 @@ _SCHEMAS: dict[str, Any] = {
                 "type": "string",
                 "description": "The CA label it is enrolled under (/.well-known/est/<label>/). "
                 "Default: the default CA's",
+            },
+            "require_approval": {
+                "type": "boolean",
+                "description": "Enrollment stores the CSR and answers 202 until an "
+                "administrator approves it (default false)",
             },
         },
     },
@@ -688,6 +738,62 @@ def document() -> dict[str, Any]:
                     },
                 },
             },
+            "/requests": {
+                "get": {
+                    "operationId": "listRequests",
+                    "summary": "List enrollment requests awaiting (or past) approval",
+                    "parameters": [
+                        _query(
+                            "status",
+                            {"enum": ["pending", "approved", "rejected"]},
+                            "Only requests with this status",
+                        ),
+                        *_PAGING,
+                    ],
+                    "responses": {
+                        "200": _json(_page_of("EnrollmentRequest"), "A page, oldest first"),
+                        **_errors("404"),
+                    },
+                },
+            },
+            "/requests/{reference}": {
+                "parameters": [_REFERENCE],
+                "get": {
+                    "operationId": "readRequest",
+                    "summary": "Read the enrollment request of an order",
+                    "responses": {
+                        "200": _json(_ref("EnrollmentRequest"), "The request"),
+                        **_errors("404"),
+                    },
+                },
+            },
+            "/requests/{reference}/approve": {
+                "parameters": [_REFERENCE],
+                "post": {
+                    "operationId": "approveRequest",
+                    "summary": "Approve: the client's retry with the same CSR is issued",
+                    "requestBody": _NO_FIELDS,
+                    "responses": {
+                        "200": _json(_ref("EnrollmentRequest"), "Approved"),
+                        **_change_errors("404", "409"),
+                    },
+                },
+            },
+            "/requests/{reference}/reject": {
+                "parameters": [_REFERENCE],
+                "post": {
+                    "operationId": "rejectRequest",
+                    "summary": "Reject: the client's retry is refused, the order cancelled",
+                    "requestBody": {
+                        "required": False,
+                        "content": {"application/json": {"schema": _ref("RequestRejection")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("EnrollmentRequest"), "Rejected"),
+                        **_change_errors("400", "404", "409"),
+                    },
+                },
+            },
             "/certificates": {
                 "get": {
                     "operationId": "listCertificates",
@@ -701,6 +807,12 @@ def document() -> dict[str, Any]:
                         ),
                         _query("expires_after", _TIME, "notAfter later than this"),
                         _query("expires_before", _TIME, "notAfter at or before this"),
+                        _query(
+                            "expiring_within_days",
+                            {"type": "integer", "minimum": 1, "maximum": 3650},
+                            "Issued, unexpired, and notAfter within this many days from now "
+                            "(renewal due)",
+                        ),
                         *_PAGING,
                     ],
                     "responses": {

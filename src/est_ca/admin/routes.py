@@ -28,6 +28,7 @@ from est_ca.admin.views import (
     order_view,
     organisation_view,
     placed_order_view,
+    request_view,
 )
 from est_ca.audit import Actor
 from est_ca.audit_trail import AuditTrail
@@ -41,6 +42,7 @@ from est_ca.errors import (
 )
 from est_ca.metrics import EXPOSITION_TYPE
 from est_ca.registration import codes, importing
+from est_ca.registration.approvals import RequestStatus
 from est_ca.registration.identities import IdentityStatus, IdentityType, check_cvr
 from est_ca.registration.importing import ImportFormat
 from est_ca.registration.orders import OrderState
@@ -547,6 +549,7 @@ async def create_order(request: web.Request) -> web.Response:
             "profile": (str, False),
             "validity_days": (int, False),
             "ca_label": (str, False),
+            "require_approval": (bool, False),
         },
     )
     identity_id = _uuid(values["identity_id"], "identity_id")
@@ -557,6 +560,7 @@ async def create_order(request: web.Request) -> web.Response:
         profile=values["profile"],
         validity_days=values["validity_days"],
         ca_label=values["ca_label"],
+        require_approval=bool(values["require_approval"]),
     )
     registry = request.app[REGISTRY]
     return web.json_response(
@@ -595,18 +599,61 @@ async def unlock_order(request: web.Request) -> web.Response:
     return web.json_response(order_view(order, request.app[REGISTRY].order_state(order)))
 
 
+# -- enrollment requests awaiting approval ---------------------------------------------------
+
+
+async def list_requests(request: web.Request) -> web.Response:
+    _query_known(request, {"status"})
+    limit, offset = _page(request)
+    found = await request.app[ADMINISTRATION].requests(
+        _me(request),
+        status=_enum(RequestStatus, request.query.get("status"), "status"),
+        limit=limit,
+        offset=offset,
+    )
+    return _paged([request_view(r) for r in found], limit, offset)
+
+
+async def read_request(request: web.Request) -> web.Response:
+    found = await request.app[ADMINISTRATION].request(_me(request), _reference(request))
+    return web.json_response(request_view(found))
+
+
+async def approve_request(request: web.Request) -> web.Response:
+    _fields(await _json_object(request, may_be_empty=True), {})
+    found = await request.app[ADMINISTRATION].approve_request(_me(request), _reference(request))
+    return web.json_response(request_view(found))
+
+
+async def reject_request(request: web.Request) -> web.Response:
+    values = _fields(await _json_object(request, may_be_empty=True), {"reason": (str, False)})
+    found = await request.app[ADMINISTRATION].reject_request(
+        _me(request), _reference(request), values["reason"]
+    )
+    return web.json_response(request_view(found))
+
+
 # -- certificates -----------------------------------------------------------------------------
 
 
 async def list_certificates(request: web.Request) -> web.Response:
-    _query_known(request, {"identity_id", "status", "expires_after", "expires_before"})
+    _query_known(
+        request,
+        {"identity_id", "status", "expires_after", "expires_before", "expiring_within_days"},
+    )
     limit, offset = _page(request)
+    within = (
+        _count(request, "expiring_within_days", 0, 1, 3650)
+        if "expiring_within_days" in request.query
+        else None
+    )
     records = await request.app[ADMINISTRATION].certificates(
         _me(request),
         identity_id=_uuid(request.query.get("identity_id"), "identity_id"),
         status=_enum(CertificateStatus, request.query.get("status"), "status"),
         expires_after=_time(request.query.get("expires_after"), "expires_after"),
         expires_before=_time(request.query.get("expires_before"), "expires_before"),
+        expiring_within=dt.timedelta(days=within) if within is not None else None,
         limit=limit,
         offset=offset,
     )
@@ -709,6 +756,10 @@ def add_routes(app: web.Application) -> None:
     routes.add_get(f"{PREFIX}/orders/{{reference}}", read_order)
     routes.add_post(f"{PREFIX}/orders/{{reference}}/cancel", cancel_order)
     routes.add_post(f"{PREFIX}/orders/{{reference}}/unlock", unlock_order)
+    routes.add_get(f"{PREFIX}/requests", list_requests)
+    routes.add_get(f"{PREFIX}/requests/{{reference}}", read_request)
+    routes.add_post(f"{PREFIX}/requests/{{reference}}/approve", approve_request)
+    routes.add_post(f"{PREFIX}/requests/{{reference}}/reject", reject_request)
     routes.add_get(f"{PREFIX}/certificates", list_certificates)
     routes.add_get(f"{PREFIX}/certificates/{{serial}}", read_certificate)
     routes.add_post(f"{PREFIX}/certificates/{{serial}}/revoke", revoke_certificate)

@@ -22,6 +22,7 @@ from est_ca.ca.certificates import (
 )
 from est_ca.clock import Clock
 from est_ca.errors import EstCaError, NotFound
+from est_ca.registration.approvals import EnrollmentRequest, RequestStatus
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
 from est_ca.registration.importing import (
     ImportFormat,
@@ -230,6 +231,7 @@ class Administration:
         profile: str | None = None,
         validity_days: int | None = None,
         ca_label: str | None = None,
+        require_approval: bool = False,
     ) -> PlacedOrder:
         await self._touch(principal, Scope.ORDER, identity_id)
         return await self._registry.place_order(
@@ -238,6 +240,7 @@ class Administration:
             profile=profile,
             validity_days=validity_days,
             ca_label=ca_label,
+            require_approval=require_approval,
         )
 
     async def order(self, principal: Principal, reference: str) -> Order:
@@ -270,6 +273,40 @@ class Administration:
         order = await self._visible_order(principal, reference)
         return await self._registry.unlock_order(principal.actor, order.reference)
 
+    # -- enrollment requests awaiting approval ----------------------------------------------
+    # The same rights as orders: reading needs read, deciding needs order, and a token
+    # confined to an organisation sees and decides that organisation's requests only.
+
+    async def requests(
+        self,
+        principal: Principal,
+        *,
+        status: RequestStatus | None,
+        limit: int,
+        offset: int,
+    ) -> list[EnrollmentRequest]:
+        principal.require(Scope.READ)
+        return await self._registry.list_requests(
+            status=status, cvr=principal.cvr, limit=limit, offset=offset
+        )
+
+    async def request(self, principal: Principal, reference: str) -> EnrollmentRequest:
+        principal.require(Scope.READ)
+        order = await self._visible_order(principal, reference)
+        return await self._registry.get_request(order.reference)
+
+    async def approve_request(self, principal: Principal, reference: str) -> EnrollmentRequest:
+        principal.require(Scope.ORDER)
+        order = await self._visible_order(principal, reference)
+        return await self._registry.approve_request(principal.actor, order.reference)
+
+    async def reject_request(
+        self, principal: Principal, reference: str, reason: str | None = None
+    ) -> EnrollmentRequest:
+        principal.require(Scope.ORDER)
+        order = await self._visible_order(principal, reference)
+        return await self._registry.reject_request(principal.actor, order.reference, reason)
+
     # -- certificates -----------------------------------------------------------------------
 
     async def certificates(
@@ -282,6 +319,7 @@ class Administration:
         expires_before: dt.datetime | None,
         limit: int,
         offset: int,
+        expiring_within: dt.timedelta | None = None,
     ) -> list[CertificateRecord]:
         principal.require(Scope.READ)
         if identity_id is not None:
@@ -292,6 +330,7 @@ class Administration:
             cvr=principal.cvr,
             expires_after=expires_after,
             expires_before=expires_before,
+            expiring_within=expiring_within,
             limit=limit,
             offset=offset,
         )

@@ -12,6 +12,7 @@ from cryptography.x509.oid import NameOID
 from est_ca.admin.access import ApiToken
 from est_ca.audit import AuditEvent
 from est_ca.ca.certificates import CertificateRecord
+from est_ca.registration.approvals import EnrollmentRequest
 from est_ca.registration.identities import Identity
 from est_ca.registration.orders import Order, OrderState, PlacedOrder
 from est_ca.registration.organisations import Organisation
@@ -67,7 +68,31 @@ def order_view(order: Order, state: OrderState) -> dict[str, Any]:
         "created_at": _time(order.created_at),
         "expires_at": _time(order.expires_at),
         "certificate_serial": order.certificate_serial.hex if order.certificate_serial else None,
+        "require_approval": order.require_approval,
     }
+
+
+def request_view(request: EnrollmentRequest) -> dict[str, Any]:
+    """An enrollment request awaiting (or past) an administrator's decision: what the
+    administrator decides on is the CSR, so its subject and key are shown with its hash."""
+    view: dict[str, Any] = {
+        "order_reference": request.order_reference,
+        "identity_id": str(request.identity_id),
+        "status": request.status.value,
+        "csr_sha256": request.csr_sha256,
+        "created_at": _time(request.created_at),
+        "decided_at": _time(request.decided_at),
+        "decided_by": request.decided_by,
+        "reason": request.reason,
+    }
+    try:
+        csr = x509.load_der_x509_csr(request.csr_der)
+        view["csr_subject"] = csr.subject.rfc4514_string()
+        view["csr_pem"] = csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    except ValueError:  # stored only after the CSR checks passed; never expected
+        view["csr_subject"] = None
+        view["csr_pem"] = None
+    return view
 
 
 def placed_order_view(placed: PlacedOrder, state: OrderState) -> dict[str, Any]:

@@ -65,6 +65,8 @@ from est_ca.ca.profiles import Profile, ProfileCatalogue
 from est_ca.ca.spki import public_key_der
 from est_ca.clock import Clock
 from est_ca.errors import (
+    AlreadyExists,
+    ApprovalPending,
     BadRequest,
     CertificateNotUsable,
     Conflict,
@@ -78,6 +80,7 @@ from est_ca.errors import (
 )
 from est_ca.metrics import Metrics
 from est_ca.registration import codes
+from est_ca.registration.approvals import REJECTED, EnrollmentRequest, RequestStatus
 from est_ca.registration.codes import SecretHasher
 from est_ca.registration.identities import Identity
 from est_ca.registration.orders import Order, OrderState, OrderStatus
@@ -207,6 +210,10 @@ class RegistrationAuthority:
             if order.status is OrderStatus.CONSUMED:
                 return await self._redeliver_order(order, identity, csr_der, actor)
             profile = self._profile(order.profile)
+            if order.require_approval:
+                return await self._enroll_approved(
+                    order, identity, profile, csr_der, labelled, actor
+                )
             checked = await self._check_csr(csr_der, profile, identity)
             return await self._issue(
                 actor=actor,
@@ -252,6 +259,10 @@ class RegistrationAuthority:
             order, identity = entitled
             labelled = self._order_label(order, label)
             profile = self._profile(order.profile)
+            if order.require_approval:  # a client certificate does not stand in for approval
+                return await self._enroll_approved(
+                    order, identity, profile, csr_der, labelled, actor
+                )
             checked = await self._check_csr(csr_der, profile, identity)
             return await self._issue(
                 actor=actor,
@@ -368,6 +379,11 @@ class RegistrationAuthority:
         if state is OrderState.CONSUMED and now >= order.expires_at:
             raise NoPendingOrder(ORDER_USED)
         if state is OrderState.CANCELLED:
+            if order.require_approval:
+                async with self._store.read() as tx:
+                    request = await tx.get_request(order.id)
+                if request is not None and request.status is RequestStatus.REJECTED:
+                    raise NoPendingOrder(_rejection(request))
             raise NoPendingOrder("this order was cancelled")
         async with self._store.read() as tx:
             identity = await tx.get_identity(order.identity_id)
@@ -579,6 +595,94 @@ class RegistrationAuthority:
                 operation, "issued", profile.name, labelled.label.name
             ).inc()
         return certificate
+
+    async def _enroll_approved(
+        self,
+        order: Order,
+        identity: Identity,
+        profile: Profile,
+        csr_der: bytes,
+        labelled: LabelledCa,
+        actor: Actor,
+    ) -> x509.Certificate:
+        """An order that requires approval (RFC 7030 4.2.3): the first enrollment stores its
+        CSR and is told to come back (`ApprovalPending`, 202); so is every retry until an
+        administrator decides. Once approved, a retry with the byte-identical CSR issues, by
+        the same claim on the order as any enrollment: of concurrent retries one issues, the
+        others are told to come back in a second (the order is being issued) and then get
+        the certificate again as a consumed order's retry does. The one-time code stays
+        usable throughout: the order is consumed only by the issuance."""
+        await self._require_approved(order, identity, profile, csr_der, actor)
+        checked = await self._check_csr(csr_der, profile, identity)
+        try:
+            return await self._issue(
+                actor=actor,
+                identity=identity,
+                profile=profile,
+                csr=checked,
+                labelled=labelled,
+                order=order,
+            )
+        except NoPendingOrder:
+            async with self._store.read() as tx:
+                current = await tx.get_order(order.id)
+            if current is not None and current.status is OrderStatus.ISSUING:
+                raise ApprovalPending(
+                    "approved; the certificate is being issued right now, retry in a second",
+                    retry_after_seconds=1,
+                ) from None
+            if current is not None and current.status is OrderStatus.CONSUMED:
+                return await self._redeliver_order(current, identity, csr_der, actor)
+            raise
+
+    async def _require_approved(
+        self, order: Order, identity: Identity, profile: Profile, csr_der: bytes, actor: Actor
+    ) -> None:
+        """Return only for an approved request of this very CSR; store a first one."""
+        async with self._store.read() as tx:
+            request = await tx.get_request(order.id)
+        if request is None:
+            # Checked in full first: an administrator is never asked about a CSR we refuse.
+            await self._check_csr(csr_der, profile, identity)
+            request = EnrollmentRequest.submit(
+                order_id=order.id,
+                order_reference=order.reference,
+                identity_id=identity.id,
+                csr_der=csr_der,
+                now=self._clock.now(),
+            )
+            try:
+                async with self._store.write() as tx:
+                    await tx.insert_request(request)
+                    await tx.append_audit(
+                        AuditEvent(
+                            action="request.submitted",
+                            outcome=Outcome.SUCCESS,
+                            actor=actor,
+                            at=request.created_at,
+                            identity_id=identity.id,
+                            order_reference=order.reference,
+                            details={"profile": profile.name, "csr_sha256": request.csr_sha256},
+                        )
+                    )
+            except AlreadyExists:  # a concurrent first attempt stored its CSR first
+                async with self._store.read() as tx:
+                    stored = await tx.get_request(order.id)
+                assert stored is not None
+                request = stored
+        if not request.same_csr(csr_der):
+            raise Conflict(
+                f"another CSR is {request.status.value} for order {order.reference}; retry "
+                "with the CSR first sent (an order yields one request)"
+            )
+        if request.status is RequestStatus.REJECTED:
+            raise NoPendingOrder(_rejection(request))
+        if request.status is RequestStatus.PENDING:
+            raise ApprovalPending(
+                f"the request of order {order.reference} awaits an administrator's approval; "
+                "retry with the same CSR",
+                retry_after_seconds=self._order_policy.approval_retry_after_seconds,
+            )
 
     async def _redeliver_order(
         self, order: Order, identity: Identity, csr_der: bytes, actor: Actor
@@ -800,6 +904,11 @@ class RegistrationAuthority:
         if isinstance(error, CredentialsMissing):
             _log.info(f"{action}.challenged", source=actor.source)
             return
+        if isinstance(error, ApprovalPending):  # accepted and waiting: no refusal, no failure
+            _log.info(f"{action}.pending", actor=str(actor))
+            if self._metrics is not None:
+                self._metrics.enrollments.labels(action, "pending", "-", "-").inc()
+            return
         if self._metrics is not None:
             self._metrics.enrollments.labels(action, "refused", "-", "-").inc()
             self._metrics.refusals.labels(action, type(error).__name__).inc()
@@ -822,6 +931,14 @@ def _require_usable_key(binding: KeyBinding, identity: Identity) -> None:
         raise BadRequest(KEY_COMPROMISED)
     if binding.identity_id != identity.id:
         raise BadRequest(KEY_OF_ANOTHER)
+
+
+def _rejection(request: EnrollmentRequest) -> str:
+    reason = f": {request.reason}" if request.reason else ""
+    return (
+        f"the request of order {request.order_reference} was {REJECTED}{reason}; "
+        "ask an administrator for a new order"
+    )
 
 
 def _require_organisation_active(organisation: Organisation | None) -> None:

@@ -57,6 +57,8 @@ class Order:
     # The CA label (ca/labels.py) it must be enrolled under; None (orders placed before labels
     # existed): the default label.
     ca_label: str | None = None
+    # RFC 7030 4.2.3: an enrollment stores its CSR and waits (202) for an administrator.
+    require_approval: bool = False
 
     def __post_init__(self) -> None:
         if self.expires_at <= self.created_at:
@@ -89,6 +91,7 @@ class Order:
         created_at: dt.datetime,
         validity: dt.timedelta,
         ca_label: str | None = None,
+        require_approval: bool = False,
     ) -> Order:
         return cls(
             id=uuid.uuid4(),
@@ -106,6 +109,7 @@ class Order:
             cancelled_at=None,
             certificate_serial=None,
             ca_label=ca_label,
+            require_approval=require_approval,
         )
 
 

@@ -19,6 +19,7 @@ from est_ca.ca.profiles import Profile, ProfileCatalogue
 from est_ca.clock import Clock
 from est_ca.errors import AlreadyExists, BadRequest, Conflict, EstCaError, NotFound
 from est_ca.registration import codes, importing
+from est_ca.registration.approvals import ORDER_CANCELLED, EnrollmentRequest, RequestStatus
 from est_ca.registration.codes import SecretHasher
 from est_ca.registration.identities import (
     Identity,
@@ -128,6 +129,8 @@ class OrderPolicy:
     validity: dt.timedelta
     max_failed_attempts: int
     claim_lease: dt.timedelta
+    # What a 202 tells a client waiting for approval (Retry-After, seconds).
+    approval_retry_after_seconds: int = 60
 
 
 class Registry:
@@ -611,8 +614,11 @@ class Registry:
         profile: str | None = None,
         validity_days: int | None = None,
         ca_label: str | None = None,
+        require_approval: bool = False,
     ) -> PlacedOrder:
-        """A new order; the one-time code is in the result and nowhere else, ever."""
+        """A new order; the one-time code is in the result and nowhere else, ever.
+
+        With `require_approval`, its enrollment waits for an administrator (approvals.py)."""
         identity = await self.get_identity(identity_id)
         if not identity.is_active:
             raise Conflict(f"identity {identity.id} is disabled; no orders can be placed for it")
@@ -633,6 +639,7 @@ class Registry:
                 created_at=now,
                 validity=validity,
                 ca_label=label.name,
+                require_approval=require_approval,
             )
             try:
                 async with self._store.write() as tx:
@@ -649,6 +656,7 @@ class Registry:
                                 "profile": chosen.name,
                                 "ca_label": label.name,
                                 "expires_at": order.expires_at.isoformat(),
+                                **({"require_approval": "yes"} if require_approval else {}),
                             },
                         )
                     )
@@ -683,6 +691,78 @@ class Registry:
                 offset=offset,
             )
 
+    # -- enrollment requests awaiting approval ----------------------------------------------
+
+    async def list_requests(
+        self,
+        *,
+        status: RequestStatus | None = None,
+        cvr: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[EnrollmentRequest]:
+        async with self._store.read() as tx:
+            return await tx.list_requests(status=status, cvr=cvr, limit=limit, offset=offset)
+
+    async def get_request(self, reference: str) -> EnrollmentRequest:
+        order = await self.get_order(reference)
+        async with self._store.read() as tx:
+            request = await tx.get_request(order.id)
+        if request is None:
+            raise NotFound(f"no enrollment request for order {order.reference}")
+        return request
+
+    async def approve_request(self, actor: Actor, reference: str) -> EnrollmentRequest:
+        """The client's next retry with the same CSR gets the certificate."""
+        return await self._decide(actor, reference, RequestStatus.APPROVED, None)
+
+    async def reject_request(
+        self, actor: Actor, reference: str, reason: str | None = None
+    ) -> EnrollmentRequest:
+        """The client's next retry is refused; the order is cancelled with it, so nothing can
+        be issued on it any more (place a new order to let the client try again)."""
+        return await self._decide(actor, reference, RequestStatus.REJECTED, reason)
+
+    async def _decide(
+        self, actor: Actor, reference: str, status: RequestStatus, reason: str | None
+    ) -> EnrollmentRequest:
+        if reason is not None and (len(reason) > 500 or not reason.isprintable()):
+            raise BadRequest("a reason is at most 500 printable characters", field="reason")
+        request = await self.get_request(reference)
+        now = self._clock.now()
+        async with self._store.write() as tx:
+            found = await tx.get_order_by_reference(request.order_reference, for_update=True)
+            assert found is not None  # orders are never deleted
+            order = found[0]
+            if status is RequestStatus.APPROVED and order.state(now) is not OrderState.PENDING:
+                raise Conflict(
+                    f"order {order.reference} is {order.state(now).value}; its request cannot "
+                    "be approved"
+                )
+            if not await tx.decide_request(order.id, status, now=now, by=str(actor), reason=reason):
+                current = await tx.get_request(order.id)
+                assert current is not None
+                raise Conflict(
+                    f"the request of order {order.reference} is {current.status.value} already"
+                )
+            if status is RequestStatus.REJECTED:
+                await tx.cancel_order(order.id, now)
+            await tx.append_audit(
+                AuditEvent(
+                    action=f"request.{status.value}",
+                    outcome=Outcome.SUCCESS,
+                    actor=actor,
+                    at=now,
+                    identity_id=order.identity_id,
+                    order_reference=order.reference,
+                    reason=reason if status is RequestStatus.REJECTED else None,
+                    details={"csr_sha256": request.csr_sha256},
+                )
+            )
+            decided = await tx.get_request(order.id)
+        assert decided is not None
+        return decided
+
     async def count_records(self) -> dict[str, dict[str, int]]:
         """Organisations, identities and certificates per status, orders per state."""
         async with self._store.read() as tx:
@@ -695,6 +775,9 @@ class Registry:
             if not await tx.cancel_order(order.id, now):
                 state = order.state(now)
                 raise Conflict(f"order {order.reference} is {state.value}; it cannot be cancelled")
+            await tx.decide_request(
+                order.id, RequestStatus.REJECTED, now=now, by=str(actor), reason=ORDER_CANCELLED
+            )
             await tx.append_audit(
                 AuditEvent(
                     action="order.cancelled",
@@ -742,9 +825,19 @@ class Registry:
         cvr: str | None = None,
         expires_after: dt.datetime | None = None,
         expires_before: dt.datetime | None = None,
+        expiring_within: dt.timedelta | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[CertificateRecord]:
+        """`expiring_within`: the renewal window an operator asks about, judged now: issued
+        (unless `status` says otherwise) and still valid, with notAfter within it; the explicit
+        bounds narrow it further."""
+        if expiring_within is not None:
+            now = self._clock.now()
+            status = status or CertificateStatus.ISSUED
+            expires_after = max(expires_after, now) if expires_after else now
+            end = now + expiring_within
+            expires_before = min(expires_before, end) if expires_before else end
         async with self._store.read() as tx:
             return await tx.list_certificates(
                 identity_id=identity_id,

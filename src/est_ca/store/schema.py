@@ -9,6 +9,7 @@ import datetime as dt
 import uuid
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -114,6 +116,26 @@ class OrderRow(Base):
     certificate_serial: Mapped[str | None] = mapped_column(String(40))
     # The CA label the order is enrolled under; NULL: the default label (older orders).
     ca_label: Mapped[str | None] = mapped_column(String(64))
+    # Manual approval (RFC 7030 4.2.3): enrollment stores the CSR in enrollment_requests.
+    require_approval: Mapped[bool] = mapped_column(Boolean, server_default=false())
+
+
+class EnrollmentRequestRow(Base):
+    """The CSR an order that requires approval was enrolled with, and the decision on it:
+    one per order (the order's reference names it)."""
+
+    __tablename__ = "enrollment_requests"
+    __table_args__ = (Index("ix_enrollment_requests_status_created_at", "status", "created_at"),)
+
+    order_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("orders.id"), primary_key=True)
+    identity_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("identities.id"))
+    csr_der: Mapped[bytes] = mapped_column(LargeBinary)
+    csr_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
 
 
 class CertificateRow(Base):

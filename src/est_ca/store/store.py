@@ -77,6 +77,7 @@ from est_ca.ca.certificates import (
     several_issuers,
 )
 from est_ca.errors import AlreadyExists, ConfigurationError
+from est_ca.registration.approvals import ORDER_CANCELLED, EnrollmentRequest, RequestStatus
 from est_ca.registration.identities import Identity, IdentityStatus, IdentityType
 from est_ca.registration.orders import Order, OrderState, OrderStatus
 from est_ca.registration.organisations import Organisation, OrganisationStatus
@@ -87,6 +88,7 @@ from est_ca.store.schema import (
     AuditChainRow,
     AuditEventRow,
     CertificateRow,
+    EnrollmentRequestRow,
     IdentityRow,
     OcspResponderRow,
     OrderRow,
@@ -112,6 +114,11 @@ OCSP_RESPONDERS = cast(Table, OcspResponderRow.__table__)
 SERVICE_CERTIFICATES = cast(Table, ServiceCertificateRow.__table__)
 ORDERS = cast(Table, OrderRow.__table__)
 CERTIFICATES = cast(Table, CertificateRow.__table__)
+REQUESTS = cast(Table, EnrollmentRequestRow.__table__)
+# A request as the domain sees it: with its order's reference.
+_REQUEST = select(REQUESTS, ORDERS.c.reference.label("order_reference")).join_from(
+    REQUESTS, ORDERS, ORDERS.c.id == REQUESTS.c.order_id
+)
 AUDIT_EVENTS = cast(Table, AuditEventRow.__table__)
 AUDIT_CHAIN = cast(Table, AuditChainRow.__table__)
 API_TOKENS = cast(Table, ApiTokenRow.__table__)
@@ -690,6 +697,7 @@ class StoreTx:
                     "cancelled_at": None,
                     "certificate_serial": None,
                     "ca_label": order.ca_label,
+                    "require_approval": order.require_approval,
                 }
                 for order, code_hash in orders
             ],
@@ -913,6 +921,71 @@ class StoreTx:
                 ORDERS.c.claimed_serial == serial.hex,
             )
             .values(status=str(OrderStatus.PENDING), claimed_serial=None, claimed_at=None)
+        )
+        return result.rowcount == 1
+
+    # -- enrollment requests awaiting approval ----------------------------------------------
+
+    async def insert_request(self, request: EnrollmentRequest) -> None:
+        """The order's one request; a second for the same order is `AlreadyExists`."""
+        await self._conn.execute(
+            REQUESTS.insert().values(
+                order_id=request.order_id,
+                identity_id=request.identity_id,
+                csr_der=request.csr_der,
+                csr_sha256=request.csr_sha256,
+                status=str(request.status),
+                created_at=request.created_at,
+            )
+        )
+
+    async def get_request(
+        self, order_id: uuid.UUID, *, for_update: bool = False
+    ) -> EnrollmentRequest | None:
+        query = _REQUEST.where(REQUESTS.c.order_id == order_id)
+        if for_update:
+            query = query.with_for_update(of=REQUESTS)
+        row = (await self._conn.execute(query)).one_or_none()
+        return _request(row) if row is not None else None
+
+    async def list_requests(
+        self,
+        *,
+        status: RequestStatus | None = None,
+        cvr: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[EnrollmentRequest]:
+        """Oldest first: the queue an administrator works through."""
+        query = _page(
+            REQUESTS,
+            (REQUESTS.c.created_at, REQUESTS.c.order_id),
+            limit,
+            offset,
+            of_cvr=cvr,
+            base=_REQUEST,
+            status=status,
+        )
+        return [_request(row) for row in await self._conn.execute(query)]
+
+    async def decide_request(
+        self,
+        order_id: uuid.UUID,
+        status: RequestStatus,
+        *,
+        now: dt.datetime,
+        by: str,
+        reason: str | None,
+    ) -> bool:
+        """Pending -> approved or rejected, once: False when it was decided already (a
+        conditional UPDATE, so two administrators deciding at once cannot both win)."""
+        result = await self._conn.execute(
+            update(REQUESTS)
+            .where(
+                REQUESTS.c.order_id == order_id,
+                REQUESTS.c.status == str(RequestStatus.PENDING),
+            )
+            .values(status=str(status), decided_at=now, decided_by=by, reason=reason)
         )
         return result.rowcount == 1
 
@@ -1251,6 +1324,19 @@ class StoreTx:
                 ORDERS.c.status.in_([str(OrderStatus.PENDING), str(OrderStatus.ISSUING)]),
             )
             .values(status=str(OrderStatus.CANCELLED), cancelled_at=now)
+        )
+        # Their requests awaiting approval are decided with them: none waits for nothing.
+        await self._conn.execute(
+            update(REQUESTS)
+            .where(
+                REQUESTS.c.identity_id == identity_id,
+                REQUESTS.c.status == str(RequestStatus.PENDING),
+            )
+            .values(
+                status=str(RequestStatus.REJECTED),
+                decided_at=now,
+                reason=ORDER_CANCELLED,
+            )
         )
         return result.rowcount
 
@@ -1711,6 +1797,22 @@ def _order(row: Row[Any]) -> Order:
         cancelled_at=row.cancelled_at,
         certificate_serial=_serial_or_none(row.certificate_serial),
         ca_label=row.ca_label,
+        require_approval=bool(row.require_approval),
+    )
+
+
+def _request(row: Row[Any]) -> EnrollmentRequest:
+    return EnrollmentRequest(
+        order_id=row.order_id,
+        order_reference=row.order_reference,
+        identity_id=row.identity_id,
+        csr_der=bytes(row.csr_der),
+        csr_sha256=row.csr_sha256,
+        status=RequestStatus(row.status),
+        created_at=row.created_at,
+        decided_at=row.decided_at,
+        decided_by=row.decided_by,
+        reason=row.reason,
     )
 
 

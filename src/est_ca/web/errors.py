@@ -10,6 +10,7 @@ from __future__ import annotations
 from est_ca import errors
 
 STATUS_BY_ERROR: tuple[tuple[type[errors.EstCaError], int], ...] = (
+    (errors.ApprovalPending, 202),
     (errors.BadRequest, 400),
     (errors.Unauthenticated, 401),
     (errors.NotEntitled, 403),
@@ -34,9 +35,9 @@ def status_for(error: errors.EstCaError) -> int:
 
 
 def headers_for(error: errors.EstCaError) -> dict[str, str]:
-    """Headers the status obliges: a challenge with 401, Retry-After with 429 and 503."""
+    """Headers the status obliges: a challenge with 401, Retry-After with 202, 429 and 503."""
     if isinstance(error, errors.Unauthenticated):
         return {"WWW-Authenticate": BASIC_CHALLENGE}
-    if isinstance(error, errors.RateLimited | errors.Unavailable):
+    if isinstance(error, errors.RateLimited | errors.Unavailable | errors.ApprovalPending):
         return {"Retry-After": str(error.retry_after_seconds)}
     return {}

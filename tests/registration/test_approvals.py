@@ -1,0 +1,139 @@
+"""Manual approval in the registration authority, on SQLite and PostgreSQL (real row locks)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from est_ca.ca.certificates import CertificateStatus
+from est_ca.errors import ApprovalPending, Conflict, EstCaError, NoPendingOrder
+from est_ca.registration.approvals import RequestStatus
+from est_ca.revocation.reasons import RevocationReason
+from est_ca.service import Service
+from tests.conftest import OpenService
+from tests.helpers import ADMIN, KeyPool, credentials, csr_der, make_csr, new_order, new_system
+
+
+@pytest.fixture
+async def service(open_service: OpenService, database_url: str) -> Service:
+    return await open_service(database_url=database_url)
+
+
+async def test_simultaneous_first_attempts_store_one_request(
+    service: Service, keys: KeyPool
+) -> None:
+    assert service.authority is not None
+    reference, code = credentials(
+        await new_order(service, await new_system(service), require_approval=True)
+    )
+    csr = csr_der(make_csr(keys.rsa(0).key))
+    outcomes = await asyncio.gather(
+        *(
+            service.authority.enroll_with_order(reference, code, csr, source="test")
+            for _ in range(5)
+        ),
+        return_exceptions=True,
+    )
+    assert all(isinstance(outcome, ApprovalPending) for outcome in outcomes), outcomes
+    (request,) = await service.registry.list_requests()
+    assert request.status is RequestStatus.PENDING
+    async with service.store.read() as tx:
+        assert len(await tx.list_audit(action="request.submitted")) == 1
+
+
+async def test_simultaneous_retries_after_approval_issue_exactly_once(
+    service: Service, keys: KeyPool
+) -> None:
+    assert service.authority is not None
+    identity = await new_system(service)
+    reference, code = credentials(await new_order(service, identity, require_approval=True))
+    csr = csr_der(make_csr(keys.rsa(0).key))
+    with pytest.raises(ApprovalPending):
+        await service.authority.enroll_with_order(reference, code, csr, source="test")
+    await service.registry.approve_request(ADMIN, reference)
+    outcomes = await asyncio.gather(
+        *(
+            service.authority.enroll_with_order(reference, code, csr, source="test")
+            for _ in range(8)
+        ),
+        return_exceptions=True,
+    )
+    certificates = [o for o in outcomes if isinstance(o, x509.Certificate)]
+    refusals = [o for o in outcomes if isinstance(o, EstCaError)]
+    assert len(certificates) + len(refusals) == len(outcomes), outcomes
+    assert certificates, outcomes
+    assert all(isinstance(r, ApprovalPending) and r.retry_after_seconds == 1 for r in refusals)
+    assert len({c.serial_number for c in certificates}) == 1
+    issued = await service.registry.list_certificates(
+        identity_id=identity.id, status=CertificateStatus.ISSUED
+    )
+    assert [r.serial.value for r in issued] == [certificates[0].serial_number]
+
+
+async def test_two_administrators_deciding_at_once_decide_once(
+    service: Service, keys: KeyPool
+) -> None:
+    assert service.authority is not None
+    reference, code = credentials(
+        await new_order(service, await new_system(service), require_approval=True)
+    )
+    with pytest.raises(ApprovalPending):
+        await service.authority.enroll_with_order(
+            reference, code, csr_der(make_csr(keys.rsa(0).key)), source="test"
+        )
+    outcomes = await asyncio.gather(
+        service.registry.approve_request(ADMIN, reference),
+        service.registry.reject_request(ADMIN, reference, "no"),
+        return_exceptions=True,
+    )
+    assert sum(isinstance(o, Conflict) for o in outcomes) == 1, outcomes
+    async with service.store.read() as tx:
+        decided = await tx.list_audit(action="request.approved") + await tx.list_audit(
+            action="request.rejected"
+        )
+    assert len(decided) == 1
+
+
+async def test_a_client_certificate_does_not_bypass_the_approval_of_the_order_it_uses(
+    service: Service, keys: KeyPool
+) -> None:
+    """simpleenroll with a TLS client certificate consumes a pending order of its identity:
+    when that order requires approval, it waits like one used with its code."""
+    assert service.authority is not None
+    identity = await new_system(service)
+    reference, code = credentials(await new_order(service, identity))
+    current = await service.authority.enroll_with_order(
+        reference, code, csr_der(make_csr(keys.rsa(0).key)), source="test"
+    )
+    waiting = await new_order(service, identity, require_approval=True)
+    current_der = current.public_bytes(serialization.Encoding.DER)
+    csr = csr_der(make_csr(keys.rsa(1).key))
+    with pytest.raises(ApprovalPending):
+        await service.authority.enroll_with_certificate(current_der, csr, source="test")
+    await service.registry.approve_request(ADMIN, waiting.order.reference)
+    issued = await service.authority.enroll_with_certificate(current_der, csr, source="test")
+    assert issued.public_key() == keys.rsa(1).key.public_key()
+
+
+@pytest.mark.parametrize("how", ["order cancelled", "identity disabled"])
+async def test_a_pending_request_is_rejected_with_its_cancelled_order(
+    service: Service, keys: KeyPool, how: str
+) -> None:
+    assert service.authority is not None
+    identity = await new_system(service)
+    reference, code = credentials(await new_order(service, identity, require_approval=True))
+    csr = csr_der(make_csr(keys.rsa(0).key))
+    with pytest.raises(ApprovalPending):
+        await service.authority.enroll_with_order(reference, code, csr, source="test")
+    if how == "order cancelled":
+        await service.registry.cancel_order(ADMIN, reference)
+    else:
+        await service.revocations.revoke_identity(ADMIN, identity.id, RevocationReason.UNSPECIFIED)
+    assert await service.registry.list_requests(status=RequestStatus.PENDING) == []
+    request = await service.registry.get_request(reference)
+    assert (request.status, request.reason) == (RequestStatus.REJECTED, "its order was cancelled")
+    with pytest.raises(NoPendingOrder, match="rejected by an administrator: its order was"):
+        await service.authority.enroll_with_order(reference, code, csr, source="test")
