@@ -235,32 +235,66 @@ async def test_serverkeygen_under_a_label_whose_profiles_forbid_it_is_refused_be
         await service.close()
 
 
-async def test_key_generations_beyond_the_bound_get_503_and_the_order_stays(
-    service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
-) -> None:
-    """Keys are generated before the order authenticates, so how many are made at once is
-    bounded; here the bound is 0, so any serverkeygen is busy."""
+async def serverkeygen_without_key_generation(
+    service: Service, ca: CaMaterial, keys: KeyPool, tmp: Path, user_password: str
+) -> CurlResult:
+    """A serverkeygen on a service whose key-generation bound is 0: any generation is 503."""
     app = est_app(service)
     app[KEY_GENERATION] = Admission(0)
-    context = server_context(ca_material.tls_cert, ca_material.tls_key, client_ca_pem=None)
+    context = server_context(ca.tls_cert, ca.tls_key, client_ca_pem=None)
     test_server = TestServer(app, host="127.0.0.1")
     await test_server.start_server(ssl=context)
     try:
-        placed = await new_order(service, await new_system(service))
-        body = tmp_path / "busy.csr"
+        body = tmp / "busy.csr"
         body.write_bytes(csr_base64(make_csr(keys.ec().key)))
-        response = await curl(
+        return await curl(
             f"https://127.0.0.1:{test_server.port}/.well-known/est/serverkeygen",
             *PKCS10,
             "-u",
-            ":".join(credentials(placed)),
+            user_password,
             "--data-binary",
             f"@{body}",
-            trust=ca_material.tls_cert,
+            trust=ca.tls_cert,
         )
     finally:
         await test_server.close()
+
+
+async def test_key_generations_beyond_the_bound_get_503_and_the_order_stays(
+    service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    placed = await new_order(service, await new_system(service))
+    response = await serverkeygen_without_key_generation(
+        service, ca_material, keys, tmp_path, ":".join(credentials(placed))
+    )
     assert response.status == 503, response.text
     assert response.headers["retry-after"] == "1"
     order = await service.registry.get_order(placed.order.reference)
     assert order.status is OrderStatus.PENDING
+
+
+async def test_a_wrong_one_time_code_is_refused_before_any_key_is_made(
+    service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    """A guessed code must not cost a key generation: with no generation possible, the answer
+    is still the 401 of the wrong code, not the 503 of a generation attempted."""
+    placed = await new_order(service, await new_system(service))
+    response = await serverkeygen_without_key_generation(
+        service, ca_material, keys, tmp_path, f"{placed.order.reference}:WRONG-CODE"
+    )
+    assert response.status == 401, response.text
+
+
+async def test_serverkeygen_for_an_order_that_requires_approval_is_refused_and_the_order_stays(
+    server: Server, service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    """The key would have to wait for the approval, and the service keeps no private keys."""
+    placed = await new_order(service, await new_system(service), require_approval=True)
+    response = await serverkeygen(
+        server, ca_material, tmp_path, keys, "-u", ":".join(credentials(placed))
+    )
+    assert response.status == 403, response.text
+    assert "cannot wait for it" in response.text
+    order = await service.registry.get_order(placed.order.reference)
+    assert order.status is OrderStatus.PENDING
+    assert await service.registry.list_requests() == []

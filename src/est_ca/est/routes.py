@@ -35,8 +35,8 @@ CSR_ATTRS = web.AppKey("csrattrs_der", dict[str, bytes | None])
 # Per CA label: the key serverkeygen generates there; None: no profile of the label allows it.
 SERVER_KEYS = web.AppKey("server_keys", dict[str, KeySpec | None])
 WORKERS = web.AppKey("workers", Workers)
-# Key generations at once (an RSA key is CPU for a large part of a second, and is made before
-# the order authenticates): beyond this bound, 503 + Retry-After.
+# Key generations at once (an RSA key is CPU for a large part of a second): beyond this bound,
+# 503 + Retry-After.
 KEY_GENERATION = web.AppKey("key_generation", Admission)
 
 
@@ -76,12 +76,13 @@ async def _csr(request: web.Request) -> bytes:
 
 async def _enroll(
     request: web.Request,
-    prepare: Callable[[web.Request, bytes], Awaitable[bytes]] | None = None,
+    csr_for: Callable[[bytes], Awaitable[bytes]] | None = None,
 ) -> x509.Certificate:
     """simpleenroll and serverkeygen: an order's Basic credentials or a TLS client certificate
-    entitled to enroll, then the registration authority's one enrollment path. `prepare`
-    turns the client's CSR into the one enrolled (serverkeygen: a CSR for a generated key);
-    both are enrollments to the audit trail and the metrics."""
+    entitled to enroll, then the registration authority's one enrollment path. `csr_for`
+    turns the client's CSR into the one enrolled (serverkeygen: a CSR for a generated key),
+    called by the authority only once the caller has authenticated; both are enrollments to
+    the audit trail and the metrics."""
     authority = request.app[AUTHORITY]
     label = _label(request)
     actor = Actor("anonymous", "-", request.remote)
@@ -101,8 +102,6 @@ async def _enroll(
         if credentials is not None and not request.secure:
             raise NotEntitled("Basic credentials are only accepted over HTTPS")
         csr = await _csr(request)
-        if prepare is not None:
-            csr = await prepare(request, csr)
     except EstCaError as exc:
         # Refused before the authority saw it; it audits everything else itself.
         await authority.refuse("enroll", actor, exc)
@@ -110,11 +109,11 @@ async def _enroll(
     if credentials is not None:
         reference, code = credentials
         return await authority.enroll_with_order(
-            reference, code, csr, source=request.remote, label=label
+            reference, code, csr, source=request.remote, label=label, csr_for=csr_for
         )
     assert client_certificate is not None
     return await authority.enroll_with_certificate(
-        client_certificate, csr, source=request.remote, label=label
+        client_certificate, csr, source=request.remote, label=label, csr_for=csr_for
     )
 
 
@@ -125,27 +124,22 @@ async def simpleenroll(request: web.Request) -> web.Response:
 
 async def serverkeygen(request: web.Request) -> web.Response:
     """RFC 7030 4.4: the service generates the key pair (see ca/keygen.py) and answers with the
-    private key and the certificate. Refused at once where no profile of the label allows it;
-    an order whose own profile does not is refused by the CSR policy, before it is claimed."""
+    private key and the certificate. Refused where no profile of the label allows it, and an
+    order whose own profile does not by the CSR policy, before the order is claimed.
+    The key is made only after the order's code or the client certificate has authenticated:
+    a guessed code must not cost the service a key generation."""
+    spec = request.app[SERVER_KEYS][_label(request)]
     generated: list[keygen.ServerGeneratedRequest] = []
 
-    async def generate(request: web.Request, csr_der: bytes) -> bytes:
-        spec = request.app[SERVER_KEYS][_label(request)]
+    async def generate(csr_der: bytes) -> bytes:
         if spec is None:
             raise NotEntitled(
                 "no certificate profile issued here allows server key generation; generate "
                 "the key yourself and use simpleenroll"
             )
-        client_csr = parse_csr(csr_der)
-        client_certificate = inputs.peer_certificate(request)
-        if wire.basic_credentials(request) is None and client_certificate is not None:
-            # Cheap, and spares a key generation for a revoked or unknown certificate; the
-            # enrollment authenticates it again. (An order's code cannot be checked apart
-            # from enrolling: a wrong one costs a generation, bounded by the throttle.)
-            await request.app[AUTHORITY].authenticate_certificate(client_certificate)
         async with request.app[KEY_GENERATION].slot():
             made = await request.app[WORKERS].run(
-                keygen.request_with_generated_key, client_csr, spec
+                keygen.request_with_generated_key, parse_csr(csr_der), spec
             )
         generated.append(made)
         return made.csr_der

@@ -101,6 +101,9 @@ KEY_OF_ANOTHER = "this public key is already certified for another identity; gen
 ORDER_USED = "this order has already been used for a certificate"
 # How late the event loop may wake from a sleep (epoll's timeout is in whole milliseconds).
 TIMER_GRANULARITY = 0.0015
+# Turns an authenticated caller's CSR into the one enrolled (serverkeygen: a CSR for a key the
+# service made; est/routes.py).
+CsrMaker = Callable[[bytes], Awaitable[bytes]]
 # Refusals that are failed authentications: they count against the source address.
 _AUTHENTICATION_FAILURES = (Unauthenticated, OrderLocked, CertificateNotUsable)
 
@@ -198,6 +201,7 @@ class RegistrationAuthority:
         *,
         source: str | None,
         label: str | None = None,
+        csr_for: CsrMaker | None = None,
     ) -> x509.Certificate:
         actor = order_actor(reference, source)
 
@@ -211,10 +215,12 @@ class RegistrationAuthority:
                 return await self._redeliver_order(order, identity, csr_der, actor)
             profile = self._profile(order.profile)
             if order.require_approval:
+                _refuse_made_key_for_approval(csr_for)
                 return await self._enroll_approved(
                     order, identity, profile, csr_der, labelled, actor
                 )
-            checked = await self._check_csr(csr_der, profile, identity)
+            enrolled = csr_der if csr_for is None else await csr_for(csr_der)
+            checked = await self._check_csr(enrolled, profile, identity)
             return await self._issue(
                 actor=actor,
                 identity=identity,
@@ -233,6 +239,7 @@ class RegistrationAuthority:
         *,
         source: str | None,
         label: str | None = None,
+        csr_for: CsrMaker | None = None,
     ) -> x509.Certificate:
         actor = certificate_actor(client_certificate_der, source)
 
@@ -260,10 +267,12 @@ class RegistrationAuthority:
             labelled = self._order_label(order, label)
             profile = self._profile(order.profile)
             if order.require_approval:  # a client certificate does not stand in for approval
+                _refuse_made_key_for_approval(csr_for)
                 return await self._enroll_approved(
                     order, identity, profile, csr_der, labelled, actor
                 )
-            checked = await self._check_csr(csr_der, profile, identity)
+            enrolled = csr_der if csr_for is None else await csr_for(csr_der)
+            checked = await self._check_csr(enrolled, profile, identity)
             return await self._issue(
                 actor=actor,
                 identity=identity,
@@ -931,6 +940,17 @@ def _require_usable_key(binding: KeyBinding, identity: Identity) -> None:
         raise BadRequest(KEY_COMPROMISED)
     if binding.identity_id != identity.id:
         raise BadRequest(KEY_OF_ANOTHER)
+
+
+def _refuse_made_key_for_approval(csr_for: CsrMaker | None) -> None:
+    """A key made for a request that must wait for approval would have to be kept until the
+    retry, and the service keeps no private key of its holders."""
+    if csr_for is not None:
+        raise NotEntitled(
+            "this order requires an administrator's approval, and a server-generated key "
+            "cannot wait for it (the service keeps no private keys): use simpleenroll with "
+            "a key of your own"
+        )
 
 
 def _rejection(request: EnrollmentRequest) -> str:
