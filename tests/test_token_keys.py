@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import ocsp
 
 from est_ca import logs
+from est_ca.ca.authority import key_identifier
 from est_ca.ca.hierarchy import build_issuing
 from est_ca.ca.pkcs11_signer import Pkcs11Signer, TokenKeyType, generate_token_key, read_pin
 from est_ca.ca.signing import KeyFileSigner
@@ -382,8 +383,8 @@ async def test_ocsp_responder_keys_made_on_the_token_sign_answers_openssl_verifi
     keys: KeyPool,
     tmp_path: Path,
 ) -> None:
-    """With `responder_token`, the responder's key is made on the token (no key file) and its
-    certificate, signed by the token CA key, names it."""
+    """With `responder_token`, the responder's key is made on the token (never in the database:
+    its row names the label) and its certificate, signed by the token CA key, names it."""
     service = await _open(tmp_path, ca_material, softhsm, token_ca, clock, responder_token=True)
     server = Server(service)
     try:
@@ -409,7 +410,11 @@ async def test_ocsp_responder_keys_made_on_the_token_sign_answers_openssl_verifi
             pool_size=1,
         )
         assert on_token.public_key == responder.public_key()
-        assert not list(service.files.ocsp_dir.glob("*.key"))
+        async with service.store.read() as tx:
+            recorded = await tx.newest_ocsp_responder(key_identifier(issuer).hex(), on_token=True)
+        assert recorded is not None
+        assert recorded.key_label == f"ocsp-token-{responder.serial_number:x}"
+        assert recorded.wrapped_key is None  # the key never leaves the token
     finally:
         await server.stop()
         await service.close()

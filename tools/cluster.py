@@ -188,6 +188,7 @@ auto_migrate = false
 [secrets]
 hmac_key_file = "{keys / "hmac.key"}"
 audit_key_file = "{keys / "audit.key"}"
+responder_wrap_key_file = "{keys / "responder-wrap.key"}"
 
 [profiles]
 extra_dirs = [{profile_dirs}]

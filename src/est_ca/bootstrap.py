@@ -43,11 +43,11 @@ class ServiceFiles:
     tls_key: Path
     # Set when the demo hierarchy is in use: the root, for `openssl verify -CAfile`.
     demo_root: Path | None
-    # The delegated OCSP responders' keys and certificates (revocation/responders.py).
-    ocsp_dir: Path
-    # Keys kept outside the database: one-time codes and tokens, the audit chain's anchor.
+    # Keys kept outside the database: one-time codes and tokens, the audit chain's anchor,
+    # the wrapping of the OCSP responder keys kept in the database (revocation/key_wrap.py).
     hmac_key: Path
     audit_key: Path
+    responder_wrap_key: Path
     # The audit key was created by this start: the audit chain may be anchored now.
     audit_key_created: bool = False
     # This start generated the demo CA hierarchy.
@@ -56,7 +56,7 @@ class ServiceFiles:
     ca_key_passphrase_env: str = ""
 
     def ca_passphrase(self) -> bytes | None:
-        """The CA key's (and the root's, the responders') passphrase: from the environment
+        """The CA key's (and the root's) passphrase: from the environment
         variable when one is named, else from the passphrase file, else none."""
         if self.ca_key_passphrase_env:
             return passphrase_from_environment(self.ca_key_passphrase_env)
@@ -73,7 +73,7 @@ def secret_paths(settings: Settings, files: ServiceFiles) -> list[Path]:
         files.tls_key,
         files.hmac_key,
         files.audit_key,
-        *sorted(files.ocsp_dir.glob("*.key")),
+        files.responder_wrap_key,
     ]
     return [path for path in paths if path is not None]
 
@@ -196,13 +196,19 @@ def prepare_files(
         tls_key=tls_key,
         demo_root=demo_root,
         demo_created=demo_created,
-        ocsp_dir=settings.data_dir / "ocsp",
         hmac_key=settings.data_path(settings.secrets.hmac_key_file, "secrets/hmac.key"),
         audit_key=settings.data_path(settings.secrets.audit_key_file, "secrets/audit.key"),
+        responder_wrap_key=settings.data_path(
+            settings.secrets.responder_wrap_key_file, "secrets/responder-wrap.key"
+        ),
         ca_key_passphrase_env=settings.ca.key_passphrase_env,
     )
     if create:
         create_key(files.hmac_key)
+        # Like the HMAC key: made at the first start of a version that needs it, once for a
+        # cluster that shares the secrets directory. Only a serving start (`create`) signs
+        # OCSP, so other commands do not require it.
+        create_key(files.responder_wrap_key)
         files = dataclasses.replace(files, audit_key_created=create_key(files.audit_key))
         refuse_exposed(secret_paths(settings, files))
         create_database_file(settings)

@@ -194,6 +194,7 @@ class OcspSettings:
 class SecretSettings:
     hmac_key_file: str
     audit_key_file: str
+    responder_wrap_key_file: str
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,6 +57,7 @@ from est_ca.registration.enrollment import RegistrationAuthority
 from est_ca.registration.registry import OrderPolicy, Registry
 from est_ca.revocation.crl import CrlPublisher
 from est_ca.revocation.issuers import ServedIssuer
+from est_ca.revocation.key_wrap import KeyWrapper
 from est_ca.revocation.ocsp import OcspResponder
 from est_ca.revocation.publishing import RevocationPublishing
 from est_ca.revocation.responders import ResponderKeeper
@@ -387,11 +388,14 @@ class Service:
     async def maintain_cluster(self) -> None:
         """The part of `maintain` that one instance does for the whole cluster (the refusal
         summaries are each instance's own): superseded predecessors revoked, abandoned
-        imports removed, enrollments that died mid-issuance (on any instance) released."""
+        imports removed, enrollments that died mid-issuance (on any instance) released, stored
+        OCSP responses past their nextUpdate removed."""
         await self.revocations.revoke_superseded()
         await self.registry.remove_stale_imports(STALE_IMPORT)
         await self.recover()
         await self.guard.forget_old_failures()
+        async with self.store.write() as tx:
+            await tx.forget_expired_ocsp_responses(self.clock.now())
 
     async def run_maintenance(self, every: dt.timedelta = MAINTENANCE_INTERVAL) -> None:
         """`maintain` for ever, every `every`; a failed round is logged and retried. The
@@ -514,7 +518,6 @@ def _revocation_publishing(
             for entry, other in others
         ),
     ]
-    passphrase = files.ca_passphrase()
     if root is not None:
         root_validity = dt.timedelta(days=revocation.root_crl_validity_days)
         issuers.append(
@@ -534,6 +537,7 @@ def _revocation_publishing(
         for entry in entries
         if entry.responder_token is not None
     }
+    wrapper = KeyWrapper(load_key(files.responder_wrap_key))
     keepers = [
         ResponderKeeper(
             issuer=issuer,
@@ -541,8 +545,7 @@ def _revocation_publishing(
             store=store,
             clock=clock,
             workers=workers,
-            directory=files.ocsp_dir,
-            passphrase=passphrase,
+            wrapper=wrapper,
             validity=dt.timedelta(days=settings.ocsp.responder_validity_days),
             renew_before=dt.timedelta(days=settings.ocsp.responder_renew_days),
         )

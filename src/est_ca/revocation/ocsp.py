@@ -17,6 +17,13 @@
   hash, issuer key hash, serial: a response names the CertID it answers, so nothing less may
   share one) and re-signed at half their validity (at most 4 days after thisUpdate); a
   revocation drops the cache at once. Several CertIDs are answered fresh and never cached.
+- Those responses are pre-produced once for the cluster: on a miss of this process's cache,
+  the response another instance stored (`ocsp_responses`) is read with the certificate's
+  status, in one transaction, and served when it is still fresh and says that status; else
+  this instance signs and stores it. Only "good" and "revoked" are stored (bounded by the
+  certificates issued; a flood of random serials must not become database writes), and a
+  revocation deletes the certificate's stored responses in its own transaction. A hit of
+  this process's cache reads nothing from the database.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from est_ca.clock import Clock
 from est_ca.errors import BadRequest
 from est_ca.revocation.issuers import CERT_ID_HASHES
 from est_ca.revocation.responders import RESPONDER_SCHEME, ResponderKeeper
+from est_ca.revocation.state import StoredOcspResponse
 from est_ca.store.store import Store, StoreTx
 from est_ca.workers import Workers
 
@@ -184,6 +192,31 @@ class _Status:
     revoked_at: dt.datetime | None = None
     reason: x509.ReasonFlags | None = None
 
+    @property
+    def name(self) -> str:
+        return self.status.name.lower()
+
+    @property
+    def shared_key(self) -> str | None:
+        """What a stored response must say to be served for this status: everything the
+        SingleResponse says of it. None for "unknown", which is never stored."""
+        if self.status is ocsp.OCSPCertStatus.UNKNOWN:
+            return None
+        if self.revoked_at is None:
+            return self.name
+        reason = self.reason.value if self.reason is not None else "-"
+        return f"{self.name} {self.revoked_at.isoformat()} {reason}"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shared:
+    """Where a pre-produced response is stored for the cluster, and what is stored there."""
+
+    issuer_key_id: str
+    serial: Serial
+    hash_name: str
+    stored: StoredOcspResponse | None
+
 
 _UNKNOWN = _Status(ocsp.OCSPCertStatus.UNKNOWN)
 _GOOD = _Status(ocsp.OCSPCertStatus.GOOD)
@@ -237,8 +270,12 @@ class OcspResponder:
                 self._cache.move_to_end(key)
                 return cached
         generation = self._generation
-        statuses = await self._statuses(keepers, query.cert_ids)
-        answer = await self._sign(responding, query, statuses, cacheable)
+        statuses, shared = await self._statuses(keepers, query.cert_ids, cacheable=cacheable)
+        answer = self._stored_answer(shared, statuses[0]) if shared is not None else None
+        if answer is None:
+            answer = await self._sign(responding, query, statuses, cacheable)
+            if shared is not None and statuses[0].shared_key is not None:
+                answer = await self._keep(shared, statuses[0], answer)
         if cacheable and generation == self._generation:
             self._cache[key] = answer
             if len(self._cache) > CACHE_ENTRIES:
@@ -253,17 +290,60 @@ class OcspResponder:
         return None
 
     async def _statuses(
-        self, keepers: Sequence[ResponderKeeper | None], cert_ids: Sequence[CertId]
-    ) -> list[_Status]:
+        self,
+        keepers: Sequence[ResponderKeeper | None],
+        cert_ids: Sequence[CertId],
+        *,
+        cacheable: bool,
+    ) -> tuple[list[_Status], _Shared | None]:
         """Each CertID's status, all read in one transaction (one per CertID made 20 CertIDs
-        cost 20 transactions: most of the answer's time)."""
+        cost 20 transactions: most of the answer's time); for a cacheable request about a
+        served CA, in the same transaction, the response stored for the cluster."""
         if all(keeper is None for keeper in keepers):
-            return [_UNKNOWN] * len(cert_ids)  # issuers we do not serve
+            return [_UNKNOWN] * len(cert_ids), None  # issuers we do not serve
         async with self._store.read() as tx:
-            return [
+            statuses = [
                 await self._status(tx, keeper, cert_id.serial_number)
                 for keeper, cert_id in zip(keepers, cert_ids, strict=True)
             ]
+            shared = None
+            if cacheable and keepers[0] is not None and statuses[0].shared_key is not None:
+                key_id, cert_id = keepers[0].issuer.key_id, cert_ids[0]
+                serial = Serial(cert_id.serial_number)  # valid: its status is not "unknown"
+                stored = await tx.ocsp_response(key_id, serial, cert_id.hash_name)
+                shared = _Shared(key_id, serial, cert_id.hash_name, stored)
+            return statuses, shared
+
+    def _stored_answer(self, shared: _Shared, status: _Status) -> OcspAnswer | None:
+        """The cluster's stored response, when it is fresh and says what the status is now."""
+        stored = shared.stored
+        if stored is None or stored.status != status.shared_key:
+            return None
+        if self._clock.now() >= stored.refresh_at:
+            return None
+        return _answer_of(stored, status)
+
+    async def _keep(self, shared: _Shared, status: _Status, signed: OcspAnswer) -> OcspAnswer:
+        """Store what this instance signed for the cluster, unless another instance stored a
+        fresh one meanwhile: then that one is served, so every instance answers alike."""
+        assert status.shared_key is not None
+        assert signed.this_update is not None
+        assert signed.next_update is not None
+        assert signed.refresh_at is not None
+        mine = StoredOcspResponse(
+            status=status.shared_key,
+            der=signed.der,
+            this_update=signed.this_update,
+            next_update=signed.next_update,
+            refresh_at=signed.refresh_at,
+        )
+        async with self._store.write() as tx:
+            kept = await tx.keep_ocsp_response(
+                shared.issuer_key_id, shared.serial, shared.hash_name, mine, self._clock.now()
+            )
+        if kept.status != status.shared_key:
+            return signed  # a revocation came between: this answer is not cached (generation)
+        return _answer_of(kept, status)
 
     async def _status(
         self, tx: StoreTx, keeper: ResponderKeeper | None, serial_number: int
@@ -346,5 +426,16 @@ class OcspResponder:
             this_update=now,
             next_update=next_update,
             refresh_at=now + self._refresh_after,
-            statuses=tuple(status.status.name.lower() for status in statuses),
+            statuses=tuple(status.name for status in statuses),
         )
+
+
+def _answer_of(stored: StoredOcspResponse, status: _Status) -> OcspAnswer:
+    return OcspAnswer(
+        der=stored.der,
+        cacheable=True,
+        this_update=stored.this_update,
+        next_update=stored.next_update,
+        refresh_at=stored.refresh_at,
+        statuses=(status.name,),
+    )

@@ -1,4 +1,4 @@
-"""Delegated OCSP responder certificates (RFC 6960 4.2.2.2): one per served CA and instance.
+"""Delegated OCSP responder certificates (RFC 6960 4.2.2.2): one per served CA for the cluster.
 
 The responder key is a P-256 key of its own, so the CA key stays out of the hot path. Its
 certificate is issued by the CA with id-kp-OCSPSigning and id-pkix-ocsp-nocheck, recorded in
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from pathlib import Path
 
 import structlog
 from cryptography import x509
@@ -33,8 +32,9 @@ from est_ca.ca.signing import (
 from est_ca.ca.spki import public_key_der
 from est_ca.clock import Clock
 from est_ca.errors import ConfigurationError
-from est_ca.private_files import write_private
 from est_ca.revocation.issuers import ServedIssuer
+from est_ca.revocation.key_wrap import KeyWrapper
+from est_ca.revocation.state import RecordedResponder
 from est_ca.store.store import Store
 from est_ca.workers import Workers
 
@@ -50,6 +50,10 @@ class ResponderCredential:
     @property
     def not_after(self) -> dt.datetime:
         return self.certificate.not_valid_after_utc
+
+    @property
+    def serial(self) -> Serial:
+        return Serial(self.certificate.serial_number)
 
 
 def responder_certificate(
@@ -78,12 +82,17 @@ def responder_certificate(
 
 
 class ResponderKeeper:
-    """The current responder credential of one CA, kept in files under `directory`, or, with
-    `token_keys`, its certificate in a file and its key on the PKCS#11 token (a new key per
-    certificate, labelled with the CA's name and the certificate's serial).
+    """The cluster's current responder credential of one CA, kept in the database: the newest
+    recorded responder certificate whose key this instance can use (wrapped in its row under
+    the wrapping key, `key_wrap.py`; or, with `token_keys`, on the shared PKCS#11 token under
+    the label its row names: a new key per certificate, labelled with the CA's name and the
+    certificate's serial).
 
-    Loading (decrypting the key), generating, signing, encrypting and writing (fsync) run on
-    the service's workers, never on the event loop.
+    Every instance adopts that one; a new one is issued only when there is none or it is due,
+    under the CA's responder lock (`Store.exclusive`, as CRLs are made) and after reading the
+    database again under it, so one instance of the cluster issues it and the others adopt it
+    in their next publishing round. Generating, signing and unwrapping run on the service's
+    workers, never on the event loop.
     """
 
     def __init__(
@@ -93,8 +102,7 @@ class ResponderKeeper:
         store: Store,
         clock: Clock,
         workers: Workers,
-        directory: Path,
-        passphrase: bytes | None,
+        wrapper: KeyWrapper,
         validity: dt.timedelta,
         renew_before: dt.timedelta,
         token_keys: TokenKeys | None = None,
@@ -103,15 +111,12 @@ class ResponderKeeper:
         self._store = store
         self._clock = clock
         self._workers = workers
-        self._key_file = directory / f"{issuer.name}-responder.key"
-        self._cert_file = directory / f"{issuer.name}-responder.pem"
-        self._passphrase = passphrase
+        self._wrapper = wrapper
         self._validity = validity
         self._renew_before = renew_before
         self._current: ResponderCredential | None = None
         self._token_keys = token_keys
-        # One preparation at a time: two would issue two certificates, and their key and
-        # certificate files, written on worker threads, could end up from different ones.
+        # One preparation at a time in this process (the lock below orders the processes).
         self._preparing = asyncio.Lock()
 
     @property
@@ -121,54 +126,76 @@ class ResponderKeeper:
         return self._current
 
     async def prepare(self) -> ResponderCredential:
-        """Load the credential from its files, or issue a new one when it is missing or due."""
+        """Adopt the cluster's credential from the database, or issue it when it is missing
+        or due (one instance of the cluster does). A key that does not unwrap, or is not on
+        the token, is a `ConfigurationError`: issuing another would only leave the other
+        instances unable to use that one."""
         async with self._preparing:
-            if self._current is None:
-                self._current = await self._workers.run(self._load)
-            if self._current is None or self._is_due(self._current):
-                self._current = await self._issue()
+            recorded = await self._newest()
+            if recorded is None or self._is_due(recorded):
+                async with self._store.exclusive(_responder_lock(self.issuer.key_id)):
+                    # Again under the lock: the instance that held it may have issued it.
+                    recorded = await self._newest()
+                    if recorded is None or self._is_due(recorded):
+                        self._current = await self._issue()
+                        return self._current
+            if self._current is None or self._current.serial != recorded.serial:
+                self._current = await self._workers.run(self._adopt, recorded)
+                _log.info(
+                    "OCSP responder certificate adopted",
+                    ca=self.issuer.name,
+                    serial=recorded.serial.hex,
+                    not_after=recorded.not_after.isoformat(),
+                )
             return self._current
 
-    def _is_due(self, credential: ResponderCredential) -> bool:
-        return self._clock.now() >= credential.not_after - self._renew_before
+    async def _newest(self) -> RecordedResponder | None:
+        async with self._store.read() as tx:
+            return await tx.newest_ocsp_responder(
+                self.issuer.key_id, on_token=self._token_keys is not None
+            )
 
-    def _load(self) -> ResponderCredential | None:
-        """Blocking (file reads, key decryption): run it on a worker."""
-        if not self._cert_file.is_file():
-            return None
-        if self._token_keys is None and not self._key_file.is_file():
-            return None
-        certificate = x509.load_pem_x509_certificate(self._cert_file.read_bytes())
-        if certificate.issuer != self.issuer.ca.subject:
-            return None  # a responder of another CA (the data directory was re-used)
+    def _is_due(self, recorded: RecordedResponder) -> bool:
+        """Due within `renew_before` of the notAfter the database records."""
+        return self._clock.now() >= recorded.not_after - self._renew_before
+
+    def _adopt(self, recorded: RecordedResponder) -> ResponderCredential:
+        """Blocking (unwrapping, a token session): run it on a worker."""
+        certificate = x509.load_der_x509_certificate(recorded.der)
+        signer: Signer
         if self._token_keys is not None:
+            assert recorded.key_label is not None
             try:
-                token_signer = self._token_keys.signer(self._token_label(certificate.serial_number))
-            except ConfigurationError:
-                return None  # not on this token (the files are a key file's): issue anew
-            return ResponderCredential(certificate=certificate, signer=token_signer)
-        signer = KeyFileSigner.load(self._key_file, self._passphrase)
+                signer = self._token_keys.signer(recorded.key_label)
+            except ConfigurationError as exc:
+                raise ConfigurationError(
+                    f"the OCSP responder key {recorded.key_label!r} that the database names "
+                    f"for CA {self.issuer.name!r} is not on this instance's responder token: "
+                    "every instance needs the same token"
+                ) from exc
+        else:
+            assert recorded.wrapped_key is not None
+            signer = KeyFileSigner(
+                self._wrapper.unwrap(recorded.wrapped_key, self.issuer.key_id, recorded.serial)
+            )
+        if public_key_der(signer.public_key) != public_key_der(certificate.public_key()):
+            raise ConfigurationError(
+                f"the OCSP responder key {recorded.serial.hex} does not match its certificate"
+            )
         return ResponderCredential(certificate=certificate, signer=signer)
 
     def _token_label(self, serial: int) -> str:
         return f"ocsp-{self.issuer.name}-{serial:x}"
 
     async def _issue(self) -> ResponderCredential:
+        """Only under the CA's responder lock."""
         serial = Serial.random()
         now = self._clock.now()
         if self._token_keys is not None:
             return await self._issue_on_token(self._token_keys, serial, now)
         key, certificate = await self._workers.run(self._new_credential, serial, now)
-        async with self._store.write() as tx:  # recorded before it is ever used
-            await tx.insert_ocsp_responder(
-                serial=serial,
-                issuer_key_id=self.issuer.key_id,
-                not_before=certificate.not_valid_before_utc,
-                not_after=certificate.not_valid_after_utc,
-                der=certificate.public_bytes(serialization.Encoding.DER),
-                created_at=now,
-            )
-        await self._workers.run(self._write, key, certificate)
+        wrapped = await self._workers.run(self._wrapper.wrap, key, self.issuer.key_id, serial)
+        await self._record(serial, certificate, now, wrapped_key=wrapped)
         _log.info(
             "OCSP responder certificate issued",
             ca=self.issuer.name,
@@ -187,18 +214,8 @@ class ResponderKeeper:
         certificate = await self._workers.run(
             responder_certificate, self.issuer, public_key, serial, now, self._validity
         )
-        async with self._store.write() as tx:  # recorded before it is ever used
-            await tx.insert_ocsp_responder(
-                serial=serial,
-                issuer_key_id=self.issuer.key_id,
-                not_before=certificate.not_valid_before_utc,
-                not_after=certificate.not_valid_after_utc,
-                der=certificate.public_bytes(serialization.Encoding.DER),
-                created_at=now,
-            )
+        await self._record(serial, certificate, now, key_label=label)
         signer = await self._workers.run(token_keys.signer, label)
-        pem = certificate.public_bytes(serialization.Encoding.PEM)
-        await self._workers.run(write_private, self._cert_file, pem, replace=True)
         _log.info(
             "OCSP responder certificate issued",
             ca=self.issuer.name,
@@ -207,6 +224,28 @@ class ResponderKeeper:
             not_after=certificate.not_valid_after_utc.isoformat(),
         )
         return ResponderCredential(certificate=certificate, signer=signer)
+
+    async def _record(
+        self,
+        serial: Serial,
+        certificate: x509.Certificate,
+        now: dt.datetime,
+        *,
+        wrapped_key: bytes | None = None,
+        key_label: str | None = None,
+    ) -> None:
+        """Recorded before it is ever used (OCSP says "good" for it from then on)."""
+        async with self._store.write() as tx:
+            await tx.insert_ocsp_responder(
+                serial=serial,
+                issuer_key_id=self.issuer.key_id,
+                not_before=certificate.not_valid_before_utc,
+                not_after=certificate.not_valid_after_utc,
+                der=certificate.public_bytes(serialization.Encoding.DER),
+                created_at=now,
+                wrapped_key=wrapped_key,
+                key_label=key_label,
+            )
 
     def _new_credential(
         self, serial: Serial, not_before: dt.datetime
@@ -218,18 +257,6 @@ class ResponderKeeper:
         )
         return key, certificate
 
-    def _write(self, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> None:
-        """Replace both files atomically (write, then rename), the key never world-readable.
-        Blocking (key encryption, fsync): run it on a worker."""
-        encryption: serialization.KeySerializationEncryption = (
-            serialization.BestAvailableEncryption(self._passphrase)
-            if self._passphrase
-            else serialization.NoEncryption()
-        )
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-        )
-        write_private(self._key_file, key_pem, replace=True)
-        write_private(
-            self._cert_file, certificate.public_bytes(serialization.Encoding.PEM), replace=True
-        )
+
+def _responder_lock(key_id: str) -> str:
+    return f"ocsp-responder:{key_id}"

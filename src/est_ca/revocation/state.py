@@ -39,3 +39,28 @@ class RevocationState:
 
     revision: int
     crl: PublishedCrl | None
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedResponder:
+    """A CA's responder certificate as the database keeps it, with where its key is: wrapped
+    (revocation/key_wrap.py) or named on the shared token; neither for rows from before the
+    cluster shared them (unusable: a new one is issued)."""
+
+    serial: Serial
+    not_after: dt.datetime
+    der: bytes = dataclasses.field(repr=False)
+    wrapped_key: bytes | None = dataclasses.field(default=None, repr=False)
+    key_label: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredOcspResponse:
+    """A pre-produced OCSP response (one CertID, no nonce) that every instance may serve until
+    `refresh_at` while the certificate's status is still `status`."""
+
+    status: str
+    der: bytes = dataclasses.field(repr=False)
+    this_update: dt.datetime
+    next_update: dt.datetime
+    refresh_at: dt.datetime

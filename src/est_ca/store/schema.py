@@ -227,7 +227,10 @@ class RevocationStateRow(Base):
 
 
 class OcspResponderRow(Base):
-    """Delegated OCSP responder certificates we issued (recorded before they are used)."""
+    """Delegated OCSP responder certificates we issued (recorded before they are used). The
+    newest one of a CA is the whole cluster's (revocation/responders.py): its key is here
+    wrapped under a key kept outside the database (`wrapped_key`), or it is on the shared
+    PKCS#11 token under `key_label`. Rows from before both columns name no usable key."""
 
     __tablename__ = "ocsp_responders"
 
@@ -237,6 +240,27 @@ class OcspResponderRow(Base):
     not_after: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     der: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary)
+    key_label: Mapped[str | None] = mapped_column(String(200))
+
+
+class OcspResponseRow(Base):
+    """Pre-produced OCSP responses (one CertID, no nonce), signed by one instance and served
+    by all until `refresh_at`. `status` is what the response says, compared with the
+    certificate's status read in the same transaction before one is served; a revocation
+    deletes the certificate's rows in its own transaction as well."""
+
+    __tablename__ = "ocsp_responses"
+
+    issuer_key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    serial: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # The CertID's hash algorithm: the issuer's hashes follow from it and the issuer.
+    hash_name: Mapped[str] = mapped_column(String(16), primary_key=True)
+    status: Mapped[str] = mapped_column(String(100))
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    this_update: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    next_update: Mapped[dt.datetime] = mapped_column(UtcDateTime, index=True)
+    refresh_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
 
 class ServiceCertificateRow(Base):

@@ -82,7 +82,13 @@ from est_ca.registration.identities import Identity, IdentityStatus, IdentityTyp
 from est_ca.registration.orders import Order, OrderState, OrderStatus
 from est_ca.registration.organisations import Organisation, OrganisationStatus
 from est_ca.revocation.reasons import RevocationReason
-from est_ca.revocation.state import PublishedCrl, RevocationState, RevokedEntry
+from est_ca.revocation.state import (
+    PublishedCrl,
+    RecordedResponder,
+    RevocationState,
+    RevokedEntry,
+    StoredOcspResponse,
+)
 from est_ca.store.schema import (
     ApiTokenRow,
     AuditChainRow,
@@ -91,6 +97,7 @@ from est_ca.store.schema import (
     EnrollmentRequestRow,
     IdentityRow,
     OcspResponderRow,
+    OcspResponseRow,
     OrderRow,
     OrganisationRow,
     RevocationStateRow,
@@ -111,6 +118,7 @@ _IDENTITY = select(IDENTITIES, ORGANISATIONS.c.name.label("organisation_name")).
 )
 REVOCATION_STATE = cast(Table, RevocationStateRow.__table__)
 OCSP_RESPONDERS = cast(Table, OcspResponderRow.__table__)
+OCSP_RESPONSES = cast(Table, OcspResponseRow.__table__)
 SERVICE_CERTIFICATES = cast(Table, ServiceCertificateRow.__table__)
 ORDERS = cast(Table, OrderRow.__table__)
 CERTIFICATES = cast(Table, CertificateRow.__table__)
@@ -1056,7 +1064,9 @@ class StoreTx:
         at: dt.datetime,
         invalidity_date: dt.datetime | None = None,
     ) -> bool:
-        """Issued -> revoked, once: False when it is not an issued certificate."""
+        """Issued -> revoked, once: False when it is not an issued certificate. Its stored
+        OCSP responses go in the same transaction, so no instance can serve a "good" one
+        from the database once this commits."""
         result = await self._conn.execute(
             update(CERTIFICATES)
             .where(
@@ -1068,6 +1078,12 @@ class StoreTx:
                 revoked_at=at,
                 revocation_reason=_reason_column(reason),
                 invalidity_date=invalidity_date,
+            )
+        )
+        await self._conn.execute(
+            OCSP_RESPONSES.delete().where(
+                OCSP_RESPONSES.c.issuer_key_id == issuer.hex,
+                OCSP_RESPONSES.c.serial == serial.hex,
             )
         )
         return result.rowcount == 1
@@ -1477,13 +1493,108 @@ class StoreTx:
         not_after: dt.datetime,
         der: bytes,
         created_at: dt.datetime,
+        wrapped_key: bytes | None = None,
+        key_label: str | None = None,
     ) -> None:
         await self._insert_own(
-            OCSP_RESPONDERS, serial, issuer_key_id, not_before, not_after, der, created_at
+            OCSP_RESPONDERS,
+            serial,
+            issuer_key_id,
+            not_before,
+            not_after,
+            der,
+            created_at,
+            wrapped_key=wrapped_key,
+            key_label=key_label,
         )
 
     async def is_ocsp_responder(self, issuer_key_id: str, serial: Serial) -> bool:
         return await self._is_own(OCSP_RESPONDERS, issuer_key_id, serial)
+
+    async def newest_ocsp_responder(
+        self, issuer_key_id: str, *, on_token: bool
+    ) -> RecordedResponder | None:
+        """The CA's responder with the latest notAfter whose key is usable by this kind of
+        instance: named on the token (`on_token`), else wrapped in the row."""
+        usable = (
+            OCSP_RESPONDERS.c.key_label.is_not(None)
+            if on_token
+            else OCSP_RESPONDERS.c.wrapped_key.is_not(None)
+        )
+        result = await self._conn.execute(
+            select(OCSP_RESPONDERS)
+            .where(OCSP_RESPONDERS.c.issuer_key_id == issuer_key_id, usable)
+            .order_by(OCSP_RESPONDERS.c.not_after.desc(), OCSP_RESPONDERS.c.serial)
+            .limit(1)
+        )
+        row = result.one_or_none()
+        if row is None:
+            return None
+        return RecordedResponder(
+            serial=Serial.from_hex(row.serial),
+            not_after=row.not_after,
+            der=row.der,
+            wrapped_key=row.wrapped_key,
+            key_label=row.key_label,
+        )
+
+    async def count_ocsp_responders(self, issuer_key_id: str) -> int:
+        result = await self._conn.execute(
+            select(func.count()).where(OCSP_RESPONDERS.c.issuer_key_id == issuer_key_id)
+        )
+        return int(result.scalar_one())
+
+    # -- pre-produced OCSP responses, shared by every instance --------------------------------
+
+    async def ocsp_response(
+        self, issuer_key_id: str, serial: Serial, hash_name: str
+    ) -> StoredOcspResponse | None:
+        result = await self._conn.execute(
+            select(OCSP_RESPONSES).where(_is_ocsp_response(issuer_key_id, serial, hash_name))
+        )
+        row = result.one_or_none()
+        return _ocsp_response(row) if row is not None else None
+
+    async def keep_ocsp_response(
+        self,
+        issuer_key_id: str,
+        serial: Serial,
+        hash_name: str,
+        response: StoredOcspResponse,
+        now: dt.datetime,
+    ) -> StoredOcspResponse:
+        """Store `response` unless a fresh one saying the same is stored already (another
+        instance signed it a moment ago); what is stored afterwards, to serve."""
+        insert = sqlite_insert if self._conn.dialect.name == "sqlite" else postgresql_insert
+        values = {
+            "status": response.status,
+            "der": response.der,
+            "this_update": response.this_update,
+            "next_update": response.next_update,
+            "refresh_at": response.refresh_at,
+        }
+        statement = insert(OCSP_RESPONSES).values(
+            issuer_key_id=issuer_key_id, serial=serial.hex, hash_name=hash_name, **values
+        )
+        await self._conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[
+                    OCSP_RESPONSES.c.issuer_key_id,
+                    OCSP_RESPONSES.c.serial,
+                    OCSP_RESPONSES.c.hash_name,
+                ],
+                set_=values,
+                where=(OCSP_RESPONSES.c.refresh_at <= now)
+                | (OCSP_RESPONSES.c.status != response.status),
+            )
+        )
+        return await self.ocsp_response(issuer_key_id, serial, hash_name) or response
+
+    async def forget_expired_ocsp_responses(self, now: dt.datetime) -> int:
+        result = await self._conn.execute(
+            OCSP_RESPONSES.delete().where(OCSP_RESPONSES.c.next_update <= now)
+        )
+        return int(result.rowcount)
 
     # -- The service's own TLS certificates -----------------------------------------------------
 
@@ -1513,9 +1624,10 @@ class StoreTx:
         not_after: dt.datetime,
         der: bytes,
         created_at: dt.datetime,
+        **extra: object,
     ) -> None:
         """A certificate a CA issued for the service itself (an OCSP responder, the TLS
-        listener): the two tables have the same columns."""
+        listener): the two tables have these columns (a responder's key, `extra`, too)."""
         await self._conn.execute(
             table.insert().values(
                 serial=serial.hex,
@@ -1524,6 +1636,7 @@ class StoreTx:
                 not_after=not_after,
                 der=der,
                 created_at=created_at,
+                **extra,
             )
         )
 
@@ -1819,6 +1932,24 @@ def _request(row: Row[Any]) -> EnrollmentRequest:
 def _is_certificate(issuer: KeyId, serial: Serial) -> ColumnElement[bool]:
     """The one certificate `issuer` issued with `serial`."""
     return (CERTIFICATES.c.issuer_key_id == issuer.hex) & (CERTIFICATES.c.serial == serial.hex)
+
+
+def _is_ocsp_response(issuer_key_id: str, serial: Serial, hash_name: str) -> ColumnElement[bool]:
+    return (
+        (OCSP_RESPONSES.c.issuer_key_id == issuer_key_id)
+        & (OCSP_RESPONSES.c.serial == serial.hex)
+        & (OCSP_RESPONSES.c.hash_name == hash_name)
+    )
+
+
+def _ocsp_response(row: Row[Any]) -> StoredOcspResponse:
+    return StoredOcspResponse(
+        status=row.status,
+        der=row.der,
+        this_update=row.this_update,
+        next_update=row.next_update,
+        refresh_at=row.refresh_at,
+    )
 
 
 def _certificate(row: Row[Any]) -> CertificateRecord:
