@@ -100,7 +100,10 @@ SECRETS: dict[str, Callable[[Settings, CaMaterial], Path]] = {
     "root key": lambda _, m: m.hierarchy.root_key,
     "key passphrase": lambda _, m: m.passphrase,
     "tls key": lambda _, m: m.tls_key,
-    "ocsp responder key": lambda s, _: s.data_dir / "ocsp" / "issuing-responder.key",
+    "ocsp responder key left by an earlier version": lambda s, _: (
+        s.data_dir / "ocsp" / "issuing-responder.key"
+    ),
+    "responder wrapping key": lambda s, _: s.data_dir / "secrets" / "responder-wrap.key",
 }
 
 

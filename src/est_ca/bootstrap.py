@@ -74,6 +74,9 @@ def secret_paths(settings: Settings, files: ServiceFiles) -> list[Path]:
         files.hmac_key,
         files.audit_key,
         files.responder_wrap_key,
+        # Responder keys that versions before the cluster shared them left: their
+        # certificates stay valid until they expire, so the files stay the owner's alone.
+        *sorted((settings.data_dir / "ocsp").glob("*.key")),
     ]
     return [path for path in paths if path is not None]
 
