@@ -5,8 +5,9 @@ files, the HMAC and audit keys and the database; `database.auto_migrate` off, th
 once by `est-ca init`, see tools/cluster.py) are driven with curl and OCSP requests over HTTP:
 an order is consumed once whichever instances race for it, serials stay unique, a revocation
 through one instance (or the CLI) is what every other instance's OCSP and CRL say within 2 s,
-cRLNumbers only grow, and the cluster carries on when one instance is killed with SIGKILL.
-One cluster serves the whole module (starting three takes seconds); the kill comes last.
+cRLNumbers only grow, OCSP answers are pre-produced once for the cluster by one responder per
+CA, issued and renewed once, and the cluster carries on when one instance is killed with
+SIGKILL. One cluster serves the whole module (starting three takes seconds); kills come last.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 import pytest_asyncio
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from tools.cluster import (
@@ -38,7 +41,9 @@ from tools.cluster import (
 )
 
 from est_ca.admin.access import Scope
+from est_ca.ca.authority import key_identifier
 from est_ca.ca.certificates import Serial
+from est_ca.ca.publication import OCSP_PATH
 from est_ca.client import EstClient
 from est_ca.config import load_settings
 from est_ca.service import Service
@@ -72,10 +77,17 @@ class Cluster:
     token: str
     ca: CaMaterial
     directory: Path
+    database_url: str
 
     @property
     def issuer(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(self.ca.hierarchy.issuing_cert.read_bytes())
+
+    @property
+    def served_key_ids(self) -> list[str]:
+        """The CAs the instances serve OCSP for: the issuing CA and the root."""
+        root = x509.load_pem_x509_certificate(self.ca.hierarchy.root_cert.read_bytes())
+        return [key_identifier(self.issuer).hex(), key_identifier(root).hex()]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -111,7 +123,9 @@ async def cluster(
         )
         try:
             async with aiohttp.ClientSession() as session:
-                yield Cluster(instances, service, session, token, ca_material, directory)
+                yield Cluster(
+                    instances, service, session, token, ca_material, directory, cluster_database
+                )
         finally:
             await service.close()
 
@@ -291,6 +305,156 @@ async def test_crl_numbers_only_grow_and_every_newer_crl_lists_what_an_older_one
     assert {c.serial_number for c in certificates} <= seen[numbers[-1]]
 
 
+# -- OCSP for the whole cluster -------------------------------------------------------------
+
+# A publishing round everywhere (revocation.poll_seconds, 2 s) and a little.
+ROUND = 3.0
+
+
+async def _ocsp_answer(cluster: Cluster, instance: Instance, request: bytes) -> bytes:
+    async with cluster.session.post(
+        instance.http_url + OCSP_PATH,
+        data=request,
+        headers={"Content-Type": "application/ocsp-request"},
+    ) as response:
+        response.raise_for_status()
+        return await response.read()
+
+
+def _with_nonce(certificate: x509.Certificate, issuer: x509.Certificate) -> bytes:
+    """A request answered fresh (never a stored response): it shows the responder in use."""
+    return (
+        ocsp.OCSPRequestBuilder()
+        .add_certificate(certificate, issuer, hashes.SHA256())
+        .add_extension(x509.OCSPNonce(os.urandom(16)), critical=False)
+        .build()
+        .public_bytes(serialization.Encoding.DER)
+    )
+
+
+def _responder(der: bytes) -> x509.Certificate:
+    [responder] = ocsp.load_der_ocsp_response(der).certificates
+    return responder
+
+
+async def _responder_rows(cluster: Cluster, key_id: str) -> int:
+    async with cluster.service.store.read() as tx:
+        return await tx.count_ocsp_responders(key_id)
+
+
+async def _newest_responder(cluster: Cluster) -> int:
+    async with cluster.service.store.read() as tx:
+        recorded = await tx.newest_ocsp_responder(cluster.served_key_ids[0], on_token=False)
+    assert recorded is not None
+    return recorded.serial.value
+
+
+async def _make_responder_due(cluster: Cluster) -> None:
+    """The issuing CA's responders end within responder_renew_days, as far as the database
+    says (what every instance decides renewal by)."""
+    connection = await asyncpg.connect(
+        cluster.database_url.replace("postgresql+asyncpg", "postgresql")
+    )
+    try:
+        await connection.execute(
+            "UPDATE ocsp_responders SET not_after = now() + interval '1 day' "
+            "WHERE issuer_key_id = $1",
+            cluster.served_key_ids[0],
+        )
+    finally:
+        await connection.close()
+
+
+def _alive(cluster: Cluster) -> list[Instance]:
+    return [i for i in cluster.instances if i.process is not None and i.process.returncode is None]
+
+
+async def _renewed_once_and_adopted_everywhere(cluster: Cluster) -> int:
+    """Make the issuing CA's responder due; exactly one new responder is recorded, and every
+    instance alive signs with it. Its serial."""
+    before = await _responder_rows(cluster, cluster.served_key_ids[0])
+    await _make_responder_due(cluster)
+    started = time.monotonic()
+    while await _responder_rows(cluster, cluster.served_key_ids[0]) == before:
+        assert time.monotonic() - started < 3 * ROUND, "no instance renewed the responder"
+        await asyncio.sleep(0.1)
+    renewed = await _newest_responder(cluster)
+    certificate = await _enroll(cluster, _alive(cluster)[0])
+    for instance in _alive(cluster):
+
+        async def adopted(instance: Instance = instance) -> bool:
+            request = _with_nonce(certificate, cluster.issuer)
+            answer = await _ocsp_answer(cluster, instance, request)
+            return _responder(answer).serial_number == renewed
+
+        await _seconds_until(adopted, limit=2 * ROUND)
+    await asyncio.sleep(ROUND)  # another round everywhere: nobody issued a second one
+    assert await _responder_rows(cluster, cluster.served_key_ids[0]) == before + 1
+    return renewed
+
+
+async def _issued_by(cluster: Cluster, serial: int) -> list[Instance]:
+    return [
+        instance
+        for instance in cluster.instances
+        if any(
+            event.get("serial") == Serial(serial).hex
+            for event in instance.log_events("OCSP responder certificate issued")
+        )
+    ]
+
+
+async def test_one_ocsp_request_gets_byte_identical_answers_from_every_instance(
+    cluster: Cluster,
+) -> None:
+    """Pre-produced once for the cluster, by the one responder of the CA that every instance
+    adopted at start (three started at once: one issued it)."""
+    certificate = await _enroll(cluster, cluster.instances[1])
+    request = ocsp_request(certificate, cluster.issuer)  # no nonce: RFC 5019's pre-produced
+    answers = [await _ocsp_answer(cluster, i, request) for i in cluster.instances]
+    assert len(set(answers)) == 1
+    response = ocsp.load_der_ocsp_response(answers[0])
+    assert response.certificate_status is ocsp.OCSPCertStatus.GOOD
+    fresh = [
+        _responder(await _ocsp_answer(cluster, i, _with_nonce(certificate, cluster.issuer)))
+        for i in cluster.instances
+    ]
+    assert {r.serial_number for r in fresh} == {_responder(answers[0]).serial_number}
+    for key_id in cluster.served_key_ids:
+        assert await _responder_rows(cluster, key_id) == 1, key_id
+
+
+async def test_after_a_revocation_no_instance_serves_the_stored_good_answer(
+    cluster: Cluster,
+) -> None:
+    a, b, c = cluster.instances
+    certificate = await _enroll(cluster, a)
+    request = ocsp_request(certificate, cluster.issuer)
+    for instance in cluster.instances:  # stored for the cluster and in every memory
+        status = ocsp.load_der_ocsp_response(await _ocsp_answer(cluster, instance, request))
+        assert status.certificate_status is ocsp.OCSPCertStatus.GOOD
+    await _revoke_through_admin(cluster, b, certificate.serial_number)
+    async with cluster.service.store.read() as tx:
+        stored = await tx.ocsp_response(
+            cluster.served_key_ids[0], Serial(certificate.serial_number), "sha1"
+        )
+    assert stored is None or not stored.status.startswith("good")
+    delays = await asyncio.gather(
+        *(_revoked_everywhere_within(cluster, i, certificate) for i in (a, c))
+    )
+    assert max(max(pair) for pair in delays) < PROPAGATION_BOUND, delays
+    await asyncio.sleep(ROUND)  # and it stays so: nothing brings "good" back
+    for instance in cluster.instances:
+        assert await _ocsp_status(cluster, instance, certificate) is ocsp.OCSPCertStatus.REVOKED
+
+
+async def test_a_responder_due_for_renewal_is_renewed_once_and_every_instance_adopts_it(
+    cluster: Cluster,
+) -> None:
+    renewed = await _renewed_once_and_adopted_everywhere(cluster)
+    assert len(await _issued_by(cluster, renewed)) == 1
+
+
 async def test_the_cluster_s_background_work_runs_in_one_instance_at_a_time(
     cluster: Cluster,
 ) -> None:
@@ -327,3 +491,15 @@ async def _lease_holder(cluster: Cluster) -> Instance:
             return holder
         assert time.monotonic() - started < TAKEOVER_BOUND, "no instance took the lease"
         await asyncio.sleep(0.1)
+
+
+async def test_when_the_instance_that_issued_the_responder_is_killed_the_others_renew_it(
+    cluster: Cluster,
+) -> None:
+    """After the kill above too: the survivors issue the next responder, once."""
+    for issuer in await _issued_by(cluster, await _newest_responder(cluster)):
+        if issuer in _alive(cluster) and len(_alive(cluster)) > 1:
+            await issuer.kill()
+    renewed = await _renewed_once_and_adopted_everywhere(cluster)
+    [issuer] = await _issued_by(cluster, renewed)
+    assert issuer in _alive(cluster)
