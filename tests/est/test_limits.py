@@ -203,6 +203,7 @@ async def test_wrong_codes_spread_over_instances_on_one_database_count_together(
     shared = {
         "hmac_key_file": str(tmp_path / "hmac.key"),
         "audit_key_file": str(tmp_path / "audit.key"),
+        "responder_wrap_key_file": str(tmp_path / "responder-wrap.key"),
     }
     servers = []
     for _ in range(2):

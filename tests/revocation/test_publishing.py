@@ -56,6 +56,7 @@ async def test_an_instance_whose_listening_connection_is_cut_still_learns_of_rev
     shared = {
         "hmac_key_file": str(tmp_path / "hmac.key"),
         "audit_key_file": str(tmp_path / "audit.key"),
+        "responder_wrap_key_file": str(tmp_path / "responder-wrap.key"),
     }
     a = await open_service(database_url=postgres_url, secrets=shared)
     b = await open_service(
