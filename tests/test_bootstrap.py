@@ -85,6 +85,27 @@ async def test_a_database_created_in_an_existing_data_directory_is_its_owners_al
         await service.close()
 
 
+async def test_a_start_on_a_data_directory_without_a_responder_wrapping_key_makes_one(
+    data_dir: Path, material: CaMaterial
+) -> None:
+    """As a data directory of an earlier version has none: the start makes it, 0600, as it
+    would the HMAC key, and leaves it alone afterwards."""
+    settings = make_settings(data_dir, material)
+    key = data_dir / "secrets" / "responder-wrap.key"
+    service = await Service.open(settings, create=True)
+    await service.close()
+    assert oct(mode(key)) == oct(0o600)
+    made = key.read_bytes()
+    key.unlink()
+    service = await Service.open(settings, create=True)  # the key is gone: made anew
+    await service.close()
+    remade = key.read_bytes()
+    assert remade != made
+    again = await Service.open(settings, create=True)
+    await again.close()
+    assert key.read_bytes() == remade
+
+
 @pytest.mark.parametrize("directory_mode", [0o755, 0o701, 0o770], ids=oct)
 async def test_start_is_refused_on_a_data_directory_other_users_can_enter_or_change(
     data_dir: Path, material: CaMaterial, directory_mode: int

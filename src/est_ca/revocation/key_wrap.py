@@ -57,7 +57,8 @@ class KeyWrapper:
             raise ConfigurationError(
                 f"the OCSP responder key {serial.hex} in the database does not unwrap with this "
                 "instance's responder wrapping key: every instance needs the same "
-                "secrets.responder_wrap_key_file, and the row must not be altered"
+                "secrets.responder_wrap_key_file, and the row must not be altered "
+                "(docs/deployment.md: when the file is lost)"
             ) from None
         key = serialization.load_der_private_key(plain, password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
