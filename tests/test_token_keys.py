@@ -123,7 +123,10 @@ async def _open(
     clock: SettableClock,
     *,
     responder_token: bool = False,
+    beside: Service | None = None,
 ) -> Service:
+    """The service of a token CA; `beside` another on the same database and secrets (a second
+    instance of a cluster, with its own data directory)."""
     config = tmp_path / "cas.toml"
     config.write_text(
         "[[authorities]]\n"
@@ -142,6 +145,14 @@ async def _open(
     )
     overrides = authorities_overrides(tmp_path, ca_material)
     overrides["profiles"] = {"extra_dirs": [str(_ec_profile(tmp_path / "profiles"))]}
+    if beside is not None:
+        overrides["data_dir"] = str(tmp_path / "data-beside")
+        overrides["database"] = {"url": beside.settings.database_url}
+        overrides["secrets"] = {
+            "hmac_key_file": str(beside.files.hmac_key),
+            "audit_key_file": str(beside.files.audit_key),
+            "responder_wrap_key_file": str(beside.files.responder_wrap_key),
+        }
     settings = load_settings(config, {}, overrides)
     opened = await Service.open(settings, clock=clock, create=True)
     return await with_test_organisations(opened)
@@ -418,3 +429,37 @@ async def test_ocsp_responder_keys_made_on_the_token_sign_answers_openssl_verifi
     finally:
         await server.stop()
         await service.close()
+
+
+async def test_a_second_instance_signs_with_the_responder_key_the_first_made_on_the_token(
+    ca_material: CaMaterial,
+    softhsm: SoftHsm,
+    token_ca: TokenCa,
+    clock: SettableClock,
+    keys: KeyPool,
+    tmp_path: Path,
+) -> None:
+    """One responder per CA for the cluster: the second instance finds its label in the
+    database and signs with that key on the shared token; no second key is made."""
+    first = await _open(tmp_path, ca_material, softhsm, token_ca, clock, responder_token=True)
+    second = await _open(
+        tmp_path, ca_material, softhsm, token_ca, clock, responder_token=True, beside=first
+    )
+    try:
+        for service in (first, second):
+            assert service.publishing is not None
+            await service.publishing.start()
+        assert first.publishing is not None
+        assert second.publishing is not None
+        [made] = [k.current for k in first.publishing._keepers]
+        [adopted] = [k.current for k in second.publishing._keepers]
+        assert adopted.serial == made.serial
+        assert adopted.signer.public_key == made.signer.public_key
+        issuer = x509.load_pem_x509_certificate(token_ca.certificate.read_bytes())
+        async with second.store.read() as tx:
+            assert await tx.count_ocsp_responders(key_identifier(issuer).hex()) == 1
+    finally:
+        for service in (second, first):
+            if service.publishing is not None:
+                await service.publishing.stop()
+            await service.close()
