@@ -8,7 +8,8 @@
   revocation revision in the database (SQLite, a lost listening connection, `listen` off).
 - A CRL is made by one instance at a time per CA (`CrlPublisher`); the others adopt it.
 - CRLs are also re-signed on schedule, `crl_refresh_hours` after their thisUpdate, and
-  responder certificates renewed before they expire.
+  responder certificates renewed before they expire: by one instance for the cluster, the
+  others adopting the new one in their next round (`ResponderKeeper.prepare`).
 """
 
 from __future__ import annotations
