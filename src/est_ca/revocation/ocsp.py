@@ -35,6 +35,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+import structlog
 from asn1crypto import ocsp as asn1_ocsp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -50,6 +51,7 @@ from est_ca.revocation.state import StoredOcspResponse
 from est_ca.store.store import Store, StoreTx
 from est_ca.workers import Workers
 
+_log = structlog.get_logger(__name__)
 MAX_NONCE_OCTETS = 32
 # CertIDs in one request: enough for a chain or a client's batch, few enough that one request
 # cannot buy much signing and database work.
@@ -337,12 +339,18 @@ class OcspResponder:
             next_update=signed.next_update,
             refresh_at=signed.refresh_at,
         )
-        async with self._store.write() as tx:
-            kept = await tx.keep_ocsp_response(
-                shared.issuer_key_id, shared.serial, shared.hash_name, mine, self._clock.now()
-            )
+        try:
+            async with self._store.write() as tx:
+                kept = await tx.keep_ocsp_response(
+                    shared.issuer_key_id, shared.serial, shared.hash_name, mine, self._clock.now()
+                )
+        except Exception:  # storing spares the others a signature; this answer stands anyway
+            _log.warning("OCSP response not stored for the cluster", exc_info=True)
+            return signed
         if kept.status != status.shared_key:
-            return signed  # a revocation came between: this answer is not cached (generation)
+            # Another status was stored meanwhile (a revocation raced this answer): what this
+            # instance read stands for it, as before; the status check keeps the others right.
+            return signed
         return _answer_of(kept, status)
 
     async def _status(
