@@ -3,9 +3,10 @@ windows, malformed requests, the delegated responder certificate, and lint."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import hypothesis.strategies as st
 import pytest
@@ -19,7 +20,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import event, given
 
 from est_ca.ca.certificates import Serial
+from est_ca.ca.signing import signed_ocsp_response
 from est_ca.clock import SettableClock
+from est_ca.revocation import ocsp as ocsp_module
 from est_ca.revocation.ocsp import MAX_CERT_IDS
 from est_ca.revocation.publishing import RevocationPublishing
 from est_ca.revocation.reasons import RevocationReason
@@ -265,6 +268,27 @@ async def test_a_request_without_a_nonce_gets_the_pre_produced_response(
     assert refreshed.der != first.der
     assert first.this_update is not None
     assert refreshed.this_update == first.this_update + dt.timedelta(hours=36)
+
+
+async def test_a_burst_of_requests_for_one_certid_is_answered_with_one_signature(
+    service: Service,
+    keys: KeyPool,
+    publishing: RevocationPublishing,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    certificate = await issue(service, keys)
+    request = ocsp_request(certificate, issuing(service))
+    signatures = []
+    signing = signed_ocsp_response
+
+    def counted(*arguments: Any) -> bytes:
+        signatures.append(1)
+        return signing(*arguments)
+
+    monkeypatch.setattr(ocsp_module, "signed_ocsp_response", counted)
+    answers = await asyncio.gather(*(publishing.responder.answer(request) for _ in range(10)))
+    assert len({answer.der for answer in answers}) == 1
+    assert len(signatures) == 1
 
 
 async def test_the_validity_window_is_within_8_hours_and_10_days(

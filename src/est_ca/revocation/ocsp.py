@@ -28,9 +28,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -243,6 +245,7 @@ class OcspResponder:
         self._cache: collections.OrderedDict[CertId, OcspAnswer] = collections.OrderedDict()
         # Bumped by every invalidation: an answer computed before it is never cached after it.
         self._generation = 0
+        self._pending: dict[tuple[CertId, int], asyncio.Future[OcspAnswer]] = {}
 
     def invalidate(self) -> None:
         """Forget every pre-produced response (a revocation happened somewhere)."""
@@ -272,12 +275,40 @@ class OcspResponder:
                 self._cache.move_to_end(key)
                 return cached
         generation = self._generation
+        if not cacheable:
+            return await self._produce(keepers, responding, query, generation)
+        # Requests for one CertID arriving together (a burst, before the first is cached) wait
+        # for one answer: one status read, one signature, one write. Only within a generation:
+        # what was read before a revocation is never handed to a request that came after it.
+        pending = self._pending.get((key, generation))
+        if pending is None:
+            pending = asyncio.ensure_future(self._produce(keepers, responding, query, generation))
+            self._pending[(key, generation)] = pending
+            pending.add_done_callback(functools.partial(self._produced, (key, generation)))
+        return await asyncio.shield(pending)
+
+    def _produced(self, pending_key: tuple[CertId, int], done: asyncio.Future[OcspAnswer]) -> None:
+        self._pending.pop(pending_key, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: the waiters have it (or there were none)
+
+    async def _produce(
+        self,
+        keepers: Sequence[ResponderKeeper | None],
+        responding: ResponderKeeper,
+        query: OcspQuery,
+        generation: int,
+    ) -> OcspAnswer:
+        """The answer read, signed or taken from the cluster's store, and cached when it may
+        be (one CertID, no nonce, no revocation seen meanwhile)."""
+        cacheable = query.nonce is None and len(query.cert_ids) == 1
         statuses, shared = await self._statuses(keepers, query.cert_ids, cacheable=cacheable)
         answer = self._stored_answer(shared, statuses[0]) if shared is not None else None
         if answer is None:
             answer = await self._sign(responding, query, statuses, cacheable)
             if shared is not None and statuses[0].shared_key is not None:
                 answer = await self._keep(shared, statuses[0], answer)
+        key = query.cert_ids[0]
         if cacheable and generation == self._generation:
             self._cache[key] = answer
             if len(self._cache) > CACHE_ENTRIES:
