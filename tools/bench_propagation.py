@@ -57,19 +57,22 @@ BENCH = Actor(kind="admin", name="bench", source="bench")
 class Database:
     """A fresh database on the PostgreSQL server, dropped at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: str = POSTGRES) -> None:
+        """`server`: a URL of the PostgreSQL server (its database part is where CREATE
+        DATABASE runs)."""
+        self.server = server.replace("postgresql+asyncpg://", "postgresql://")
         self.name = f"est_ca_bench_{secrets.token_hex(6)}"
-        base = POSTGRES.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        base = self.server.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
         self.url = f"{base}/{self.name}"
 
     async def __aenter__(self) -> str:
-        admin = await asyncpg.connect(POSTGRES)
+        admin = await asyncpg.connect(self.server)
         await admin.execute(f'CREATE DATABASE "{self.name}"')
         await admin.close()
         return self.url
 
     async def __aexit__(self, *_: object) -> None:
-        admin = await asyncpg.connect(POSTGRES)
+        admin = await asyncpg.connect(self.server)
         await admin.execute(f'DROP DATABASE "{self.name}" WITH (FORCE)')
         await admin.close()
 

@@ -198,7 +198,10 @@ def profiles_for(directory: Path, ca_key: str = "rsa3072") -> Path:
         if ca_key != "rsa3072":
             start = text.index("[signature]")
             digest = "sha384" if ca_key == "p384" else "sha256"
-            text = text[:start] + f'[signature]\nalgorithm = "ecdsa"\nhash = "{digest}"\n'
+            # salt_length is read (and ignored) whatever the algorithm.
+            text = text[:start] + (
+                f'[signature]\nalgorithm = "ecdsa"\nhash = "{digest}"\nsalt_length = 32\n'
+            )
         (directory / shipped.name).write_text(text)
     return directory
 
