@@ -62,7 +62,6 @@ from tools.bench.load import Job, Load, Outcome, Request, write_client_files
 from tools.bench_floods import basic, make_csr
 from tools.bench_import import staff_file
 from tools.bench_propagation import Database
-from tools.scratch import record_certificates
 from tools.cluster import (
     CA_KEYS,
     PASSPHRASE,
@@ -79,6 +78,7 @@ from tools.cluster import (
     running_cluster,
     shared_files,
 )
+from tools.scratch import record_certificates
 
 CVR = "99999999"
 PKCS10 = "application/pkcs10"
