@@ -35,6 +35,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -213,6 +214,8 @@ class Bench:
     instances: list[Instance]
     load: Load
     token: str = ""
+    # py-spy's record of the first server process during the first simpleenroll.
+    profile: Path | None = None
     bare_pids: list[int] = dataclasses.field(default_factory=list)
     results: Results = dataclasses.field(default_factory=Results)
 
@@ -326,7 +329,9 @@ async def enrollments(
             trust=str(bench.shared.tls_cert),
             keep_bodies=True,
         )
-        outcome = await bench.measured(f"simpleenroll_basic_{variant}", job, "sign_2_threads")
+        profiling = bench.profile is not None and rep == 0 and not keep_alive
+        async with profiled(bench.profile if profiling else None, bench.pids[0]):
+            outcome = await bench.measured(f"simpleenroll_basic_{variant}", job, "sign_2_threads")
         if variant == "new_connection":
             files = bench.directory / f"clients-{rep}"
             files.mkdir()
@@ -358,6 +363,31 @@ async def enrollments(
     )
     renewed = await bench.measured("simplereenroll_mtls_new_connection", job, "sign_2_threads")
     return [holders[i] for i in sorted(renewed.bodies)]
+
+
+@contextlib.asynccontextmanager
+async def profiled(out: Path | None, pid: int) -> AsyncIterator[None]:
+    """py-spy (not a dependency: on PATH or beside this Python) sampling `pid` until the block
+    ends: a flame graph `out` and the collapsed stacks beside it (`.txt`), to count frames."""
+    if out is None:
+        yield
+        return
+    spy = str(Path(sys.executable).parent / "py-spy")
+    records = []
+    for form, path in (("flamegraph", out), ("raw", out.with_suffix(".txt"))):
+        command = [spy, "record", "--nonblocking", "--pid", str(pid), "--format", form]
+        records.append(
+            await asyncio.create_subprocess_exec(
+                *command, "-o", str(path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        )
+    await asyncio.sleep(1.0)  # attached before the load starts
+    try:
+        yield
+    finally:
+        for record in records:
+            record.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        await asyncio.gather(*(record.wait() for record in records))
 
 
 def sign_ceilings(bench: Bench, spec: SignSpec) -> None:
@@ -638,7 +668,7 @@ async def bench_run(args: argparse.Namespace, plan: Plan, scratch: Path) -> dict
             database(args.database_url, scratch, args.instances) as url,
             running_cluster(scratch / "cluster", shared, url, args.instances) as instances,
         ):
-            bench = Bench(plan, scratch, shared, profiles, instances, load)
+            bench = Bench(plan, scratch, shared, profiles, instances, load, profile=args.profile)
             crl = await measure(bench, spec, bodies)
             rss = [peak_rss_mb(pid) for pid in bench.pids]
     finally:
@@ -677,6 +707,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, help="per timed measurement: 3 (quick 0.5)")
     parser.add_argument("--crl-entries", type=int, help="default 100000 (quick 2000)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy flame graph (SVG) of the server during the first simpleenroll",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     plan = Plan(

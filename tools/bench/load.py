@@ -160,7 +160,10 @@ class Load:
         loop = asyncio.get_running_loop()
         parts = []
         for p in range(self.processes):
-            indices = list(range(p, len(job.requests), self.processes))
+            if job.duration:  # every process goes round all of them, from its own place
+                indices = [(p + i) % len(job.requests) for i in range(len(job.requests))]
+            else:  # each request once: dealt out
+                indices = list(range(p, len(job.requests), self.processes))
             clients = job.clients // self.processes + (p < job.clients % self.processes)
             if indices and clients:
                 part = dataclasses.replace(job, clients=clients)
