@@ -36,7 +36,7 @@ def test_the_quick_benchmark_writes_every_path_with_its_ceiling_and_ratio(tmp_pa
     for path in PATHS:
         entry = paths[path]
         assert entry["ceiling"] in paths, path
-        for key in ("rate", "ratio", "p50_ms", "p99_ms", "server_cpu_ms_per_request"):
+        for key in ("rate", "ratio", "cpu_ratio", "p50_ms", "p99_ms", "server_cpu_ms_per_request"):
             assert set(entry[key]) == {"min", "median", "max"}, (path, key)
             assert all(isinstance(v, float) for v in entry[key].values()), (path, key)
     for ceiling in CEILINGS:
@@ -46,4 +46,6 @@ def test_the_quick_benchmark_writes_every_path_with_its_ceiling_and_ratio(tmp_pa
         assert isinstance(crl[key], float), key
     assert report["peak_rss_mb"]
     assert all(isinstance(v, float) for v in report["peak_rss_mb"])
-    assert "| path | est-ca /s | ceiling | ceiling /s | ratio |" in result.stdout
+    assert (
+        "| path | est-ca /s | ceiling | ceiling /s | ratio | CPU/request ratio |" in result.stdout
+    )
