@@ -60,7 +60,7 @@ from est_ca.config import load_settings
 from est_ca.service import Service
 from tools.bench.ceilings import SignSpec, sign_rate
 from tools.bench.load import Job, Load, Outcome, Request, write_client_files
-from tools.bench_floods import basic, make_csr
+from tools.bench_floods import CVR, PKCS10, basic, make_csr
 from tools.bench_import import staff_file
 from tools.bench_propagation import Database
 from tools.cluster import (
@@ -81,8 +81,6 @@ from tools.cluster import (
 )
 from tools.scratch import record_certificates
 
-CVR = "99999999"
-PKCS10 = "application/pkcs10"
 OCSP_REQUEST = "application/ocsp-request"
 EST = "/.well-known/est"
 
