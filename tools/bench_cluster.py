@@ -34,11 +34,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from est_ca.client import EstClient
-from est_ca.config import load_settings, shipped_config_dir
+from est_ca.config import load_settings
 from est_ca.registration.identities import IdentityType
 from est_ca.service import Service
-from tools.bench_propagation import BENCH, POSTGRES, Database, shared_files
-from tools.cluster import Instance, SharedFiles, fetch_crl, running_cluster
+from tools.bench_propagation import BENCH, POSTGRES, Database
+from tools.cluster import (
+    Instance,
+    SharedFiles,
+    fetch_crl,
+    profiles_for,
+    running_cluster,
+    shared_files,
+)
 
 CEILING_SECONDS = 3.0
 
@@ -163,12 +170,7 @@ async def main(enrollments: int, clients: int, runs: int) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
         # The system profile allowing P-256 too (as the tests do): keys made in microseconds.
-        profiles = directory / "profiles"
-        profiles.mkdir()
-        system = (shipped_config_dir() / "profiles" / "system.toml").read_text()
-        (profiles / "system.toml").write_text(
-            system.replace("ec_curves = []", 'ec_curves = ["P-256"]')
-        )
+        profiles = profiles_for(directory / "profiles")
         shared = dataclasses.replace(shared_files(directory / "ca"), profile_dirs=(profiles,))
         results: dict[int, list[tuple[float, float, float, float, float]]] = {1: [], 3: []}
         for run in range(runs):

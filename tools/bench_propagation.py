@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import hashlib
 import os
 import random
@@ -36,20 +35,16 @@ from cryptography.x509 import ocsp
 from est_ca.admin.access import Scope
 from est_ca.audit import Actor
 from est_ca.ca.certificates import Serial
-from est_ca.ca.hierarchy import HierarchyFiles, generate_demo_hierarchy
-from est_ca.ca.publication import Publication
 from est_ca.config import load_settings
-from est_ca.private_files import write_private
 from est_ca.service import Service
-from est_ca.tls_files import generate_self_signed
 from tools.cluster import (
     Instance,
     SharedFiles,
     fetch_crl,
-    free_port,
     ocsp_status,
     revoke_through_admin,
     running_cluster,
+    shared_files,
 )
 from tools.scratch import record_certificates
 
@@ -59,38 +54,25 @@ POLL_SECONDS = 2.0  # revocation.poll_seconds, the shipped default
 BENCH = Actor(kind="admin", name="bench", source="bench")
 
 
-def shared_files(directory: Path) -> SharedFiles:
-    """A demo hierarchy and a listener certificate, as conftest makes them."""
-    passphrase = directory / "passphrase"
-    write_private(passphrase, b"bench passphrase\n")
-    base = f"http://127.0.0.1:{free_port()}"
-    hierarchy = generate_demo_hierarchy(
-        HierarchyFiles.in_directory(directory / "demo"),
-        b"bench passphrase",
-        dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1),
-        Publication(base_url=base, name_registration_authority=base),
-    )
-    tls_cert, tls_key = directory / "tls.pem", directory / "tls.key"
-    generate_self_signed(tls_cert, tls_key, [])
-    return SharedFiles(hierarchy, passphrase, tls_cert, tls_key, base)
-
-
 class Database:
     """A fresh database on the PostgreSQL server, dropped at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: str = POSTGRES) -> None:
+        """`server`: a URL of the PostgreSQL server (its database part is where CREATE
+        DATABASE runs)."""
+        self.server = server.replace("postgresql+asyncpg://", "postgresql://")
         self.name = f"est_ca_bench_{secrets.token_hex(6)}"
-        base = POSTGRES.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        base = self.server.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
         self.url = f"{base}/{self.name}"
 
     async def __aenter__(self) -> str:
-        admin = await asyncpg.connect(POSTGRES)
+        admin = await asyncpg.connect(self.server)
         await admin.execute(f'CREATE DATABASE "{self.name}"')
         await admin.close()
         return self.url
 
     async def __aexit__(self, *_: object) -> None:
-        admin = await asyncpg.connect(POSTGRES)
+        admin = await asyncpg.connect(self.server)
         await admin.execute(f'DROP DATABASE "{self.name}" WITH (FORCE)')
         await admin.close()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import json
 import os
 import signal
@@ -24,13 +25,24 @@ from pathlib import Path
 
 import aiohttp
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
 from est_ca.ca.certificates import Serial
-from est_ca.ca.hierarchy import HierarchyFiles
-from est_ca.ca.publication import OCSP_PATH, crl_path
+from est_ca.ca.hierarchy import (
+    HierarchyFiles,
+    build_issuing,
+    build_root,
+    generate_demo_hierarchy,
+    write_private_key,
+)
+from est_ca.ca.publication import OCSP_PATH, Publication, crl_path
+from est_ca.ca.signing import KeyFileSigner
+from est_ca.config import shipped_config_dir
+from est_ca.private_files import write_private
+from est_ca.tls_files import generate_self_signed
 
 START_TIMEOUT = 90.0
 
@@ -129,6 +141,69 @@ class Instance:
                 if isinstance(record, dict) and record.get("event") == event:
                     found.append(record)
         return found
+
+
+# The issuing CA keys a bench can run with: OCES3's RSA-3072, and the two NIST curves.
+CA_KEYS = ("rsa3072", "p256", "p384")
+_CURVES: dict[str, ec.EllipticCurve] = {"p256": ec.SECP256R1(), "p384": ec.SECP384R1()}
+PASSPHRASE = b"bench passphrase"
+
+
+def shared_files(directory: Path, ca_key: str = "rsa3072") -> SharedFiles:
+    """A CA hierarchy and a listener certificate, as conftest makes them. `rsa3072` is the demo
+    hierarchy (`est-ca init` makes no other: the issuing key type is not a setting); for an EC
+    issuing CA the same demo root (RSA-4096) certifies an EC key made here, and the profiles
+    sign with ECDSA (`profiles_for`)."""
+    passphrase = directory / "passphrase"
+    write_private(passphrase, PASSPHRASE + b"\n")
+    base = f"http://127.0.0.1:{free_port()}"
+    publication = Publication(base_url=base, name_registration_authority=base)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1)
+    files = HierarchyFiles.in_directory(directory / "demo")
+    if ca_key == "rsa3072":
+        hierarchy = generate_demo_hierarchy(files, PASSPHRASE, now, publication)
+    else:
+        files.root_cert.parent.mkdir(parents=True, exist_ok=True)
+        root_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
+        issuing_key = ec.generate_private_key(_CURVES[ca_key])
+        root = build_root(root_key, now, publication)
+        issuing = build_issuing(
+            issuing_key.public_key(), root, KeyFileSigner(root_key), now, publication
+        )
+        write_private_key(files.root_key, root_key, PASSPHRASE)
+        write_private(
+            files.issuing_key,
+            issuing_key.private_bytes(
+                Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(PASSPHRASE),
+            ),
+        )
+        files.root_cert.write_bytes(root.public_bytes(Encoding.PEM))
+        files.issuing_cert.write_bytes(issuing.public_bytes(Encoding.PEM))
+        files.issuing_chain.write_bytes(root.public_bytes(Encoding.PEM))
+        hierarchy = files
+    tls_cert, tls_key = directory / "tls.pem", directory / "tls.key"
+    generate_self_signed(tls_cert, tls_key, [])
+    return SharedFiles(hierarchy, passphrase, tls_cert, tls_key, base)
+
+
+def profiles_for(directory: Path, ca_key: str = "rsa3072") -> Path:
+    """The shipped profiles, each allowing P-256 subscriber keys too (many distinct keys made
+    in microseconds), signing as a CA with `ca_key` can: ECDSA with the curve's hash for an EC
+    CA (a start refuses a profile its CA cannot sign)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for shipped in sorted((shipped_config_dir() / "profiles").glob("*.toml")):
+        text = shipped.read_text().replace("ec_curves = []", 'ec_curves = ["P-256"]')
+        if ca_key != "rsa3072":
+            start = text.index("[signature]")
+            digest = "sha384" if ca_key == "p384" else "sha256"
+            # salt_length is read (and ignored) whatever the algorithm.
+            text = text[:start] + (
+                f'[signature]\nalgorithm = "ecdsa"\nhash = "{digest}"\nsalt_length = 32\n'
+            )
+        (directory / shipped.name).write_text(text)
+    return directory
 
 
 def clean_environment() -> dict[str, str]:
