@@ -212,6 +212,8 @@ class RegistrationAuthority:
             order, identity = entitled
             labelled = self._order_label(order, label)
             if order.status is OrderStatus.CONSUMED:
+                if csr_for is not None:  # its key was not kept: nothing to hand out again
+                    raise NoPendingOrder(f"{ORDER_USED}; ask an administrator for a new order")
                 return await self._redeliver_order(order, identity, csr_der, actor)
             profile = self._profile(order.profile)
             if order.require_approval:
