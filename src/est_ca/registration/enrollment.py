@@ -618,7 +618,7 @@ class RegistrationAuthority:
     ) -> x509.Certificate:
         """An order that requires approval (RFC 7030 4.2.3): the first enrollment stores its
         CSR and is told to come back (`ApprovalPending`, 202); so is every retry until an
-        administrator decides. Once approved, a retry with the byte-identical CSR issues, by
+        administrator decides. Once approved, a retry with the same CSR (`same_csr`) issues, by
         the same claim on the order as any enrollment: of concurrent retries one issues, the
         others are told to come back in a second (the order is being issued) and then get
         the certificate again as a consumed order's retry does. The one-time code stays
