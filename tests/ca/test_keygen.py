@@ -10,10 +10,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
 from est_ca.ca.csr_policy import SERVER_GENERATED_KEY, check_csr
-from est_ca.ca.keygen import key_for_label, request_with_generated_key
+from est_ca.ca.keygen import KEY_ENCRYPTION_REQUESTS, key_for_label, request_with_generated_key
 from est_ca.ca.profiles import KeyPolicy, KeySpec, Profile, ProfileCatalogue
 from est_ca.config import shipped_config_dir
 from est_ca.errors import BadRequest, ConfigurationError, NotEntitled
@@ -108,3 +109,20 @@ def test_a_client_adding_the_marker_to_its_own_csr_only_restricts_itself() -> No
     with pytest.raises(NotEntitled):
         check_csr(own, generating("a", ec_=("P-256",), allowed=False))
     assert check_csr(own, generating("b", ec_=("P-256",))).key.public_key == key.public_key()
+
+
+@pytest.mark.parametrize("oid", KEY_ENCRYPTION_REQUESTS, ids=["symmetric", "asymmetric"])
+def test_a_client_asking_for_the_key_encrypted_is_refused_not_sent_it_in_the_clear(
+    oid: x509.ObjectIdentifier,
+) -> None:
+    """RFC 7030 4.4.1.2: the server holds no key with that identifier, so it MUST end the
+    request with an error (the key used to be returned unencrypted)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "device-17")]))
+        .add_attribute(oid, b"key-17", _tag=_ASN1Type.OctetString)
+        .sign(key, hashes.SHA256())
+    )
+    with pytest.raises(BadRequest, match="encrypted"):
+        request_with_generated_key(csr, KeySpec("ec", "P-256"))
