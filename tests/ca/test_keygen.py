@@ -7,8 +7,9 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from asn1crypto import algos, core
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
@@ -125,4 +126,30 @@ def test_a_client_asking_for_the_key_encrypted_is_refused_not_sent_it_in_the_cle
         .sign(key, hashes.SHA256())
     )
     with pytest.raises(BadRequest, match="encrypted"):
+        request_with_generated_key(csr, KeySpec("ec", "P-256"))
+
+
+def _tlv(tag: int, contents: bytes) -> bytes:
+    """One DER element (up to 255 octets), to build what no CSR builder would."""
+    size = len(contents)
+    length = bytes([size]) if size < 0x80 else bytes([0x81, size]) if size < 0x100 else b""
+    assert length, "short test elements only"
+    return bytes([tag]) + length + contents
+
+
+def test_a_client_csr_whose_subject_cannot_be_read_is_refused_not_an_internal_error() -> None:
+    """A verifying CSR with a commonName that is an INTEGER: the CSR loads (names are read
+    lazily), and copying its subject failed with ValueError, a 500 on serverkeygen."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    common_name = _tlv(0x30, core.ObjectIdentifier("2.5.4.3").dump() + core.Integer(5).dump())
+    subject = _tlv(0x30, _tlv(0x31, common_name))
+    info = _tlv(0x30, core.Integer(0).dump() + subject + spki + b"\xa0\x00")
+    signature = key.sign(info, ec.ECDSA(hashes.SHA256()))
+    algorithm = algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"}).dump()
+    der = _tlv(0x30, info + algorithm + core.OctetBitString(signature).dump())
+    csr = x509.load_der_x509_csr(der)
+    with pytest.raises(BadRequest, match="subject"):
         request_with_generated_key(csr, KeySpec("ec", "P-256"))

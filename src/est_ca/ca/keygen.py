@@ -101,10 +101,15 @@ def request_with_generated_key(
     check_proof_of_possession(client_csr)
     check_requested_extensions(client_csr)
     _refuse_key_encryption(client_csr)
+    try:  # the subject is parsed only when read: a malformed one is the client's error
+        builder = x509.CertificateSigningRequestBuilder().subject_name(client_csr.subject)
+        for extension in client_csr.extensions:
+            builder = builder.add_extension(extension.value, critical=extension.critical)
+    except ValueError as exc:
+        raise BadRequest(
+            "the CSR's subject or extensions cannot be read; send a well-formed subject"
+        ) from exc
     key = generate_key(spec)
-    builder = x509.CertificateSigningRequestBuilder().subject_name(client_csr.subject)
-    for extension in client_csr.extensions:
-        builder = builder.add_extension(extension.value, critical=extension.critical)
     builder = builder.add_attribute(SERVER_GENERATED_KEY, b"serverkeygen")
     csr = builder.sign(key, hashes.SHA256())
     return ServerGeneratedRequest(
