@@ -191,3 +191,26 @@ def test_a_retry_with_another_subject_key_or_attribute_is_another_request(
     assert not stored.same_csr(with_extension)
     assert not stored.same_csr(b"not a CSR")
     assert not stored.same_csr(stored.csr_der[:-1])
+
+
+async def test_a_first_request_of_an_order_cancelled_meanwhile_is_not_stored(
+    service: Service, keys: KeyPool
+) -> None:
+    """The order is authenticated, then cancelled while its CSR is checked: the request must
+    not be stored pending behind the cancellation (it would wait in the queue for an order
+    that can no longer issue, which the cancellation's rejection is there to prevent)."""
+    authority = service.authority
+    assert authority is not None
+    identity = await new_system(service)
+    placed = await new_order(service, identity, require_approval=True)
+    profile = service.profiles.profiles[placed.order.profile]
+    await service.registry.cancel_order(ADMIN, placed.order.reference)  # after authentication
+    with pytest.raises(NoPendingOrder, match="cancelled"):
+        await authority._require_approved(  # the window: the order was read before the cancel
+            placed.order,
+            identity,
+            profile,
+            csr_der(make_csr(keys.rsa(0).key)),
+            ADMIN,
+        )
+    assert await service.registry.list_requests() == []

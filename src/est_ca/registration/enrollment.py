@@ -664,6 +664,15 @@ class RegistrationAuthority:
             )
             try:
                 async with self._store.write() as tx:
+                    # Under the order's row lock, which cancelling it (or disabling its
+                    # identity) takes too: a request is never stored behind a cancellation
+                    # that would have rejected it.
+                    found = await tx.get_order_by_reference(order.reference, for_update=True)
+                    if found is None or found[0].status is not OrderStatus.PENDING:
+                        raise NoPendingOrder(
+                            "this order was cancelled or used meanwhile; ask an administrator "
+                            "for a new order"
+                        )
                     await tx.insert_request(request)
                     await tx.append_audit(
                         AuditEvent(
