@@ -7,13 +7,15 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from asn1crypto import algos, core
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
 from est_ca.ca.csr_policy import SERVER_GENERATED_KEY, check_csr
-from est_ca.ca.keygen import key_for_label, request_with_generated_key
+from est_ca.ca.keygen import KEY_ENCRYPTION_REQUESTS, key_for_label, request_with_generated_key
 from est_ca.ca.profiles import KeyPolicy, KeySpec, Profile, ProfileCatalogue
 from est_ca.config import shipped_config_dir
 from est_ca.errors import BadRequest, ConfigurationError, NotEntitled
@@ -108,3 +110,46 @@ def test_a_client_adding_the_marker_to_its_own_csr_only_restricts_itself() -> No
     with pytest.raises(NotEntitled):
         check_csr(own, generating("a", ec_=("P-256",), allowed=False))
     assert check_csr(own, generating("b", ec_=("P-256",))).key.public_key == key.public_key()
+
+
+@pytest.mark.parametrize("oid", KEY_ENCRYPTION_REQUESTS, ids=["symmetric", "asymmetric"])
+def test_a_client_asking_for_the_key_encrypted_is_refused_not_sent_it_in_the_clear(
+    oid: x509.ObjectIdentifier,
+) -> None:
+    """RFC 7030 4.4.1.2: the server holds no key with that identifier, so it MUST end the
+    request with an error (the key used to be returned unencrypted)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "device-17")]))
+        .add_attribute(oid, b"key-17", _tag=_ASN1Type.OctetString)
+        .sign(key, hashes.SHA256())
+    )
+    with pytest.raises(BadRequest, match="encrypted"):
+        request_with_generated_key(csr, KeySpec("ec", "P-256"))
+
+
+def _tlv(tag: int, contents: bytes) -> bytes:
+    """One DER element (up to 255 octets), to build what no CSR builder would."""
+    size = len(contents)
+    length = bytes([size]) if size < 0x80 else bytes([0x81, size]) if size < 0x100 else b""
+    assert length, "short test elements only"
+    return bytes([tag]) + length + contents
+
+
+def test_a_client_csr_whose_subject_cannot_be_read_is_refused_not_an_internal_error() -> None:
+    """A verifying CSR with a commonName that is an INTEGER: the CSR loads (names are read
+    lazily), and copying its subject failed with ValueError, a 500 on serverkeygen."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    common_name = _tlv(0x30, core.ObjectIdentifier("2.5.4.3").dump() + core.Integer(5).dump())
+    subject = _tlv(0x30, _tlv(0x31, common_name))
+    info = _tlv(0x30, core.Integer(0).dump() + subject + spki + b"\xa0\x00")
+    signature = key.sign(info, ec.ECDSA(hashes.SHA256()))
+    algorithm = algos.SignedDigestAlgorithm({"algorithm": "sha256_ecdsa"}).dump()
+    der = _tlv(0x30, info + algorithm + core.OctetBitString(signature).dump())
+    csr = x509.load_der_x509_csr(der)
+    with pytest.raises(BadRequest, match="subject"):
+        request_with_generated_key(csr, KeySpec("ec", "P-256"))

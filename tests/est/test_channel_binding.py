@@ -28,6 +28,7 @@ from est_ca.server import Server
 from est_ca.service import Service
 from tests.conftest import CaMaterial, authorities_overrides, with_test_organisations
 from tests.helpers import (
+    ADMIN,
     PKCS10,
     KeyPool,
     authority_entry,
@@ -270,3 +271,32 @@ async def test_csrattrs_asks_for_the_challenge_password(
         item.chosen.native for item in attributes if isinstance(item.chosen, core.ObjectIdentifier)
     ]
     assert CHALLENGE_PASSWORD in oids
+
+
+async def test_an_approved_request_is_issued_to_its_retry_bound_to_the_new_session(
+    server: Server, service: Service, ca_material: CaMaterial, keys: KeyPool
+) -> None:
+    """A retry after 202 comes on another connection, so its CSR carries that session's
+    tls-unique: the request is the same (key, subject, extensions) and only the password
+    differs. Matching the bytes made every approval under a binding label wait forever: the
+    first CSR failed the binding, a newly bound one was 'another CSR' (409)."""
+    placed = await new_order(service, await new_user(service), require_approval=True)
+    key = keys.rsa(0).key
+    assert isinstance(key, rsa.RSAPrivateKey)
+
+    async def attempt() -> tuple[int, str]:
+        return await exchange(
+            server,
+            ca_material,
+            ssl.TLSVersion.TLSv1_2,
+            lambda binding: bound_csr(key, base64.b64encode(binding)),
+            credentials(placed),
+        )
+
+    status, text = await attempt()
+    assert status == 202, text
+    await service.registry.approve_request(ADMIN, placed.order.reference)
+    status, text = await attempt()
+    assert status == 200, text
+    order = await service.registry.get_order(placed.order.reference)
+    assert order.status is OrderStatus.CONSUMED

@@ -298,3 +298,31 @@ async def test_serverkeygen_for_an_order_that_requires_approval_is_refused_and_t
     order = await service.registry.get_order(placed.order.reference)
     assert order.status is OrderStatus.PENDING
     assert await service.registry.list_requests() == []
+
+
+async def test_serverkeygen_on_an_order_already_used_is_refused_not_redelivered(
+    server: Server, service: Service, ca_material: CaMaterial, keys: KeyPool, tmp_path: Path
+) -> None:
+    """A consumed order's retry gets its certificate back only through simpleenroll: under
+    serverkeygen no key was made for it, so there is no answer to give but a refusal (it was a
+    500 when the CSR proved the consumed order's key)."""
+    placed = await new_order(service, await new_system(service))
+    body = tmp_path / "own.csr"
+    body.write_bytes(csr_base64(make_csr(keys.rsa().key)))
+    first, again = [
+        await curl_est(
+            server,
+            operation,
+            body,
+            *PKCS10,
+            "-u",
+            ":".join(credentials(placed)),
+            trust=ca_material.tls_cert,
+        )
+        for operation in ("simpleenroll", "serverkeygen")
+    ]
+    assert first.status == 200, first.text
+    # The retry's CSR proves the key the order's certificate was issued for.
+    assert again.status == 403, again.text
+    assert "already been used" in again.text
+    assert len(await service.registry.list_certificates()) == 1

@@ -87,12 +87,20 @@ def request_view(request: EnrollmentRequest) -> dict[str, Any]:
     }
     try:
         csr = x509.load_der_x509_csr(request.csr_der)
-        view["csr_subject"] = csr.subject.rfc4514_string()
+        view["csr_subject"] = _visible(csr.subject.rfc4514_string())
         view["csr_pem"] = csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
     except ValueError:  # stored only after the CSR checks passed; never expected
         view["csr_subject"] = None
         view["csr_pem"] = None
     return view
+
+
+def _visible(text: str) -> str:
+    """A client's text as an administrator may be shown it: RFC 4514 escapes neither control
+    characters nor other invisible ones, and a CSR subject carrying ESC or CR could redraw the
+    terminal the approver reads `est-ca request list` in. Each such character is written as
+    \\uXXXX instead."""
+    return "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in text)
 
 
 def placed_order_view(placed: PlacedOrder, state: OrderState) -> dict[str, Any]:

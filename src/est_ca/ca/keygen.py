@@ -27,9 +27,16 @@ from est_ca.ca.csr_policy import (
     check_requested_extensions,
 )
 from est_ca.ca.profiles import KeySpec, Profile
-from est_ca.errors import ConfigurationError
+from est_ca.errors import BadRequest, ConfigurationError
 
 GeneratedKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+# RFC 7030 4.4.1.2: a client asks for the returned key encrypted to a symmetric key
+# (DecryptKeyIdentifier, id-aa-decryptKeyID) or to a public key (AsymmetricDecryptKeyIdentifier,
+# id-aa-asymmDecryptKeyID) the server holds.
+KEY_ENCRYPTION_REQUESTS = (
+    x509.ObjectIdentifier("1.2.840.113549.1.9.16.2.37"),
+    x509.ObjectIdentifier("1.2.840.113549.1.9.16.2.54"),
+)
 _CURVES: dict[str, ec.EllipticCurve] = {
     "P-256": ec.SECP256R1(),
     "P-384": ec.SECP384R1(),
@@ -93,12 +100,38 @@ def request_with_generated_key(
     and build a CSR for it with the client's subject and requested extensions. Blocking."""
     check_proof_of_possession(client_csr)
     check_requested_extensions(client_csr)
+    _refuse_key_encryption(client_csr)
+    try:  # the subject is parsed only when read: a malformed one is the client's error
+        builder = x509.CertificateSigningRequestBuilder().subject_name(client_csr.subject)
+        for extension in client_csr.extensions:
+            builder = builder.add_extension(extension.value, critical=extension.critical)
+    except ValueError as exc:
+        raise BadRequest(
+            "the CSR's subject or extensions cannot be read; send a well-formed subject"
+        ) from exc
     key = generate_key(spec)
-    builder = x509.CertificateSigningRequestBuilder().subject_name(client_csr.subject)
-    for extension in client_csr.extensions:
-        builder = builder.add_extension(extension.value, critical=extension.critical)
     builder = builder.add_attribute(SERVER_GENERATED_KEY, b"serverkeygen")
     csr = builder.sign(key, hashes.SHA256())
     return ServerGeneratedRequest(
         private_key=key, csr_der=csr.public_bytes(serialization.Encoding.DER)
     )
+
+
+def _refuse_key_encryption(client_csr: x509.CertificateSigningRequest) -> None:
+    """RFC 7030 4.4.1.2: a server that holds no key matching the client's DecryptKeyIdentifier
+    or AsymmetricDecryptKeyIdentifier MUST end the request with an error. This service holds
+    none (it returns the key protected by TLS only), so a client that asked for the key to be
+    encrypted is refused before any key is made, never answered with it in the clear."""
+    for oid in KEY_ENCRYPTION_REQUESTS:
+        try:
+            client_csr.attributes.get_attribute_for_oid(oid)
+        except x509.AttributeNotFound:
+            continue
+        except ValueError as exc:
+            raise BadRequest("the CSR's attributes are malformed") from exc
+        raise BadRequest(
+            "the CSR asks for the returned private key to be encrypted (RFC 7030 4.4.1.2), "
+            "which this server does not do: it holds no key for that; leave the "
+            "DecryptKeyIdentifier and AsymmetricDecryptKeyIdentifier attributes out (the key "
+            "comes protected by TLS) or generate the key yourself and use simpleenroll"
+        )

@@ -212,6 +212,8 @@ class RegistrationAuthority:
             order, identity = entitled
             labelled = self._order_label(order, label)
             if order.status is OrderStatus.CONSUMED:
+                if csr_for is not None:  # its key was not kept: nothing to hand out again
+                    raise NoPendingOrder(f"{ORDER_USED}; ask an administrator for a new order")
                 return await self._redeliver_order(order, identity, csr_der, actor)
             profile = self._profile(order.profile)
             if order.require_approval:
@@ -616,7 +618,7 @@ class RegistrationAuthority:
     ) -> x509.Certificate:
         """An order that requires approval (RFC 7030 4.2.3): the first enrollment stores its
         CSR and is told to come back (`ApprovalPending`, 202); so is every retry until an
-        administrator decides. Once approved, a retry with the byte-identical CSR issues, by
+        administrator decides. Once approved, a retry with the same CSR (`same_csr`) issues, by
         the same claim on the order as any enrollment: of concurrent retries one issues, the
         others are told to come back in a second (the order is being issued) and then get
         the certificate again as a consumed order's retry does. The one-time code stays
@@ -662,6 +664,15 @@ class RegistrationAuthority:
             )
             try:
                 async with self._store.write() as tx:
+                    # Under the order's row lock, which cancelling it (or disabling its
+                    # identity) takes too: a request is never stored behind a cancellation
+                    # that would have rejected it.
+                    found = await tx.get_order_by_reference(order.reference, for_update=True)
+                    if found is None or found[0].status is not OrderStatus.PENDING:
+                        raise NoPendingOrder(
+                            "this order was cancelled or used meanwhile; ask an administrator "
+                            "for a new order"
+                        )
                     await tx.insert_request(request)
                     await tx.append_audit(
                         AuditEvent(
