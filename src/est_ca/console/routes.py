@@ -323,7 +323,7 @@ async def sign_in(request: web.Request) -> web.Response:
         principal = await console.tokens.authenticate(token, request.remote)
     except Unauthenticated:
         return await sign_in_page(request, error="bad_token", status=401)
-    return _signed_in(console.sessions.open(principal))
+    return _signed_in(request, console.sessions.open(principal))
 
 
 async def sign_in_with_certificate(request: web.Request) -> web.Response:
@@ -335,10 +335,12 @@ async def sign_in_with_certificate(request: web.Request) -> web.Response:
         der, scopes=console.certificate_scopes, source=request.remote
     )
     sha256 = hashlib.sha256(der).hexdigest()
-    return _signed_in(console.sessions.open(principal, certificate_sha256=sha256))
+    return _signed_in(request, console.sessions.open(principal, certificate_sha256=sha256))
 
 
-def _signed_in(cookie: str) -> web.Response:
+def _signed_in(request: web.Request, cookie: str) -> web.Response:
+    """A new session (never one the browser brought along) replaces any earlier one."""
+    request.app[CONSOLE].sessions.close(request.cookies.get(SESSION_COOKIE))
     response = _redirect(COOKIE_PATH)
     _cookie(response, SESSION_COOKIE, cookie, None)  # a session cookie: gone with the browser
     response.del_cookie(SIGN_IN_COOKIE, path=COOKIE_PATH)
