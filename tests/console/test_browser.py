@@ -264,6 +264,8 @@ def test_every_page_passes_axe_without_serious_violations(
     check("sign-in")
     sign_in(page, console, console.token("console-axe", "admin"))
     check("overview")
+    page.goto(console.url + "tokens")
+    check("tokens")
     page.goto(console.url + "identities/new")
     check("new identity")
     page.get_by_label("Type").select_option("system")
@@ -288,3 +290,37 @@ def test_every_page_passes_axe_without_serious_violations(
     page.goto(console.url + "identities/00000000-0000-0000-0000-000000000000")
     check("error")
     assert {name: found for name, found in problems.items() if found} == {}
+
+
+def test_a_token_made_in_the_console_is_shown_once_and_revoking_it_ends_its_sessions(
+    console: Console, browser: Any, page: Page
+) -> None:
+    sign_in(page, console, console.token("console-tokens", "admin"))
+    page.get_by_role("link", name="API tokens").click()
+    page.get_by_label("Name").fill("idm-console")
+    page.get_by_label("read").check()
+    page.get_by_label("order").check()
+    page.get_by_label("CVR").fill("99999999")
+    page.get_by_role("button", name="Create").click()
+    secret = page.locator("#token-secret").inner_text().strip()
+    assert secret.startswith("estca_")
+    page.reload()
+    expect(page.locator("#secret-gone")).to_be_visible()
+    assert secret not in page.content()
+
+    other = browser.new_context(ignore_https_errors=True, locale="en-GB")
+    try:
+        confined = other.new_page()
+        sign_in(confined, console, secret)
+        expect(confined.locator(".who")).to_contain_text("organisation 99999999")
+        response = confined.goto(console.url + "tokens")
+        assert response is not None
+        assert response.status == 403
+
+        page.goto(console.url + "tokens/idm-console/revoke")
+        page.get_by_role("button", name="Yes, revoke it").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text("API tokens")
+        confined.goto(console.url)
+        expect(confined).to_have_url(re.compile(r"/console/sign-in$"))
+    finally:
+        other.close()

@@ -86,6 +86,17 @@ _EN = {
     "back": "Back to the overview",
     "forbidden_form": "The form was stale or came from elsewhere; reload the page and try again.",
     "actions": "Actions",
+    "tokens": "API tokens",
+    "new_token": "New token",
+    "scopes": "Scopes",
+    "optional_cvr": "empty: all organisations",
+    "valid_days": "Valid for (days)",
+    "last_used": "Last used",
+    "revoked": "Revoked",
+    "token_once": "This token is shown only now. Copy it; it is never shown again.",
+    "token_gone": "The token was shown once and is not shown again.",
+    "revoke_token_confirm": "Revoke this token?",
+    "revoke_token_warning": "Whoever uses it is refused at once, here and in the API.",
 }
 
 _DA = {
@@ -163,6 +174,17 @@ _DA = {
     "back": "Tilbage til overblikket",
     "forbidden_form": "Formularen var forældet eller kom udefra; genindlæs siden og prøv igen.",
     "actions": "Handlinger",
+    "tokens": "API-nøgler",
+    "new_token": "Ny nøgle",
+    "scopes": "Rettigheder",
+    "optional_cvr": "tom: alle organisationer",
+    "valid_days": "Gyldig i (dage)",
+    "last_used": "Sidst brugt",
+    "revoked": "Tilbagekaldt",
+    "token_once": "Nøglen vises kun nu. Kopiér den; den vises aldrig igen.",
+    "token_gone": "Nøglen blev vist én gang og vises ikke igen.",
+    "revoke_token_confirm": "Tilbagekald denne nøgle?",
+    "revoke_token_warning": "Den afvises straks, her og i API'et.",
 }
 
 CATALOGUE: dict[str, dict[str, str]] = {"en": _EN, "da": _DA}

@@ -30,7 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from est_ca.admin.access import Principal, Scope
+from est_ca.admin.access import ApiToken, Principal, Scope
 from est_ca.admin.service import Administration
 from est_ca.admin.tokens import Tokens
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyId, Serial
@@ -685,6 +685,110 @@ async def revoke(request: web.Request) -> web.Response:
     return _redirect(_row(revoked)["url"])
 
 
+# -- tokens -----------------------------------------------------------------------------------
+
+
+def _token_manager(request: web.Request) -> Principal:
+    """Tokens are the CA's own administrators' to make and revoke (unconfined, admin scope)."""
+    me = _me(request)
+    me.require_unconfined()
+    return me
+
+
+_SCOPES = [scope.value for scope in Scope]
+
+
+async def tokens(request: web.Request) -> web.Response:
+    _token_manager(request)
+    listed = await request.app[CONSOLE].tokens.list()
+    return _render(
+        request,
+        "tokens.html",
+        tokens=[_token_row(t) for t in reversed(listed)],
+        scopes=_SCOPES,
+        error="",
+        values={"name": "", "cvr": "", "valid_days": "30", "scopes": ["read"]},
+    )
+
+
+def _token_row(token: ApiToken) -> dict[str, str]:
+    return {
+        "name": token.name,
+        "scopes": ", ".join(sorted(token.scopes)),
+        "cvr": token.cvr or "",
+        "expires": _when(token.expires_at),
+        "revoked": _when(token.revoked_at) if token.revoked_at else "",
+        "last_used": _when(token.last_used_at),
+    }
+
+
+async def create_token(request: web.Request) -> web.Response:
+    console = request.app[CONSOLE]
+    me = _token_manager(request)
+    session = request[CONTEXT].session
+    assert session is not None
+    form = await request.post()
+    name = str(form.get("name", "")).strip()[:100]
+    cvr = str(form.get("cvr", "")).strip()[:20]
+    valid_days = str(form.get("valid_days", "30")).strip()[:6]
+    chosen = [str(v) for v in form.getall("scopes", [])]
+    values = {"name": name, "cvr": cvr, "valid_days": valid_days, "scopes": chosen}
+    try:
+        token, secret = await console.tokens.create(
+            me.actor,
+            name=name,
+            scopes=Scope.parse_many(",".join(chosen)),
+            cvr=cvr or None,
+            valid_days=int(valid_days) if valid_days.isdigit() else 0,
+        )
+    except BadRequest as error:
+        listed = await console.tokens.list()
+        return _render(
+            request,
+            "tokens.html",
+            status=400,
+            tokens=[_token_row(t) for t in reversed(listed)],
+            scopes=_SCOPES,
+            error=error.detail,
+            values=values,
+        )
+    console.sessions.keep_handout(session, f"token:{token.name}", secret)
+    return _redirect(f"{PREFIX}/tokens/{quote(token.name)}")
+
+
+async def _named_token(request: web.Request) -> ApiToken:
+    name = request.match_info["name"]
+    for token in await request.app[CONSOLE].tokens.list():
+        if token.name == name:
+            return token
+    raise NotFound(f"no token named {name[:100]!r}")
+
+
+async def token(request: web.Request) -> web.Response:
+    """A token; right after it was made, once, with its secret."""
+    _token_manager(request)
+    session = request[CONTEXT].session
+    assert session is not None
+    found = await _named_token(request)
+    secret = request.app[CONSOLE].sessions.take_handout(session, f"token:{found.name}")
+    return _render(request, "token.html", token=_token_row(found), secret=secret)
+
+
+async def revoke_token_page(request: web.Request) -> web.Response:
+    _token_manager(request)
+    return _render(request, "token_revoke.html", token=_token_row(await _named_token(request)))
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    """Revoke a token and end its console sessions in this process at once."""
+    console = request.app[CONSOLE]
+    me = _token_manager(request)
+    found = await _named_token(request)
+    await console.tokens.revoke(me.actor, found.name)
+    console.sessions.revoke(found.name)
+    return _redirect(f"{PREFIX}/tokens")
+
+
 def _add_routes(app: web.Application) -> None:
     routes = app.router
     routes.add_get("/", overview)
@@ -705,3 +809,8 @@ def _add_routes(app: web.Application) -> None:
     routes.add_get("/certificates/{serial}/pem", certificate_pem)
     routes.add_get("/certificates/{serial}/revoke", revoke_page)
     routes.add_post("/certificates/{serial}/revoke", revoke)
+    routes.add_get("/tokens", tokens)
+    routes.add_post("/tokens", create_token)
+    routes.add_get("/tokens/{name}", token)
+    routes.add_get("/tokens/{name}/revoke", revoke_token_page)
+    routes.add_post("/tokens/{name}/revoke", revoke_token)
