@@ -119,6 +119,16 @@ def test_an_identity_is_ordered_enrolled_by_curl_and_revoked_until_ocsp_says_so(
     reference = page.locator("#reference").inner_text().strip()
     code = code_element.inner_text().strip()
     page.screenshot(path=screenshots / "console-one-time-code.png", full_page=True)
+    # The copy button (console.js, allowed by the CSP) puts the code on the clipboard.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.get_by_role("button", name="Copy code").click()
+    expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == code
+    # The printed hand-out has its title and instructions, and no navigation.
+    page.emulate_media(media="print")
+    expect(page.get_by_text("Your certificate order")).to_be_visible()
+    expect(page.get_by_role("navigation")).to_be_hidden()
+    page.emulate_media(media="screen")
     # Shown once: a reload, or coming back to the page, shows no code.
     page.reload()
     expect(page.locator("#code-gone")).to_be_visible()
@@ -324,3 +334,46 @@ def test_a_token_made_in_the_console_is_shown_once_and_revoking_it_ends_its_sess
         expect(confined).to_have_url(re.compile(r"/console/sign-in$"))
     finally:
         other.close()
+
+
+def test_the_identity_search_finds_by_name_and_a_bad_identity_keeps_the_form(
+    console: Console, page: Page
+) -> None:
+    sign_in(page, console, console.token("console-search", "admin"))
+    for name in ("search.alpha", "search.beta"):
+        page.goto(console.url + "identities/new")
+        page.get_by_label("Type").select_option("system")
+        page.get_by_label("CVR").fill("34051178")
+        page.get_by_label("Display name").fill(name)
+        page.get_by_role("button", name="Create").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text(name)
+    page.goto(console.url + "identities")
+    page.get_by_label("Name or email contains").fill("ALPHA")
+    page.get_by_role("button", name="Search").click()
+    expect(page.get_by_role("link", name="search.alpha")).to_be_visible()
+    expect(page.get_by_role("link", name="search.beta")).to_have_count(0)
+
+    page.goto(console.url + "identities/new")
+    page.get_by_label("Type").select_option("user")
+    page.get_by_label("CVR").fill("34051178")
+    page.get_by_label("Given name").fill("Only")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("alert")).to_contain_text("surname")
+    expect(page.get_by_label("Given name")).to_have_value("Only")
+
+
+def test_pages_fit_a_phone_screen_without_sideways_scrolling(
+    console: Console, browser: Any
+) -> None:
+    phone = browser.new_context(
+        ignore_https_errors=True, locale="en-GB", viewport={"width": 360, "height": 740}
+    )
+    try:
+        page = phone.new_page()
+        sign_in(page, console, console.token("console-phone", "admin"))
+        for path in ("", "identities", "identities/new", "certificates", "tokens"):
+            page.goto(console.url + path)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 360, f"/console/{path} is {width} px wide on a 360 px screen"
+    finally:
+        phone.close()
