@@ -276,6 +276,8 @@ def test_every_page_passes_axe_without_serious_violations(
     check("overview")
     page.goto(console.url + "tokens")
     check("tokens")
+    page.goto(console.url + "audit?verify")
+    check("audit")
     page.goto(console.url + "identities/new")
     check("new identity")
     page.get_by_label("Type").select_option("system")
@@ -377,3 +379,28 @@ def test_pages_fit_a_phone_screen_without_sideways_scrolling(
             assert width <= 360, f"/console/{path} is {width} px wide on a 360 px screen"
     finally:
         phone.close()
+
+
+def test_the_audit_trail_shows_the_newest_events_and_verifies_the_chain(
+    console: Console, page: Page, browser: Any
+) -> None:
+    sign_in(page, console, console.token("console-audit", "admin"))
+    page.get_by_role("navigation").get_by_role("link", name="Audit trail").click()
+    expect(page.get_by_role("cell", name="token:console-audit").first).to_be_visible()
+    page.get_by_label("Action").fill("token.created")
+    page.get_by_role("button", name="Filter").click()
+    actions = page.locator("tbody tr td:nth-child(2)").all_inner_texts()
+    assert actions
+    assert set(actions) == {"token.created"}
+    page.get_by_role("link", name="Verify the chain").click()
+    expect(page.locator("#chain-status")).to_contain_text("The chain holds")
+
+
+def test_the_audit_trail_is_not_an_organisations_to_read(console: Console, page: Page) -> None:
+    sign_in(page, console, console.token("console-audit-confined", "read", cvr="99999999"))
+    expect(page.get_by_role("link", name="Audit trail")).to_have_count(0)
+    response = page.goto(console.url + "audit")
+    assert response is not None
+    assert response.status == 403
+    refused = console.call(console.service.audit.events(action="admin.refused", newest_first=True))
+    assert str(refused[0].actor) == "token:console-audit-confined"

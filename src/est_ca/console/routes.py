@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,6 +34,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from est_ca.admin.access import ApiToken, Principal, Scope
 from est_ca.admin.service import Administration
 from est_ca.admin.tokens import Tokens
+from est_ca.audit import AuditEvent
+from est_ca.audit_trail import AuditTrail
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyId, Serial
 from est_ca.clock import Clock
 from est_ca.console.i18n import LANGUAGES, negotiate, translator
@@ -82,6 +85,7 @@ class Console:
     administration: Administration
     tokens: Tokens
     registry: Registry
+    audit: AuditTrail
     sessions: Sessions
     clock: Clock
     certificate_scopes: frozenset[Scope]
@@ -142,6 +146,7 @@ def mount(app: web.Application, service: Service) -> None:
         administration=administration,
         tokens=tokens,
         registry=registry,
+        audit=service.audit,
         sessions=sessions,
         clock=clock,
         certificate_scopes=certificate_scopes,
@@ -413,6 +418,9 @@ async def overview(request: web.Request) -> web.Response:
             ("count_pending", _count(pending)),
         ],
         expiring=[_row(r) for r in expiring],
+        recent=_audit_rows(await console.audit.events(limit=10, newest_first=True))
+        if me.cvr is None and Scope.ADMIN in me.scopes
+        else None,
     )
 
 
@@ -685,6 +693,42 @@ async def revoke(request: web.Request) -> web.Response:
     return _redirect(_row(revoked)["url"])
 
 
+# -- audit trail ------------------------------------------------------------------------------
+
+AUDIT_PAGE = 100
+_ACTION = re.compile(r"[a-z0-9_.]{1,64}")
+
+
+def _audit_rows(events: list[AuditEvent]) -> list[dict[str, str]]:
+    return [
+        {
+            "at": _when(event.at),
+            "action": event.action,
+            "outcome": event.outcome.value,
+            "actor": str(event.actor),
+            "source": event.actor.source or "",
+            "subject": event.serial
+            or event.order_reference
+            or (str(event.identity_id) if event.identity_id else ""),
+            "reason": event.reason or "",
+        }
+        for event in events
+    ]
+
+
+async def audit(request: web.Request) -> web.Response:
+    """The newest events (the trail spans every organisation: the CA's own administrators
+    only); `?verify` walks the whole chain, hashes and seals, and says whether it holds."""
+    _me(request).require_unconfined()
+    console = request.app[CONSOLE]
+    action = request.query.get("action", "").strip()
+    if action and not _ACTION.fullmatch(action):
+        raise BadRequest("an action is like certificate.issued", field="action")
+    events = await console.audit.events(action=action or None, limit=AUDIT_PAGE, newest_first=True)
+    report = await console.audit.verify() if "verify" in request.query else None
+    return _render(request, "audit.html", events=_audit_rows(events), action=action, report=report)
+
+
 # -- tokens -----------------------------------------------------------------------------------
 
 
@@ -809,6 +853,7 @@ def _add_routes(app: web.Application) -> None:
     routes.add_get("/certificates/{serial}/pem", certificate_pem)
     routes.add_get("/certificates/{serial}/revoke", revoke_page)
     routes.add_post("/certificates/{serial}/revoke", revoke)
+    routes.add_get("/audit", audit)
     routes.add_get("/tokens", tokens)
     routes.add_post("/tokens", create_token)
     routes.add_get("/tokens/{name}", token)
