@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import uuid
@@ -40,11 +41,19 @@ from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyId, 
 from est_ca.clock import Clock
 from est_ca.console.i18n import LANGUAGES, negotiate, translator
 from est_ca.console.sessions import Session, Sessions
-from est_ca.errors import BadRequest, EstCaError, NotEntitled, NotFound, Unauthenticated
+from est_ca.errors import (
+    BadRequest,
+    EstCaError,
+    NotEntitled,
+    NotFound,
+    PayloadTooLarge,
+    Unauthenticated,
+)
 from est_ca.keyfiles import load_key
 from est_ca.registration import codes
 from est_ca.registration.codes import SecretHasher
-from est_ca.registration.identities import IdentityType
+from est_ca.registration.identities import Identity, IdentityType
+from est_ca.registration.importing import ImportFormat, ImportRejected
 from est_ca.registration.orders import OrderState
 from est_ca.registration.registry import Registry
 from est_ca.revocation.reasons import RevocationReason
@@ -58,9 +67,10 @@ LANGUAGE_COOKIE = "est_ca_language"
 # Before sign-in: what the sign-in forms' CSRF token is bound to.
 SIGN_IN_COOKIE = "est_ca_sign_in"
 COOKIE_PATH = PREFIX + "/"
+# connect-src 'self': the import form's upload progress (console.js sends it by XHR).
 CSP = (
     "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
@@ -72,6 +82,8 @@ SECURITY_HEADERS = {
 # Pages list at most this many rows (search filters within them).
 PAGE = 500
 EXPIRING_WITHIN = dt.timedelta(days=30)
+# How many identities a search looks through.
+SEARCH_SCAN = 20_000
 _PUBLIC = ("/sign-in", "/static/", "/language/")
 _SAME_SITE = frozenset({"same-origin", "none"})
 _HERE = Path(__file__).parent
@@ -89,6 +101,7 @@ class Console:
     sessions: Sessions
     clock: Clock
     certificate_scopes: frozenset[Scope]
+    import_max_bytes: int
     # Keys the sign-in forms' CSRF token (a fresh one per process: those forms live minutes).
     form_key: bytes
     templates: jinja2.Environment
@@ -141,7 +154,10 @@ def mount(app: web.Application, service: Service) -> None:
     certificate_scopes = Scope.parse_many(
         ",".join(service.settings.admin.client_certificate_scopes)
     )
-    console = web.Application(middlewares=[guard])
+    # A form with an import file is the largest body the console takes.
+    console = web.Application(
+        middlewares=[guard], client_max_size=service.settings.admin.import_max_bytes + 65536
+    )
     console[CONSOLE] = Console(
         administration=administration,
         tokens=tokens,
@@ -150,6 +166,7 @@ def mount(app: web.Application, service: Service) -> None:
         sessions=sessions,
         clock=clock,
         certificate_scopes=certificate_scopes,
+        import_max_bytes=service.settings.admin.import_max_bytes,
         form_key=secrets.token_bytes(32),
         templates=jinja2.Environment(
             loader=jinja2.FileSystemLoader(_HERE / "templates"),
@@ -432,19 +449,27 @@ def _count(items: list[Any]) -> str:
 
 
 async def identities(request: web.Request) -> web.Response:
+    """The identities, or those whose name or email contains the search text: the domain has
+    no text search yet, so the console scans pages of them (up to SEARCH_SCAN)."""
     console = request.app[CONSOLE]
-    found = await console.administration.identities(
-        _me(request), type=None, cvr=None, status=None, limit=PAGE, offset=0
-    )
+    me = _me(request)
     query = request.query.get("q", "").strip()[:200]
-    if query:
-        folded = query.casefold()
-        found = [
+    folded = query.casefold()
+    found: list[Identity] = []
+    offset = 0
+    while offset < (SEARCH_SCAN if query else PAGE) and len(found) < PAGE:
+        batch = await console.administration.identities(
+            me, type=None, cvr=None, status=None, limit=PAGE, offset=offset
+        )
+        found += [
             i
-            for i in found
+            for i in batch
             if folded in i.display_name.casefold() or folded in (i.email or "").casefold()
         ]
-    return _render(request, "identities.html", identities=found, query=query)
+        if len(batch) < PAGE:
+            break
+        offset += PAGE
+    return _render(request, "identities.html", identities=found[:PAGE], query=query)
 
 
 _IDENTITY_FORM = ("type", "cvr", "given_name", "surname", "display_name", "email")
@@ -693,6 +718,67 @@ async def revoke(request: web.Request) -> web.Response:
     return _redirect(_row(revoked)["url"])
 
 
+# -- import -----------------------------------------------------------------------------------
+
+
+async def import_page(request: web.Request) -> web.Response:
+    _me(request).require(Scope.ORDER)
+    return _render(request, "import.html", errors=[], error="")
+
+
+async def import_file(request: web.Request) -> web.Response:
+    """CSV or JSON lines, all rows or none; every row's error with its line number. Codes of
+    the orders it places are kept for the next page only, like a single order's."""
+    console = request.app[CONSOLE]
+    session = request[CONTEXT].session
+    assert session is not None
+    session.principal.require(Scope.ORDER)
+    form = await request.post()
+    upload = form.get("file")
+    if not isinstance(upload, web.FileField):
+        return _render(request, "import.html", status=400, errors=[], error="choose_file")
+    data = upload.file.read(console.import_max_bytes + 1)
+    if len(data) > console.import_max_bytes:
+        raise PayloadTooLarge(f"the file is larger than the {console.import_max_bytes} bytes taken")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("the file must be UTF-8 text") from exc
+    name = (upload.filename or "").lower()
+    kind: ImportFormat = "jsonl" if name.endswith((".jsonl", ".ndjson", ".json")) else "csv"
+    try:
+        result = await console.administration.import_file(
+            session.principal, text, kind, place_orders=form.get("place_orders") == "yes"
+        )
+    except ImportRejected as rejected:
+        operation = f"{request.method} {request.path[:200]}"
+        await console.administration.refused(session.principal, operation, rejected)
+        return _render(request, "import.html", status=400, errors=rejected.errors, error="")
+    handout = secrets.token_hex(8)
+    console.sessions.keep_handout(
+        session,
+        f"import:{handout}",
+        json.dumps(
+            {
+                "created": [[str(i.id), i.display_name] for i in result.created],
+                "existing": [[str(i.id), i.display_name] for i in result.existing],
+                "orders": [[p.order.reference, p.one_time_code] for p in result.orders],
+            }
+        ),
+    )
+    return _redirect(f"{PREFIX}/import/{handout}")
+
+
+async def import_result(request: web.Request) -> web.Response:
+    session = request[CONTEXT].session
+    assert session is not None
+    kept = request.app[CONSOLE].sessions.take_handout(
+        session, f"import:{request.match_info['handout'][:32]}"
+    )
+    result = json.loads(kept) if kept else None
+    return _render(request, "import_result.html", result=result)
+
+
 # -- audit trail ------------------------------------------------------------------------------
 
 AUDIT_PAGE = 100
@@ -853,6 +939,9 @@ def _add_routes(app: web.Application) -> None:
     routes.add_get("/certificates/{serial}/pem", certificate_pem)
     routes.add_get("/certificates/{serial}/revoke", revoke_page)
     routes.add_post("/certificates/{serial}/revoke", revoke)
+    routes.add_get("/import", import_page)
+    routes.add_post("/import", import_file)
+    routes.add_get("/import/{handout}", import_result)
     routes.add_get("/audit", audit)
     routes.add_get("/tokens", tokens)
     routes.add_post("/tokens", create_token)
