@@ -382,7 +382,7 @@ async def language(request: web.Request) -> web.Response:
     if chosen not in LANGUAGES:
         raise NotFound(f"no language {chosen!r}")
     back = request.query.get("next", COOKIE_PATH)
-    if not back.startswith(COOKIE_PATH) or "//" in back or "\\" in back:
+    if not back.startswith(COOKIE_PATH) or "//" in back or "\\" in back or not back.isprintable():
         back = COOKIE_PATH
     response = _redirect(back)
     _cookie(response, LANGUAGE_COOKIE, chosen, 365 * 24 * 3600)
