@@ -443,7 +443,7 @@ def test_a_good_import_shows_its_progress_imports_every_row_and_its_codes_once(
     console: Console, context: BrowserContext, page: Page, tmp_path: Path, screenshots: Path
 ) -> None:
     sign_in(page, console, console.token("console-import", "read,order"))
-    rows = 600
+    rows = 300
     good = tmp_path / "staff.csv"
     good.write_text(
         HEADER
@@ -477,5 +477,28 @@ def test_a_good_import_shows_its_progress_imports_every_row_and_its_codes_once(
     page.reload()
     expect(page.locator("#import-gone")).to_be_visible()
     assert first_code not in page.content()
-    page.goto(console.url + "identities?q=import-0599")
-    expect(page.get_by_role("link", name="import-0599.system")).to_be_visible()
+    page.goto(console.url + "identities?q=import-0299")
+    expect(page.get_by_role("link", name="import-0299.system")).to_be_visible()
+
+
+def test_an_order_is_cancelled_and_an_identity_disabled_after_confirmation(
+    console: Console, page: Page
+) -> None:
+    sign_in(page, console, console.token("console-disable", "admin"))
+    page.goto(console.url + "identities/new")
+    page.get_by_label("Type").select_option("system")
+    page.get_by_label("CVR").fill("34051178")
+    page.get_by_label("Display name").fill("disable.console")
+    page.get_by_role("button", name="Create").click()
+    identity_url = page.url
+    page.get_by_role("button", name="Place an order").click()
+    assert accessibility_problems(page) == []
+    page.get_by_role("button", name="Cancel the order").click()
+    expect(page.locator("#order-state")).to_have_text("cancelled")
+
+    page.goto(identity_url)
+    page.get_by_role("link", name="Disable").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Disable this identity?")
+    assert accessibility_problems(page) == []
+    page.get_by_role("button", name="Yes, disable it").click()
+    expect(page.locator("#identity-status")).to_have_text("disabled")

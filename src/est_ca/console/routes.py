@@ -582,6 +582,41 @@ async def order(request: web.Request) -> web.Response:
     )
 
 
+async def disable_page(request: web.Request) -> web.Response:
+    console = request.app[CONSOLE]
+    me = _me(request)
+    me.require(Scope.REVOKE)
+    found = await console.administration.identity(me, _identity_id(request))
+    return _render(
+        request,
+        "identity_disable.html",
+        identity=found,
+        reasons=[r.value for r in RevocationReason],
+        default=RevocationReason.CESSATION_OF_OPERATION.value,
+    )
+
+
+async def disable(request: web.Request) -> web.Response:
+    """Disable an identity: its open orders are cancelled, its live certificates revoked."""
+    console = request.app[CONSOLE]
+    form = await request.post()
+    reason = RevocationReason.parse(str(form.get("reason", "cessationOfOperation")))
+    identity_id = _identity_id(request)
+    await console.administration.disable_identity(_me(request), identity_id, reason)
+    return _redirect(f"{PREFIX}/identities/{identity_id}")
+
+
+async def order_action(request: web.Request) -> web.Response:
+    """Cancel or unlock an order (an unlock lets a locked order's holder try its code again)."""
+    console = request.app[CONSOLE]
+    reference = _reference(request)
+    if request.match_info["action"] == "cancel":
+        changed = await console.administration.cancel_order(_me(request), reference)
+    else:
+        changed = await console.administration.unlock_order(_me(request), reference)
+    return _redirect(f"{PREFIX}/orders/{quote(changed.reference)}")
+
+
 def _reference(request: web.Request) -> str:
     """An order reference as a person may type it; nothing a database could choke on."""
     text = request.match_info["reference"]
@@ -933,7 +968,10 @@ def _add_routes(app: web.Application) -> None:
     routes.add_post("/identities", create_identity)
     routes.add_get("/identities/{identity_id}", identity)
     routes.add_post("/identities/{identity_id}/orders", place_order)
+    routes.add_get("/identities/{identity_id}/disable", disable_page)
+    routes.add_post("/identities/{identity_id}/disable", disable)
     routes.add_get("/orders/{reference}", order)
+    routes.add_post("/orders/{reference}/{action:cancel|unlock}", order_action)
     routes.add_get("/certificates", certificates)
     routes.add_get("/certificates/{serial}", certificate)
     routes.add_get("/certificates/{serial}/pem", certificate_pem)
