@@ -28,3 +28,11 @@ async def test_a_database_that_cannot_be_opened_is_not_readable(tmp_path: Path) 
         # is collected: collect it while this test's event loop can still take its answer.
         gc.collect()
         await asyncio.sleep(0.05)
+
+
+async def test_events_come_newest_first_when_asked(service: Service) -> None:
+    oldest_first = await service.audit.events(limit=1000)
+    newest_first = await service.audit.events(limit=1000, newest_first=True)
+    assert len(oldest_first) >= 2
+    assert newest_first == list(reversed(oldest_first))
+    assert await service.audit.events(limit=1, newest_first=True) == [oldest_first[-1]]

@@ -22,7 +22,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "est_ca"
 
 DOMAIN = ("est_ca.registration", "est_ca.ca", "est_ca.revocation")
-PROTOCOLS = ("est_ca.est", "est_ca.relying_party", "est_ca.admin.routes")
+PROTOCOLS = ("est_ca.est", "est_ca.relying_party", "est_ca.admin.routes", "est_ca.console")
 
 
 @dataclass(frozen=True)

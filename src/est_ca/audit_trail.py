@@ -21,11 +21,19 @@ class AuditTrail:
         self._store = store
 
     async def events(
-        self, *, action: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        action: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        newest_first: bool = False,
     ) -> list[AuditEvent]:
-        """One page of events, oldest first; `action` keeps only that kind."""
+        """One page of events, oldest first (or newest first: what a console shows);
+        `action` keeps only that kind."""
         async with self._store.read() as tx:
-            return await tx.list_audit(action=action, limit=limit, offset=offset)
+            return await tx.list_audit(
+                action=action, limit=limit, offset=offset, newest_first=newest_first
+            )
 
     async def chain(self, *, after: int = 0) -> AsyncIterator[ChainedEvent]:
         """Every event after position `after` with its hashes, streamed in one read."""

@@ -31,7 +31,8 @@ def _routed(app: web.Application) -> set[tuple[str, str]]:
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource else {}
         path = info.get("path") or info.get("formatter")
-        if route.method == "HEAD" or not path:
+        # The console (/console/, HTML pages) shares the listener but is not the API.
+        if route.method == "HEAD" or not path or not path.startswith(PREFIX + "/"):
             continue
         operations.add((route.method.lower(), path.removeprefix(PREFIX)))
     return operations

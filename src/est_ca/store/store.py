@@ -1774,9 +1774,15 @@ class StoreTx:
                 )
 
     async def list_audit(
-        self, *, action: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        action: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        newest_first: bool = False,
     ) -> list[AuditEvent]:
-        query = _page(AUDIT_EVENTS, (AUDIT_EVENTS.c.id,), limit, offset, action=action)
+        order = AUDIT_EVENTS.c.id.desc() if newest_first else AUDIT_EVENTS.c.id
+        query = _page(AUDIT_EVENTS, (order,), limit, offset, action=action)
         return [_audit_event(row) for row in await self._conn.execute(query)]
 
 

@@ -6,6 +6,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from est_ca import console
 from est_ca.admin import routes as admin_routes
 from est_ca.admin.access import Scope
 from est_ca.ca import publication
@@ -94,7 +95,10 @@ def _certificate_handler(certificate: x509.Certificate) -> Handler:
 def admin_app(service: Service) -> web.Application:
     """The admin REST API: problem+json errors, tokens or administrator certificates."""
     app = web.Application(
-        middlewares=[request_context, admin_routes.authenticate, admin_routes.same_origin_json],
+        middlewares=[
+            request_context,
+            *console.api_only(admin_routes.authenticate, admin_routes.same_origin_json),
+        ],
         client_max_size=_AIOHTTP_BODY_CAP,
     )
     app[RENDER_ERROR] = admin_routes.problem
@@ -111,6 +115,7 @@ def admin_app(service: Service) -> web.Application:
     )
     app[admin_routes.READINESS] = service.readiness
     admin_routes.add_routes(app)
+    console.mount(app, service)
     return app
 
 

@@ -1,0 +1,56 @@
+"""The console's edges over HTTP: unknown pages, the language switch's target, cross-site posts."""
+
+from __future__ import annotations
+
+import ssl
+
+import aiohttp
+
+from tests.admin.conftest import AdminSetup
+from tests.admin.conftest import admin as admin  # the fixture, shared
+
+
+def _client(admin: AdminSetup) -> aiohttp.ClientSession:
+    context = ssl.create_default_context(cafile=str(admin.service.settings.tls.cert_file))
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, force_close=True))
+
+
+async def test_an_unknown_console_page_says_sign_in_first_with_the_policy(
+    admin: AdminSetup,
+) -> None:
+    async with (
+        _client(admin) as client,
+        client.get(
+            admin.server.admin_url + "/console/no-such-page", allow_redirects=False
+        ) as response,
+    ):
+        assert response.status == 303
+        assert response.headers["Location"] == "/console/sign-in"
+        assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+
+
+async def test_the_language_switch_goes_back_only_within_the_console(admin: AdminSetup) -> None:
+    url = admin.server.admin_url + "/console/language/da"
+    async with _client(admin) as client:
+        for target in ("https://evil.example/", "//evil.example/", "/console/\r\nX-A: b", "/x"):
+            async with client.get(url, params={"next": target}, allow_redirects=False) as response:
+                assert response.status == 303
+                assert response.headers["Location"] == "/console/"
+        async with client.get(
+            url, params={"next": "/console/identities?q=a"}, allow_redirects=False
+        ) as response:
+            assert response.headers["Location"] == "/console/identities?q=a"
+
+
+async def test_a_cross_site_form_post_is_refused(admin: AdminSetup) -> None:
+    async with (
+        _client(admin) as client,
+        client.post(
+            admin.server.admin_url + "/console/sign-in",
+            data={"token": admin.admin_token, "csrf": "x"},
+            headers={"Sec-Fetch-Site": "cross-site"},
+            allow_redirects=False,
+        ) as response,
+    ):
+        assert response.status == 403
+        assert "est_ca_console" not in response.cookies
