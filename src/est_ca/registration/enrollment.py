@@ -215,21 +215,8 @@ class RegistrationAuthority:
                 if csr_for is not None:  # its key was not kept: nothing to hand out again
                     raise NoPendingOrder(f"{ORDER_USED}; ask an administrator for a new order")
                 return await self._redeliver_order(order, identity, csr_der, actor)
-            profile = self._profile(order.profile)
-            if order.require_approval:
-                _refuse_made_key_for_approval(csr_for)
-                return await self._enroll_approved(
-                    order, identity, profile, csr_der, labelled, actor
-                )
-            enrolled = csr_der if csr_for is None else await csr_for(csr_der)
-            checked = await self._check_csr(enrolled, profile, identity)
-            return await self._issue(
-                actor=actor,
-                identity=identity,
-                profile=profile,
-                csr=checked,
-                labelled=labelled,
-                order=order,
+            return await self._enroll_pending_order(
+                order, identity, csr_der, labelled, actor, csr_for
             )
 
         return await self._admitted("enroll", actor, authenticate, work)
@@ -267,21 +254,8 @@ class RegistrationAuthority:
         async def work(entitled: tuple[Order, Identity]) -> x509.Certificate:
             order, identity = entitled
             labelled = self._order_label(order, label)
-            profile = self._profile(order.profile)
-            if order.require_approval:  # a client certificate does not stand in for approval
-                _refuse_made_key_for_approval(csr_for)
-                return await self._enroll_approved(
-                    order, identity, profile, csr_der, labelled, actor
-                )
-            enrolled = csr_der if csr_for is None else await csr_for(csr_der)
-            checked = await self._check_csr(enrolled, profile, identity)
-            return await self._issue(
-                actor=actor,
-                identity=identity,
-                profile=profile,
-                csr=checked,
-                labelled=labelled,
-                order=order,
+            return await self._enroll_pending_order(
+                order, identity, csr_der, labelled, actor, csr_for
             )
 
         return await self._admitted("enroll", actor, authenticate, work)
@@ -606,6 +580,32 @@ class RegistrationAuthority:
                 operation, "issued", profile.name, labelled.label.name
             ).inc()
         return certificate
+
+    async def _enroll_pending_order(
+        self,
+        order: Order,
+        identity: Identity,
+        csr_der: bytes,
+        labelled: LabelledCa,
+        actor: Actor,
+        csr_for: CsrMaker | None,
+    ) -> x509.Certificate:
+        """An authenticated caller's pending order (by its code or a client certificate, which
+        does not stand in for approval): held for approval, or checked and issued."""
+        profile = self._profile(order.profile)
+        if order.require_approval:
+            _refuse_made_key_for_approval(csr_for)
+            return await self._enroll_approved(order, identity, profile, csr_der, labelled, actor)
+        enrolled = csr_der if csr_for is None else await csr_for(csr_der)
+        checked = await self._check_csr(enrolled, profile, identity)
+        return await self._issue(
+            actor=actor,
+            identity=identity,
+            profile=profile,
+            csr=checked,
+            labelled=labelled,
+            order=order,
+        )
 
     async def _enroll_approved(
         self,
