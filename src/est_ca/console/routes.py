@@ -58,6 +58,7 @@ from est_ca.registration.orders import OrderState
 from est_ca.registration.registry import Registry
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.service import Service
+from est_ca.store.store import Store
 from est_ca.web.errors import status_for
 from est_ca.web.inputs import peer_certificate
 
@@ -99,6 +100,8 @@ class Console:
     registry: Registry
     audit: AuditTrail
     sessions: Sessions
+    # For one read per request: is the session's token still usable?
+    store: Store
     clock: Clock
     certificate_scopes: frozenset[Scope]
     import_max_bytes: int
@@ -164,6 +167,7 @@ def mount(app: web.Application, service: Service) -> None:
         registry=registry,
         audit=service.audit,
         sessions=sessions,
+        store=service.store,
         clock=clock,
         certificate_scopes=certificate_scopes,
         import_max_bytes=service.settings.admin.import_max_bytes,
@@ -199,7 +203,7 @@ async def guard(
     console = request.app[CONSOLE]
     context = request[CONTEXT] = Context(
         negotiate(request.cookies.get(LANGUAGE_COOKIE), request.headers.get("Accept-Language")),
-        _session(request, console),
+        await _session(request, console),
     )
     try:
         response = await _guarded(request, handler, console, context)
@@ -248,7 +252,7 @@ async def _guarded(
     return await handler(request)
 
 
-def _session(request: web.Request, console: Console) -> Session | None:
+async def _session(request: web.Request, console: Console) -> Session | None:
     session = console.sessions.find(request.cookies.get(SESSION_COOKIE))
     if session is not None and session.certificate_sha256 is not None:
         # A certificate's session is good only on a connection presenting that certificate.
@@ -256,6 +260,14 @@ def _session(request: web.Request, console: Console) -> Session | None:
         if der is None or not hmac.compare_digest(
             hashlib.sha256(der).hexdigest(), session.certificate_sha256
         ):
+            return None
+    if session is not None and session.token_id is not None:
+        # A token revoked (by the CLI, the API, another instance) or expired ends its sessions
+        # at once: one read of its row per request.
+        async with console.store.read() as tx:
+            found = await tx.get_api_token(session.token_id)
+        if found is None or not found[0].usable_at(console.clock.now()):
+            console.sessions.end(session)
             return None
     return session
 
@@ -345,7 +357,9 @@ async def sign_in(request: web.Request) -> web.Response:
         principal = await console.tokens.authenticate(token, request.remote)
     except Unauthenticated:
         return await sign_in_page(request, error="bad_token", status=401)
-    return _signed_in(request, console.sessions.open(principal))
+    # The token authenticated, so it is `estca_<id hex>_<secret>`: its id, for the checks.
+    token_id = uuid.UUID(token.strip().split("_")[1])
+    return _signed_in(request, console.sessions.open(principal, token_id=token_id))
 
 
 async def sign_in_with_certificate(request: web.Request) -> web.Response:

@@ -17,6 +17,7 @@ import datetime as dt
 import hmac
 import re
 import secrets
+import uuid
 
 from est_ca.admin.access import Principal
 from est_ca.clock import Clock
@@ -39,6 +40,8 @@ class Session:
     last_seen: dt.datetime
     # For a certificate sign-in: the certificate's SHA-256, which every request must present.
     certificate_sha256: str | None = None
+    # For a token sign-in: the token's id, checked on every request (revoked or expired: gone).
+    token_id: uuid.UUID | None = None
 
     def csrf_matches(self, presented: str | None) -> bool:
         return presented is not None and hmac.compare_digest(
@@ -71,7 +74,13 @@ class Sessions:
         self._lifetime = lifetime
         self._sessions: dict[str, _Stored] = {}
 
-    def open(self, principal: Principal, *, certificate_sha256: str | None = None) -> str:
+    def open(
+        self,
+        principal: Principal,
+        *,
+        certificate_sha256: str | None = None,
+        token_id: uuid.UUID | None = None,
+    ) -> str:
         """A new session for `principal`; returns the cookie value, which exists only here."""
         self._forget_expired()
         session_id = secrets.token_hex(16)
@@ -84,6 +93,7 @@ class Sessions:
             created_at=now,
             last_seen=now,
             certificate_sha256=certificate_sha256,
+            token_id=token_id,
         )
         self._sessions[session_id] = _Stored(self._hasher.hash(secret, SESSION_PURPOSE), session)
         return f"{session_id}.{secret}"
@@ -108,6 +118,10 @@ class Sessions:
             return False
         del self._sessions[stored.session.id]
         return True
+
+    def end(self, session: Session) -> None:
+        """End a session found to be no longer good (e.g. its token was revoked elsewhere)."""
+        self._sessions.pop(session.id, None)
 
     def revoke(self, principal_name: str) -> int:
         """End every session of a principal (e.g. when its token is revoked); how many."""
