@@ -44,7 +44,6 @@ async def test_no_credentials_is_401_with_a_bearer_challenge(admin: AdminSetup) 
     assert ("admin.login_failed", "no credentials") in await audit_actions(admin)
 
 
-
 async def test_a_browsers_own_favicon_request_is_404_and_no_failed_sign_in(
     admin: AdminSetup,
 ) -> None:
@@ -55,6 +54,7 @@ async def test_a_browsers_own_favicon_request_is_404_and_no_failed_sign_in(
                 assert response.status == 404
     await admin.service.guard.flush(everything=True)
     assert [a for a in await audit_actions(admin) if a[0] == "admin.login_failed"] == []
+
 
 async def test_a_wrong_token_is_401_and_audited_without_the_token(admin: AdminSetup) -> None:
     forged = admin.admin_token[:-4] + ("AAAA" if not admin.admin_token.endswith("AAAA") else "BBBB")

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import html
-import re
-import ssl
-
-import aiohttp
-
 from tests.admin.conftest import AdminSetup
 from tests.admin.conftest import admin as admin  # the fixture, shared
+from tests.console import client as http
 from tests.helpers import ADMIN
-
-
-def _client(admin: AdminSetup) -> aiohttp.ClientSession:
-    context = ssl.create_default_context(cafile=str(admin.service.settings.tls.cert_file))
-    # unsafe: keep cookies of an IP address (the listener is 127.0.0.1), as a browser does.
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=context, force_close=True),
-        cookie_jar=aiohttp.CookieJar(unsafe=True),
-    )
 
 
 async def test_an_unknown_console_page_says_sign_in_first_with_the_policy(
     admin: AdminSetup,
 ) -> None:
     async with (
-        _client(admin) as client,
+        http.client(admin) as client,
         client.get(
             admin.server.admin_url + "/console/no-such-page", allow_redirects=False
         ) as response,
@@ -38,7 +24,7 @@ async def test_an_unknown_console_page_says_sign_in_first_with_the_policy(
 
 async def test_the_language_switch_goes_back_only_within_the_console(admin: AdminSetup) -> None:
     url = admin.server.admin_url + "/console/language/da"
-    async with _client(admin) as client:
+    async with http.client(admin) as client:
         for target in ("https://evil.example/", "//evil.example/", "/console/\r\nX-A: b", "/x"):
             async with client.get(url, params={"next": target}, allow_redirects=False) as response:
                 assert response.status == 303
@@ -51,7 +37,7 @@ async def test_the_language_switch_goes_back_only_within_the_console(admin: Admi
 
 async def test_a_cross_site_form_post_is_refused(admin: AdminSetup) -> None:
     async with (
-        _client(admin) as client,
+        http.client(admin) as client,
         client.post(
             admin.server.admin_url + "/console/sign-in",
             data={"token": admin.admin_token, "csrf": "x"},
@@ -63,31 +49,12 @@ async def test_a_cross_site_form_post_is_refused(admin: AdminSetup) -> None:
         assert "est_ca_console" not in response.cookies
 
 
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-async def _sign_in(client: aiohttp.ClientSession, admin: AdminSetup, token: str) -> str:
-    """Sign in as a browser does (the form's CSRF token, the cookies); the overview's URL."""
-    console = admin.server.admin_url + "/console/"
-    async with client.get(console + "sign-in") as page:
-        match = CSRF.search(await page.text())
-    assert match is not None
-    async with client.post(
-        console + "sign-in",
-        data={"token": token, "csrf": html.unescape(match.group(1))},
-        allow_redirects=False,
-    ) as response:
-        assert response.status == 303, await response.text()
-        assert response.headers["Location"] == "/console/"
-    return console
-
-
 async def test_a_token_revoked_elsewhere_ends_its_console_sessions_at_the_next_page(
     admin: AdminSetup,
 ) -> None:
     token = await admin.token("console-revoked-elsewhere", "admin")
-    async with _client(admin) as client:
-        console = await _sign_in(client, admin, token)
+    async with http.client(admin) as client:
+        console = await http.sign_in(client, admin, token)
         async with client.get(console + "identities", allow_redirects=False) as response:
             assert response.status == 200
         # As `est-ca token revoke` does: not through this console, so its sessions are not told.
@@ -95,4 +62,3 @@ async def test_a_token_revoked_elsewhere_ends_its_console_sessions_at_the_next_p
         async with client.get(console + "identities", allow_redirects=False) as response:
             assert response.status == 303
             assert response.headers["Location"] == "/console/sign-in"
-

@@ -755,6 +755,15 @@ class StoreTx:
             query = query.where(_order_in_state(state, now))
         return [_order(row) for row in await self._conn.execute(query)]
 
+    async def count_identities(self, cvr: str) -> int:
+        """How many identities an organisation has (of any status but staged)."""
+        number = await self._conn.scalar(
+            select(func.count())
+            .select_from(IDENTITIES)
+            .where(IDENTITIES.c.cvr == cvr, IDENTITIES.c.status != str(IdentityStatus.STAGED))
+        )
+        return int(number or 0)
+
     async def count_records(self, now: dt.datetime) -> dict[str, dict[str, int]]:
         """How many organisations, identities, certificates per status and orders per state."""
         counts: dict[str, dict[str, int]] = {}
@@ -1164,6 +1173,7 @@ class StoreTx:
         expires_before: dt.datetime | None = None,
         limit: int = 100,
         offset: int = 0,
+        identity_type: IdentityType | None = None,
     ) -> list[CertificateRecord]:
         query = _page(
             CERTIFICATES,
@@ -1178,6 +1188,12 @@ class StoreTx:
             query = query.where(CERTIFICATES.c.not_after > expires_after)
         if expires_before is not None:
             query = query.where(CERTIFICATES.c.not_after <= expires_before)
+        if identity_type is not None:
+            query = query.where(
+                CERTIFICATES.c.identity_id.in_(
+                    select(IDENTITIES.c.id).where(IDENTITIES.c.type == str(identity_type))
+                )
+            )
         return [_certificate(row) for row in await self._conn.execute(query)]
 
     async def live_certificates_with_key(self, public_key_sha256: str) -> list[CertificateRecord]:
@@ -1780,9 +1796,14 @@ class StoreTx:
         limit: int = 100,
         offset: int = 0,
         newest_first: bool = False,
+        outcome: str | None = None,
+        cvr: str | None = None,
     ) -> list[AuditEvent]:
+        """`cvr`: events about that organisation's identities (by the events' identity_id)."""
         order = AUDIT_EVENTS.c.id.desc() if newest_first else AUDIT_EVENTS.c.id
-        query = _page(AUDIT_EVENTS, (order,), limit, offset, action=action)
+        query = _page(
+            AUDIT_EVENTS, (order,), limit, offset, of_cvr=cvr, action=action, outcome=outcome
+        )
         return [_audit_event(row) for row in await self._conn.execute(query)]
 
 
