@@ -8,13 +8,13 @@ import ssl
 
 import aiohttp
 
-from tests.admin.conftest import AdminSetup
+from est_ca.service import Service
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
-def client(admin: AdminSetup) -> aiohttp.ClientSession:
-    context = ssl.create_default_context(cafile=str(admin.service.settings.tls.cert_file))
+def client(service: Service) -> aiohttp.ClientSession:
+    context = ssl.create_default_context(cafile=str(service.settings.tls.cert_file))
     # unsafe: keep cookies of an IP address (the listener is 127.0.0.1), as a browser does.
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(ssl=context, force_close=True),
@@ -28,9 +28,9 @@ def csrf_of(page: str) -> str:
     return html.unescape(match.group(1))
 
 
-async def sign_in(session: aiohttp.ClientSession, admin: AdminSetup, token: str) -> str:
+async def sign_in(session: aiohttp.ClientSession, admin_url: str, token: str) -> str:
     """Sign in with the form's own CSRF token; the console's URL."""
-    console = admin.server.admin_url + "/console/"
+    console = admin_url + "/console/"
     async with session.get(console + "sign-in") as page:
         csrf = csrf_of(await page.text())
     async with session.post(

@@ -43,8 +43,8 @@ async def test_an_administrator_sees_the_organisations_and_one_with_its_identity
 ) -> None:
     await _system(admin, OWN, "counted.one")
     await _system(admin, OWN, "counted.two")
-    async with http.client(admin) as session:
-        console = await http.sign_in(session, admin, admin.admin_token)
+    async with http.client(admin.service) as session:
+        console = await http.sign_in(session, admin.server.admin_url, admin.admin_token)
         listed = await _page(session, console + "organisations")
         assert f'href="/console/organisations/{OWN}"' in listed
         assert f'href="/console/organisations/{OTHER}"' in listed
@@ -57,8 +57,8 @@ async def test_an_administrator_sees_the_organisations_and_one_with_its_identity
 
 async def test_a_confined_administrator_finds_no_organisations_page(admin: AdminSetup) -> None:
     token = await admin.token("console-org-confined", "admin", cvr=OWN)
-    async with http.client(admin) as session:
-        console = await http.sign_in(session, admin, token)
+    async with http.client(admin.service) as session:
+        console = await http.sign_in(session, admin.server.admin_url, token)
         overview = await _page(session, console)
         assert "/console/organisations" not in overview
         await _page(session, console + "organisations", 404)
@@ -83,8 +83,8 @@ async def test_an_identity_is_edited_and_the_change_audited_as_the_apis(
     admin: AdminSetup,
 ) -> None:
     identity_id = await _system(admin, OWN, "before.edit")
-    async with http.client(admin) as session:
-        console = await http.sign_in(session, admin, admin.admin_token)
+    async with http.client(admin.service) as session:
+        console = await http.sign_in(session, admin.server.admin_url, admin.admin_token)
         url = console + f"identities/{identity_id}/edit"
         response = await _edit(session, url, {"display_name": "after.edit", "email": ""})
         assert response.status == 303
@@ -101,8 +101,8 @@ async def test_a_bad_value_is_shown_next_to_its_field_and_the_refusal_audited(
     admin: AdminSetup,
 ) -> None:
     identity_id = await _system(admin, OWN, "bad.edit")
-    async with http.client(admin) as session:
-        console = await http.sign_in(session, admin, admin.admin_token)
+    async with http.client(admin.service) as session:
+        console = await http.sign_in(session, admin.server.admin_url, admin.admin_token)
         url = console + f"identities/{identity_id}/edit"
         form = await _page(session, url)
         data = {"csrf": http.csrf_of(form), "display_name": "bad.edit", "email": "not-an-address"}
@@ -125,11 +125,11 @@ async def test_editing_needs_the_order_scope_and_another_organisations_identity_
     own = await _system(admin, OWN, "own.edit")
     reader = await admin.token("console-edit-reader", "read")
     confined = await admin.token("console-edit-confined", "read,order", cvr=OWN)
-    async with http.client(admin) as session:
-        console = await http.sign_in(session, admin, reader)
+    async with http.client(admin.service) as session:
+        console = await http.sign_in(session, admin.server.admin_url, reader)
         await _page(session, console + f"identities/{own}/edit", 403)
-    async with http.client(admin) as session:
-        console = await http.sign_in(session, admin, confined)
+    async with http.client(admin.service) as session:
+        console = await http.sign_in(session, admin.server.admin_url, confined)
         await _page(session, console + f"identities/{elsewhere}/edit", 404)
         form = await _page(session, console + f"identities/{own}/edit")
         async with session.post(
@@ -151,8 +151,8 @@ async def test_certificates_filter_by_status_type_and_expiry(
     certificate = await issue(admin.service, keys)
     serial = format(certificate.serial_number, "040x")
     left = (certificate.not_valid_after_utc - admin.service.clock.now()).days
-    async with http.client(admin) as session:
-        console = await http.sign_in(session, admin, admin.admin_token)
+    async with http.client(admin.service) as session:
+        console = await http.sign_in(session, admin.server.admin_url, admin.admin_token)
         url = console + "certificates"
         for query, shown in (
             ("", True),
@@ -179,8 +179,8 @@ async def test_the_overview_shows_counts_expiring_certificates_and_recent_events
         certificate.not_valid_after_utc - admin.service.clock.now() - EXPIRES_SOON
     )
     token = await admin.token("console-overview", "admin")  # the fixture's has expired by now
-    async with http.client(admin) as session:
-        console = await http.sign_in(session, admin, token)
+    async with http.client(admin.service) as session:
+        console = await http.sign_in(session, admin.server.admin_url, token)
         overview = await _page(session, console)
     title = overview[overview.index("<title>") : overview.index("</title>")]
     assert "<" not in title[1:], title  # the recent events were once rendered into the title
@@ -196,8 +196,8 @@ async def test_the_overview_shows_counts_expiring_certificates_and_recent_events
 async def test_the_audit_trail_filters_by_outcome_and_organisation(admin: AdminSetup) -> None:
     own = await _system(admin, OWN, "audited.own")
     elsewhere = await _system(admin, OTHER, "audited.elsewhere")
-    async with http.client(admin) as session:
-        console = await http.sign_in(session, admin, admin.admin_token)
+    async with http.client(admin.service) as session:
+        console = await http.sign_in(session, admin.server.admin_url, admin.admin_token)
         await _page(session, console + "identities/00000000-0000-0000-0000-000000000000", 404)
         refused = await _page(session, console + "audit?outcome=refused")
         assert "admin.refused" in refused

@@ -106,7 +106,7 @@ class Console:
     clock: Clock
     certificate_scopes: frozenset[Scope]
     import_max_bytes: int
-    # Keys the sign-in forms' CSRF token (a fresh one per process: those forms live minutes).
+    # Keys the sign-in forms' CSRF token (derived from hmac.key: alike on every instance).
     form_key: bytes
     templates: jinja2.Environment
     static: Mapping[str, tuple[bytes, str]]
@@ -154,7 +154,8 @@ def mount(app: web.Application, service: Service) -> None:
     registry = service.registry
     clock = service.clock
     # Session ids are kept as HMACs under the key that keeps codes and tokens (own label).
-    sessions = Sessions(SecretHasher(load_key(service.files.hmac_key)), clock)
+    key = load_key(service.files.hmac_key)
+    sessions = Sessions(service.store, SecretHasher(key), clock)
     certificate_scopes = Scope.parse_many(
         ",".join(service.settings.admin.client_certificate_scopes)
     )
@@ -172,7 +173,8 @@ def mount(app: web.Application, service: Service) -> None:
         clock=clock,
         certificate_scopes=certificate_scopes,
         import_max_bytes=service.settings.admin.import_max_bytes,
-        form_key=secrets.token_bytes(32),
+        # Every instance's alike: a sign-in form from one may be posted to another.
+        form_key=hmac.new(key, b"est-ca console sign-in form", hashlib.sha256).digest(),
         templates=jinja2.Environment(
             loader=jinja2.FileSystemLoader(_HERE / "templates"),
             autoescape=True,
@@ -254,7 +256,7 @@ async def _guarded(
 
 
 async def _session(request: web.Request, console: Console) -> Session | None:
-    session = console.sessions.find(request.cookies.get(SESSION_COOKIE))
+    session = await console.sessions.find(request.cookies.get(SESSION_COOKIE))
     if session is not None and session.certificate_sha256 is not None:
         # A certificate's session is good only on a connection presenting that certificate.
         der = peer_certificate(request)
@@ -268,7 +270,7 @@ async def _session(request: web.Request, console: Console) -> Session | None:
         async with console.store.read() as tx:
             found = await tx.get_api_token(session.token_id)
         if found is None or not found[0].usable_at(console.clock.now()):
-            console.sessions.end(session)
+            await console.sessions.end(session.id)
             return None
     return session
 
@@ -360,7 +362,7 @@ async def sign_in(request: web.Request) -> web.Response:
         return await sign_in_page(request, error="bad_token", status=401)
     # The token authenticated, so it is `estca_<id hex>_<secret>`: its id, for the checks.
     token_id = uuid.UUID(token.strip().split("_")[1])
-    return _signed_in(request, console.sessions.open(principal, token_id=token_id))
+    return await _signed_in(request, await console.sessions.open(principal, token_id=token_id))
 
 
 async def sign_in_with_certificate(request: web.Request) -> web.Response:
@@ -372,12 +374,14 @@ async def sign_in_with_certificate(request: web.Request) -> web.Response:
         der, scopes=console.certificate_scopes, source=request.remote
     )
     sha256 = hashlib.sha256(der).hexdigest()
-    return _signed_in(request, console.sessions.open(principal, certificate_sha256=sha256))
+    return await _signed_in(
+        request, await console.sessions.open(principal, certificate_sha256=sha256)
+    )
 
 
-def _signed_in(request: web.Request, cookie: str) -> web.Response:
+async def _signed_in(request: web.Request, cookie: str) -> web.Response:
     """A new session (never one the browser brought along) replaces any earlier one."""
-    request.app[CONSOLE].sessions.close(request.cookies.get(SESSION_COOKIE))
+    await request.app[CONSOLE].sessions.close(request.cookies.get(SESSION_COOKIE))
     response = _redirect(COOKIE_PATH)
     _cookie(response, SESSION_COOKIE, cookie, None)  # a session cookie: gone with the browser
     response.del_cookie(SIGN_IN_COOKIE, path=COOKIE_PATH)
@@ -385,7 +389,7 @@ def _signed_in(request: web.Request, cookie: str) -> web.Response:
 
 
 async def sign_out(request: web.Request) -> web.Response:
-    request.app[CONSOLE].sessions.close(request.cookies.get(SESSION_COOKIE))
+    await request.app[CONSOLE].sessions.close(request.cookies.get(SESSION_COOKIE))
     response = _redirect(f"{PREFIX}/sign-in?signed_out")
     response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return response
@@ -591,7 +595,7 @@ async def place_order(request: web.Request) -> web.Response:
     placed = await console.administration.place_order(
         session.principal, _identity_id(request), profile=profile
     )
-    console.sessions.keep_handout(session, placed.order.reference, placed.one_time_code)
+    await console.sessions.keep_handout(session, placed.order.reference, placed.one_time_code)
     return _redirect(f"{PREFIX}/orders/{quote(placed.order.reference)}")
 
 
@@ -608,7 +612,7 @@ async def order(request: web.Request) -> web.Response:
         order=found,
         state=console.registry.order_state(found).value,
         identity=owner,
-        code=console.sessions.take_handout(session, found.reference),
+        code=await console.sessions.take_handout(session, found.reference),
     )
 
 
@@ -882,7 +886,7 @@ async def import_file(request: web.Request) -> web.Response:
         await console.administration.refused(session.principal, operation, rejected)
         return _render(request, "import.html", status=400, errors=rejected.errors, error="")
     handout = secrets.token_hex(8)
-    console.sessions.keep_handout(
+    await console.sessions.keep_handout(
         session,
         f"import:{handout}",
         json.dumps(
@@ -899,7 +903,7 @@ async def import_file(request: web.Request) -> web.Response:
 async def import_result(request: web.Request) -> web.Response:
     session = request[CONTEXT].session
     assert session is not None
-    kept = request.app[CONSOLE].sessions.take_handout(
+    kept = await request.app[CONSOLE].sessions.take_handout(
         session, f"import:{request.match_info['handout'][:32]}"
     )
     result = json.loads(kept) if kept else None
@@ -1069,7 +1073,7 @@ async def create_token(request: web.Request) -> web.Response:
             error=error.detail,
             values=values,
         )
-    console.sessions.keep_handout(session, f"token:{token.name}", secret)
+    await console.sessions.keep_handout(session, f"token:{token.name}", secret)
     return _redirect(f"{PREFIX}/tokens/{quote(token.name)}")
 
 
@@ -1087,7 +1091,7 @@ async def token(request: web.Request) -> web.Response:
     session = request[CONTEXT].session
     assert session is not None
     found = await _named_token(request)
-    secret = request.app[CONSOLE].sessions.take_handout(session, f"token:{found.name}")
+    secret = await request.app[CONSOLE].sessions.take_handout(session, f"token:{found.name}")
     return _render(request, "token.html", token=_token_row(found), secret=secret)
 
 
@@ -1102,7 +1106,7 @@ async def revoke_token(request: web.Request) -> web.Response:
     me = _token_manager(request)
     found = await _named_token(request)
     await console.tokens.revoke(me.actor, found.name)
-    console.sessions.revoke(found.name)
+    await console.sessions.revoke(found.name)
     return _redirect(f"{PREFIX}/tokens")
 
 
