@@ -12,6 +12,7 @@ import aiohttp
 from est_ca.registration.identities import IdentityType
 from tests.admin.conftest import AdminSetup
 from tests.admin.conftest import admin as admin  # the fixture, shared
+from tests.admin.conftest import admin_on_each_database as admin_on_each_database
 from tests.console import client as http
 from tests.helpers import ADMIN, KeyPool
 from tests.revocation.helpers import issue
@@ -39,8 +40,10 @@ async def _system(admin: AdminSetup, cvr: str, name: str) -> uuid.UUID:
 
 
 async def test_an_administrator_sees_the_organisations_and_one_with_its_identity_count(
-    admin: AdminSetup,
+    admin_on_each_database: AdminSetup,
 ) -> None:
+    """On SQLite and on PostgreSQL: the count is SQL."""
+    admin = admin_on_each_database
     await _system(admin, OWN, "counted.one")
     await _system(admin, OWN, "counted.two")
     async with http.client(admin.service) as session:
@@ -146,8 +149,10 @@ async def test_editing_needs_the_order_scope_and_another_organisations_identity_
 
 
 async def test_certificates_filter_by_status_type_and_expiry(
-    admin: AdminSetup, keys: KeyPool
+    admin_on_each_database: AdminSetup, keys: KeyPool
 ) -> None:
+    """On SQLite and on PostgreSQL: the filters are SQL."""
+    admin = admin_on_each_database
     certificate = await issue(admin.service, keys)
     serial = format(certificate.serial_number, "040x")
     left = (certificate.not_valid_after_utc - admin.service.clock.now()).days
@@ -193,7 +198,11 @@ async def test_the_overview_shows_counts_expiring_certificates_and_recent_events
 # -- the audit trail --------------------------------------------------------------------------
 
 
-async def test_the_audit_trail_filters_by_outcome_and_organisation(admin: AdminSetup) -> None:
+async def test_the_audit_trail_filters_by_outcome_and_organisation(
+    admin_on_each_database: AdminSetup,
+) -> None:
+    """On SQLite and on PostgreSQL: the filters are SQL."""
+    admin = admin_on_each_database
     own = await _system(admin, OWN, "audited.own")
     elsewhere = await _system(admin, OTHER, "audited.elsewhere")
     async with http.client(admin.service) as session:
