@@ -27,12 +27,19 @@ class AuditTrail:
         limit: int = 100,
         offset: int = 0,
         newest_first: bool = False,
+        outcome: str | None = None,
+        cvr: str | None = None,
     ) -> list[AuditEvent]:
         """One page of events, oldest first (or newest first: what a console shows);
-        `action` keeps only that kind."""
+        `action` and `outcome` keep only that kind, `cvr` those about its identities."""
         async with self._store.read() as tx:
             return await tx.list_audit(
-                action=action, limit=limit, offset=offset, newest_first=newest_first
+                action=action,
+                limit=limit,
+                offset=offset,
+                newest_first=newest_first,
+                outcome=outcome,
+                cvr=cvr,
             )
 
     async def chain(self, *, after: int = 0) -> AsyncIterator[ChainedEvent]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import ssl
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from est_ca.admin.access import PrincipalKind, Scope
@@ -40,6 +42,18 @@ async def test_no_credentials_is_401_with_a_bearer_challenge(admin: AdminSetup) 
     assert reply.headers["Content-Type"].startswith("application/problem+json")
     assert reply.body["status"] == 401
     assert ("admin.login_failed", "no credentials") in await audit_actions(admin)
+
+
+async def test_a_browsers_own_favicon_request_is_404_and_no_failed_sign_in(
+    admin: AdminSetup,
+) -> None:
+    context = ssl.create_default_context(cafile=str(admin.service.settings.tls.cert_file))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as client:
+        for path in ("/favicon.ico", "/apple-touch-icon.png", "/favicon.ico"):
+            async with client.get(admin.server.admin_url + path) as response:
+                assert response.status == 404
+    await admin.service.guard.flush(everything=True)
+    assert [a for a in await audit_actions(admin) if a[0] == "admin.login_failed"] == []
 
 
 async def test_a_wrong_token_is_401_and_audited_without_the_token(admin: AdminSetup) -> None:

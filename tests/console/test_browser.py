@@ -301,8 +301,21 @@ def test_every_page_passes_axe_without_serious_violations(
     certificate = enroll_with_curl(console, reference, code, keys.rsa(1).path, tmp_path)
     page.goto(console.url + "identities?q=axe")
     check("identities")
-    page.goto(console.url + "certificates")
+    page.goto(console.url + "certificates?status=good&type=system&expiring=3650")
     check("certificates")
+    page.goto(console.url + "organisations")
+    check("organisations")
+    page.goto(console.url + "organisations/34051178")
+    check("organisation")
+    page.goto(console.url + "identities?q=axe.console")
+    page.get_by_role("link", name="axe.console").click()
+    page.get_by_role("link", name="Edit").click()
+    check("edit identity")
+    page.get_by_label("Email").fill("not-an-address")
+    page.locator("form.card").evaluate("form => form.noValidate = true")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#email-error")).to_be_visible()
+    check("edit identity with an error")
     serial = format(certificate.serial_number, "040x")
     page.goto(f"{console.url}certificates/{serial}")
     check("certificate")
@@ -382,12 +395,75 @@ def test_pages_fit_a_phone_screen_without_sideways_scrolling(
     try:
         page = phone.new_page()
         sign_in(page, console, console.token("console-phone", "admin"))
-        for path in ("", "identities", "identities/new", "certificates", "tokens", "import"):
+        edit = _identity_url(console, "phone.console") + "/edit"
+        for path in (
+            "",
+            "identities",
+            "identities/new",
+            edit,
+            "certificates",
+            "organisations",
+            "organisations/34051178",
+            "audit",
+            "tokens",
+            "import",
+        ):
             page.goto(console.url + path)
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= 360, f"/console/{path} is {width} px wide on a 360 px screen"
     finally:
         phone.close()
+
+
+def _identity_url(console: Console, name: str) -> str:
+    """A new system identity's page, below the console's URL."""
+    made = console.call(
+        console.service.registry.create_identity(
+            ADMIN,
+            type=IdentityType.SYSTEM,
+            organisation_name=None,
+            cvr="34051178",
+            display_name=name,
+        )
+    )
+    return f"identities/{made.id}"
+
+
+def test_an_identity_is_edited_with_a_bad_email_shown_by_its_field(
+    console: Console, page: Page, screenshots: Path
+) -> None:
+    url = console.url + _identity_url(console, "edit.console")
+    sign_in(page, console, console.token("console-edit", "read,order"))
+    page.goto(url)
+    page.get_by_role("link", name="Edit").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Edit identity")
+    page.get_by_label("Display name").fill("edited.console")
+    page.get_by_label("Email").fill("not-an-address")
+    # The browser's own check would stop it; the server's is what counts.
+    page.locator("form.card").evaluate("form => form.noValidate = true")
+    page.get_by_role("button", name="Save").click()
+    email = page.get_by_label("Email")
+    expect(email).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#email-error")).to_contain_text("email must be an address")
+    expect(page.get_by_label("Display name")).to_have_value("edited.console")
+    page.screenshot(path=screenshots / "console-identity-edit.png", full_page=True)
+    email.fill("ops@example.dk")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("edited.console")
+    expect(page.locator("#identity-email")).to_have_text("ops@example.dk")
+
+
+def test_the_organisations_page_lists_them_and_counts_an_organisations_identities(
+    console: Console, page: Page, screenshots: Path
+) -> None:
+    sign_in(page, console, console.token("console-organisations", "admin"))
+    page.get_by_role("navigation").get_by_role("link", name="Organisations").click()
+    expect(page.get_by_role("link", name="Digitaliseringsstyrelsen")).to_be_visible()
+    page.screenshot(path=screenshots / "console-organisations.png", full_page=True)
+    page.get_by_role("link", name="Digitaliseringsstyrelsen").click()
+    expect(page.locator("#identity-count")).to_have_text(re.compile(r"^[0-9]+$"))
+    page.get_by_role("link", name="Its identities").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Identities · 34051178")
 
 
 def test_the_audit_trail_shows_the_newest_events_and_verifies_the_chain(

@@ -67,6 +67,9 @@ IMPORT_MAX_BYTES = web.AppKey("import_max_bytes", int)
 READINESS: web.AppKey[Callable[[], Mapping[str, bool]]] = web.AppKey("readiness")
 PRINCIPAL = web.RequestKey("principal", Principal)
 PUBLIC = frozenset({f"{PREFIX}/health", f"{PREFIX}/ready", f"{PREFIX}/openapi.json"})
+# What browsers ask for on their own, without credentials: 404, not a failed sign-in counted
+# against the address (a console user's browser would lock its own address out).
+PUBLIC |= {"/favicon.ico", "/apple-touch-icon.png", "/apple-touch-icon-precomposed.png"}
 
 
 # -- errors -----------------------------------------------------------------------------------

@@ -123,6 +123,12 @@ class Administration:
             cvr=principal.cvr, status=status, limit=limit, offset=offset
         )
 
+    async def identity_count(self, principal: Principal, cvr: str) -> int:
+        """How many identities the organisation has; as `organisation`, another's is 404."""
+        organisation = await self.organisation(principal, cvr)
+        async with self._store.read() as tx:
+            return await tx.count_identities(organisation.cvr)
+
     # -- identities -------------------------------------------------------------------------
 
     async def create_identity(
@@ -320,6 +326,7 @@ class Administration:
         limit: int,
         offset: int,
         expiring_within: dt.timedelta | None = None,
+        identity_type: IdentityType | None = None,
     ) -> list[CertificateRecord]:
         principal.require(Scope.READ)
         if identity_id is not None:
@@ -333,6 +340,7 @@ class Administration:
             expiring_within=expiring_within,
             limit=limit,
             offset=offset,
+            identity_type=identity_type,
         )
 
     async def certificate(

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from est_ca.admin.access import ApiToken, Principal, Scope
 from est_ca.admin.service import Administration
 from est_ca.admin.tokens import Tokens
-from est_ca.audit import AuditEvent
+from est_ca.audit import AuditEvent, Outcome
 from est_ca.audit_trail import AuditTrail
 from est_ca.ca.certificates import CertificateRecord, CertificateStatus, KeyId, Serial
 from est_ca.clock import Clock
@@ -52,12 +52,14 @@ from est_ca.errors import (
 from est_ca.keyfiles import load_key
 from est_ca.registration import codes
 from est_ca.registration.codes import SecretHasher
-from est_ca.registration.identities import Identity, IdentityType
+from est_ca.registration.identities import Identity, IdentityType, check_cvr
 from est_ca.registration.importing import ImportFormat, ImportRejected
 from est_ca.registration.orders import OrderState
+from est_ca.registration.organisations import OrganisationStatus
 from est_ca.registration.registry import Registry
 from est_ca.revocation.reasons import RevocationReason
 from est_ca.service import Service
+from est_ca.store.store import Store
 from est_ca.web.errors import status_for
 from est_ca.web.inputs import peer_certificate
 
@@ -99,10 +101,12 @@ class Console:
     registry: Registry
     audit: AuditTrail
     sessions: Sessions
+    # For one read per request: is the session's token still usable?
+    store: Store
     clock: Clock
     certificate_scopes: frozenset[Scope]
     import_max_bytes: int
-    # Keys the sign-in forms' CSRF token (a fresh one per process: those forms live minutes).
+    # Keys the sign-in forms' CSRF token (derived from hmac.key: alike on every instance).
     form_key: bytes
     templates: jinja2.Environment
     static: Mapping[str, tuple[bytes, str]]
@@ -150,7 +154,8 @@ def mount(app: web.Application, service: Service) -> None:
     registry = service.registry
     clock = service.clock
     # Session ids are kept as HMACs under the key that keeps codes and tokens (own label).
-    sessions = Sessions(SecretHasher(load_key(service.files.hmac_key)), clock)
+    key = load_key(service.files.hmac_key)
+    sessions = Sessions(service.store, SecretHasher(key), clock)
     certificate_scopes = Scope.parse_many(
         ",".join(service.settings.admin.client_certificate_scopes)
     )
@@ -164,10 +169,12 @@ def mount(app: web.Application, service: Service) -> None:
         registry=registry,
         audit=service.audit,
         sessions=sessions,
+        store=service.store,
         clock=clock,
         certificate_scopes=certificate_scopes,
         import_max_bytes=service.settings.admin.import_max_bytes,
-        form_key=secrets.token_bytes(32),
+        # Every instance's alike: a sign-in form from one may be posted to another.
+        form_key=hmac.new(key, b"est-ca console sign-in form", hashlib.sha256).digest(),
         templates=jinja2.Environment(
             loader=jinja2.FileSystemLoader(_HERE / "templates"),
             autoescape=True,
@@ -199,7 +206,7 @@ async def guard(
     console = request.app[CONSOLE]
     context = request[CONTEXT] = Context(
         negotiate(request.cookies.get(LANGUAGE_COOKIE), request.headers.get("Accept-Language")),
-        _session(request, console),
+        await _session(request, console),
     )
     try:
         response = await _guarded(request, handler, console, context)
@@ -248,14 +255,22 @@ async def _guarded(
     return await handler(request)
 
 
-def _session(request: web.Request, console: Console) -> Session | None:
-    session = console.sessions.find(request.cookies.get(SESSION_COOKIE))
+async def _session(request: web.Request, console: Console) -> Session | None:
+    session = await console.sessions.find(request.cookies.get(SESSION_COOKIE))
     if session is not None and session.certificate_sha256 is not None:
         # A certificate's session is good only on a connection presenting that certificate.
         der = peer_certificate(request)
         if der is None or not hmac.compare_digest(
             hashlib.sha256(der).hexdigest(), session.certificate_sha256
         ):
+            return None
+    if session is not None and session.token_id is not None:
+        # A token revoked (by the CLI, the API, another instance) or expired ends its sessions
+        # at once: one read of its row per request.
+        async with console.store.read() as tx:
+            found = await tx.get_api_token(session.token_id)
+        if found is None or not found[0].usable_at(console.clock.now()):
+            await console.sessions.end(session.id)
             return None
     return session
 
@@ -345,7 +360,9 @@ async def sign_in(request: web.Request) -> web.Response:
         principal = await console.tokens.authenticate(token, request.remote)
     except Unauthenticated:
         return await sign_in_page(request, error="bad_token", status=401)
-    return _signed_in(request, console.sessions.open(principal))
+    # The token authenticated, so it is `estca_<id hex>_<secret>`: its id, for the checks.
+    token_id = uuid.UUID(token.strip().split("_")[1])
+    return await _signed_in(request, await console.sessions.open(principal, token_id=token_id))
 
 
 async def sign_in_with_certificate(request: web.Request) -> web.Response:
@@ -357,12 +374,14 @@ async def sign_in_with_certificate(request: web.Request) -> web.Response:
         der, scopes=console.certificate_scopes, source=request.remote
     )
     sha256 = hashlib.sha256(der).hexdigest()
-    return _signed_in(request, console.sessions.open(principal, certificate_sha256=sha256))
+    return await _signed_in(
+        request, await console.sessions.open(principal, certificate_sha256=sha256)
+    )
 
 
-def _signed_in(request: web.Request, cookie: str) -> web.Response:
+async def _signed_in(request: web.Request, cookie: str) -> web.Response:
     """A new session (never one the browser brought along) replaces any earlier one."""
-    request.app[CONSOLE].sessions.close(request.cookies.get(SESSION_COOKIE))
+    await request.app[CONSOLE].sessions.close(request.cookies.get(SESSION_COOKIE))
     response = _redirect(COOKIE_PATH)
     _cookie(response, SESSION_COOKIE, cookie, None)  # a session cookie: gone with the browser
     response.del_cookie(SIGN_IN_COOKIE, path=COOKIE_PATH)
@@ -370,7 +389,7 @@ def _signed_in(request: web.Request, cookie: str) -> web.Response:
 
 
 async def sign_out(request: web.Request) -> web.Response:
-    request.app[CONSOLE].sessions.close(request.cookies.get(SESSION_COOKIE))
+    await request.app[CONSOLE].sessions.close(request.cookies.get(SESSION_COOKIE))
     response = _redirect(f"{PREFIX}/sign-in?signed_out")
     response.del_cookie(SESSION_COOKIE, path=COOKIE_PATH)
     return response
@@ -422,10 +441,19 @@ async def overview(request: web.Request) -> web.Response:
     pending = await administration.orders(
         me, identity_id=None, state=OrderState.PENDING, limit=PAGE, offset=0
     )
-    expiring = sorted(
-        (r for r in valid if r.not_after is not None and r.not_after <= now + EXPIRING_WITHIN),
-        key=lambda r: r.not_after or now,
+    # The store's renewal window (issued, still valid, notAfter within 30 days), not a filter
+    # over the first page of valid ones, which may not hold them all.
+    window = await administration.certificates(
+        me,
+        identity_id=None,
+        status=None,
+        expires_after=None,
+        expires_before=None,
+        expiring_within=EXPIRING_WITHIN,
+        limit=PAGE,
+        offset=0,
     )
+    expiring = sorted(window, key=lambda r: r.not_after or now)
     return _render(
         request,
         "overview.html",
@@ -454,12 +482,13 @@ async def identities(request: web.Request) -> web.Response:
     console = request.app[CONSOLE]
     me = _me(request)
     query = request.query.get("q", "").strip()[:200]
+    cvr = _cvr_query(request)
     folded = query.casefold()
     found: list[Identity] = []
     offset = 0
     while offset < (SEARCH_SCAN if query else PAGE) and len(found) < PAGE:
         batch = await console.administration.identities(
-            me, type=None, cvr=None, status=None, limit=PAGE, offset=offset
+            me, type=None, cvr=cvr, status=None, limit=PAGE, offset=offset
         )
         found += [
             i
@@ -469,7 +498,12 @@ async def identities(request: web.Request) -> web.Response:
         if len(batch) < PAGE:
             break
         offset += PAGE
-    return _render(request, "identities.html", identities=found[:PAGE], query=query)
+    return _render(request, "identities.html", identities=found[:PAGE], query=query, cvr=cvr or "")
+
+
+def _cvr_query(request: web.Request) -> str | None:
+    text = request.query.get("cvr", "").strip()
+    return check_cvr(text[:20]) if text else None
 
 
 _IDENTITY_FORM = ("type", "cvr", "given_name", "surname", "display_name", "email")
@@ -561,7 +595,7 @@ async def place_order(request: web.Request) -> web.Response:
     placed = await console.administration.place_order(
         session.principal, _identity_id(request), profile=profile
     )
-    console.sessions.keep_handout(session, placed.order.reference, placed.one_time_code)
+    await console.sessions.keep_handout(session, placed.order.reference, placed.one_time_code)
     return _redirect(f"{PREFIX}/orders/{quote(placed.order.reference)}")
 
 
@@ -578,7 +612,7 @@ async def order(request: web.Request) -> web.Response:
         order=found,
         state=console.registry.order_state(found).value,
         identity=owner,
-        code=console.sessions.take_handout(session, found.reference),
+        code=await console.sessions.take_handout(session, found.reference),
     )
 
 
@@ -617,6 +651,46 @@ async def order_action(request: web.Request) -> web.Response:
     return _redirect(f"{PREFIX}/orders/{quote(changed.reference)}")
 
 
+_EDITABLE = ("display_name", "given_name", "surname", "email")
+
+
+async def edit_identity_page(request: web.Request) -> web.Response:
+    """The fields the API's PATCH changes; the organisation's name is the organisation's."""
+    console = request.app[CONSOLE]
+    me = _me(request)
+    me.require(Scope.ORDER)
+    found = await console.administration.identity(me, _identity_id(request))
+    values = {name: getattr(found, name) or "" for name in _EDITABLE}
+    return _render(request, "identity_edit.html", identity=found, values=values, errors={})
+
+
+async def edit_identity(request: web.Request) -> web.Response:
+    """Only the fields changed are sent: the domain validates them and audits the change as
+    for the API (`identity.updated`); a refusal is shown next to its field and audited."""
+    console = request.app[CONSOLE]
+    me = _me(request)
+    current = await console.administration.identity(me, _identity_id(request))
+    form = await request.post()
+    values = {name: str(form.get(name, "")).strip()[:300] for name in _EDITABLE}
+    changed = {
+        name: value for name, value in values.items() if value != (getattr(current, name) or "")
+    }
+    try:
+        await console.administration.update_identity(me, current.id, **changed)
+    except BadRequest as error:
+        await console.administration.refused(me, f"{request.method} {request.path[:200]}", error)
+        field = error.field if error.field in _EDITABLE else ""
+        return _render(
+            request,
+            "identity_edit.html",
+            status=400,
+            identity=current,
+            values=values,
+            errors={field: error.detail},
+        )
+    return _redirect(f"{PREFIX}/identities/{current.id}")
+
+
 def _reference(request: web.Request) -> str:
     """An order reference as a person may type it; nothing a database could choke on."""
     text = request.match_info["reference"]
@@ -644,19 +718,38 @@ def _when(moment: dt.datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "-"
 
 
+# What a person filters by: good and expired are issued certificates judged by notAfter now.
+_STATUS_FILTERS = ("good", "expired", "revoked", "issued", "reserved", "abandoned")
+
+
 async def certificates(request: web.Request) -> web.Response:
+    """Filtered by status, by the type of identity and by expiry within N days, all through
+    the API's query (`Administration.certificates`), so confinement is the API's."""
     console = request.app[CONSOLE]
-    text = request.query.get("status") or None
+    now = console.clock.now()
+    text = request.query.get("status", "")
+    kind = request.query.get("type", "")
+    days = request.query.get("expiring", "").strip()
+    if text and text not in _STATUS_FILTERS:
+        raise BadRequest("status must be one of " + ", ".join(_STATUS_FILTERS), field="status")
     try:
-        status = CertificateStatus(text) if text else None
+        identity_type = IdentityType(kind) if kind else None
     except ValueError as exc:
-        raise BadRequest("status must be issued, revoked, reserved or abandoned") from exc
+        raise BadRequest("type must be user, organisation or system", field="type") from exc
+    if days and not (days.isdigit() and 1 <= int(days) <= 3650):
+        raise BadRequest("expiring is a number of days, 1 to 3650", field="expiring")
+    if text in ("good", "expired"):
+        status: CertificateStatus | None = CertificateStatus.ISSUED
+    else:
+        status = CertificateStatus(text) if text else None
     records = await console.administration.certificates(
         _me(request),
         identity_id=None,
         status=status,
-        expires_after=None,
-        expires_before=None,
+        expires_after=now if text == "good" else None,
+        expires_before=now if text == "expired" else None,
+        expiring_within=dt.timedelta(days=int(days)) if days else None,
+        identity_type=identity_type,
         limit=PAGE,
         offset=0,
     )
@@ -664,8 +757,11 @@ async def certificates(request: web.Request) -> web.Response:
         request,
         "certificates.html",
         certificates=[_row(r) for r in records],
-        selected=text or "",
-        statuses=[s.value for s in CertificateStatus],
+        selected=text,
+        statuses=_STATUS_FILTERS,
+        kind=kind,
+        types=[t.value for t in IdentityType],
+        expiring=days,
     )
 
 
@@ -790,7 +886,7 @@ async def import_file(request: web.Request) -> web.Response:
         await console.administration.refused(session.principal, operation, rejected)
         return _render(request, "import.html", status=400, errors=rejected.errors, error="")
     handout = secrets.token_hex(8)
-    console.sessions.keep_handout(
+    await console.sessions.keep_handout(
         session,
         f"import:{handout}",
         json.dumps(
@@ -807,7 +903,7 @@ async def import_file(request: web.Request) -> web.Response:
 async def import_result(request: web.Request) -> web.Response:
     session = request[CONTEXT].session
     assert session is not None
-    kept = request.app[CONSOLE].sessions.take_handout(
+    kept = await request.app[CONSOLE].sessions.take_handout(
         session, f"import:{request.match_info['handout'][:32]}"
     )
     result = json.loads(kept) if kept else None
@@ -845,9 +941,69 @@ async def audit(request: web.Request) -> web.Response:
     action = request.query.get("action", "").strip()
     if action and not _ACTION.fullmatch(action):
         raise BadRequest("an action is like certificate.issued", field="action")
-    events = await console.audit.events(action=action or None, limit=AUDIT_PAGE, newest_first=True)
+    outcome = request.query.get("outcome", "")
+    if outcome and outcome not in {o.value for o in Outcome}:
+        raise BadRequest("outcome is success, refused or failed", field="outcome")
+    cvr = _cvr_query(request)
+    events = await console.audit.events(
+        action=action or None,
+        outcome=outcome or None,
+        cvr=cvr,
+        limit=AUDIT_PAGE,
+        newest_first=True,
+    )
     report = await console.audit.verify() if "verify" in request.query else None
-    return _render(request, "audit.html", events=_audit_rows(events), action=action, report=report)
+    return _render(
+        request,
+        "audit.html",
+        events=_audit_rows(events),
+        action=action,
+        outcome=outcome,
+        outcomes=[o.value for o in Outcome],
+        cvr=cvr or "",
+        report=report,
+    )
+
+
+# -- organisations ----------------------------------------------------------------------------
+
+
+def _organisation_reader(request: web.Request) -> Principal:
+    """The register of organisations is the CA's own administrators' to read: a confined
+    administrator finds no such page (404), as it finds no other organisation in the API."""
+    me = _me(request)
+    if me.cvr is not None:
+        raise NotFound("no such page")
+    me.require(Scope.READ)
+    return me
+
+
+async def organisations(request: web.Request) -> web.Response:
+    me = _organisation_reader(request)
+    text = request.query.get("status", "")
+    try:
+        status = OrganisationStatus(text) if text else None
+    except ValueError as exc:
+        raise BadRequest("status is active or disabled", field="status") from exc
+    listed = await request.app[CONSOLE].administration.organisations(
+        me, status=status, limit=PAGE, offset=0
+    )
+    return _render(
+        request,
+        "organisations.html",
+        organisations=listed,
+        selected=text,
+        statuses=[s.value for s in OrganisationStatus],
+    )
+
+
+async def organisation(request: web.Request) -> web.Response:
+    me = _organisation_reader(request)
+    administration = request.app[CONSOLE].administration
+    cvr = request.match_info["cvr"][:20]
+    found = await administration.organisation(me, cvr)
+    count = await administration.identity_count(me, found.cvr)
+    return _render(request, "organisation.html", organisation=found, identity_count=count)
 
 
 # -- tokens -----------------------------------------------------------------------------------
@@ -917,7 +1073,7 @@ async def create_token(request: web.Request) -> web.Response:
             error=error.detail,
             values=values,
         )
-    console.sessions.keep_handout(session, f"token:{token.name}", secret)
+    await console.sessions.keep_handout(session, f"token:{token.name}", secret)
     return _redirect(f"{PREFIX}/tokens/{quote(token.name)}")
 
 
@@ -935,7 +1091,7 @@ async def token(request: web.Request) -> web.Response:
     session = request[CONTEXT].session
     assert session is not None
     found = await _named_token(request)
-    secret = request.app[CONSOLE].sessions.take_handout(session, f"token:{found.name}")
+    secret = await request.app[CONSOLE].sessions.take_handout(session, f"token:{found.name}")
     return _render(request, "token.html", token=_token_row(found), secret=secret)
 
 
@@ -950,7 +1106,7 @@ async def revoke_token(request: web.Request) -> web.Response:
     me = _token_manager(request)
     found = await _named_token(request)
     await console.tokens.revoke(me.actor, found.name)
-    console.sessions.revoke(found.name)
+    await console.sessions.revoke(found.name)
     return _redirect(f"{PREFIX}/tokens")
 
 
@@ -968,6 +1124,8 @@ def _add_routes(app: web.Application) -> None:
     routes.add_post("/identities", create_identity)
     routes.add_get("/identities/{identity_id}", identity)
     routes.add_post("/identities/{identity_id}/orders", place_order)
+    routes.add_get("/identities/{identity_id}/edit", edit_identity_page)
+    routes.add_post("/identities/{identity_id}/edit", edit_identity)
     routes.add_get("/identities/{identity_id}/disable", disable_page)
     routes.add_post("/identities/{identity_id}/disable", disable)
     routes.add_get("/orders/{reference}", order)
@@ -981,6 +1139,8 @@ def _add_routes(app: web.Application) -> None:
     routes.add_post("/import", import_file)
     routes.add_get("/import/{handout}", import_result)
     routes.add_get("/audit", audit)
+    routes.add_get("/organisations", organisations)
+    routes.add_get("/organisations/{cvr}", organisation)
     routes.add_get("/tokens", tokens)
     routes.add_post("/tokens", create_token)
     routes.add_get("/tokens/{name}", token)

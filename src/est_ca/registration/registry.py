@@ -828,6 +828,7 @@ class Registry:
         expiring_within: dt.timedelta | None = None,
         limit: int = 100,
         offset: int = 0,
+        identity_type: IdentityType | None = None,
     ) -> list[CertificateRecord]:
         """`expiring_within`: the renewal window an operator asks about, judged now: issued
         (unless `status` says otherwise) and still valid, with notAfter within it; the explicit
@@ -847,6 +848,7 @@ class Registry:
                 expires_before=expires_before,
                 limit=limit,
                 offset=offset,
+                identity_type=identity_type,
             )
 
     async def get_certificate(

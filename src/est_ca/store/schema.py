@@ -320,3 +320,26 @@ class ApiTokenRow(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class ConsoleSessionRow(Base):
+    """Web console sessions (console/sessions.py), so that a restart signs no one out and the
+    instances behind one name share them. Only the HMAC of the cookie's secret is kept; the
+    CSRF token and the key of the one-time codes shown on the next page derive from the
+    secret, so this table alone opens no session and shows no code."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(100))
+    principal_kind: Mapped[str] = mapped_column(String(32))
+    principal_name: Mapped[str] = mapped_column(String(200))
+    scopes: Mapped[str] = mapped_column(String(100))
+    cvr: Mapped[str | None] = mapped_column(String(8))
+    source: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    last_seen: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    certificate_sha256: Mapped[str | None] = mapped_column(String(64))
+    token_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # JSON: reference -> one-time code sealed (AES-GCM) under the key the cookie's secret gives.
+    handouts: Mapped[str] = mapped_column(Text)

@@ -25,7 +25,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, cast
@@ -94,6 +94,7 @@ from est_ca.store.schema import (
     AuditChainRow,
     AuditEventRow,
     CertificateRow,
+    ConsoleSessionRow,
     EnrollmentRequestRow,
     IdentityRow,
     OcspResponderRow,
@@ -132,6 +133,7 @@ AUDIT_CHAIN = cast(Table, AuditChainRow.__table__)
 API_TOKENS = cast(Table, ApiTokenRow.__table__)
 SUBSCRIBER_KEYS = cast(Table, SubscriberKeyRow.__table__)
 SOURCE_FAILURES = cast(Table, SourceFailureRow.__table__)
+CONSOLE_SESSIONS = cast(Table, ConsoleSessionRow.__table__)
 # Certificates that exist for someone: a reservation may still become one; abandoned never will.
 _CERTIFYING = (
     str(CertificateStatus.RESERVED),
@@ -755,6 +757,15 @@ class StoreTx:
             query = query.where(_order_in_state(state, now))
         return [_order(row) for row in await self._conn.execute(query)]
 
+    async def count_identities(self, cvr: str) -> int:
+        """How many identities an organisation has (of any status but staged)."""
+        number = await self._conn.scalar(
+            select(func.count())
+            .select_from(IDENTITIES)
+            .where(IDENTITIES.c.cvr == cvr, IDENTITIES.c.status != str(IdentityStatus.STAGED))
+        )
+        return int(number or 0)
+
     async def count_records(self, now: dt.datetime) -> dict[str, dict[str, int]]:
         """How many organisations, identities, certificates per status and orders per state."""
         counts: dict[str, dict[str, int]] = {}
@@ -1164,6 +1175,7 @@ class StoreTx:
         expires_before: dt.datetime | None = None,
         limit: int = 100,
         offset: int = 0,
+        identity_type: IdentityType | None = None,
     ) -> list[CertificateRecord]:
         query = _page(
             CERTIFICATES,
@@ -1178,6 +1190,12 @@ class StoreTx:
             query = query.where(CERTIFICATES.c.not_after > expires_after)
         if expires_before is not None:
             query = query.where(CERTIFICATES.c.not_after <= expires_before)
+        if identity_type is not None:
+            query = query.where(
+                CERTIFICATES.c.identity_id.in_(
+                    select(IDENTITIES.c.id).where(IDENTITIES.c.type == str(identity_type))
+                )
+            )
         return [_certificate(row) for row in await self._conn.execute(query)]
 
     async def live_certificates_with_key(self, public_key_sha256: str) -> list[CertificateRecord]:
@@ -1691,6 +1709,50 @@ class StoreTx:
             update(API_TOKENS).where(API_TOKENS.c.id == token_id).values(last_used_at=now)
         )
 
+    # -- web console sessions (console/sessions.py reads and writes the rows) -----------------
+
+    async def insert_console_session(self, values: Mapping[str, Any]) -> None:
+        await self._conn.execute(CONSOLE_SESSIONS.insert().values(**values))
+
+    async def get_console_session(
+        self, session_id: str, *, for_update: bool = False
+    ) -> dict[str, Any] | None:
+        query = select(CONSOLE_SESSIONS).where(CONSOLE_SESSIONS.c.id == session_id)
+        row = (await self._conn.execute(query.with_for_update() if for_update else query)).first()
+        return dict(row._mapping) if row is not None else None
+
+    async def update_console_session(self, session_id: str, **values: Any) -> None:
+        await self._conn.execute(
+            update(CONSOLE_SESSIONS).where(CONSOLE_SESSIONS.c.id == session_id).values(**values)
+        )
+
+    async def delete_console_sessions(
+        self,
+        *,
+        session_id: str | None = None,
+        principal: tuple[str, str] | None = None,
+        idle_since: dt.datetime | None = None,
+        created_before: dt.datetime | None = None,
+    ) -> int:
+        """Delete the session `session_id`, or a principal's (kind, name), or those unused
+        since `idle_since` or created before `created_before`; how many."""
+        conditions = []
+        if session_id is not None:
+            conditions.append(CONSOLE_SESSIONS.c.id == session_id)
+        if principal is not None:
+            conditions.append(
+                (CONSOLE_SESSIONS.c.principal_kind == principal[0])
+                & (CONSOLE_SESSIONS.c.principal_name == principal[1])
+            )
+        if idle_since is not None:
+            conditions.append(CONSOLE_SESSIONS.c.last_seen < idle_since)
+        if created_before is not None:
+            conditions.append(CONSOLE_SESSIONS.c.created_at < created_before)
+        if not conditions:
+            return 0
+        result = await self._conn.execute(CONSOLE_SESSIONS.delete().where(or_(*conditions)))
+        return int(result.rowcount or 0)
+
     # -- audit ------------------------------------------------------------------------------
 
     async def append_audit(self, audit_event: AuditEvent) -> None:
@@ -1780,9 +1842,14 @@ class StoreTx:
         limit: int = 100,
         offset: int = 0,
         newest_first: bool = False,
+        outcome: str | None = None,
+        cvr: str | None = None,
     ) -> list[AuditEvent]:
+        """`cvr`: events about that organisation's identities (by the events' identity_id)."""
         order = AUDIT_EVENTS.c.id.desc() if newest_first else AUDIT_EVENTS.c.id
-        query = _page(AUDIT_EVENTS, (order,), limit, offset, action=action)
+        query = _page(
+            AUDIT_EVENTS, (order,), limit, offset, of_cvr=cvr, action=action, outcome=outcome
+        )
         return [_audit_event(row) for row in await self._conn.execute(query)]
 
 
