@@ -40,6 +40,7 @@ from est_ca.errors import (
     BadRequest,
     EstCaError,
     NotEntitled,
+    NotFound,
     Unauthenticated,
     UnsupportedMediaType,
 )
@@ -489,18 +490,25 @@ def _identity_id(request: web.Request) -> uuid.UUID:
 
 async def read_identity(request: web.Request) -> web.Response:
     identity = await request.app[ADMINISTRATION].identity(_me(request), _identity_id(request))
-    grant = await request.app[IDM].grant_of(_me(request), identity.id)
-    return web.json_response(identity_view(identity) | {"administration": _grant_view(grant)})
+    return web.json_response(identity_view(identity))
 
 
-def _grant_view(grant: AdministrationGrant | None) -> dict[str, Any] | None:
-    if grant is None:
-        return None
+def _grant_view(grant: AdministrationGrant) -> dict[str, Any]:
     return {
+        "identity_id": str(grant.identity_id),
         "scopes": sorted(grant.scopes),
         "granted_by": grant.granted_by,
         "granted_at": grant.granted_at.isoformat(),
     }
+
+
+async def read_administration(request: web.Request) -> web.Response:
+    """The identity's administration right; 404 when it has none."""
+    identity_id = _identity_id(request)
+    grant = await request.app[IDM].grant_of(_me(request), identity_id)
+    if grant is None:
+        raise NotFound(f"the identity {identity_id} has no administration right")
+    return web.json_response(_grant_view(grant))
 
 
 async def grant_administration(request: web.Request) -> web.Response:
@@ -810,6 +818,7 @@ def add_routes(app: web.Application) -> None:
     routes.add_get(f"{PREFIX}/identities/{{identity_id}}", read_identity)
     routes.add_patch(f"{PREFIX}/identities/{{identity_id}}", update_identity)
     routes.add_post(f"{PREFIX}/identities/{{identity_id}}/disable", disable_identity)
+    routes.add_get(f"{PREFIX}/identities/{{identity_id}}/administration", read_administration)
     routes.add_put(f"{PREFIX}/identities/{{identity_id}}/administration", grant_administration)
     routes.add_delete(
         f"{PREFIX}/identities/{{identity_id}}/administration", withdraw_administration
