@@ -68,7 +68,9 @@ async def _enrolled(
         placed.order.reference, placed.one_time_code, csr_der(make_csr(key)), source="test"
     )
     files = AdminCa(
-        admin.service.settings.tls.cert_file, tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+        Path(admin.service.settings.tls.cert_file),
+        tmp_path / f"{name}.pem",
+        tmp_path / f"{name}.key",
     )
     files.cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     files.key_file.write_bytes(
@@ -78,7 +80,7 @@ async def _enrolled(
             serialization.NoEncryption(),
         )
     )
-    api = AdminApi(admin.server.admin_url, admin.service.settings.tls.cert_file, files)
+    api = AdminApi(admin.server.admin_url, files.ca_file, files)
     return Enrolled(identity, format(certificate.serial_number, "x"), files, api)
 
 
