@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from est_ca.clock import SettableClock
 from est_ca.errors import NotEntitled
 from est_ca.registration.identities import Identity, IdentityType
 from tests.admin.conftest import AdminApi, AdminCa, AdminSetup, Reply
-from tests.helpers import ADMIN, KeyPool, csr_der, make_csr
+from tests.helpers import ADMIN, KeyPool, csr_der, make_csr, require_tool, run
 
 OWN = "34051178"  # the IdM's organisation
 OTHER = "96908409"
@@ -375,3 +376,44 @@ async def test_a_system_certificate_never_authenticates_as_an_administrator(
             scopes=frozenset({Scope.ADMIN}),
             source="test",
         )
+
+
+SCRIPT = Path(__file__).resolve().parents[2] / "tools" / "idm-example.sh"
+
+
+async def test_the_example_idm_script_logs_in_and_administers_with_curl(
+    admin: AdminSetup, idm: Enrolled, tmp_path: Path
+) -> None:
+    """tools/idm-example.sh, run for real (curl, jq); EST_CA_SESSIONS=docs/sessions keeps the
+    session it prints as docs/sessions/idm-login-session.txt."""
+    require_tool("curl")
+    require_tool("jq")
+    ran = await run(
+        "env",
+        f"EST_CA_ADMIN={admin.server.admin_url}",
+        f"EST_CA_TRUST={idm.files.ca_file}",
+        f"IDM_CERT={idm.files.cert_file}",
+        f"IDM_KEY={idm.files.key_file}",
+        f"IDM_CVR={OWN}",
+        "IDM_EMAIL=jens.hansen@example.dk",
+        "bash",
+        SCRIPT,
+    )
+    session = ran.stdout.decode()
+    assert ran.returncode == 0, session + ran.stderr.decode()
+    assert session.count("HTTP 201") == 3
+    assert session.count("HTTP 200") == 2
+    assert '"token_type": "Bearer"' in session
+    async with admin.service.store.read() as tx:
+        identities = await tx.list_identities(limit=100, offset=0)
+    created = [i for i in identities if i.email == "jens.hansen@example.dk"]
+    assert [i.cvr for i in created] == [OWN]
+    assert "estca_" not in session.replace("estca_…(elided)", "")
+    directory = Path(os.environ.get("EST_CA_SESSIONS") or tmp_path)
+    directory.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# tools/idm-example.sh, run by {Path(__file__).name}: the system identity "
+        f"{idm.identity.id} of CVR {OWN}\n# holds the administration right (read, order), "
+        "granted with PUT /admin/v1/identities/{id}/administration.\n"
+    )
+    (directory / "idm-login-session.txt").write_text(header + session)
