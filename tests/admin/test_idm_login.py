@@ -409,11 +409,14 @@ async def test_the_example_idm_script_logs_in_and_administers_with_curl(
     created = [i for i in identities if i.email == "jens.hansen@example.dk"]
     assert [i.cvr for i in created] == [OWN]
     assert "estca_" not in session.replace("estca_…(elided)", "")
-    directory = Path(os.environ.get("EST_CA_SESSIONS") or tmp_path)
-    directory.mkdir(parents=True, exist_ok=True)
     header = (
         f"# tools/idm-example.sh, run by {Path(__file__).name}: the system identity "
         f"{idm.identity.id} of CVR {OWN}\n# holds the administration right (read, order), "
         "granted with PUT /admin/v1/identities/{id}/administration.\n"
     )
-    (directory / "idm-login-session.txt").write_text(header + session)
+    _keep_session(Path(os.environ.get("EST_CA_SESSIONS") or tmp_path), header + session)
+
+
+def _keep_session(directory: Path, text: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "idm-login-session.txt").write_text(text)
