@@ -420,3 +420,21 @@ async def test_the_example_idm_script_logs_in_and_administers_with_curl(
 def _keep_session(directory: Path, text: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "idm-login-session.txt").write_text(text)
+
+
+async def test_login_and_revocation_at_once_on_each_database(
+    admin_on_each_database: AdminSetup, keys: KeyPool, tmp_path: Path
+) -> None:
+    """The one query that re-checks every use joins five tables: both databases answer it."""
+    admin = admin_on_each_database
+    enrolled = await _enrolled(admin, keys, tmp_path)
+    assert (await _grant(admin, enrolled.identity, "read")).status == 200
+    token = await _token(admin, enrolled)
+    assert (await admin.api.call("GET", "/identities", token=token)).status == 200
+    assert (await enrolled.api.call("GET", "/identities")).status == 200
+    revoked = await admin.api.call(
+        "POST", f"/certificates/{enrolled.serial}/revoke", token=admin.admin_token, json_body={}
+    )
+    assert revoked.status == 200
+    assert (await admin.api.call("GET", "/identities", token=token)).status == 401
+    assert (await enrolled.api.call("GET", "/identities")).status == 403
