@@ -135,36 +135,20 @@ class Idm:
     async def login(self, der: bytes | None, source: str | None) -> tuple[ApiToken, str]:
         """A token for an hour, confined to the certificate's organisation and granted scopes.
         Any refusal is a 403 that says why (audited as idm.login_refused)."""
-        _, link, principal = await self._check(der, source, "idm.login_refused")
+        link, principal = await self._check(der, source, "idm.login_refused")
         name = f"idm.{principal.cvr}.{link.serial[:32]}.{uuid.uuid4().hex[:8]}"
-        token, secret = await self._tokens.create_linked(
+        return await self._tokens.create_linked(
+            principal.actor,
             name=name,
             scopes=principal.scopes,
             cvr=link_cvr(principal),
             lifetime=TOKEN_LIFETIME,
             certificate=link,
         )
-        await self._store.append_audit(
-            AuditEvent(
-                action="idm.login",
-                outcome=Outcome.SUCCESS,
-                actor=principal.actor,
-                at=token.created_at,
-                identity_id=link.identity_id,
-                serial=link.serial,
-                details={
-                    "token": token.name,
-                    "cvr": link_cvr(principal),
-                    "scopes": ",".join(sorted(token.scopes)),
-                    "expires_at": token.expires_at.isoformat(),
-                },
-            )
-        )
-        return token, secret
 
     async def authenticate_certificate(self, der: bytes, source: str | None) -> Principal:
         """The principal of a system certificate presented on an admin request (no token)."""
-        _, link, principal = await self._check(der, source, "idm.certificate_refused")
+        link, principal = await self._check(der, source, "idm.certificate_refused")
         await self._store.append_audit(
             AuditEvent(
                 action="idm.certificate_used",
@@ -179,7 +163,7 @@ class Idm:
 
     async def _check(
         self, der: bytes | None, source: str | None, refused_action: str
-    ) -> tuple[x509.Certificate, CertificateLink, Principal]:
+    ) -> tuple[CertificateLink, Principal]:
         certificate = None
         if der is not None:
             try:
@@ -217,7 +201,7 @@ class Idm:
             cvr=standing.cvr,
             source=source,
         )
-        return certificate, link, principal
+        return link, principal
 
     async def _refused(self, action: str, actor: Actor, serial: str | None, reason: str) -> None:
         await self._store.append_audit(

@@ -139,6 +139,7 @@ class Tokens:
 
     async def create_linked(
         self,
+        actor: Actor,
         *,
         name: str,
         scopes: frozenset[Scope],
@@ -146,8 +147,8 @@ class Tokens:
         lifetime: dt.timedelta,
         certificate: CertificateLink,
     ) -> tuple[ApiToken, str]:
-        """A short-lived token standing on a system certificate (admin/idm.py audits the
-        login that asked for it); the token and its secret, which exists here and nowhere else."""
+        """A short-lived token standing on a system certificate, made and audited (idm.login)
+        in one transaction; the token and its secret, which exists here and nowhere else."""
         now = self._clock.now()
         token = ApiToken(
             id=uuid.uuid4(),
@@ -161,6 +162,22 @@ class Tokens:
         secret = secrets.token_urlsafe(32)
         async with self._store.write() as tx:
             await tx.insert_api_token(token, self._hasher.hash(secret, API_TOKEN))
+            await tx.append_audit(
+                AuditEvent(
+                    action="idm.login",
+                    outcome=Outcome.SUCCESS,
+                    actor=actor,
+                    at=now,
+                    identity_id=certificate.identity_id,
+                    serial=certificate.serial,
+                    details={
+                        "token": name,
+                        "cvr": cvr,
+                        "scopes": ",".join(sorted(scopes)),
+                        "expires_at": token.expires_at.isoformat(),
+                    },
+                )
+            )
         return token, f"{PREFIX}_{token.id.hex}_{secret}"
 
     async def revoke(self, actor: Actor, name: str) -> ApiToken:
