@@ -678,3 +678,23 @@ def test_certificates_expiring_within_a_window_are_listed(
     wrong = est_ca("certificate", "list", "--expiring-within", "30x")
     assert wrong.returncode == 2
     assert "e.g. 30d or 12h" in wrong.stderr
+
+
+def test_an_operator_grants_and_withdraws_a_system_identitys_administration_right(
+    est_ca: Any,
+) -> None:
+    identity = billing_system(est_ca)
+    granted = json_of(
+        est_ca(
+            "identity", "grant-administration", identity["id"], "--scopes", "read,order", "--json"
+        )
+    )
+    assert granted["scopes"] == ["order", "read"]
+    never_admin = est_ca("identity", "grant-administration", identity["id"], "--scopes", "admin")
+    assert never_admin.returncode == 1
+    assert "read, order, revoke" in never_admin.stderr
+    withdrawn = est_ca("identity", "withdraw-administration", identity["id"])
+    assert withdrawn.returncode == 0, withdrawn.stderr
+    again = est_ca("identity", "withdraw-administration", identity["id"])
+    assert again.returncode == 1
+    assert "no administration right" in again.stderr

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 
 from est_ca import logs
 from est_ca.admin.access import Scope
+from est_ca.admin.idm import grantable_scopes
 from est_ca.admin.views import (
     audit_view,
     certificate_view,
@@ -232,6 +233,34 @@ async def identity_list(service: Service, args: argparse.Namespace) -> int:
 async def identity_show(service: Service, args: argparse.Namespace) -> int:
     identity = await service.registry.get_identity(_uuid(args.identity_id))
     _emit_record(args, identity_view(identity))
+    return 0
+
+
+async def identity_grant_administration(service: Service, args: argparse.Namespace) -> int:
+    grant = await service.idm.grant_by(
+        _admin_actor(),
+        _uuid(args.identity_id),
+        grantable_scopes(part.strip() for part in args.scopes.split(",") if part.strip()),
+    )
+    scopes = ",".join(sorted(grant.scopes))
+    if args.json:
+        _emit_record(
+            args,
+            {
+                "identity_id": str(grant.identity_id),
+                "scopes": sorted(grant.scopes),
+                "granted_by": grant.granted_by,
+                "granted_at": grant.granted_at.isoformat(),
+            },
+        )
+    else:
+        print(f"identity {grant.identity_id} may administer its organisation ({scopes})")
+    return 0
+
+
+async def identity_withdraw_administration(service: Service, args: argparse.Namespace) -> int:
+    await service.idm.withdraw_by(_admin_actor(), _uuid(args.identity_id))
+    print(f"identity {args.identity_id} no longer administers its organisation")
     return 0
 
 
@@ -833,6 +862,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     iimport.add_argument("--codes-out", help="new file (mode 0600) for the one-time codes")
     iimport.set_defaults(run=identity_import)
+    igrant = identity.add_parser(
+        "grant-administration",
+        help="let a system identity (an organisation's IdM) administer its organisation",
+    )
+    igrant.add_argument("identity_id")
+    igrant.add_argument("--scopes", required=True, help="comma-separated: read, order, revoke")
+    output(igrant)
+    igrant.set_defaults(run=identity_grant_administration)
+    iwithdraw = identity.add_parser(
+        "withdraw-administration", help="end a system identity's administration right at once"
+    )
+    iwithdraw.add_argument("identity_id")
+    iwithdraw.set_defaults(run=identity_withdraw_administration)
     ishow = identity.add_parser("show", help="show one identity")
     ishow.add_argument("identity_id")
     output(ishow)

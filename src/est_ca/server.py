@@ -124,8 +124,13 @@ class Server:
             if settings.admin.client_ca_file
             else None
         )
+        # Administrators' certificates (the admin trust anchor) and, for an organisation's IdM,
+        # system certificates our CAs issued: admin/tokens.py tells them apart.
         admin_context = server_context(
-            files.tls_cert, files.tls_key, client_ca_pem=admin_ca, check_time=True
+            files.tls_cert,
+            files.tls_key,
+            client_ca_pem=(admin_ca + b"\n" if admin_ca else b"") + chain_pem,
+            check_time=True,
         )
         for app, sock, ssl_context in (
             (est_app(self.service), https_socket, context),

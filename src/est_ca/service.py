@@ -16,6 +16,7 @@ import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from est_ca.admin.idm import Idm
 from est_ca.admin.service import Administration
 from est_ca.admin.tokens import Tokens
 from est_ca.audit import Actor, AuditEvent, AuditSeal, Outcome
@@ -91,6 +92,7 @@ class Service:
     files: ServiceFiles
     guard: SourceGuard
     audit: AuditTrail
+    idm: Idm
     # Present when opened with the CA keys (serving); absent for administrative commands.
     ca: CertificateAuthority | None = None
     authority: RegistrationAuthority | None = None
@@ -211,6 +213,15 @@ class Service:
             )
             revocations.on_revocation(publishing.revoked)
             metrics.watch_crls(_crl_facts(publishing), clock.now)
+        # Certificates our CAs issued authenticate on the admin listener as an IdM's, never
+        # as an administrator's.
+        tokens = Tokens(
+            store=store,
+            clock=clock,
+            guard=guard,
+            hasher=hasher,
+            own_cas=authority.trusted if authority is not None else (),
+        )
         return cls(
             settings=settings,
             clock=clock,
@@ -219,7 +230,7 @@ class Service:
             profiles=profiles,
             registry=registry,
             revocations=revocations,
-            tokens=Tokens(store=store, clock=clock, guard=guard, hasher=hasher),
+            tokens=tokens,
             administration=Administration(
                 registry=registry,
                 revocations=revocations,
@@ -231,6 +242,7 @@ class Service:
             files=files,
             guard=guard,
             audit=AuditTrail(store),
+            idm=Idm(store=store, clock=clock, tokens=tokens),
             ca=ca,
             authority=authority,
             publishing=publishing,

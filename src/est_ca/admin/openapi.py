@@ -107,7 +107,26 @@ _PAGING = [
         "Items to skip (at most 10^9)",
     ),
 ]
-_SECURITY: list[dict[str, list[str]]] = [{"token": []}, {"certificate": []}]
+_SECURITY: list[dict[str, list[str]]] = [
+    {"token": []},
+    {"certificate": []},
+    {"systemCertificate": []},
+]
+_GRANTABLE = {"enum": ["read", "order", "revoke"]}
+_IDM_EXAMPLE = """\
+# An organisation's IdM, with the system certificate this CA issued it (idm.pem, idm.key):
+API=https://ca.example.dk:8444/admin/v1
+TOKEN=$(curl -sS --fail-with-body --cacert service-ca.pem --cert idm.pem --key idm.key \\
+  -H 'Content-Type: application/json' -d '{}' "$API/idm/login" | jq -r .token)
+# For the next hour, confined to the organisation's CVR and the granted scopes:
+curl -sS --cacert service-ca.pem -H "Authorization: Bearer $TOKEN" "$API/identities?type=user"
+curl -sS --cacert service-ca.pem -H "Authorization: Bearer $TOKEN" \\
+  -H 'Content-Type: application/json' \\
+  -d '{"type": "user", "cvr": "12345678", "display_name": "Jens Hansen", \\
+       "email": "jens@example.dk"}' "$API/identities"
+# Or without a token: the certificate on every request
+curl -sS --cacert service-ca.pem --cert idm.pem --key idm.key "$API/identities"
+"""
 
 
 def _body(schema: dict[str, Any]) -> dict[str, Any]:
@@ -133,6 +152,36 @@ _NAME = {"type": "string", "minLength": 1, "maxLength": 64}
 
 
 _SCHEMAS: dict[str, Any] = {
+    "AdministrationGrant": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["identity_id", "scopes", "granted_by", "granted_at"],
+        "properties": {
+            "identity_id": {"type": "string", "format": "uuid"},
+            "scopes": {"type": "array", "items": _GRANTABLE, "minItems": 1},
+            "granted_by": {"type": "string"},
+            "granted_at": _TIME,
+        },
+    },
+    "AdministrationScopes": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["scopes"],
+        "properties": {"scopes": {"type": "array", "items": _GRANTABLE, "minItems": 1}},
+    },
+    "IdmToken": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["token", "token_type", "expires_in", "expires_at", "cvr", "scopes"],
+        "properties": {
+            "token": {"type": "string", "description": "Shown once; give it as a Bearer token"},
+            "token_type": {"const": "Bearer"},
+            "expires_in": {"type": "integer", "description": "Seconds (3600)"},
+            "expires_at": _TIME,
+            "cvr": _CVR,
+            "scopes": {"type": "array", "items": _GRANTABLE},
+        },
+    },
     "Problem": {
         "type": "object",
         "description": "RFC 9457 problem details",
@@ -493,7 +542,15 @@ def document() -> dict[str, Any]:
                 "Identities, orders, certificates and revocation. Authenticate with "
                 "'Authorization: Bearer <token>' (tokens are made with `est-ca token create`; "
                 "scopes read, order, revoke, admin; a token may be confined to one CVR) or "
-                "with an administrator client certificate. A change (POST, PATCH) takes "
+                "with an administrator client certificate. An organisation's IdM uses a "
+                "system certificate this CA issued it, once an administrator granted that "
+                "identity the administration right (PUT /identities/{id}/administration): it "
+                "logs in at POST /idm/login over mutual TLS for a Bearer token valid for one "
+                "hour, or presents the certificate on each request; both are confined to its "
+                "CVR and the granted scopes, and end at once when the certificate is revoked "
+                "or the right withdrawn. Example IdM session:\n\n```sh\n"
+                + _IDM_EXAMPLE
+                + "```\n\nA change (POST, PUT, PATCH, DELETE) takes "
                 "application/json (the import also text/csv or application/x-ndjson), even "
                 "where it has no fields (send {} or nothing), and is refused when its Origin "
                 "is not this listener's or Sec-Fetch-Site is cross-site or same-site: no other "
@@ -505,7 +562,17 @@ def document() -> dict[str, Any]:
             "schemas": _SCHEMAS,
             "securitySchemes": {
                 "token": {"type": "http", "scheme": "bearer"},
-                "certificate": {"type": "mutualTLS"},
+                "certificate": {
+                    "type": "mutualTLS",
+                    "description": "An administrator's certificate from the admin trust anchor",
+                },
+                "systemCertificate": {
+                    "type": "mutualTLS",
+                    "description": (
+                        "A system certificate this CA issued to an identity granted the "
+                        "administration right: confined to its CVR and granted scopes"
+                    ),
+                },
             },
         },
         "security": _SECURITY,
@@ -662,6 +729,64 @@ def document() -> dict[str, Any]:
                         **_change_errors("404"),
                     },
                 },
+            },
+            "/identities/{identity_id}/administration": {
+                "parameters": [_IDENTITY_ID],
+                "get": {
+                    "operationId": "readAdministration",
+                    "summary": "The identity's administration right (404: none)",
+                    "responses": {
+                        "200": _json(_ref("AdministrationGrant"), "The right"),
+                        **_errors("404"),
+                    },
+                },
+                "put": {
+                    "operationId": "grantAdministration",
+                    "summary": (
+                        "Let a system identity (an organisation's IdM) administer its "
+                        "organisation's identities with these scopes; an unconfined "
+                        "administrator only"
+                    ),
+                    "requestBody": _body(_ref("AdministrationScopes")),
+                    "responses": {
+                        "200": _json(_ref("AdministrationGrant"), "Granted"),
+                        **_change_errors("404", "409"),
+                    },
+                },
+                "delete": {
+                    "operationId": "withdrawAdministration",
+                    "summary": (
+                        "Withdraw the right: the IdM's certificate and tokens are refused from "
+                        "the next request on; an unconfined administrator only"
+                    ),
+                    "requestBody": _NO_FIELDS,
+                    "responses": {"204": {"description": "Withdrawn"}, **_change_errors("404")},
+                },
+            },
+            "/idm/login": {
+                "post": {
+                    "operationId": "idmLogin",
+                    "summary": (
+                        "An organisation's IdM logs in with its system certificate (mutual "
+                        "TLS) for a Bearer token valid for one hour"
+                    ),
+                    "description": (
+                        "Only the TLS client certificate counts (no token): one this CA "
+                        "issued, not revoked or expired, of an active system identity of an "
+                        "active organisation that holds the administration right. Anything "
+                        "else is 403 with the reason. Example:\n\n```sh\n" + _IDM_EXAMPLE + "```"
+                    ),
+                    "security": [{"systemCertificate": []}],
+                    "requestBody": _NO_FIELDS,
+                    "responses": {
+                        "201": _json(_ref("IdmToken"), "Logged in"),
+                        **{
+                            code: response
+                            for code, response in _change_errors().items()
+                            if code != "401"
+                        },
+                    },
+                }
             },
             "/identities/{identity_id}/disable": {
                 "parameters": [_IDENTITY_ID],

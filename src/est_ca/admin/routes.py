@@ -1,8 +1,9 @@
 """The admin REST API (/admin/v1): authenticate, parse JSON, call `Administration`, render JSON.
 
 Errors are RFC 9457 problem details (application/problem+json) that name the offending field.
-Authentication is a Bearer token or a client certificate from the admin trust anchor;
-`Administration` decides what the principal may do.
+Authentication is a Bearer token or a client certificate from the admin trust anchor, or an
+organisation's system certificate issued by this CA (admin/idm.py); `Administration` decides
+what the principal may do.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import hdrs, web
+from cryptography import x509
 from yarl import URL
 
 from est_ca.admin import openapi
-from est_ca.admin.access import Principal, Scope
+from est_ca.admin.access import AdministrationGrant, Principal, Scope
+from est_ca.admin.idm import TOKEN_LIFETIME, Idm, grantable_scopes
 from est_ca.admin.service import Administration
 from est_ca.admin.tokens import Tokens
 from est_ca.admin.views import (
@@ -37,6 +40,7 @@ from est_ca.errors import (
     BadRequest,
     EstCaError,
     NotEntitled,
+    NotFound,
     Unauthenticated,
     UnsupportedMediaType,
 )
@@ -60,6 +64,7 @@ MAX_PAGE = 500
 MAX_OFFSET = 1_000_000_000
 ADMINISTRATION = web.AppKey("administration", Administration)
 TOKENS = web.AppKey("tokens", Tokens)
+IDM = web.AppKey("idm", Idm)
 REGISTRY = web.AppKey("registry", Registry)
 AUDIT_TRAIL = web.AppKey("audit_trail", AuditTrail)
 CERTIFICATE_SCOPES = web.AppKey("certificate_scopes", frozenset)
@@ -70,6 +75,8 @@ PUBLIC = frozenset({f"{PREFIX}/health", f"{PREFIX}/ready", f"{PREFIX}/openapi.js
 # What browsers ask for on their own, without credentials: 404, not a failed sign-in counted
 # against the address (a console user's browser would lock its own address out).
 PUBLIC |= {"/favicon.ico", "/apple-touch-icon.png", "/apple-touch-icon-precomposed.png"}
+# Authenticates by its own rule: the connection's system certificate, nothing else.
+IDM_LOGIN = f"{PREFIX}/idm/login"
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -104,7 +111,7 @@ def problem(
 async def authenticate(
     request: web.Request, handler: Callable[[web.Request], Any]
 ) -> web.StreamResponse:
-    if request.path in PUBLIC:
+    if request.path in PUBLIC or request.path == IDM_LOGIN:
         public: web.StreamResponse = await handler(request)
         return public
     principal = request[PRINCIPAL] = await _principal(request)
@@ -128,6 +135,9 @@ async def _principal(request: web.Request) -> Principal:
             raise Unauthenticated("give a token as 'Authorization: Bearer <token>'")
         return await tokens.authenticate(token, request.remote)
     der = peer_certificate(request)
+    if der is not None and tokens.is_ours(x509.load_der_x509_certificate(der)):
+        # An organisation's IdM presenting its system certificate: checked on every request.
+        return await request.app[IDM].authenticate_certificate(der, request.remote)
     if der is not None:  # the handshake verified it against the admin trust anchor
         scopes = request.app[CERTIFICATE_SCOPES]
         return await tokens.authenticate_certificate(der, scopes=scopes, source=request.remote)
@@ -486,6 +496,63 @@ async def read_identity(request: web.Request) -> web.Response:
     return web.json_response(identity_view(identity))
 
 
+def _grant_view(grant: AdministrationGrant) -> dict[str, Any]:
+    return {
+        "identity_id": str(grant.identity_id),
+        "scopes": sorted(grant.scopes),
+        "granted_by": grant.granted_by,
+        "granted_at": grant.granted_at.isoformat(),
+    }
+
+
+async def read_administration(request: web.Request) -> web.Response:
+    """The identity's administration right; 404 when it has none."""
+    identity_id = _identity_id(request)
+    grant = await request.app[IDM].grant_of(_me(request), identity_id)
+    if grant is None:
+        raise NotFound(f"the identity {identity_id} has no administration right")
+    return web.json_response(_grant_view(grant))
+
+
+async def grant_administration(request: web.Request) -> web.Response:
+    """An unconfined administrator lets a system identity (an organisation's IdM)
+    administer its organisation's identities with these scopes."""
+    body = await _json_object(request)
+    scopes = body.pop("scopes", None)
+    _fields(body, {})
+    if not isinstance(scopes, list) or not all(isinstance(name, str) for name in scopes):
+        raise BadRequest("scopes must be a list of read, order, revoke", field="scopes")
+    grant = await request.app[IDM].grant(
+        _me(request), _identity_id(request), grantable_scopes(scopes)
+    )
+    return web.json_response(_grant_view(grant))
+
+
+async def withdraw_administration(request: web.Request) -> web.Response:
+    _fields(await _json_object(request, may_be_empty=True), {})
+    await request.app[IDM].withdraw(_me(request), _identity_id(request))
+    return web.Response(status=204)
+
+
+async def idm_login(request: web.Request) -> web.Response:
+    """An organisation's IdM logs in with its system certificate (mTLS) for a bearer token
+    valid for an hour, confined to its organisation and granted scopes. Refusals are 403."""
+    _fields(await _json_object(request, may_be_empty=True), {})
+    token, secret = await request.app[IDM].login(peer_certificate(request), request.remote)
+    return web.json_response(
+        {
+            "token": secret,
+            "token_type": "Bearer",
+            "expires_in": int(TOKEN_LIFETIME.total_seconds()),
+            "expires_at": token.expires_at.isoformat(),
+            "cvr": token.cvr,
+            "scopes": sorted(token.scopes),
+        },
+        status=201,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 async def update_identity(request: web.Request) -> web.Response:
     body = await _json_object(request)
     if "organisation_name" in body:
@@ -754,6 +821,12 @@ def add_routes(app: web.Application) -> None:
     routes.add_get(f"{PREFIX}/identities/{{identity_id}}", read_identity)
     routes.add_patch(f"{PREFIX}/identities/{{identity_id}}", update_identity)
     routes.add_post(f"{PREFIX}/identities/{{identity_id}}/disable", disable_identity)
+    routes.add_get(f"{PREFIX}/identities/{{identity_id}}/administration", read_administration)
+    routes.add_put(f"{PREFIX}/identities/{{identity_id}}/administration", grant_administration)
+    routes.add_delete(
+        f"{PREFIX}/identities/{{identity_id}}/administration", withdraw_administration
+    )
+    routes.add_post(IDM_LOGIN, idm_login)
     routes.add_get(f"{PREFIX}/orders", list_orders)
     routes.add_post(f"{PREFIX}/orders", create_order)
     routes.add_get(f"{PREFIX}/orders/{{reference}}", read_order)

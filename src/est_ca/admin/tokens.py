@@ -1,5 +1,8 @@
 """How admin API callers authenticate: API tokens, or an administrator's TLS certificate.
 
+A certificate this service's own CAs issued is never an administrator's (admin/idm.py decides
+what an organisation's system certificate may do); the admin trust anchor's are.
+
 Tokens are created and revoked from the CLI, shown once, kept only as a hash.
 
 A token is `estca_<id>_<secret>`: the id finds the record, the secret (256 random bits) is
@@ -16,14 +19,24 @@ import hmac
 import re
 import secrets
 import uuid
+from collections.abc import Sequence
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
-from est_ca.admin.access import ApiToken, Principal, PrincipalKind, Scope
+from est_ca.admin.access import ApiToken, CertificateLink, Principal, PrincipalKind, Scope
 from est_ca.audit import Actor, AuditEvent, Outcome
+from est_ca.ca.certificates import KeyId, Serial
 from est_ca.clock import Clock
-from est_ca.errors import BadRequest, Conflict, NotFound, RateLimited, Unauthenticated
+from est_ca.errors import (
+    BadRequest,
+    Conflict,
+    NotEntitled,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+)
 from est_ca.registration.codes import API_TOKEN, SecretHasher
 from est_ca.registration.identities import check_cvr
 from est_ca.store.store import Store
@@ -35,6 +48,19 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 INVALID_TOKEN = "the token is unknown, expired or revoked"  # noqa: S105 - a message
 
 
+def issued_by_any(certificate: x509.Certificate, cas: Sequence[x509.Certificate]) -> bool:
+    """Whether one of `cas` signed `certificate` (names and signature, not validity)."""
+    for ca in cas:
+        if ca.subject != certificate.issuer:
+            continue
+        try:
+            certificate.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return True
+    return False
+
+
 def _legacy_hash(secret: str) -> str:
     """How tokens were stored before the keyed hash: a bare SHA-256."""
     return hashlib.sha256(secret.encode("ascii")).hexdigest()
@@ -42,12 +68,25 @@ def _legacy_hash(secret: str) -> str:
 
 class Tokens:
     def __init__(
-        self, *, store: Store, clock: Clock, guard: SourceGuard, hasher: SecretHasher
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        guard: SourceGuard,
+        hasher: SecretHasher,
+        own_cas: Sequence[x509.Certificate] = (),
     ) -> None:
         self._store = store
         self._clock = clock
         self._guard = guard
         self._hasher = hasher
+        # This service's CA certificates (every label and generation): what they issued are
+        # subscribers' certificates, never administrators'.
+        self._own_cas = tuple(own_cas)
+
+    def is_ours(self, certificate: x509.Certificate) -> bool:
+        """Whether this service's CAs issued `certificate` (a subscriber's, not an admin's)."""
+        return issued_by_any(certificate, self._own_cas)
 
     def _matches(self, secret: str, stored: str) -> bool:
         if "$" in stored:
@@ -98,6 +137,49 @@ class Tokens:
             )
         return token, f"{PREFIX}_{token.id.hex}_{secret}"
 
+    async def create_linked(
+        self,
+        actor: Actor,
+        *,
+        name: str,
+        scopes: frozenset[Scope],
+        cvr: str,
+        lifetime: dt.timedelta,
+        certificate: CertificateLink,
+    ) -> tuple[ApiToken, str]:
+        """A short-lived token standing on a system certificate, made and audited (idm.login)
+        in one transaction; the token and its secret, which exists here and nowhere else."""
+        now = self._clock.now()
+        token = ApiToken(
+            id=uuid.uuid4(),
+            name=name,
+            scopes=scopes,
+            cvr=cvr,
+            created_at=now,
+            expires_at=now + lifetime,
+            certificate=certificate,
+        )
+        secret = secrets.token_urlsafe(32)
+        async with self._store.write() as tx:
+            await tx.insert_api_token(token, self._hasher.hash(secret, API_TOKEN))
+            await tx.append_audit(
+                AuditEvent(
+                    action="idm.login",
+                    outcome=Outcome.SUCCESS,
+                    actor=actor,
+                    at=now,
+                    identity_id=certificate.identity_id,
+                    serial=certificate.serial,
+                    details={
+                        "token": name,
+                        "cvr": cvr,
+                        "scopes": ",".join(sorted(scopes)),
+                        "expires_at": token.expires_at.isoformat(),
+                    },
+                )
+            )
+        return token, f"{PREFIX}_{token.id.hex}_{secret}"
+
     async def revoke(self, actor: Actor, name: str) -> ApiToken:
         now = self._clock.now()
         async with self._store.write() as tx:
@@ -129,9 +211,17 @@ class Tokens:
         await self._check_source(Actor("token", "-", source))
         match = _TOKEN.fullmatch(presented.strip())
         token = None
+        standing = None
         if match:
             async with self._store.read() as tx:
                 found = await tx.get_api_token(uuid.UUID(match.group(1)))
+                if found is not None and found[0].certificate is not None:
+                    link = found[0].certificate
+                    # An IdM's token is good only while its certificate and grant are: read
+                    # on every use, never cached.
+                    standing = await tx.idm_standing(
+                        KeyId(link.issuer_key_id), Serial.from_hex(link.serial)
+                    )
             if found is not None:
                 stored_token, stored_hash = found
                 if self._matches(match.group(2), stored_hash):
@@ -144,23 +234,34 @@ class Tokens:
                 counts=True,
             )
             raise Unauthenticated(INVALID_TOKEN)
+        scopes = token.scopes
+        if token.certificate is not None:
+            refusal = standing.refusal(now) if standing else "the certificate is not on record"
+            if refusal is not None:
+                await self._login_failed(
+                    Actor("idm-token", token.name, source),
+                    f"the token's system certificate no longer serves: {refusal}",
+                    counts=False,
+                )
+                raise Unauthenticated(
+                    f"this token's system certificate no longer serves: {refusal}"
+                )
+            assert standing is not None
+            assert standing.scopes is not None
+            # A grant narrowed since the login narrows the token too.
+            scopes = scopes & standing.scopes
+        kind = PrincipalKind.IDM_TOKEN if token.certificate else PrincipalKind.TOKEN
         async with self._store.write() as tx:
             await tx.touch_api_token(token.id, now)
             await tx.append_audit(
                 AuditEvent(
                     action="token.used",
                     outcome=Outcome.SUCCESS,
-                    actor=Actor("token", token.name, source),
+                    actor=Actor(kind.value, token.name, source),
                     at=now,
                 )
             )
-        return Principal(
-            kind=PrincipalKind.TOKEN,
-            name=token.name,
-            scopes=token.scopes,
-            cvr=token.cvr,
-            source=source,
-        )
+        return Principal(kind=kind, name=token.name, scopes=scopes, cvr=token.cvr, source=source)
 
     async def authenticate_certificate(
         self, der: bytes, *, scopes: frozenset[Scope], source: str | None
@@ -169,6 +270,15 @@ class Tokens:
         certificates. The TLS handshake verified it against the admin trust anchor, validity
         times included; its use is audited with its serial."""
         certificate = x509.load_der_x509_certificate(der)
+        if self.is_ours(certificate):
+            # Our subscribers' certificates pass the admin listener's handshake too (for an
+            # organisation's IdM); they never make an administrator.
+            await self._login_failed(
+                Actor("certificate", format(certificate.serial_number, "x"), source),
+                "a certificate issued by this CA presented as an administrator's",
+                counts=False,
+            )
+            raise NotEntitled("a certificate issued by this CA is not an administrator's")
         names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         name = str(names[0].value) if names else certificate.subject.rfc4514_string()
         principal = Principal(

@@ -320,6 +320,26 @@ class ApiTokenRow(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+    # Set for a token an IdM got by logging in with its system certificate: the token is good
+    # only while that certificate (and the identity's administration grant) is.
+    certificate_issuer_key_id: Mapped[str | None] = mapped_column(String(64))
+    certificate_serial: Mapped[str | None] = mapped_column(String(40))
+    identity_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+
+
+class AdministrationGrantRow(Base):
+    """A system identity an unconfined administrator has given the "administration" right:
+    its certificates may administer the identities of its organisation, with these scopes."""
+
+    __tablename__ = "administration_grants"
+
+    identity_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("identities.id"), primary_key=True
+    )
+    # Comma-separated, a subset of read, order, revoke.
+    scopes: Mapped[str] = mapped_column(String(100))
+    granted_by: Mapped[str] = mapped_column(String(200))
+    granted_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
 
 
 class ConsoleSessionRow(Base):

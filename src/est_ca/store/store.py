@@ -55,7 +55,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from est_ca.admin.access import ApiToken, Scope
+from est_ca.admin.access import (
+    AdministrationGrant,
+    ApiToken,
+    CertificateLink,
+    IdmStanding,
+    Scope,
+)
 from est_ca.audit import (
     GENESIS_HASH,
     Actor,
@@ -90,6 +96,7 @@ from est_ca.revocation.state import (
     StoredOcspResponse,
 )
 from est_ca.store.schema import (
+    AdministrationGrantRow,
     ApiTokenRow,
     AuditChainRow,
     AuditEventRow,
@@ -134,6 +141,7 @@ API_TOKENS = cast(Table, ApiTokenRow.__table__)
 SUBSCRIBER_KEYS = cast(Table, SubscriberKeyRow.__table__)
 SOURCE_FAILURES = cast(Table, SourceFailureRow.__table__)
 CONSOLE_SESSIONS = cast(Table, ConsoleSessionRow.__table__)
+ADMINISTRATION_GRANTS = cast(Table, AdministrationGrantRow.__table__)
 # Certificates that exist for someone: a reservation may still become one; abandoned never will.
 _CERTIFYING = (
     str(CertificateStatus.RESERVED),
@@ -1678,6 +1686,9 @@ class StoreTx:
                 cvr=token.cvr,
                 created_at=token.created_at,
                 expires_at=token.expires_at,
+                certificate_issuer_key_id=token.certificate and token.certificate.issuer_key_id,
+                certificate_serial=token.certificate and token.certificate.serial,
+                identity_id=token.certificate and token.certificate.identity_id,
             )
         )
 
@@ -1752,6 +1763,84 @@ class StoreTx:
             return 0
         result = await self._conn.execute(CONSOLE_SESSIONS.delete().where(or_(*conditions)))
         return int(result.rowcount or 0)
+
+    # -- an organisation's IdM -----------------------------------------------------------------
+
+    async def get_administration_grant(self, identity_id: uuid.UUID) -> AdministrationGrant | None:
+        result = await self._conn.execute(
+            select(ADMINISTRATION_GRANTS).where(ADMINISTRATION_GRANTS.c.identity_id == identity_id)
+        )
+        row = result.one_or_none()
+        return _grant(row) if row is not None else None
+
+    async def put_administration_grant(self, grant: AdministrationGrant) -> None:
+        """Grant, or replace the scopes of an existing grant."""
+        await self._conn.execute(
+            ADMINISTRATION_GRANTS.delete().where(
+                ADMINISTRATION_GRANTS.c.identity_id == grant.identity_id
+            )
+        )
+        await self._conn.execute(
+            ADMINISTRATION_GRANTS.insert().values(
+                identity_id=grant.identity_id,
+                scopes=",".join(sorted(grant.scopes)),
+                granted_by=grant.granted_by,
+                granted_at=grant.granted_at,
+            )
+        )
+
+    async def delete_administration_grant(self, identity_id: uuid.UUID) -> bool:
+        result = await self._conn.execute(
+            ADMINISTRATION_GRANTS.delete().where(ADMINISTRATION_GRANTS.c.identity_id == identity_id)
+        )
+        return result.rowcount == 1
+
+    async def idm_standing(self, issuer: KeyId, serial: Serial) -> IdmStanding | None:
+        """A certificate's status, its identity's and organisation's, its key's, and the
+        identity's administration grant: one query, made on every use of an IdM's certificate
+        or token, so a revocation or a withdrawal counts from the next request on."""
+        query = (
+            select(
+                CERTIFICATES.c.der,
+                CERTIFICATES.c.status,
+                CERTIFICATES.c.not_before,
+                CERTIFICATES.c.not_after,
+                SUBSCRIBER_KEYS.c.compromised_at,
+                IDENTITIES.c.id.label("identity_id"),
+                IDENTITIES.c.type.label("identity_type"),
+                IDENTITIES.c.status.label("identity_status"),
+                IDENTITIES.c.cvr,
+                ORGANISATIONS.c.status.label("organisation_status"),
+                ADMINISTRATION_GRANTS.c.scopes,
+            )
+            .select_from(CERTIFICATES)
+            .join(IDENTITIES, IDENTITIES.c.id == CERTIFICATES.c.identity_id)
+            .outerjoin(ORGANISATIONS, ORGANISATIONS.c.cvr == IDENTITIES.c.cvr)
+            .outerjoin(
+                SUBSCRIBER_KEYS,
+                SUBSCRIBER_KEYS.c.public_key_sha256 == CERTIFICATES.c.public_key_sha256,
+            )
+            .outerjoin(
+                ADMINISTRATION_GRANTS, ADMINISTRATION_GRANTS.c.identity_id == IDENTITIES.c.id
+            )
+            .where(_is_certificate(issuer, serial))
+        )
+        row = (await self._conn.execute(query)).one_or_none()
+        if row is None:
+            return None
+        return IdmStanding(
+            der=row.der,
+            status=row.status,
+            not_before=row.not_before,
+            not_after=row.not_after,
+            key_compromised=row.compromised_at is not None,
+            identity_id=row.identity_id,
+            identity_type=row.identity_type,
+            identity_status=row.identity_status,
+            cvr=row.cvr,
+            organisation_status=row.organisation_status,
+            scopes=_scopes(row.scopes) if row.scopes is not None else None,
+        )
 
     # -- audit ------------------------------------------------------------------------------
 
@@ -1895,12 +1984,30 @@ def _api_token(row: Row[Any]) -> ApiToken:
     return ApiToken(
         id=row.id,
         name=row.name,
-        scopes=frozenset(Scope(name) for name in row.scopes.split(",") if name),
+        scopes=_scopes(row.scopes),
         cvr=row.cvr,
         created_at=row.created_at,
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
+        certificate=(
+            CertificateLink(row.certificate_issuer_key_id, row.certificate_serial, row.identity_id)
+            if row.certificate_serial is not None
+            else None
+        ),
+    )
+
+
+def _scopes(text: str) -> frozenset[Scope]:
+    return frozenset(Scope(name) for name in text.split(",") if name)
+
+
+def _grant(row: Row[Any]) -> AdministrationGrant:
+    return AdministrationGrant(
+        identity_id=row.identity_id,
+        scopes=_scopes(row.scopes),
+        granted_by=row.granted_by,
+        granted_at=row.granted_at,
     )
 
 

@@ -108,6 +108,7 @@ def admin_app(service: Service) -> web.Application:
     app[admin_routes.IMPORT_MAX_BYTES] = service.settings.admin.import_max_bytes
     app[admin_routes.ADMINISTRATION] = service.administration
     app[admin_routes.TOKENS] = service.tokens
+    app[admin_routes.IDM] = service.idm
     app[admin_routes.REGISTRY] = service.registry
     app[admin_routes.AUDIT_TRAIL] = service.audit
     app[admin_routes.CERTIFICATE_SCOPES] = Scope.parse_many(
