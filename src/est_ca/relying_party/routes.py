@@ -20,7 +20,7 @@ from est_ca.errors import Unavailable
 from est_ca.revocation.ocsp import OcspAnswer, malformed_response
 from est_ca.revocation.publishing import RevocationPublishing
 from est_ca.web.inputs import read_body, require_content_type
-from est_ca.web.middleware import MAX_BODY_BYTES, METRICS
+from est_ca.web.middleware import MAX_BODY_BYTES, METRICS, quiet
 
 OCSP_REQUEST = "application/ocsp-request"
 OCSP_RESPONSE = "application/ocsp-response"
@@ -65,6 +65,7 @@ def _caching_headers(
     }
 
 
+@quiet
 async def crl(request: web.Request) -> web.StreamResponse:
     publishing = request.app[PUBLISHING]
     issuer = publishing.issuer_by_path(request.path)
@@ -107,6 +108,7 @@ def _render(request: web.Request, answer: OcspAnswer) -> web.Response:
     return web.Response(body=answer.der, headers=headers)
 
 
+@quiet
 async def ocsp_post(request: web.Request) -> web.Response:
     require_content_type(request, OCSP_REQUEST)
     body = await read_body(request, request.app[MAX_BODY_BYTES])
@@ -125,6 +127,7 @@ def _decode_get_path(encoded: str) -> bytes | None:
         return None
 
 
+@quiet
 async def ocsp_get(request: web.Request) -> web.Response:
     decoded = _decode_get_path(request.match_info["encoded"])
     if decoded is None:

@@ -24,6 +24,18 @@
   certificates issued; a flood of random serials must not become database writes), and a
   revocation deletes the certificate's stored responses in its own transaction. A hit of
   this process's cache reads nothing from the database.
+- Statuses come from an in-memory index, not a database read per request: per CA, the
+  revoked serials (time, reason) and the serials known "good", loaded once at start
+  (`refresh_index`, called by every publishing round). Any revocation, local or noticed from
+  another instance, makes the index stale (`invalidate`): until the next round has re-read
+  the revoked serials, statuses are read from the database as before, so "good" is never
+  answered from memory for a revocation this process has heard of. A stored response is
+  served only when it says what the index says.
+- A serial the index does not know (issued by another instance since the load, or never
+  issued) is read from the database once; "good" joins the index, "unknown" is remembered for
+  NEGATIVE_SECONDS. Those reads are rate-limited (MISS_READS_PER_SECOND per process): a flood
+  of random serials is answered "unknown" beyond it, uncached (no-store), rather than
+  becoming a database read each.
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,8 +56,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from est_ca.ca.certificates import CertificateStatus, Serial
-from est_ca.ca.signing import signed_ocsp_response
+from est_ca.ca.certificates import CertificateStatus, KeyId, Serial
+from est_ca.ca.signing import KeyFileSigner, signed_ocsp_response
 from est_ca.clock import Clock
 from est_ca.errors import BadRequest
 from est_ca.revocation.issuers import CERT_ID_HASHES
@@ -60,6 +73,15 @@ MAX_NONCE_OCTETS = 32
 MAX_CERT_IDS = 20
 MAX_REFRESH = dt.timedelta(days=4)
 CACHE_ENTRIES = 200_000
+# Sign responses with a key held in memory on the event loop (see `_sign`).
+SIGN_INLINE = True
+# Database reads for serials the status index does not know, per process: enough for the
+# certificates other instances issue, few enough that random serials cannot flood the database.
+MISS_READS_PER_SECOND = 50.0
+MISS_READ_BURST = 200.0
+# How long a serial read and found unknown stays so without another read, and how many.
+NEGATIVE_SECONDS = 10.0
+NEGATIVE_ENTRIES = 100_000
 _HASHES: dict[str, hashes.HashAlgorithm] = {
     "sha1": hashes.SHA1(),  # noqa: S303 - RFC 5019 CertIDs are SHA-1; it only names, never signs
     "sha256": hashes.SHA256(),
@@ -246,11 +268,60 @@ class OcspResponder:
         # Bumped by every invalidation: an answer computed before it is never cached after it.
         self._generation = 0
         self._pending: dict[tuple[CertId, int], asyncio.Future[OcspAnswer]] = {}
+        # The status index (see the module's docstring), per CA key id.
+        self._good: dict[str, set[int]] = {}
+        self._revoked: dict[str, dict[int, _Status]] = {}
+        self._index_loaded = False
+        self._index_fresh = False
+        self._negative: collections.OrderedDict[tuple[str, int], float] = collections.OrderedDict()
+        self._miss_budget = MISS_READ_BURST
+        self._miss_budget_at = time.monotonic()
 
     def invalidate(self) -> None:
-        """Forget every pre-produced response (a revocation happened somewhere)."""
+        """Forget every pre-produced response and trust the status index no more until it has
+        re-read the revoked serials (a revocation happened somewhere)."""
         self._generation += 1
         self._cache.clear()
+        self._index_fresh = False
+
+    async def refresh_index(self) -> None:
+        """Load the status index (all of it the first time, then the revoked serials after an
+        invalidation); it is trusted only if no revocation was heard of while reading."""
+        if self._index_fresh:
+            return
+        generation = self._generation
+        good: dict[str, set[int]] = {}
+        revoked: dict[str, dict[int, _Status]] = {}
+        async with self._store.read() as tx:
+            for keeper in self._keepers:
+                issuer = keeper.issuer
+                key_id = issuer.key_id
+                revoked[key_id] = {}
+                known = self._good.get(key_id, set()) if self._index_loaded else set()
+                good[key_id] = known
+                if not issuer.lists_subscribers:
+                    # The root: it issued the issuing CA(s) we serve and its own responders.
+                    known.update(
+                        k.issuer.ca.certificate.serial_number
+                        for k in self._keepers
+                        if k.issuer.lists_subscribers
+                    )
+                    known.update(await tx.own_serials(key_id, service=False))
+                    continue
+                if not self._index_loaded:
+                    known.update(await tx.own_serials(key_id))
+                rows = tx.certificate_statuses(KeyId(key_id), revoked_only=self._index_loaded)
+                async for serial, status, revoked_at, reason in rows:
+                    if status == CertificateStatus.REVOKED:
+                        assert revoked_at is not None
+                        revoked[key_id][serial] = _Status(
+                            ocsp.OCSPCertStatus.REVOKED, revoked_at, reason.flag
+                        )
+                    elif status == CertificateStatus.ISSUED:
+                        known.add(serial)
+        self._good, self._revoked = good, revoked
+        self._index_loaded = True
+        self._index_fresh = generation == self._generation
 
     async def answer(self, request_der: bytes) -> OcspAnswer:
         try:
@@ -302,7 +373,10 @@ class OcspResponder:
         """The answer read, signed or taken from the cluster's store, and cached when it may
         be (one CertID, no nonce, no revocation seen meanwhile)."""
         cacheable = query.nonce is None and len(query.cert_ids) == 1
-        statuses, shared = await self._statuses(keepers, query.cert_ids, cacheable=cacheable)
+        statuses, shared, certain = await self._statuses(
+            keepers, query.cert_ids, cacheable=cacheable
+        )
+        cacheable = cacheable and certain
         answer = self._stored_answer(shared, statuses[0]) if shared is not None else None
         if answer is None:
             answer = await self._sign(responding, query, statuses, cacheable)
@@ -328,24 +402,82 @@ class OcspResponder:
         cert_ids: Sequence[CertId],
         *,
         cacheable: bool,
-    ) -> tuple[list[_Status], _Shared | None]:
-        """Each CertID's status, all read in one transaction (one per CertID made 20 CertIDs
-        cost 20 transactions: most of the answer's time); for a cacheable request about a
-        served CA, in the same transaction, the response stored for the cluster."""
-        if all(keeper is None for keeper in keepers):
-            return [_UNKNOWN] * len(cert_ids), None  # issuers we do not serve
+    ) -> tuple[list[_Status], _Shared | None, bool]:
+        """Each CertID's status, from the index where it knows; the others all read in one
+        transaction (one per CertID made 20 CertIDs cost 20 transactions), with, for a
+        cacheable request about a served CA, the response stored for the cluster. Last: False
+        when a status is a guess ("unknown" past the miss-read budget): not to be cached."""
+        known = [self._indexed(k, c.serial_number) for k, c in zip(keepers, cert_ids, strict=True)]
+        misses = [i for i, status in enumerate(known) if status is None]
+        if misses and self._index_fresh and not self._spend_miss_reads(len(misses)):
+            return [status or _UNKNOWN for status in known], None, False
+        first = known[0]
+        wants_stored = (
+            cacheable and keepers[0] is not None and (first is None or first.shared_key is not None)
+        )
+        if not misses and not wants_stored:
+            return [status for status in known if status is not None], None, True
         async with self._store.read() as tx:
-            statuses = [
-                await self._status(tx, keeper, cert_id.serial_number)
-                for keeper, cert_id in zip(keepers, cert_ids, strict=True)
-            ]
+            for i in misses:
+                status = await self._status(tx, keepers[i], cert_ids[i].serial_number)
+                self._learn(keepers[i], cert_ids[i].serial_number, status)
+                known[i] = status
+            statuses = [status for status in known if status is not None]
             shared = None
-            if cacheable and keepers[0] is not None and statuses[0].shared_key is not None:
+            if wants_stored and statuses[0].shared_key is not None:
+                assert keepers[0] is not None
                 key_id, cert_id = keepers[0].issuer.key_id, cert_ids[0]
                 serial = Serial(cert_id.serial_number)  # valid: its status is not "unknown"
                 stored = await tx.ocsp_response(key_id, serial, cert_id.hash_name)
                 shared = _Shared(key_id, serial, cert_id.hash_name, stored)
-            return statuses, shared
+            return statuses, shared, True
+
+    def _indexed(self, keeper: ResponderKeeper | None, serial_number: int) -> _Status | None:
+        """The status the index knows, or None: it must be read."""
+        if keeper is None:
+            return _UNKNOWN  # an issuer we do not serve
+        if not self._index_fresh:
+            return None
+        key_id = keeper.issuer.key_id
+        revoked = self._revoked[key_id].get(serial_number)
+        if revoked is not None:
+            return revoked
+        if serial_number in self._good[key_id]:
+            return _GOOD
+        expires = self._negative.get((key_id, serial_number))
+        if expires is not None:
+            if time.monotonic() < expires:
+                return _UNKNOWN
+            del self._negative[(key_id, serial_number)]
+        return None
+
+    def _learn(self, keeper: ResponderKeeper | None, serial_number: int, status: _Status) -> None:
+        """What a miss read found: "good" joins the index for good (a certificate only ever
+        becomes revoked, and revoked serials are looked up first); "unknown" for a while."""
+        if keeper is None or not self._index_loaded:
+            return
+        key_id = keeper.issuer.key_id
+        if status is _GOOD:
+            self._good[key_id].add(serial_number)
+        elif status.status is ocsp.OCSPCertStatus.REVOKED:
+            self._revoked[key_id][serial_number] = status
+        else:
+            self._negative[(key_id, serial_number)] = time.monotonic() + NEGATIVE_SECONDS
+            if len(self._negative) > NEGATIVE_ENTRIES:
+                self._negative.popitem(last=False)
+
+    def _spend_miss_reads(self, count: int) -> bool:
+        """A token bucket: MISS_READS_PER_SECOND, bursts of MISS_READ_BURST."""
+        now = time.monotonic()
+        self._miss_budget = min(
+            MISS_READ_BURST,
+            self._miss_budget + (now - self._miss_budget_at) * MISS_READS_PER_SECOND,
+        )
+        self._miss_budget_at = now
+        if self._miss_budget < count:
+            return False
+        self._miss_budget -= count
+        return True
 
     def _stored_answer(self, shared: _Shared, status: _Status) -> OcspAnswer | None:
         """The cluster's stored response, when it is fresh and says what the status is now."""
@@ -451,14 +583,19 @@ class OcspResponder:
             for cert_id, status in zip(query.cert_ids, statuses, strict=True)
         ]
         extensions = [] if query.nonce is None else [x509.OCSPNonce(query.nonce)]
-        der = await self._workers.run(
-            signed_ocsp_response,
+        arguments = (
             single_responses,
             credential.certificate,
             credential.signer,
             RESPONDER_SCHEME,
             extensions,
         )
+        if SIGN_INLINE and isinstance(credential.signer, KeyFileSigner):
+            # A software P-256 signature is cheaper than handing it to a thread and back;
+            # a token's key (PKCS#11 blocks) still goes to the workers.
+            der = signed_ocsp_response(*arguments)
+        else:
+            der = await self._workers.run(signed_ocsp_response, *arguments)
         return OcspAnswer(
             der=der,
             cacheable=cacheable,
