@@ -20,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import event, given
 
 from est_ca.ca.certificates import Serial
-from est_ca.ca.signing import signed_ocsp_response
+from est_ca.ca.signing import ocsp_response
 from est_ca.clock import SettableClock
 from est_ca.revocation import ocsp as ocsp_module
 from est_ca.revocation.ocsp import MAX_CERT_IDS
@@ -279,13 +279,13 @@ async def test_a_burst_of_requests_for_one_certid_is_answered_with_one_signature
     certificate = await issue(service, keys)
     request = ocsp_request(certificate, issuing(service))
     signatures = []
-    signing = signed_ocsp_response
+    signing = ocsp_response
 
     def counted(*arguments: Any) -> bytes:
         signatures.append(1)
         return signing(*arguments)
 
-    monkeypatch.setattr(ocsp_module, "signed_ocsp_response", counted)
+    monkeypatch.setattr(ocsp_module, "ocsp_response", counted)
     answers = await asyncio.gather(*(publishing.responder.answer(request) for _ in range(10)))
     assert len({answer.der for answer in answers}) == 1
     assert len(signatures) == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 from email.utils import format_datetime, parsedate_to_datetime
 from urllib.parse import unquote
 
@@ -29,7 +30,9 @@ CLOCK = web.AppKey("clock", Clock)
 MAX_AGE = web.AppKey("http_max_age_seconds", int)
 
 
+@functools.lru_cache(maxsize=4096)
 def _http_date(moment: dt.datetime) -> str:
+    """(Cached: a pre-produced answer's dates are formatted on every request for it.)"""
     return format_datetime(moment.astimezone(dt.UTC), usegmt=True)
 
 

@@ -48,7 +48,7 @@ import functools
 import hashlib
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from asn1crypto import ocsp as asn1_ocsp
@@ -57,7 +57,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from est_ca.ca.certificates import CertificateStatus, KeyId, Serial
-from est_ca.ca.signing import KeyFileSigner, signed_ocsp_response
+from est_ca.ca.signing import KeyFileSigner, SingleOcspAnswer, ocsp_response
 from est_ca.clock import Clock
 from est_ca.errors import BadRequest
 from est_ca.revocation.issuers import CERT_ID_HASHES
@@ -212,6 +212,13 @@ def unauthorized_response() -> bytes:
     ).public_bytes(serialization.Encoding.DER)
 
 
+_STATUS_NAMES: dict[ocsp.OCSPCertStatus, Literal["good", "revoked", "unknown"]] = {
+    ocsp.OCSPCertStatus.GOOD: "good",
+    ocsp.OCSPCertStatus.REVOKED: "revoked",
+    ocsp.OCSPCertStatus.UNKNOWN: "unknown",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class _Status:
     status: ocsp.OCSPCertStatus
@@ -219,8 +226,8 @@ class _Status:
     reason: x509.ReasonFlags | None = None
 
     @property
-    def name(self) -> str:
-        return self.status.name.lower()
+    def name(self) -> Literal["good", "revoked", "unknown"]:
+        return _STATUS_NAMES[self.status]
 
     @property
     def shared_key(self) -> str | None:
@@ -268,6 +275,8 @@ class OcspResponder:
         # Bumped by every invalidation: an answer computed before it is never cached after it.
         self._generation = 0
         self._pending: dict[tuple[CertId, int], asyncio.Future[OcspAnswer]] = {}
+        # Requests without a nonce, as parsed (what they ask never changes).
+        self._queries: dict[bytes, OcspQuery] = {}
         # The status index (see the module's docstring), per CA key id.
         self._good: dict[str, set[int]] = {}
         self._revoked: dict[str, dict[int, _Status]] = {}
@@ -324,12 +333,19 @@ class OcspResponder:
         self._index_fresh = generation == self._generation
 
     async def answer(self, request_der: bytes) -> OcspAnswer:
-        try:
-            query = parse_request(request_der)
-        except MalformedOcspRequest:
-            return OcspAnswer(
-                der=malformed_response(), cacheable=False, statuses=("malformed_request",)
-            )
+        query = self._queries.get(request_der)
+        if query is None:
+            try:
+                query = parse_request(request_der)
+            except MalformedOcspRequest:
+                return OcspAnswer(
+                    der=malformed_response(), cacheable=False, statuses=("malformed_request",)
+                )
+            if query.nonce is None:
+                # Relying parties repeat the same bytes (RFC 5019 GETs): parse them once.
+                if len(self._queries) >= CACHE_ENTRIES:
+                    self._queries.clear()
+                self._queries[request_der] = query
         keepers = [self._keeper_for(cert_id) for cert_id in query.cert_ids]
         served = {keeper for keeper in keepers if keeper is not None}
         if len(served) > 1:
@@ -568,34 +584,34 @@ class OcspResponder:
         credential = keeper.current
         now = self._clock.now()
         next_update = min(now + self._validity, credential.not_after)
-        single_responses = [
-            ocsp.OCSPResponseBuilder().add_response_by_hash(
+        singles = [
+            SingleOcspAnswer(
+                hash_name=cert_id.hash_name,
                 issuer_name_hash=cert_id.issuer_name_hash,
                 issuer_key_hash=cert_id.issuer_key_hash,
                 serial_number=cert_id.serial_number,
-                algorithm=_HASHES[cert_id.hash_name],
-                cert_status=status.status,
+                status=status.name,
                 this_update=now,
                 next_update=next_update,
-                revocation_time=status.revoked_at,
-                revocation_reason=status.reason,
+                revoked_at=status.revoked_at,
+                reason=status.reason,
             )
             for cert_id, status in zip(query.cert_ids, statuses, strict=True)
         ]
-        extensions = [] if query.nonce is None else [x509.OCSPNonce(query.nonce)]
         arguments = (
-            single_responses,
+            singles,
             credential.certificate,
             credential.signer,
             RESPONDER_SCHEME,
-            extensions,
+            query.nonce,
+            now,
         )
         if SIGN_INLINE and isinstance(credential.signer, KeyFileSigner):
             # A software P-256 signature is cheaper than handing it to a thread and back;
             # a token's key (PKCS#11 blocks) still goes to the workers.
-            der = signed_ocsp_response(*arguments)
+            der = ocsp_response(*arguments)
         else:
-            der = await self._workers.run(signed_ocsp_response, *arguments)
+            der = await self._workers.run(ocsp_response, *arguments)
         return OcspAnswer(
             der=der,
             cacheable=cacheable,
