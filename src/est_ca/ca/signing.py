@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
+from asn1crypto import algos as asn1_algos
 from asn1crypto import core as asn1_core
 from asn1crypto import crl as asn1_crl
 from asn1crypto import ocsp as asn1_ocsp
@@ -374,39 +375,91 @@ class SingleOcspAnswer:
     reason: x509.ReasonFlags | None = None
 
 
+def _der(tag: int, content: bytes) -> bytes:
+    """One DER TLV (definite length, short or long form)."""
+    size = len(content)
+    if size < 0x80:
+        return bytes((tag, size)) + content
+    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(length))) + length + content
+
+
+def _der_time(moment: dt.datetime) -> bytes:
+    """GeneralizedTime to the second, in UTC (RFC 5280 4.1.2.5.2)."""
+    return _der(0x18, moment.astimezone(dt.UTC).strftime("%Y%m%d%H%M%SZ").encode("ascii"))
+
+
+def _der_integer(value: int) -> bytes:
+    return _der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True))
+
+
+_GOOD = b"\x80\x00"  # [0] IMPLICIT NULL
+_UNKNOWN = b"\x82\x00"  # [2] IMPLICIT NULL
+# id-pkix-ocsp-nonce, id-pkix-ocsp-basic
+_NONCE_OID = _der(0x06, bytes.fromhex("2b0601050507300102"))
+_BASIC_OID = _der(0x06, bytes.fromhex("2b0601050507300101"))
+_SUCCESSFUL = _der(0x0A, b"\x00")
+_REASON_CODES = {
+    x509.ReasonFlags.unspecified: 0,
+    x509.ReasonFlags.key_compromise: 1,
+    x509.ReasonFlags.ca_compromise: 2,
+    x509.ReasonFlags.affiliation_changed: 3,
+    x509.ReasonFlags.superseded: 4,
+    x509.ReasonFlags.cessation_of_operation: 5,
+    x509.ReasonFlags.certificate_hold: 6,
+    x509.ReasonFlags.remove_from_crl: 8,
+    x509.ReasonFlags.privilege_withdrawn: 9,
+    x509.ReasonFlags.aa_compromise: 10,
+}
+
+
+@functools.cache
+def _digest_algorithm(hash_name: str) -> bytes:
+    """A CertID's hashAlgorithm, as asn1crypto (and cryptography) encode it."""
+    return bytes(asn1_algos.DigestAlgorithm({"algorithm": hash_name}).dump())
+
+
+@functools.cache
+def _signature_algorithm(scheme: SignatureScheme) -> bytes:
+    if scheme.algorithm == "ecdsa":
+        fields: dict[str, object] = {"algorithm": f"{scheme.hash}_ecdsa"}
+    else:
+        fields = {"algorithm": f"{scheme.hash}_rsa", "parameters": asn1_core.Null()}
+    return bytes(asn1_algos.SignedDigestAlgorithm(fields).dump())
+
+
 @functools.lru_cache(maxsize=16)
 def _responder_parts(responder: x509.Certificate) -> tuple[bytes, bytes]:
-    """The responder's KeyHash (its responderID) and DER: the same for every response."""
+    """The responder's responderID (byKey: [2] EXPLICIT KeyHash) and its certificate's DER:
+    the same for every response."""
     key_bits = subject_public_key_bits(public_key_der(responder.public_key()))
     key_hash = hashlib.sha1(key_bits).digest()  # noqa: S324 - RFC 6960 KeyHash
-    return key_hash, responder.public_bytes(serialization.Encoding.DER)
+    return _der(0xA2, _der(0x04, key_hash)), responder.public_bytes(serialization.Encoding.DER)
 
 
-def _generalized(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.UTC).replace(microsecond=0)
-
-
-def _single_response(single: SingleOcspAnswer) -> dict[str, object]:
-    status: object
+def _single_response(single: SingleOcspAnswer) -> bytes:
+    cert_id = _der(
+        0x30,
+        _digest_algorithm(single.hash_name)
+        + _der(0x04, single.issuer_name_hash)
+        + _der(0x04, single.issuer_key_hash)
+        + _der_integer(single.serial_number),
+    )
     if single.status == "revoked":
         assert single.revoked_at is not None
-        revoked: dict[str, object] = {"revocation_time": _generalized(single.revoked_at)}
+        revoked = _der_time(single.revoked_at)
         if single.reason is not None:
-            revoked["revocation_reason"] = single.reason.name
-        status = asn1_ocsp.CertStatus(name="revoked", value=revoked)
+            revoked += _der(0xA0, _der(0x0A, bytes((_REASON_CODES[single.reason],))))
+        status = _der(0xA1, revoked)  # [1] IMPLICIT RevokedInfo
     else:
-        status = asn1_ocsp.CertStatus(name=single.status, value=None)
-    return {
-        "cert_id": {
-            "hash_algorithm": {"algorithm": single.hash_name},
-            "issuer_name_hash": single.issuer_name_hash,
-            "issuer_key_hash": single.issuer_key_hash,
-            "serial_number": single.serial_number,
-        },
-        "cert_status": status,
-        "this_update": _generalized(single.this_update),
-        "next_update": _generalized(single.next_update),
-    }
+        status = _GOOD if single.status == "good" else _UNKNOWN
+    return _der(
+        0x30,
+        cert_id
+        + status
+        + _der_time(single.this_update)
+        + _der(0xA0, _der_time(single.next_update)),  # [0] EXPLICIT nextUpdate
+    )
 
 
 def ocsp_response(
@@ -420,47 +473,35 @@ def ocsp_response(
     """A successful OCSP response answering `singles` in order, with the nonce (RFC 8954) if
     any, signed by `signer` for the responder certificate: DER.
 
-    Encoded directly (asn1crypto), where `signed_ocsp_response` drafts with cryptography's
-    builder under a throwaway key: a second signature and two parses per answer, a third of
-    what a nonce request cost. The signature is still verified before the response leaves
-    (`_signature_over`), and the result is read back by cryptography as a check.
+    Encoded directly, where `signed_ocsp_response` drafts with cryptography's builder under a
+    throwaway key and re-assembles with asn1crypto: a second signature and several parses and
+    encodings per answer, two thirds of what a nonce request cost. The bytes are the builder's
+    (tests/ca/test_signing.py compares them), the signature is still verified before the
+    response leaves (`_signature_over`), and cryptography reads the result back as a check.
     """
     if scheme.algorithm == "rsassa-pss":
         raise ValueError("OCSP responses are signed with ECDSA or RSA PKCS#1 v1.5")
     if not singles:
         raise ValueError("an OCSP response answers at least one CertID")
-    key_hash, responder_der = _responder_parts(responder)
-    data: dict[str, object] = {
-        "responder_id": asn1_ocsp.ResponderId(name="by_key", value=key_hash),
-        "produced_at": _generalized(produced_at),
-        "responses": [_single_response(single) for single in singles],
-    }
-    if nonce is not None:
-        data["response_extensions"] = [{"extn_id": "nonce", "critical": False, "extn_value": nonce}]
-    tbs = bytes(asn1_ocsp.ResponseData(data).dump())
-    signature = _signature_over(tbs, signer, scheme)
-    if scheme.algorithm == "ecdsa":
-        algorithm: dict[str, object] = {"algorithm": f"{scheme.hash}_ecdsa"}
-    else:
-        algorithm = {"algorithm": f"{scheme.hash}_rsa", "parameters": asn1_core.Null()}
-    assembled = bytes(
-        asn1_ocsp.OCSPResponse(
-            {
-                "response_status": "successful",
-                "response_bytes": {
-                    "response_type": "basic_ocsp_response",
-                    "response": asn1_ocsp.BasicOCSPResponse(
-                        {
-                            "tbs_response_data": asn1_ocsp.ResponseData.load(tbs),
-                            "signature_algorithm": algorithm,
-                            "signature": signature,
-                            "certs": [asn1_x509.Certificate.load(responder_der)],
-                        }
-                    ),
-                },
-            }
-        ).dump()
+    responder_id, responder_der = _responder_parts(responder)
+    data = (
+        responder_id
+        + _der_time(produced_at)
+        + _der(0x30, b"".join(_single_response(single) for single in singles))
     )
+    if nonce is not None:
+        nonce_extension = _der(0x30, _NONCE_OID + _der(0x04, _der(0x04, nonce)))
+        data += _der(0xA1, _der(0x30, nonce_extension))  # [1] EXPLICIT responseExtensions
+    tbs = _der(0x30, data)
+    signature = _signature_over(tbs, signer, scheme)
+    basic = _der(
+        0x30,
+        tbs
+        + _signature_algorithm(scheme)
+        + _der(0x03, b"\x00" + signature)
+        + _der(0xA0, _der(0x30, responder_der)),  # [0] EXPLICIT certs
+    )
+    assembled = _der(0x30, _SUCCESSFUL + _der(0xA0, _der(0x30, _BASIC_OID + _der(0x04, basic))))
     if ocsp.load_der_ocsp_response(assembled).tbs_response_bytes != tbs:
         raise ValueError("assembling the OCSP response changed its TBS bytes")
     return assembled
