@@ -138,7 +138,7 @@ def parse_request(der: bytes) -> OcspQuery:
     try:
         request = asn1_ocsp.OCSPRequest.load(der, strict=True)
         fields = request.native  # decodes everything now: damage shows here, not later
-        canonical = request.dump(force=True)
+        canonical = der if _strict_der(der, fields) else request.dump(force=True)
     except _DECODE_ERRORS as exc:
         raise MalformedOcspRequest(f"not an OCSP request: {exc}") from exc
     if canonical != der:
@@ -162,6 +162,37 @@ def parse_request(der: bytes) -> OcspQuery:
         _extensions(entry["single_request_extensions"], understood=set())
         cert_ids.append(_cert_id(entry["req_cert"]))
     return OcspQuery(cert_ids=tuple(cert_ids), nonce=nonce)
+
+
+def _strict_der(der: bytes, fields: dict[str, Any]) -> bool:
+    """True when cryptography's parser (strict DER, in Rust) reads the request: then
+    asn1crypto's re-encoding, 90 % of parsing a request, need not be compared. Only for the
+    plain shape it checks all of: one CertID, no requestorName, signature or per-CertID
+    extensions (kept as raw bytes there), and a nonce whose own encoding is DER. Anything
+    else is compared the slow way, as before."""
+    tbs = fields["tbs_request"]
+    if (
+        fields["optional_signature"] is not None
+        or tbs["requestor_name"] is not None
+        or len(tbs["request_list"]) != 1
+        or tbs["request_list"][0]["single_request_extensions"] is not None
+    ):
+        return False
+    try:
+        extensions = ocsp.load_der_ocsp_request(der).extensions
+    except Exception:  # any refusal only means: check the slow way
+        return False
+    for extension in extensions:
+        if isinstance(extension.value, x509.OCSPNonce):
+            sent = next(
+                (e["extn_value"] for e in tbs["request_extensions"] if e["extn_id"] == "nonce"),
+                None,
+            )
+            # cryptography unwraps the nonce's OCTET STRING when it is DER and keeps the raw
+            # value otherwise: only the unwrapped value equals what asn1crypto read.
+            if sent is None or extension.value.nonce != sent:
+                return False
+    return True
 
 
 def _cert_id(fields: dict[str, Any]) -> CertId:
