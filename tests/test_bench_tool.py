@@ -49,3 +49,28 @@ def test_the_quick_benchmark_writes_every_path_with_its_ceiling_and_ratio(tmp_pa
     assert (
         "| path | est-ca /s | ceiling | ceiling /s | ratio | CPU/request ratio |" in result.stdout
     )
+
+
+def test_the_ocsp_only_benchmark_writes_the_ocsp_paths_and_their_flame_graphs(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "bench.json"
+    profiles = tmp_path / "profiles"
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.bench", "--only-ocsp", "--quick", "--json", str(out),
+         "--ca-key", "p256", "--enrollments", "2", "--seconds", "0.2", "--clients", "4",
+         "--client-processes", "1", "--profile-ocsp", str(profiles)],
+        cwd=ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    paths = report["paths"]
+    for path in ("ocsp_get_preproduced", "ocsp_post_nonce"):
+        assert set(paths[path]["cpu_ratio"]) == {"min", "median", "max"}
+    assert not set(CEILINGS) & set(paths)
+    assert "cacerts_https_keep_alive" not in paths
+    assert report["crl"] is None
+    assert {p.name for p in profiles.glob("*.svg")} == {
+        "ocsp-get-p256.svg",
+        "ocsp-post-nonce-p256.svg",
+    }

@@ -9,6 +9,7 @@ import json
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import structlog
@@ -105,6 +106,28 @@ async def test_a_malformed_request_is_not_repeated_in_the_answer_or_the_log(
     assert "malformed request" in log_output.getvalue()
     assert header.decode(errors="replace")[:20] not in recorded
     assert secret not in recorded
+
+
+async def test_successful_ocsp_and_crl_requests_log_no_line_and_their_failures_do(
+    server: Server, service: Service, tmp_path: Path, log_output: io.StringIO
+) -> None:
+    """Relying parties' traffic (thousands a second) is counted in the metrics, not logged a
+    line each; a failure of it is logged, and every other path still is."""
+    garbage = tmp_path / "x"
+    garbage.write_bytes(b"x")
+    crl = await curl(service.publication.issuing_crl_url)
+    ocsp_get = await curl(service.publication.ocsp_url + "/" + "A" * 8)  # malformedRequest: 200
+    refused = await curl(service.publication.ocsp_url, "--data-binary", f"@{garbage}")
+    missing = await curl(f"{server.http_url}/nothing-here")
+    assert (crl.status, ocsp_get.status, refused.status, missing.status) == (200, 200, 415, 404)
+
+    lines = [json.loads(line) for line in log_output.getvalue().splitlines()]
+    logged = {(line["path"], line["status"]) for line in lines if line["event"] == "request"}
+    ocsp_path = urlsplit(service.publication.ocsp_url).path
+    assert logged == {(ocsp_path, 415), ("/nothing-here", 404)}
+    exposition = service.metrics.exposition().decode()
+    assert 'method="GET",status="200"' in exposition
+    assert "est_ca_ocsp_responses_total" in exposition
 
 
 def test_logging_survives_the_stderr_it_was_configured_with_being_closed(

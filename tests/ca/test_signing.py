@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from asn1crypto import ocsp as asn1_ocsp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -15,7 +16,9 @@ from cryptography.x509.oid import NameOID
 from est_ca.ca.signing import (
     KeyFileSigner,
     SignatureScheme,
+    SingleOcspAnswer,
     draft_certificate,
+    ocsp_response,
     signed_ocsp_response,
     signed_with,
 )
@@ -165,3 +168,66 @@ def test_an_ocsp_response_without_a_single_response_is_refused() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(ValueError, match="at least one"):
         signed_ocsp_response([], _responder(key), KeyFileSigner(key), ECDSA_SHA256)
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (ocsp.OCSPCertStatus.GOOD, None),
+        (ocsp.OCSPCertStatus.REVOKED, x509.ReasonFlags.key_compromise),
+        (ocsp.OCSPCertStatus.REVOKED, None),
+        (ocsp.OCSPCertStatus.UNKNOWN, None),
+    ],
+)
+def test_an_ocsp_response_encoded_directly_says_byte_for_byte_what_cryptography_drafts(
+    status: ocsp.OCSPCertStatus, reason: x509.ReasonFlags | None
+) -> None:
+    """`ocsp_response` skips cryptography's builder (and its throwaway signature): its
+    ResponseData must still be the builder's, down to the nonce's and the reason's encoding."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    responder = _responder(key)
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    revoked_at = now if status is ocsp.OCSPCertStatus.REVOKED else None
+    drafted = signed_ocsp_response(
+        [
+            ocsp.OCSPResponseBuilder().add_response_by_hash(
+                issuer_name_hash=b"\x01" * 20,
+                issuer_key_hash=b"\x02" * 20,
+                serial_number=77,
+                algorithm=hashes.SHA1(),  # noqa: S303 - RFC 5019's CertID hash
+                cert_status=status,
+                this_update=now,
+                next_update=now + dt.timedelta(hours=8),
+                revocation_time=revoked_at,
+                revocation_reason=reason,
+            )
+        ],
+        responder,
+        KeyFileSigner(key),
+        ECDSA_SHA256,
+        [x509.OCSPNonce(b"n" * 16)],
+    )
+    single = SingleOcspAnswer(
+        hash_name="sha1",
+        issuer_name_hash=b"\x01" * 20,
+        issuer_key_hash=b"\x02" * 20,
+        serial_number=77,
+        status=status.name.lower(),  # type: ignore[arg-type]
+        this_update=now,
+        next_update=now + dt.timedelta(hours=8),
+        revoked_at=revoked_at,
+        reason=reason,
+    )
+    direct = ocsp_response([single], responder, KeyFileSigner(key), ECDSA_SHA256, b"n" * 16, now)
+    old, new = (
+        asn1_ocsp.OCSPResponse.load(der)["response_bytes"]["response"].parsed
+        for der in (drafted, direct)
+    )
+    for field in ("version", "responder_id", "responses", "response_extensions"):
+        assert old["tbs_response_data"][field].dump() == new["tbs_response_data"][field].dump()
+    for field in ("signature_algorithm", "certs"):
+        assert old[field].dump() == new[field].dump()
+    response = ocsp.load_der_ocsp_response(direct)
+    key.public_key().verify(
+        response.signature, response.tbs_response_bytes, ec.ECDSA(hashes.SHA256())
+    )

@@ -20,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from hypothesis import event, given
 
 from est_ca.ca.certificates import Serial
-from est_ca.ca.signing import signed_ocsp_response
+from est_ca.ca.signing import ocsp_response
 from est_ca.clock import SettableClock
 from est_ca.revocation import ocsp as ocsp_module
 from est_ca.revocation.ocsp import MAX_CERT_IDS
@@ -279,13 +279,13 @@ async def test_a_burst_of_requests_for_one_certid_is_answered_with_one_signature
     certificate = await issue(service, keys)
     request = ocsp_request(certificate, issuing(service))
     signatures = []
-    signing = signed_ocsp_response
+    signing = ocsp_response
 
     def counted(*arguments: Any) -> bytes:
         signatures.append(1)
         return signing(*arguments)
 
-    monkeypatch.setattr(ocsp_module, "signed_ocsp_response", counted)
+    monkeypatch.setattr(ocsp_module, "ocsp_response", counted)
     answers = await asyncio.gather(*(publishing.responder.answer(request) for _ in range(10)))
     assert len({answer.der for answer in answers}) == 1
     assert len(signatures) == 1
@@ -703,3 +703,56 @@ def _with_serial(
         .not_valid_after(certificate.not_valid_after_utc)
     )
     return builder.sign(key, hashes.SHA256())
+
+
+def _long_form(der: bytes) -> bytes:
+    """`der` with every constructed value's length in the long form: valid BER, not DER."""
+    out = b""
+    offset = 0
+    while offset < len(der):
+        tag, first = der[offset], der[offset + 1]
+        if first < 0x80:
+            size, start = first, offset + 2
+        else:
+            count = first & 0x7F
+            size = int.from_bytes(der[offset + 2 : offset + 2 + count], "big")
+            start = offset + 2 + count
+        content = der[start : start + size]
+        if tag & 0x20:  # constructed: its children too
+            content = _long_form(content)
+            out += bytes((tag, 0x82)) + len(content).to_bytes(2, "big") + content
+        else:
+            out += bytes((tag,)) + der[offset + 1 : start] + content
+        offset = start + size
+    return out
+
+
+@pytest.mark.parametrize("where", ["every length", "the nonce's own octet string"])
+async def test_a_one_certid_request_in_ber_not_der_is_a_malformed_request(
+    service: Service, keys: KeyPool, publishing: RevocationPublishing, where: str
+) -> None:
+    """DER is checked by cryptography's strict parser first, asn1crypto's re-encoding second:
+    neither may let BER through (RFC 6960 requests are DER)."""
+    certificate = await issue(service, keys)
+    if where == "every length":
+        request = _long_form(ocsp_request(certificate, issuing(service), nonce=random_nonce()))
+    else:
+        nonce = random_nonce(16)
+        request = bytes(
+            asn1_ocsp.OCSPRequest(
+                {
+                    "tbs_request": {
+                        "request_list": [{"req_cert": cert_id(certificate, issuing(service))}],
+                        "request_extensions": [
+                            {
+                                "extn_id": "nonce",
+                                "critical": False,
+                                "extn_value": core.ParsableOctetString(b"\x04\x81\x10" + nonce),
+                            }
+                        ],
+                    }
+                }
+            ).dump()
+        )
+    answer = await publishing.responder.answer(request)
+    assert answer.statuses == ("malformed_request",)

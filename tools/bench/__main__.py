@@ -93,6 +93,9 @@ class Plan:
     crl_entries: int
     clients: int
     client_processes: int
+    # Only the OCSP paths (and the few enrollments that make their certificate): the quick
+    # before/after loop of an OCSP change.
+    only_ocsp: bool = False
 
 
 # -- what the server processes used ------------------------------------------------------------
@@ -189,7 +192,7 @@ class Results:
             }
             entry["errors"] = dict(self.errors[path])
             ceiling = self.ceiling_of.get(path)
-            if ceiling is not None:
+            if ceiling is not None and ceiling in self.runs:
                 tops = self.runs[ceiling]
                 entry["ceiling"] = ceiling
                 pairs = list(zip(runs, tops, strict=False))
@@ -224,6 +227,9 @@ class Bench:
     token: str = ""
     # py-spy's record of the first server process during the first simpleenroll.
     profile: Path | None = None
+    # py-spy's records of the first server process during the first OCSP measurements.
+    profile_ocsp: Path | None = None
+    plan_key: str = ""  # names the OCSP flame graphs (the CA key)
     bare_pids: list[int] = dataclasses.field(default_factory=list)
     results: Results = dataclasses.field(default_factory=Results)
 
@@ -508,10 +514,19 @@ async def crl_under_load(bench: Bench, ocsp_get: Job, revoke_serial: int) -> dic
     }
 
 
-async def measure(bench: Bench, spec: SignSpec, bodies: Path) -> dict[str, float]:
+def _ocsp_profile(bench: Bench, rep: int, name: str) -> Path | None:
+    """Where the first repetition's OCSP `name` flame graph goes (both est-ca and the bare
+    app are timed in the block: the bare app is another process, not sampled)."""
+    if bench.profile_ocsp is None or rep != 0:
+        return None
+    bench.profile_ocsp.mkdir(parents=True, exist_ok=True)
+    return bench.profile_ocsp / f"ocsp-{name}-{bench.plan_key}.svg"
+
+
+async def measure(bench: Bench, spec: SignSpec, bodies: Path) -> dict[str, float] | None:
     plan = bench.plan
     trust = str(bench.shared.tls_cert)
-    orders = await bench.place_orders(plan.repeat * 2 * plan.enrollments)
+    orders = await bench.place_orders((1 if plan.only_ocsp else plan.repeat) * 2 * plan.enrollments)
     issuer = x509.load_pem_x509_certificate(bench.shared.hierarchy.issuing_cert.read_bytes())
     cacerts = await fetch(bench.urls(f"{EST}/cacerts")[0], trust=_trust(bench.shared))
     (bodies / "cacerts").write_bytes(cacerts)
@@ -520,9 +535,13 @@ async def measure(bench: Bench, spec: SignSpec, bodies: Path) -> dict[str, float
         bench.bare_pids = [bare_pid]
         bench.load.warm()
         for rep in range(plan.repeat):
-            sign_ceilings(bench, spec)
-            renewed = await enrollments(bench, orders, rep)
+            if not plan.only_ocsp:
+                sign_ceilings(bench, spec)
+            if rep == 0 or not plan.only_ocsp:
+                renewed = await enrollments(bench, orders, rep)
             for variant, keep_alive in (("new_connection", False), ("keep_alive", True)):
+                if plan.only_ocsp:
+                    break
                 job = Job(
                     urls=bench.urls(f"{EST}/cacerts"),
                     method="GET",
@@ -559,7 +578,8 @@ async def measure(bench: Bench, spec: SignSpec, bodies: Path) -> dict[str, float
                 keep_alive=True,
                 duration=plan.seconds,
             )
-            await versus_bare(bench, "ocsp_get_preproduced", ocsp_get, bare_http + "/ocsp-get")
+            async with profiled(_ocsp_profile(bench, rep, "get"), bench.pids[0]):
+                await versus_bare(bench, "ocsp_get_preproduced", ocsp_get, bare_http + "/ocsp-get")
             ocsp_post = Job(
                 urls=bench.urls(OCSP_PATH, https=False),
                 method="POST",
@@ -568,7 +588,10 @@ async def measure(bench: Bench, spec: SignSpec, bodies: Path) -> dict[str, float
                 keep_alive=True,
                 duration=plan.seconds,
             )
-            await versus_bare(bench, "ocsp_post_nonce", ocsp_post, bare_http + "/ocsp-nonce")
+            async with profiled(_ocsp_profile(bench, rep, "post-nonce"), bench.pids[0]):
+                await versus_bare(bench, "ocsp_post_nonce", ocsp_post, bare_http + "/ocsp-nonce")
+    if plan.only_ocsp:
+        return None
     # The CRL is the service's alone (no bare app). Revoke a certificate that is not the OCSP
     # target.
     return await crl_under_load(bench, ocsp_get, renewed[-1].serial_number)
@@ -621,6 +644,13 @@ def table(report: dict[str, Any]) -> str:
             cores = f"{entry['server_cores']['median']:.2f} | {entry['client_cores']['median']:.2f}"
             lines.append(f"| {path} | {figures} | {cores} | {entry['errors'] or ''} |")
     crl = report["crl"]
+    if crl is None:
+        lines += [
+            "",
+            "peak RSS (VmHWM) per server process: "
+            + ", ".join(f"{v:.0f} MB" for v in report["peak_rss_mb"]),
+        ]
+        return "\n".join(lines)
     lines += [
         "",
         f"CRL of {crl['entries']:,.0f} entries ({crl['crl_bytes'] / 1e6:.1f} MB) made by the live "
@@ -680,7 +710,17 @@ async def bench_run(args: argparse.Namespace, plan: Plan, scratch: Path) -> dict
             database(args.database_url, scratch, args.instances) as url,
             running_cluster(scratch / "cluster", shared, url, args.instances) as instances,
         ):
-            bench = Bench(plan, scratch, shared, profiles, instances, load, profile=args.profile)
+            bench = Bench(
+                plan,
+                scratch,
+                shared,
+                profiles,
+                instances,
+                load,
+                profile=args.profile,
+                profile_ocsp=args.profile_ocsp,
+                plan_key=args.ca_key,
+            )
             crl = await measure(bench, spec, bodies)
             rss = [peak_rss_mb(pid) for pid in bench.pids]
     finally:
@@ -724,6 +764,16 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="py-spy flame graph (SVG) of the server during the first simpleenroll",
     )
+    parser.add_argument(
+        "--only-ocsp",
+        action="store_true",
+        help="only the OCSP paths (after 2 x --enrollments enrollments that make the target)",
+    )
+    parser.add_argument(
+        "--profile-ocsp",
+        type=Path,
+        help="directory: py-spy flame graphs of the server during the first OCSP measurements",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     plan = Plan(
@@ -733,6 +783,7 @@ def main(argv: list[str] | None = None) -> None:
         crl_entries=args.crl_entries or (2000 if quick else 100_000),
         clients=args.clients,
         client_processes=args.client_processes,
+        only_ocsp=args.only_ocsp,
     )
     with tempfile.TemporaryDirectory(prefix="est-ca-bench-") as scratch:
         report = asyncio.run(bench_run(args, plan, Path(scratch)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 from email.utils import format_datetime, parsedate_to_datetime
 from urllib.parse import unquote
 
@@ -20,7 +21,7 @@ from est_ca.errors import Unavailable
 from est_ca.revocation.ocsp import OcspAnswer, malformed_response
 from est_ca.revocation.publishing import RevocationPublishing
 from est_ca.web.inputs import read_body, require_content_type
-from est_ca.web.middleware import MAX_BODY_BYTES, METRICS
+from est_ca.web.middleware import MAX_BODY_BYTES, METRICS, quiet
 
 OCSP_REQUEST = "application/ocsp-request"
 OCSP_RESPONSE = "application/ocsp-response"
@@ -29,7 +30,9 @@ CLOCK = web.AppKey("clock", Clock)
 MAX_AGE = web.AppKey("http_max_age_seconds", int)
 
 
+@functools.lru_cache(maxsize=4096)
 def _http_date(moment: dt.datetime) -> str:
+    """(Cached: a pre-produced answer's dates are formatted on every request for it.)"""
     return format_datetime(moment.astimezone(dt.UTC), usegmt=True)
 
 
@@ -65,6 +68,7 @@ def _caching_headers(
     }
 
 
+@quiet
 async def crl(request: web.Request) -> web.StreamResponse:
     publishing = request.app[PUBLISHING]
     issuer = publishing.issuer_by_path(request.path)
@@ -107,6 +111,7 @@ def _render(request: web.Request, answer: OcspAnswer) -> web.Response:
     return web.Response(body=answer.der, headers=headers)
 
 
+@quiet
 async def ocsp_post(request: web.Request) -> web.Response:
     require_content_type(request, OCSP_REQUEST)
     body = await read_body(request, request.app[MAX_BODY_BYTES])
@@ -125,6 +130,7 @@ def _decode_get_path(encoded: str) -> bytes | None:
         return None
 
 
+@quiet
 async def ocsp_get(request: web.Request) -> web.Response:
     decoded = _decode_get_path(request.match_info["encoded"])
     if decoded is None:

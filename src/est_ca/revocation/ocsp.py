@@ -24,6 +24,18 @@
   certificates issued; a flood of random serials must not become database writes), and a
   revocation deletes the certificate's stored responses in its own transaction. A hit of
   this process's cache reads nothing from the database.
+- Statuses come from an in-memory index, not a database read per request: per CA, the
+  revoked serials (time, reason) and the serials known "good", loaded once at start
+  (`refresh_index`, called by every publishing round). Any revocation, local or noticed from
+  another instance, makes the index stale (`invalidate`): until the next round has re-read
+  the revoked serials, statuses are read from the database as before, so "good" is never
+  answered from memory for a revocation this process has heard of. A stored response is
+  served only when it says what the index says.
+- A serial the index does not know (issued by another instance since the load, or never
+  issued) is read from the database once; "good" joins the index, "unknown" is remembered for
+  NEGATIVE_SECONDS. Those reads are rate-limited (MISS_READS_PER_SECOND per process): a flood
+  of random serials is answered "unknown" beyond it, uncached (no-store), rather than
+  becoming a database read each.
 """
 
 from __future__ import annotations
@@ -34,8 +46,9 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
+import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from asn1crypto import ocsp as asn1_ocsp
@@ -43,8 +56,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from est_ca.ca.certificates import CertificateStatus, Serial
-from est_ca.ca.signing import signed_ocsp_response
+from est_ca.ca.certificates import CertificateStatus, KeyId, Serial
+from est_ca.ca.signing import KeyFileSigner, SingleOcspAnswer, ocsp_response
 from est_ca.clock import Clock
 from est_ca.errors import BadRequest
 from est_ca.revocation.issuers import CERT_ID_HASHES
@@ -60,6 +73,15 @@ MAX_NONCE_OCTETS = 32
 MAX_CERT_IDS = 20
 MAX_REFRESH = dt.timedelta(days=4)
 CACHE_ENTRIES = 200_000
+# Sign responses with a key held in memory on the event loop (see `_sign`).
+SIGN_INLINE = True
+# Database reads for serials the status index does not know, per process: enough for the
+# certificates other instances issue, few enough that random serials cannot flood the database.
+MISS_READS_PER_SECOND = 50.0
+MISS_READ_BURST = 200.0
+# How long a serial read and found unknown stays so without another read, and how many.
+NEGATIVE_SECONDS = 10.0
+NEGATIVE_ENTRIES = 100_000
 _HASHES: dict[str, hashes.HashAlgorithm] = {
     "sha1": hashes.SHA1(),  # noqa: S303 - RFC 5019 CertIDs are SHA-1; it only names, never signs
     "sha256": hashes.SHA256(),
@@ -116,7 +138,7 @@ def parse_request(der: bytes) -> OcspQuery:
     try:
         request = asn1_ocsp.OCSPRequest.load(der, strict=True)
         fields = request.native  # decodes everything now: damage shows here, not later
-        canonical = request.dump(force=True)
+        canonical = der if _strict_der(der, fields) else request.dump(force=True)
     except _DECODE_ERRORS as exc:
         raise MalformedOcspRequest(f"not an OCSP request: {exc}") from exc
     if canonical != der:
@@ -140,6 +162,37 @@ def parse_request(der: bytes) -> OcspQuery:
         _extensions(entry["single_request_extensions"], understood=set())
         cert_ids.append(_cert_id(entry["req_cert"]))
     return OcspQuery(cert_ids=tuple(cert_ids), nonce=nonce)
+
+
+def _strict_der(der: bytes, fields: dict[str, Any]) -> bool:
+    """True when cryptography's parser (strict DER, in Rust) reads the request: then
+    asn1crypto's re-encoding, 90 % of parsing a request, need not be compared. Only for the
+    plain shape it checks all of: one CertID, no requestorName, signature or per-CertID
+    extensions (kept as raw bytes there), and a nonce whose own encoding is DER. Anything
+    else is compared the slow way, as before."""
+    tbs = fields["tbs_request"]
+    if (
+        fields["optional_signature"] is not None
+        or tbs["requestor_name"] is not None
+        or len(tbs["request_list"]) != 1
+        or tbs["request_list"][0]["single_request_extensions"] is not None
+    ):
+        return False
+    try:
+        extensions = ocsp.load_der_ocsp_request(der).extensions
+    except Exception:  # any refusal only means: check the slow way
+        return False
+    for extension in extensions:
+        if isinstance(extension.value, x509.OCSPNonce):
+            sent = next(
+                (e["extn_value"] for e in tbs["request_extensions"] if e["extn_id"] == "nonce"),
+                None,
+            )
+            # cryptography unwraps the nonce's OCTET STRING when it is DER and keeps the raw
+            # value otherwise: only the unwrapped value equals what asn1crypto read.
+            if sent is None or extension.value.nonce != sent:
+                return False
+    return True
 
 
 def _cert_id(fields: dict[str, Any]) -> CertId:
@@ -190,6 +243,13 @@ def unauthorized_response() -> bytes:
     ).public_bytes(serialization.Encoding.DER)
 
 
+_STATUS_NAMES: dict[ocsp.OCSPCertStatus, Literal["good", "revoked", "unknown"]] = {
+    ocsp.OCSPCertStatus.GOOD: "good",
+    ocsp.OCSPCertStatus.REVOKED: "revoked",
+    ocsp.OCSPCertStatus.UNKNOWN: "unknown",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class _Status:
     status: ocsp.OCSPCertStatus
@@ -197,8 +257,8 @@ class _Status:
     reason: x509.ReasonFlags | None = None
 
     @property
-    def name(self) -> str:
-        return self.status.name.lower()
+    def name(self) -> Literal["good", "revoked", "unknown"]:
+        return _STATUS_NAMES[self.status]
 
     @property
     def shared_key(self) -> str | None:
@@ -246,19 +306,77 @@ class OcspResponder:
         # Bumped by every invalidation: an answer computed before it is never cached after it.
         self._generation = 0
         self._pending: dict[tuple[CertId, int], asyncio.Future[OcspAnswer]] = {}
+        # Requests without a nonce, as parsed (what they ask never changes).
+        self._queries: dict[bytes, OcspQuery] = {}
+        # The status index (see the module's docstring), per CA key id.
+        self._good: dict[str, set[int]] = {}
+        self._revoked: dict[str, dict[int, _Status]] = {}
+        self._index_loaded = False
+        self._index_fresh = False
+        self._negative: collections.OrderedDict[tuple[str, int], float] = collections.OrderedDict()
+        self._miss_budget = MISS_READ_BURST
+        self._miss_budget_at = time.monotonic()
 
     def invalidate(self) -> None:
-        """Forget every pre-produced response (a revocation happened somewhere)."""
+        """Forget every pre-produced response and trust the status index no more until it has
+        re-read the revoked serials (a revocation happened somewhere)."""
         self._generation += 1
         self._cache.clear()
+        self._index_fresh = False
+
+    async def refresh_index(self) -> None:
+        """Load the status index (all of it the first time, then the revoked serials after an
+        invalidation); it is trusted only if no revocation was heard of while reading."""
+        if self._index_fresh:
+            return
+        generation = self._generation
+        good: dict[str, set[int]] = {}
+        revoked: dict[str, dict[int, _Status]] = {}
+        async with self._store.read() as tx:
+            for keeper in self._keepers:
+                issuer = keeper.issuer
+                key_id = issuer.key_id
+                revoked[key_id] = {}
+                known = self._good.get(key_id, set()) if self._index_loaded else set()
+                good[key_id] = known
+                if not issuer.lists_subscribers:
+                    # The root: it issued the issuing CA(s) we serve and its own responders.
+                    known.update(
+                        k.issuer.ca.certificate.serial_number
+                        for k in self._keepers
+                        if k.issuer.lists_subscribers
+                    )
+                    known.update(await tx.own_serials(key_id, service=False))
+                    continue
+                if not self._index_loaded:
+                    known.update(await tx.own_serials(key_id))
+                rows = tx.certificate_statuses(KeyId(key_id), revoked_only=self._index_loaded)
+                async for serial, status, revoked_at, reason in rows:
+                    if status == CertificateStatus.REVOKED:
+                        assert revoked_at is not None
+                        revoked[key_id][serial] = _Status(
+                            ocsp.OCSPCertStatus.REVOKED, revoked_at, reason.flag
+                        )
+                    elif status == CertificateStatus.ISSUED:
+                        known.add(serial)
+        self._good, self._revoked = good, revoked
+        self._index_loaded = True
+        self._index_fresh = generation == self._generation
 
     async def answer(self, request_der: bytes) -> OcspAnswer:
-        try:
-            query = parse_request(request_der)
-        except MalformedOcspRequest:
-            return OcspAnswer(
-                der=malformed_response(), cacheable=False, statuses=("malformed_request",)
-            )
+        query = self._queries.get(request_der)
+        if query is None:
+            try:
+                query = parse_request(request_der)
+            except MalformedOcspRequest:
+                return OcspAnswer(
+                    der=malformed_response(), cacheable=False, statuses=("malformed_request",)
+                )
+            if query.nonce is None:
+                # Relying parties repeat the same bytes (RFC 5019 GETs): parse them once.
+                if len(self._queries) >= CACHE_ENTRIES:
+                    self._queries.clear()
+                self._queries[request_der] = query
         keepers = [self._keeper_for(cert_id) for cert_id in query.cert_ids]
         served = {keeper for keeper in keepers if keeper is not None}
         if len(served) > 1:
@@ -302,7 +420,10 @@ class OcspResponder:
         """The answer read, signed or taken from the cluster's store, and cached when it may
         be (one CertID, no nonce, no revocation seen meanwhile)."""
         cacheable = query.nonce is None and len(query.cert_ids) == 1
-        statuses, shared = await self._statuses(keepers, query.cert_ids, cacheable=cacheable)
+        statuses, shared, certain = await self._statuses(
+            keepers, query.cert_ids, cacheable=cacheable
+        )
+        cacheable = cacheable and certain
         answer = self._stored_answer(shared, statuses[0]) if shared is not None else None
         if answer is None:
             answer = await self._sign(responding, query, statuses, cacheable)
@@ -328,24 +449,82 @@ class OcspResponder:
         cert_ids: Sequence[CertId],
         *,
         cacheable: bool,
-    ) -> tuple[list[_Status], _Shared | None]:
-        """Each CertID's status, all read in one transaction (one per CertID made 20 CertIDs
-        cost 20 transactions: most of the answer's time); for a cacheable request about a
-        served CA, in the same transaction, the response stored for the cluster."""
-        if all(keeper is None for keeper in keepers):
-            return [_UNKNOWN] * len(cert_ids), None  # issuers we do not serve
+    ) -> tuple[list[_Status], _Shared | None, bool]:
+        """Each CertID's status, from the index where it knows; the others all read in one
+        transaction (one per CertID made 20 CertIDs cost 20 transactions), with, for a
+        cacheable request about a served CA, the response stored for the cluster. Last: False
+        when a status is a guess ("unknown" past the miss-read budget): not to be cached."""
+        known = [self._indexed(k, c.serial_number) for k, c in zip(keepers, cert_ids, strict=True)]
+        misses = [i for i, status in enumerate(known) if status is None]
+        if misses and self._index_fresh and not self._spend_miss_reads(len(misses)):
+            return [status or _UNKNOWN for status in known], None, False
+        first = known[0]
+        wants_stored = (
+            cacheable and keepers[0] is not None and (first is None or first.shared_key is not None)
+        )
+        if not misses and not wants_stored:
+            return [status for status in known if status is not None], None, True
         async with self._store.read() as tx:
-            statuses = [
-                await self._status(tx, keeper, cert_id.serial_number)
-                for keeper, cert_id in zip(keepers, cert_ids, strict=True)
-            ]
+            for i in misses:
+                status = await self._status(tx, keepers[i], cert_ids[i].serial_number)
+                self._learn(keepers[i], cert_ids[i].serial_number, status)
+                known[i] = status
+            statuses = [status for status in known if status is not None]
             shared = None
-            if cacheable and keepers[0] is not None and statuses[0].shared_key is not None:
+            if wants_stored and statuses[0].shared_key is not None:
+                assert keepers[0] is not None
                 key_id, cert_id = keepers[0].issuer.key_id, cert_ids[0]
                 serial = Serial(cert_id.serial_number)  # valid: its status is not "unknown"
                 stored = await tx.ocsp_response(key_id, serial, cert_id.hash_name)
                 shared = _Shared(key_id, serial, cert_id.hash_name, stored)
-            return statuses, shared
+            return statuses, shared, True
+
+    def _indexed(self, keeper: ResponderKeeper | None, serial_number: int) -> _Status | None:
+        """The status the index knows, or None: it must be read."""
+        if keeper is None:
+            return _UNKNOWN  # an issuer we do not serve
+        if not self._index_fresh:
+            return None
+        key_id = keeper.issuer.key_id
+        revoked = self._revoked[key_id].get(serial_number)
+        if revoked is not None:
+            return revoked
+        if serial_number in self._good[key_id]:
+            return _GOOD
+        expires = self._negative.get((key_id, serial_number))
+        if expires is not None:
+            if time.monotonic() < expires:
+                return _UNKNOWN
+            del self._negative[(key_id, serial_number)]
+        return None
+
+    def _learn(self, keeper: ResponderKeeper | None, serial_number: int, status: _Status) -> None:
+        """What a miss read found: "good" joins the index for good (a certificate only ever
+        becomes revoked, and revoked serials are looked up first); "unknown" for a while."""
+        if keeper is None or not self._index_loaded:
+            return
+        key_id = keeper.issuer.key_id
+        if status is _GOOD:
+            self._good[key_id].add(serial_number)
+        elif status.status is ocsp.OCSPCertStatus.REVOKED:
+            self._revoked[key_id][serial_number] = status
+        else:
+            self._negative[(key_id, serial_number)] = time.monotonic() + NEGATIVE_SECONDS
+            if len(self._negative) > NEGATIVE_ENTRIES:
+                self._negative.popitem(last=False)
+
+    def _spend_miss_reads(self, count: int) -> bool:
+        """A token bucket: MISS_READS_PER_SECOND, bursts of MISS_READ_BURST."""
+        now = time.monotonic()
+        self._miss_budget = min(
+            MISS_READ_BURST,
+            self._miss_budget + (now - self._miss_budget_at) * MISS_READS_PER_SECOND,
+        )
+        self._miss_budget_at = now
+        if self._miss_budget < count:
+            return False
+        self._miss_budget -= count
+        return True
 
     def _stored_answer(self, shared: _Shared, status: _Status) -> OcspAnswer | None:
         """The cluster's stored response, when it is fresh and says what the status is now."""
@@ -436,29 +615,34 @@ class OcspResponder:
         credential = keeper.current
         now = self._clock.now()
         next_update = min(now + self._validity, credential.not_after)
-        single_responses = [
-            ocsp.OCSPResponseBuilder().add_response_by_hash(
+        singles = [
+            SingleOcspAnswer(
+                hash_name=cert_id.hash_name,
                 issuer_name_hash=cert_id.issuer_name_hash,
                 issuer_key_hash=cert_id.issuer_key_hash,
                 serial_number=cert_id.serial_number,
-                algorithm=_HASHES[cert_id.hash_name],
-                cert_status=status.status,
+                status=status.name,
                 this_update=now,
                 next_update=next_update,
-                revocation_time=status.revoked_at,
-                revocation_reason=status.reason,
+                revoked_at=status.revoked_at,
+                reason=status.reason,
             )
             for cert_id, status in zip(query.cert_ids, statuses, strict=True)
         ]
-        extensions = [] if query.nonce is None else [x509.OCSPNonce(query.nonce)]
-        der = await self._workers.run(
-            signed_ocsp_response,
-            single_responses,
+        arguments = (
+            singles,
             credential.certificate,
             credential.signer,
             RESPONDER_SCHEME,
-            extensions,
+            query.nonce,
+            now,
         )
+        if SIGN_INLINE and isinstance(credential.signer, KeyFileSigner):
+            # A software P-256 signature is cheaper than handing it to a thread and back;
+            # a token's key (PKCS#11 blocks) still goes to the workers.
+            der = ocsp_response(*arguments)
+        else:
+            der = await self._workers.run(ocsp_response, *arguments)
         return OcspAnswer(
             der=der,
             cacheable=cacheable,

@@ -108,6 +108,8 @@ class RevocationPublishing:
             if current is None or self.crls.is_due(issuer, current, state.revision):
                 await self.crls.refresh(issuer.key_id)
             self._seen[issuer.key_id] = state.revision
+        # The OCSP status index: loaded in the first round, then re-read after a revocation.
+        await self.responder.refresh_index()
         for keeper in self._keepers:
             await keeper.prepare()
 

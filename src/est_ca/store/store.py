@@ -1413,6 +1413,41 @@ class StoreTx:
                     invalidity_date=row.invalidity_date,
                 )
 
+    async def certificate_statuses(
+        self, issuer: KeyId, *, revoked_only: bool = False, batch: int = 5000
+    ) -> AsyncIterator[tuple[int, str, dt.datetime | None, RevocationReason]]:
+        """Every certificate `issuer` recorded (or only the revoked ones), streamed as (serial,
+        status, revoked_at, reason): what the OCSP responder's status index is loaded from."""
+        query = select(
+            CERTIFICATES.c.serial,
+            CERTIFICATES.c.status,
+            CERTIFICATES.c.revoked_at,
+            CERTIFICATES.c.revocation_reason,
+        ).where(CERTIFICATES.c.issuer_key_id == issuer.hex)
+        if revoked_only:
+            query = query.where(CERTIFICATES.c.status == str(CertificateStatus.REVOKED))
+        result = await self._conn.stream(query.execution_options(yield_per=batch))
+        async for rows in result.partitions(batch):
+            for row in rows:
+                yield (
+                    int(row.serial, 16),
+                    row.status,
+                    row.revoked_at,
+                    _reason(row.revocation_reason),
+                )
+            await asyncio.sleep(0)  # a big CA's load is CPU: let others in between batches
+
+    async def own_serials(self, issuer_key_id: str, *, service: bool = True) -> list[int]:
+        """The OCSP responders' and (`service`) the listener's certificates `issuer_key_id`
+        signed: "good" to the status index like the subscribers' issued ones."""
+        serials: list[int] = []
+        for table in (OCSP_RESPONDERS, SERVICE_CERTIFICATES) if service else (OCSP_RESPONDERS,):
+            result = await self._conn.execute(
+                select(table.c.serial).where(table.c.issuer_key_id == issuer_key_id)
+            )
+            serials.extend(int(serial, 16) for serial in result.scalars())
+        return serials
+
     # -- revocation state (CRL numbers, published CRLs) ---------------------------------------
 
     async def ensure_revocation_state(self, issuer_key_id: str) -> None:

@@ -1,5 +1,8 @@
 """Every request: an id to quote, one access-log line, and errors rendered as short text.
 
+Routes marked `quiet` (OCSP and CRLs: relying parties' traffic, thousands a second) log no
+line when they succeed: they are counted and timed in the metrics like every request, and
+logged when they fail (status 400 or more). Every other route logs every request.
 Nothing a client sent in a header (Authorization above all) reaches the log.
 """
 
@@ -8,6 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
 from aiohttp import web
@@ -30,6 +34,14 @@ LISTENER = web.AppKey("listener", str)
 _DATABASE_PACKAGES = frozenset({"sqlalchemy", "asyncpg", "aiosqlite", "sqlite3"})
 DATABASE_RETRY_AFTER = 5
 RENDER_ERROR: web.AppKey[ErrorRenderer] = web.AppKey("render_error")
+_QUIET = "_est_ca_quiet_access_log"
+H = TypeVar("H", bound=Handler)
+
+
+def quiet(handler: H) -> H:
+    """Mark a hot route: no access-log line for its successes (the metrics count them)."""
+    setattr(handler, _QUIET, True)
+    return handler
 
 
 def plain_text(
@@ -114,15 +126,17 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 _log.exception("unhandled error", method=request.method, path=request.path)
                 response = render(500, f"internal error; quote request id {request_id}", {}, None)
         response.headers[REQUEST_ID_HEADER] = request_id
-        _log.info(
-            "request",
-            method=request.method,
-            path=request.path,
-            status=response.status,
-            ms=round((time.perf_counter() - started) * 1000, 1),
-            peer=request.remote,
-        )
-        _observe(request, response.status, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        if response.status >= 400 or not getattr(request.match_info.handler, _QUIET, False):
+            _log.info(
+                "request",
+                method=request.method,
+                path=request.path,
+                status=response.status,
+                ms=round(elapsed * 1000, 1),
+                peer=request.remote,
+            )
+        _observe(request, response.status, elapsed)
         return response
     finally:
         structlog.contextvars.unbind_contextvars("request_id")
