@@ -732,6 +732,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, help="plain HTTP port (CRL, OCSP)")
     serve.add_argument("--admin-port", type=int, help="HTTPS port of the admin API")
     serve.add_argument("--no-demo", action="store_true", help="do not place a demo order")
+    serve.add_argument(
+        "--workers", type=int, help="worker processes serving the listeners (default 1)"
+    )
 
     def listing(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--limit", type=int, default=100)
@@ -1029,6 +1032,8 @@ def _settings(args: argparse.Namespace) -> Settings:
             service["http_port"] = args.http_port
         if args.no_demo:
             service["demo"] = False
+        if args.workers is not None:
+            service["workers"] = args.workers
         if service:
             overrides["service"] = service
         if args.admin_port is not None:

@@ -40,6 +40,7 @@ class ServiceSettings:
     http_port: int
     max_body_bytes: int
     demo: bool
+    workers: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -549,6 +550,8 @@ def _check(settings: Settings) -> None:
         raise ConfigurationError(
             "setting 'admin.client_certificate_scopes' takes read, order, revoke, admin"
         )
+    if not 1 <= settings.service.workers <= 64:
+        raise ConfigurationError("setting 'service.workers' must be 1..64")
     if not 0 <= settings.service.http_port < 65536:
         raise ConfigurationError("setting 'service.http_port' must be between 0 and 65535")
     if settings.service.max_body_bytes < 1024:
