@@ -45,8 +45,9 @@ from est_ca.audit import Actor
 from est_ca.bootstrap import shown_database_url
 from est_ca.ca.authority import key_identifier
 from est_ca.ca.certificates import CertificateStatus, KeyId, Serial
+from est_ca.ca.hierarchy import key_type_of
 from est_ca.ca.pkcs11_signer import TOKEN_KEY_TYPES, generate_token_key, read_pin
-from est_ca.config import Settings, load_settings
+from est_ca.config import DEMO_KEY_TYPES, Settings, load_settings
 from est_ca.errors import (
     BadRequest,
     ConfigurationError,
@@ -586,6 +587,15 @@ async def ca_rollover(service: Service, args: argparse.Namespace) -> int:
 
 
 async def init(service: Service, args: argparse.Namespace) -> int:
+    if args.ca_key and not service.files.demo_created:
+        existing = key_type_of(service.ca_certificates()[0])
+        if existing != args.ca_key:
+            print(
+                f"est-ca: the CA in {service.settings.data_dir.resolve()} exists already, with "
+                f"a {existing} key; --ca-key chooses the key of a new CA only",
+                file=sys.stderr,
+            )
+            return 2
     print(f"est-ca: the CA in {service.settings.data_dir.resolve()} is ready")
     await status(service, args)
     return 0
@@ -717,9 +727,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser(
+    init_parser = commands.add_parser(
         "init", help="create a CA in the data directory (a demo CA unless one is configured)"
-    ).set_defaults(run=init, creates=True, migrates=True, json=False)
+    )
+    init_parser.set_defaults(run=init, creates=True, migrates=True, json=False)
+    init_parser.add_argument(
+        "--ca-key",
+        choices=DEMO_KEY_TYPES,
+        help="the generated issuing CA's key (default rsa3072, as OCES3; setting ca.demo_key_type)",
+    )
     status_command = commands.add_parser(
         "status", help="data dir, database, CA certificates, listeners and counts"
     )
@@ -1022,6 +1038,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
+    if args.command == "init" and args.ca_key:
+        overrides["ca"] = {"demo_key_type": args.ca_key}
     if args.command == "serve":
         service: dict[str, Any] = {}
         if args.host:
