@@ -12,7 +12,8 @@ Concurrency rules, the same on SQLite and PostgreSQL:
 - rows that a decision reads and then changes are read with SELECT ... FOR UPDATE (PostgreSQL
   locks the row; SQLite ignores it, its write transactions are serialised by BEGIN IMMEDIATE).
 On SQLite one process's writers also queue on an asyncio lock, which is fairer and faster than
-SQLite's sleeping busy handler; the busy timeout then only covers other processes (the CLI).
+SQLite's sleeping busy handler; the busy timeout then only covers other processes (the CLI,
+the other workers of `serve --workers N`).
 """
 
 from __future__ import annotations
@@ -213,7 +214,9 @@ class Store:
         """One holder of `name` at a time across every instance on this database.
 
         PostgreSQL: a transaction-scoped advisory lock, so it ends with the holder however that
-        ends (an error, a lost connection, a killed process); SQLite: within this process."""
+        ends (an error, a lost connection, a killed process); SQLite: within this process, and
+        across the processes on the database file by a flock on a lock file beside it (which
+        ends with its holder's process too)."""
         if self.is_sqlite:
             async with self._local_locks.setdefault(name, asyncio.Lock()):
                 if self._lock_files is None:
