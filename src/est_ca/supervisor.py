@@ -116,7 +116,11 @@ class Supervisor:
                 _log.info("stopping", workers=len(self.children))
                 return self._stop_all()
             for pid, index, status in self._reap():
-                _log.error("worker died; restarting it", worker=index, pid=pid, status=status)
+                if _stop_requested():
+                    # A SIGTERM to the whole group (systemd, Ctrl-C) reached a worker first.
+                    _log.info("stopping", workers=len(self.children))
+                    return self._stop_all()
+                _log.error("worker ended; restarting it", worker=index, pid=pid, status=status)
                 if not self._may_restart():
                     _log.error(
                         "workers keep dying; stopping",
