@@ -11,14 +11,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import SignatureAlgorithmOID
 
 from est_ca.ca.hierarchy import HierarchyFiles
 from est_ca.config import Settings, load_settings
 from est_ca.errors import ConfigurationError
 from est_ca.service import Service
 from tests.conftest import CaMaterial, make_settings
-from tests.helpers import new_user
+from tests.helpers import new_user, run
+from tests.test_cli import run_est_ca
+from tests.test_quickstart import commands_in, serving
 
 
 def mode(path: Path) -> int:
@@ -189,3 +195,42 @@ async def test_a_service_opened_with_one_listed_authority_signs_with_it(
         assert not (base.data_dir / "ca").exists()  # no demo hierarchy was generated
     finally:
         await service.close()
+
+
+@pytest.mark.parametrize(
+    ("ca_key", "curve", "digest", "oid"),
+    [
+        ("p256", ec.SECP256R1, hashes.SHA256, SignatureAlgorithmOID.ECDSA_WITH_SHA256),
+        ("p384", ec.SECP384R1, hashes.SHA384, SignatureAlgorithmOID.ECDSA_WITH_SHA384),
+    ],
+)
+async def test_init_with_an_ec_ca_key_issues_over_est_with_ecdsa(
+    tmp_path: Path,
+    ca_key: str,
+    curve: type[ec.EllipticCurve],
+    digest: type[hashes.HashAlgorithm],
+    oid: x509.ObjectIdentifier,
+) -> None:
+    initialised = run_est_ca("init", "--ca-key", ca_key, cwd=tmp_path)
+    assert initialised.returncode == 0, initialised.stderr
+    issuing = x509.load_pem_x509_certificate((tmp_path / "est-ca-data/ca/issuing.pem").read_bytes())
+    issuing_key = issuing.public_key()
+    assert isinstance(issuing_key, ec.EllipticCurvePublicKey)
+    assert isinstance(issuing_key.curve, curve)
+    async with serving(tmp_path) as served:
+        recipe = await served.read_recipe()
+        commands = commands_in(recipe, "Enroll from another terminal", "Renew with")
+        enrolled = await run("bash", "-euo", "pipefail", "-c", commands, cwd=tmp_path)
+        assert enrolled.returncode == 0, enrolled.stderr.decode()
+    certificate = x509.load_pem_x509_certificate((tmp_path / "demo.pem").read_bytes())
+    assert certificate.signature_algorithm_oid == oid
+    issuing_key.verify(certificate.signature, certificate.tbs_certificate_bytes, ec.ECDSA(digest()))
+
+
+def test_init_with_another_ca_key_than_the_existing_ca_s_is_refused(tmp_path: Path) -> None:
+    assert run_est_ca("init", cwd=tmp_path).returncode == 0
+    again = run_est_ca("init", "--ca-key", "p256", cwd=tmp_path)
+    assert again.returncode == 2
+    assert "exists already, with a rsa3072 key" in again.stderr
+    issuing = x509.load_pem_x509_certificate((tmp_path / "est-ca-data/ca/issuing.pem").read_bytes())
+    assert isinstance(issuing.public_key(), rsa.RSAPublicKey)

@@ -25,22 +25,17 @@ from pathlib import Path
 
 import aiohttp
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
 from est_ca.ca.certificates import Serial
 from est_ca.ca.hierarchy import (
     HierarchyFiles,
-    build_issuing,
-    build_root,
     generate_demo_hierarchy,
-    write_private_key,
 )
 from est_ca.ca.publication import OCSP_PATH, Publication, crl_path
-from est_ca.ca.signing import KeyFileSigner
-from est_ca.config import shipped_config_dir
+from est_ca.config import DEMO_KEY_TYPES, shipped_config_dir
 from est_ca.private_files import write_private
 from est_ca.tls_files import generate_self_signed
 
@@ -78,6 +73,8 @@ class Instance:
     http_port: int
     admin_port: int
     process: asyncio.subprocess.Process | None = None
+    # `est-ca serve --workers`: worker processes of this instance.
+    workers: int = 1
 
     @property
     def https_url(self) -> str:
@@ -96,6 +93,7 @@ class Instance:
             self.process = await asyncio.create_subprocess_exec(
                 *est_ca_command(self.config),
                 "serve",
+                *(("--workers", str(self.workers)) if self.workers > 1 else ()),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=log,
@@ -144,45 +142,21 @@ class Instance:
 
 
 # The issuing CA keys a bench can run with: OCES3's RSA-3072, and the two NIST curves.
-CA_KEYS = ("rsa3072", "p256", "p384")
-_CURVES: dict[str, ec.EllipticCurve] = {"p256": ec.SECP256R1(), "p384": ec.SECP384R1()}
+CA_KEYS = DEMO_KEY_TYPES
 PASSPHRASE = b"bench passphrase"
 
 
 def shared_files(directory: Path, ca_key: str = "rsa3072") -> SharedFiles:
-    """A CA hierarchy and a listener certificate, as conftest makes them. `rsa3072` is the demo
-    hierarchy (`est-ca init` makes no other: the issuing key type is not a setting); for an EC
-    issuing CA the same demo root (RSA-4096) certifies an EC key made here, and the profiles
-    sign with ECDSA (`profiles_for`)."""
+    """A CA hierarchy and a listener certificate, as conftest makes them: the demo hierarchy
+    `est-ca init --ca-key` makes (an RSA-4096 root certifying an issuing CA with a `ca_key`
+    key); for an EC CA the profiles must sign with ECDSA (`profiles_for`)."""
     passphrase = directory / "passphrase"
     write_private(passphrase, PASSPHRASE + b"\n")
     base = f"http://127.0.0.1:{free_port()}"
     publication = Publication(base_url=base, name_registration_authority=base)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1)
     files = HierarchyFiles.in_directory(directory / "demo")
-    if ca_key == "rsa3072":
-        hierarchy = generate_demo_hierarchy(files, PASSPHRASE, now, publication)
-    else:
-        files.root_cert.parent.mkdir(parents=True, exist_ok=True)
-        root_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
-        issuing_key = ec.generate_private_key(_CURVES[ca_key])
-        root = build_root(root_key, now, publication)
-        issuing = build_issuing(
-            issuing_key.public_key(), root, KeyFileSigner(root_key), now, publication
-        )
-        write_private_key(files.root_key, root_key, PASSPHRASE)
-        write_private(
-            files.issuing_key,
-            issuing_key.private_bytes(
-                Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.BestAvailableEncryption(PASSPHRASE),
-            ),
-        )
-        files.root_cert.write_bytes(root.public_bytes(Encoding.PEM))
-        files.issuing_cert.write_bytes(issuing.public_bytes(Encoding.PEM))
-        files.issuing_chain.write_bytes(root.public_bytes(Encoding.PEM))
-        hierarchy = files
+    hierarchy = generate_demo_hierarchy(files, PASSPHRASE, now, publication, ca_key)
     tls_cert, tls_key = directory / "tls.pem", directory / "tls.key"
     generate_self_signed(tls_cert, tls_key, [])
     return SharedFiles(hierarchy, passphrase, tls_cert, tls_key, base)
@@ -302,6 +276,7 @@ async def running_cluster(
     count: int,
     *,
     listen: bool = True,
+    workers: int = 1,
 ) -> AsyncIterator[list[Instance]]:
     """`count` instances on `database_url` (an empty database: `est-ca init` makes the
     schema), started together and ready; stopped (SIGTERM) at the end."""
@@ -314,7 +289,7 @@ async def running_cluster(
         config.write_text(
             instance_config(directory, name, shared, database_url, ports, listen=listen)
         )
-        instances.append(Instance(name, config, directory / f"{name}.log", *ports))
+        instances.append(Instance(name, config, directory / f"{name}.log", *ports, workers=workers))
     # Once, before any instance: the shared keys, the schema and the audit anchor; then
     # `db upgrade`, what an operator runs before starting a new version (nothing to do here).
     for step in (("init",), ("db", "upgrade")):

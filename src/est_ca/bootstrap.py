@@ -162,7 +162,7 @@ def prepare_files(
                     f"the demo CA under {hierarchy.root_cert.parent.absolute()} is incomplete; "
                     "restore it from a backup"
                 )
-            _generate_demo(hierarchy, passphrase, clock, publication)
+            _generate_demo(hierarchy, passphrase, clock, publication, settings.ca.demo_key_type)
             demo_created = True
         ca_cert, ca_chain, ca_key = (
             hierarchy.issuing_cert,
@@ -227,7 +227,11 @@ def prepare_files(
 
 
 def _generate_demo(
-    hierarchy: HierarchyFiles, passphrase_file: Path, clock: Clock, publication: Publication
+    hierarchy: HierarchyFiles,
+    passphrase_file: Path,
+    clock: Clock,
+    publication: Publication,
+    key_type: str,
 ) -> None:
     existing = [p for p in dataclasses.astuple(hierarchy) if Path(p).exists()]
     if existing:
@@ -237,8 +241,10 @@ def _generate_demo(
         )
     if not passphrase_file.exists():
         write_private(passphrase_file, (secrets.token_urlsafe(32) + "\n").encode("ascii"))
-    _log.info("generating the demo CA hierarchy (Test - not for production)")
-    generate_demo_hierarchy(hierarchy, read_passphrase(passphrase_file), clock.now(), publication)
+    _log.info("generating the demo CA hierarchy (Test - not for production)", key=key_type)
+    generate_demo_hierarchy(
+        hierarchy, read_passphrase(passphrase_file), clock.now(), publication, key_type
+    )
 
 
 def passphrase_from_environment(name: str) -> bytes:

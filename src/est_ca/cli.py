@@ -46,8 +46,9 @@ from est_ca.audit import Actor
 from est_ca.bootstrap import shown_database_url
 from est_ca.ca.authority import key_identifier
 from est_ca.ca.certificates import CertificateStatus, KeyId, Serial
+from est_ca.ca.hierarchy import key_type_of
 from est_ca.ca.pkcs11_signer import TOKEN_KEY_TYPES, generate_token_key, read_pin
-from est_ca.config import Settings, load_settings
+from est_ca.config import DEMO_KEY_TYPES, Settings, load_settings
 from est_ca.errors import (
     BadRequest,
     ConfigurationError,
@@ -615,6 +616,15 @@ async def ca_rollover(service: Service, args: argparse.Namespace) -> int:
 
 
 async def init(service: Service, args: argparse.Namespace) -> int:
+    if args.ca_key and not service.files.demo_created:
+        existing = key_type_of(service.ca_certificates()[0])
+        if existing != args.ca_key:
+            print(
+                f"est-ca: the CA in {service.settings.data_dir.resolve()} exists already, with "
+                f"a {existing} key; --ca-key chooses the key of a new CA only",
+                file=sys.stderr,
+            )
+            return 2
     print(f"est-ca: the CA in {service.settings.data_dir.resolve()} is ready")
     await status(service, args)
     return 0
@@ -746,9 +756,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser(
+    init_parser = commands.add_parser(
         "init", help="create a CA in the data directory (a demo CA unless one is configured)"
-    ).set_defaults(run=init, creates=True, migrates=True, json=False)
+    )
+    init_parser.set_defaults(run=init, creates=True, migrates=True, json=False)
+    init_parser.add_argument(
+        "--ca-key",
+        choices=DEMO_KEY_TYPES,
+        help="the generated issuing CA's key (default rsa3072, as OCES3; setting ca.demo_key_type)",
+    )
     status_command = commands.add_parser(
         "status", help="data dir, database, CA certificates, listeners and counts"
     )
@@ -761,6 +777,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, help="plain HTTP port (CRL, OCSP)")
     serve.add_argument("--admin-port", type=int, help="HTTPS port of the admin API")
     serve.add_argument("--no-demo", action="store_true", help="do not place a demo order")
+    serve.add_argument(
+        "--workers", type=int, help="worker processes serving the listeners (default 1)"
+    )
 
     def listing(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--limit", type=int, default=100)
@@ -1061,6 +1080,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
+    if args.command == "init" and args.ca_key:
+        overrides["ca"] = {"demo_key_type": args.ca_key}
     if args.command == "serve":
         service: dict[str, Any] = {}
         if args.host:
@@ -1071,6 +1092,8 @@ def _settings(args: argparse.Namespace) -> Settings:
             service["http_port"] = args.http_port
         if args.no_demo:
             service["demo"] = False
+        if args.workers is not None:
+            service["workers"] = args.workers
         if service:
             overrides["service"] = service
         if args.admin_port is not None:

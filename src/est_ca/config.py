@@ -33,6 +33,11 @@ def shipped_config_dir() -> Path:
     raise ConfigurationError("the shipped ca-config directory is missing from this installation")
 
 
+# The key types `est-ca init --ca-key` may give a generated (demo) issuing CA: OCES3's RSA-3072,
+# and the two NIST curves.
+DEMO_KEY_TYPES = ("rsa3072", "p256", "p384")
+
+
 @dataclasses.dataclass(frozen=True)
 class ServiceSettings:
     host: str
@@ -40,6 +45,7 @@ class ServiceSettings:
     http_port: int
     max_body_bytes: int
     demo: bool
+    workers: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +95,8 @@ class CaSettings:
     key_passphrase_env: str
     root_key_file: str
     generate_demo: bool
+    # The demo issuing CA's key, when one is generated (`est-ca init --ca-key`).
+    demo_key_type: str = "rsa3072"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -549,6 +557,12 @@ def _check(settings: Settings) -> None:
         raise ConfigurationError(
             "setting 'admin.client_certificate_scopes' takes read, order, revoke, admin"
         )
+    if settings.ca.demo_key_type not in DEMO_KEY_TYPES:
+        raise ConfigurationError(
+            f"setting 'ca.demo_key_type' must be one of {', '.join(DEMO_KEY_TYPES)}"
+        )
+    if not 1 <= settings.service.workers <= 64:
+        raise ConfigurationError("setting 'service.workers' must be 1..64")
     if not 0 <= settings.service.http_port < 65536:
         raise ConfigurationError("setting 'service.http_port' must be between 0 and 65535")
     if settings.service.max_body_bytes < 1024:

@@ -9,6 +9,7 @@ import errno
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
 import structlog
@@ -66,7 +67,31 @@ HTTP_LISTENER = Listener(
 ADMIN_LISTENER = Listener("admin API", "admin.port", "EST_CA_ADMIN_PORT", "--admin-port")
 
 
-def _url(scheme: str, sock: socket.socket) -> str:
+def bind_listeners(
+    settings: Settings,
+    host: str,
+    https_port: int,
+    http_port: int,
+    admin_port: int | None = None,
+) -> list[socket.socket]:
+    """The EST, plain HTTP and admin listening sockets, in that order; all or none."""
+    cap = ConnectionCap(settings.limits.max_connections_per_source)
+    sockets: list[socket.socket] = []
+    try:
+        for listener, port in (
+            (EST_LISTENER, https_port),
+            (HTTP_LISTENER, http_port),
+            (ADMIN_LISTENER, settings.admin.port if admin_port is None else admin_port),
+        ):
+            sockets.append(listener.bind(host, port, cap))
+    except BaseException:
+        for bound in sockets:
+            bound.close()
+        raise
+    return sockets
+
+
+def socket_url(scheme: str, sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     return f"{scheme}://{shown}:{port}"
@@ -86,8 +111,16 @@ class Server:
         self.admin_url = ""
 
     async def start(
-        self, host: str, https_port: int, http_port: int, admin_port: int | None = None
+        self,
+        host: str,
+        https_port: int,
+        http_port: int,
+        admin_port: int | None = None,
+        *,
+        sockets: Sequence[socket.socket] | None = None,
     ) -> None:
+        """Bind the three listeners and serve on them; a worker of `serve --workers N` passes
+        the `sockets` its parent bound (`bind_listeners`) instead."""
         files = self.service.files
         ca = self.service.ca
         publishing = self.service.publishing
@@ -95,20 +128,9 @@ class Server:
         assert publishing is not None
         settings = self.service.settings
         limits = settings.limits
-        cap = ConnectionCap(limits.max_connections_per_source)
-        # Bound before anything starts, so a port in use stops the start with nothing to undo.
-        sockets: list[socket.socket] = []
-        try:
-            for listener, port in (
-                (EST_LISTENER, https_port),
-                (HTTP_LISTENER, http_port),
-                (ADMIN_LISTENER, settings.admin.port if admin_port is None else admin_port),
-            ):
-                sockets.append(listener.bind(host, port, cap))
-        except BaseException:
-            for bound in sockets:
-                bound.close()
-            raise
+        if sockets is None:
+            # Bound before anything starts, so a port in use stops the start with nothing to undo.
+            sockets = bind_listeners(settings, host, https_port, http_port, admin_port)
         https_socket, http_socket, admin_socket = sockets
         await publishing.start()
         self._maintenance = asyncio.create_task(self.service.run_maintenance(), name="maintenance")
@@ -161,9 +183,9 @@ class Server:
                 backlog=BACKLOG,
             ).start()
             self._runners.append(runner)
-        self.https_url = _url("https", https_socket)
-        self.http_url = _url("http", http_socket)
-        self.admin_url = _url("https", admin_socket)
+        self.https_url = socket_url("https", https_socket)
+        self.http_url = socket_url("http", http_socket)
+        self.admin_url = socket_url("https", admin_socket)
         _log.info(
             "listening",
             est=self.https_url + "/.well-known/est/",
@@ -184,6 +206,17 @@ class Server:
             await self.service.publishing.stop()
 
 
+def warn_unpublished_urls(service: Service) -> None:
+    for certificate, urls in service.unpublished_ca_urls():
+        _log.warning(
+            "a CA certificate names URLs this service does not publish; a CA certificate "
+            "cannot change: keep those URLs reachable, or set publication.base_url back",
+            ca=certificate.subject.rfc4514_string(),
+            urls=urls,
+            base_url=service.publication.base_url,
+        )
+
+
 async def serve(settings: Settings, *, command: str, out: TextIO | None = None) -> int:
     """Run until SIGINT or SIGTERM. Prints the demo recipe to `out` when demo mode is on;
     `command` is how the operator runs this est-ca, for the commands the recipe prints."""
@@ -197,14 +230,7 @@ async def serve(settings: Settings, *, command: str, out: TextIO | None = None) 
     service = await Service.open(settings, create=True)
     server = Server(service)
     try:
-        for certificate, urls in service.unpublished_ca_urls():
-            _log.warning(
-                "a CA certificate names URLs this service does not publish; a CA certificate "
-                "cannot change: keep those URLs reachable, or set publication.base_url back",
-                ca=certificate.subject.rfc4514_string(),
-                urls=urls,
-                base_url=service.publication.base_url,
-            )
+        warn_unpublished_urls(service)
         await service.recover()
         await server.start(settings.service.host, settings.service.port, settings.service.http_port)
         if settings.service.demo:
@@ -220,6 +246,10 @@ async def serve(settings: Settings, *, command: str, out: TextIO | None = None) 
 
 
 def run(settings: Settings, command: str) -> int:
+    if settings.service.workers > 1:
+        from est_ca import supervisor
+
+        return supervisor.run(settings, command)
     logs.configure(settings.logging.format, settings.logging.level)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(serve(settings, command=command))

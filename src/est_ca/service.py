@@ -11,10 +11,11 @@ import dataclasses
 import datetime as dt
 import os
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import structlog
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from est_ca.admin.idm import Idm
 from est_ca.admin.service import Administration
@@ -124,6 +125,8 @@ class Service:
         # of `serve`, other services in tests and tools).
         files = await asyncio.to_thread(prepare_files, settings, clock, publication, create=create)
         allowed = default_entry(settings, publication).profiles
+        if files.demo_root is not None:
+            profiles = profiles_for_demo(profiles, files.ca_cert)
         ca = (
             await asyncio.to_thread(_load_ca, settings, files, profiles, allowed)
             if with_ca
@@ -434,6 +437,26 @@ class Service:
             _log.exception("the last refusal summaries could not be recorded")
         self.workers.close()
         await self.store.close()
+
+
+def profiles_for_demo(profiles: ProfileCatalogue, ca_cert: Path) -> ProfileCatalogue:
+    """The generated demo hierarchy with an EC issuing key (`est-ca init --ca-key p256|p384`)
+    signs with ECDSA and the curve's hash (SHA-256 for P-256, SHA-384 for P-384) where a
+    profile names a scheme that key cannot (the shipped ones name RSASSA-PSS, as OCES3)."""
+    key = x509.load_pem_x509_certificate(ca_cert.read_bytes()).public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        return profiles
+    scheme = SignatureScheme(
+        algorithm="ecdsa", hash="sha384" if key.curve.key_size >= 384 else "sha256"
+    )
+    return ProfileCatalogue(
+        profiles={
+            name: profile
+            if profile.signature.fits(key)
+            else dataclasses.replace(profile, signature=scheme)
+            for name, profile in profiles.profiles.items()
+        }
+    )
 
 
 def _crl_facts(publishing: RevocationPublishing) -> Callable[[], list[CrlFacts]]:

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m tools.bench [--quick] [--ca-key rsa3072|p256|p384]
         [--database-url postgresql://postgres@127.0.0.1:5432/postgres] [--instances N]
+        [--workers N]
         [--clients 32] [--client-processes 2] [--repeat 3] [--json out.json]
 
 One run starts `est-ca serve` (and a bare aiohttp app) as processes of their own on a fresh
@@ -609,7 +610,8 @@ def table(report: dict[str, Any]) -> str:
     meta, paths = report["meta"], report["paths"]
     lines = [
         f"est-ca bench {meta['commit']}: CA {meta['ca_key']}, {meta['database']}, "
-        f"{meta['instances']} instance(s), {meta['clients']} clients in "
+        f"{meta['instances']} instance(s) of {meta.get('workers', 1)} worker(s), "
+        f"{meta['clients']} clients in "
         f"{meta['client_processes']} processes, {meta['repeat']} repetition(s)",
         "",
         "| path | est-ca /s | ceiling | ceiling /s | ratio | CPU/request ratio |",
@@ -658,7 +660,7 @@ def table(report: dict[str, Any]) -> str:
         f"served); OCSP GET during it {crl['ocsp_rate_during']:,.0f}/s, p99 "
         f"{crl['ocsp_p99_ms_during']:.1f} ms (before: {crl['ocsp_rate_before']:,.0f}/s, p99 "
         f"{crl['ocsp_p99_ms_before']:.1f} ms)",
-        "peak RSS (VmHWM) per server process: "
+        "peak RSS (VmHWM) per server process (with workers: the parent, then each worker): "
         + ", ".join(f"{v:.0f} MB" for v in report["peak_rss_mb"]),
     ]
     return "\n".join(lines)
@@ -708,7 +710,9 @@ async def bench_run(args: argparse.Namespace, plan: Plan, scratch: Path) -> dict
     try:
         async with (
             database(args.database_url, scratch, args.instances) as url,
-            running_cluster(scratch / "cluster", shared, url, args.instances) as instances,
+            running_cluster(
+                scratch / "cluster", shared, url, args.instances, workers=args.workers
+            ) as instances,
         ):
             bench = Bench(
                 plan,
@@ -722,7 +726,7 @@ async def bench_run(args: argparse.Namespace, plan: Plan, scratch: Path) -> dict
                 plan_key=args.ca_key,
             )
             crl = await measure(bench, spec, bodies)
-            rss = [peak_rss_mb(pid) for pid in bench.pids]
+            rss = [peak_rss_mb(pid) for pid in _family(bench.pids)]
     finally:
         load.close()
     return {
@@ -732,6 +736,7 @@ async def bench_run(args: argparse.Namespace, plan: Plan, scratch: Path) -> dict
             "ca_key": args.ca_key,
             "database": "postgresql" if args.database_url else "sqlite",
             "instances": args.instances,
+            "workers": args.workers,
             "clients": plan.clients,
             "client_processes": plan.client_processes,
             "repeat": plan.repeat,
@@ -752,6 +757,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ca-key", choices=CA_KEYS, default="rsa3072")
     parser.add_argument("--database-url", default="", help="PostgreSQL server (default SQLite)")
     parser.add_argument("--instances", type=int, default=1)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="est-ca serve --workers N for each instance"
+    )
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--client-processes", type=int, default=2)
     parser.add_argument("--repeat", type=int, help="default 3 (--quick 1)")

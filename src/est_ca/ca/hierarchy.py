@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 from cryptography.x509.oid import NameOID
 
@@ -155,15 +155,20 @@ def build_issuing(
 
 
 def generate_demo_hierarchy(
-    files: HierarchyFiles, passphrase: bytes, now: dt.datetime, publication: Publication
+    files: HierarchyFiles,
+    passphrase: bytes,
+    now: dt.datetime,
+    publication: Publication,
+    key_type: str = "rsa3072",
 ) -> HierarchyFiles:
-    """Create keys and certificates; refuses to overwrite anything that exists."""
+    """Create keys and certificates; refuses to overwrite anything that exists. `key_type`
+    is the issuing CA's (config.DEMO_KEY_TYPES); the root is RSA-4096 whatever it is."""
     for path in dataclasses.astuple(files):
         if path.exists():
             raise FileExistsError(f"{path} exists; not overwriting CA material")
     files.root_cert.parent.mkdir(parents=True, exist_ok=True)
     root_key = rsa.generate_private_key(public_exponent=65537, key_size=4096)
-    issuing_key = rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    issuing_key = demo_issuing_key(key_type)
     root = build_root(root_key, now, publication)
     issuing = build_issuing(
         issuing_key.public_key(), root, KeyFileSigner(root_key), now, publication
@@ -176,7 +181,29 @@ def generate_demo_hierarchy(
     return files
 
 
-def write_private_key(path: Path, key: rsa.RSAPrivateKey, passphrase: bytes) -> None:
+def demo_issuing_key(key_type: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+    if key_type == "rsa3072":
+        return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    curves: dict[str, ec.EllipticCurve] = {"p256": ec.SECP256R1(), "p384": ec.SECP384R1()}
+    if key_type not in curves:
+        raise ValueError(f"unknown CA key type {key_type!r}")
+    return ec.generate_private_key(curves[key_type])
+
+
+def key_type_of(certificate: x509.Certificate) -> str:
+    """A CA certificate's key as `--ca-key` names it ("rsa3072", "p256", "p384"), or as
+    near as that naming goes ("rsa4096", "ed25519")."""
+    key = certificate.public_key()
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"rsa{key.key_size}"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"p{key.curve.key_size}"
+    return type(key).__name__.lower().removesuffix("publickey").lstrip("_")
+
+
+def write_private_key(
+    path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, passphrase: bytes
+) -> None:
     """An encrypted PKCS#8 PEM file, created with mode 0600 (never readable by others)."""
     pem = key.private_bytes(
         serialization.Encoding.PEM,

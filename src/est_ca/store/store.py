@@ -12,7 +12,8 @@ Concurrency rules, the same on SQLite and PostgreSQL:
 - rows that a decision reads and then changes are read with SELECT ... FOR UPDATE (PostgreSQL
   locks the row; SQLite ignores it, its write transactions are serialised by BEGIN IMMEDIATE).
 On SQLite one process's writers also queue on an asyncio lock, which is fairer and faster than
-SQLite's sleeping busy handler; the busy timeout then only covers other processes (the CLI).
+SQLite's sleeping busy handler; the busy timeout then only covers other processes (the CLI,
+the other workers of `serve --workers N`).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import fcntl
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from enum import StrEnum
@@ -194,8 +197,10 @@ class Store:
             )
             self._reader = self._writer
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
-        # SQLite has one serving process per file: an exclusive section is one of this process.
+        # SQLite: an exclusive section is one of this process, and of every process on the
+        # file (`serve --workers N`) through a lock file beside it.
         self._local_locks: dict[str, asyncio.Lock] = {}
+        self._lock_files = _sqlite_lock_files(url) if self.is_sqlite else None
 
     def _asyncpg_dsn(self) -> str:
         return make_url(self.url).set(drivername="postgresql").render_as_string(False)
@@ -219,10 +224,16 @@ class Store:
         """One holder of `name` at a time across every instance on this database.
 
         PostgreSQL: a transaction-scoped advisory lock, so it ends with the holder however that
-        ends (an error, a lost connection, a killed process); SQLite: within this process."""
+        ends (an error, a lost connection, a killed process); SQLite: within this process, and
+        across the processes on the database file by a flock on a lock file beside it (which
+        ends with its holder's process too)."""
         if self.is_sqlite:
             async with self._local_locks.setdefault(name, asyncio.Lock()):
-                yield
+                if self._lock_files is None:
+                    yield
+                    return
+                with await _FileLock.acquire_async(self._lock_files(name)):
+                    yield
             return
         async with self._writer.begin() as conn:
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(name)})
@@ -230,7 +241,10 @@ class Store:
 
     def lease(self, name: str) -> Lease:
         """A lease on work that one instance of the cluster does for all (see Lease)."""
-        return Lease(None if self.is_sqlite else self._asyncpg_dsn(), lock_key(name), name)
+        if self.is_sqlite:
+            lock_file = self._lock_files(name) if self._lock_files is not None else None
+            return Lease(None, lock_key(name), name, lock_file=lock_file)
+        return Lease(self._asyncpg_dsn(), lock_key(name), name)
 
     async def close(self) -> None:
         await self._writer.dispose()
@@ -356,20 +370,32 @@ class Lease:
     On PostgreSQL the lease is a session-level advisory lock on a connection of its own: the
     server releases it when that connection ends, so when the holder dies (even kill -9) the
     next instance to ask takes it over. A holder that loses its connection stops holding at
-    once (it could no longer tell whether another took over). On SQLite there is one serving
-    process: it always holds the lease."""
+    once (it could no longer tell whether another took over). On SQLite the lease is the
+    same thing as a lock file beside the database (flock, which the kernel releases when the
+    holder dies): one of the worker processes of `serve --workers N` holds it; an in-memory
+    database has one process, which always holds it."""
 
-    def __init__(self, dsn: str | None, key: int, name: str) -> None:
+    def __init__(
+        self, dsn: str | None, key: int, name: str, *, lock_file: Path | None = None
+    ) -> None:
         self._dsn = dsn
         self._key = key
         self._name = name
         self._connection: asyncpg.Connection | None = None
         self._held = False
+        self._lock_file = lock_file
+        self._file_lock: _FileLock | None = None
 
     async def held(self) -> bool:
         """Whether this instance holds the lease now, taking it when it is free."""
         if self._dsn is None:
-            return True
+            if self._lock_file is None:
+                return True
+            if self._file_lock is None:
+                self._file_lock = _FileLock.try_acquire(self._lock_file)
+                if self._file_lock is not None:
+                    _log.info("lease taken", lease=self._name)
+            return self._file_lock is not None
         try:
             if self._connection is None or self._connection.is_closed():
                 self._held = False
@@ -392,10 +418,84 @@ class Lease:
         return self._held
 
     async def release(self) -> None:
+        if self._file_lock is not None:
+            self._file_lock.release()
+            self._file_lock = None
         connection, self._connection, self._held = self._connection, None, False
         if connection is not None:
             with contextlib.suppress(*_CONNECTION_ERRORS):
                 await connection.close(timeout=5)
+
+
+class _FileLock:
+    """An exclusive flock on a file: held until released or until the process ends (the
+    kernel releases it even after kill -9), so no holder outlives its process."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def acquire(cls, path: Path) -> _FileLock:
+        """Blocking until it is free: call on a thread."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd)
+
+    @classmethod
+    async def acquire_async(cls, path: Path) -> _FileLock:
+        """`acquire` on a thread; a waiter cancelled meanwhile releases what the thread then
+        takes, so a cancelled waiter never leaves the lock held."""
+        waiting = asyncio.ensure_future(asyncio.to_thread(cls.acquire, path))
+        try:
+            return await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            waiting.add_done_callback(_release_taken)
+            raise
+
+    @classmethod
+    def try_acquire(cls, path: Path) -> _FileLock | None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return cls(fd)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the only descriptor releases the flock
+            self._fd = -1
+
+    def __enter__(self) -> _FileLock:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+
+def _release_taken(waiting: asyncio.Future[_FileLock]) -> None:
+    if not waiting.cancelled() and waiting.exception() is None:
+        waiting.result().release()
+
+
+def _sqlite_lock_files(url: str) -> Callable[[str], Path] | None:
+    """Where the cross-process locks of a SQLite database file live: `<file>.lock-<key>`
+    beside it (a name hashed, as PostgreSQL's advisory locks are). None for a database in
+    memory, which one process alone can see."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    base = Path(database)
+
+    def path(name: str) -> Path:
+        return base.with_name(f"{base.name}.lock-{lock_key(name) & 0xFFFFFFFFFFFFFFFF:016x}")
+
+    return path
 
 
 def log_bulk_audit(events: Sequence[AuditEvent], first: int) -> None:
