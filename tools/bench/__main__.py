@@ -93,6 +93,8 @@ class Plan:
     crl_entries: int
     clients: int
     client_processes: int
+    # Only the ceilings and the enrollments (no cacerts, OCSP nor CRL): enrollment work.
+    enroll_only: bool = False
 
 
 # -- what the server processes used ------------------------------------------------------------
@@ -522,6 +524,8 @@ async def measure(bench: Bench, spec: SignSpec, bodies: Path) -> dict[str, float
         for rep in range(plan.repeat):
             sign_ceilings(bench, spec)
             renewed = await enrollments(bench, orders, rep)
+            if plan.enroll_only:
+                continue
             for variant, keep_alive in (("new_connection", False), ("keep_alive", True)):
                 job = Job(
                     urls=bench.urls(f"{EST}/cacerts"),
@@ -569,6 +573,8 @@ async def measure(bench: Bench, spec: SignSpec, bodies: Path) -> dict[str, float
                 duration=plan.seconds,
             )
             await versus_bare(bench, "ocsp_post_nonce", ocsp_post, bare_http + "/ocsp-nonce")
+    if plan.enroll_only:
+        return {}
     # The CRL is the service's alone (no bare app). Revoke a certificate that is not the OCSP
     # target.
     return await crl_under_load(bench, ocsp_get, renewed[-1].serial_number)
@@ -621,6 +627,8 @@ def table(report: dict[str, Any]) -> str:
             cores = f"{entry['server_cores']['median']:.2f} | {entry['client_cores']['median']:.2f}"
             lines.append(f"| {path} | {figures} | {cores} | {entry['errors'] or ''} |")
     crl = report["crl"]
+    if not crl:  # --enroll-only
+        return "\n".join(lines)
     lines += [
         "",
         f"CRL of {crl['entries']:,.0f} entries ({crl['crl_bytes'] / 1e6:.1f} MB) made by the live "
@@ -720,6 +728,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crl-entries", type=int, help="default 100000 (quick 2000)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument(
+        "--enroll-only",
+        action="store_true",
+        help="only the signing ceilings and the enrollments (no cacerts, OCSP, CRL)",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         help="py-spy flame graph (SVG) of the server during the first simpleenroll",
@@ -733,6 +746,7 @@ def main(argv: list[str] | None = None) -> None:
         crl_entries=args.crl_entries or (2000 if quick else 100_000),
         clients=args.clients,
         client_processes=args.client_processes,
+        enroll_only=args.enroll_only,
     )
     with tempfile.TemporaryDirectory(prefix="est-ca-bench-") as scratch:
         report = asyncio.run(bench_run(args, plan, Path(scratch)))
