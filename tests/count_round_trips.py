@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import aiosqlite.core
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import event

@@ -302,7 +302,7 @@ class RegistrationAuthority:
                     f"{client.record.profile!r}"
                 )
             profile = self._profile(client.record.profile)
-            checked = await self._check_csr(csr_der, profile, client.identity)
+            checked = await self._check_csr(csr_der, profile, client.identity, check_key=False)
             _check_same_names(checked.csr, client.certificate)
             return await self._issue(
                 actor=actor,
@@ -416,8 +416,10 @@ class RegistrationAuthority:
             if SecretHasher.is_slow(code_hash):
                 return None
             if self._hasher.verify(one_time_code, code_hash):
-                return _CodeCheck.RIGHT, order, await tx.identity_with_organisation(
-                    order.identity_id
+                return (
+                    _CodeCheck.RIGHT,
+                    order,
+                    await tx.identity_with_organisation(order.identity_id),
                 )
             return _CodeCheck.WRONG, await self._count_wrong_code(tx, order, actor, now), None
 
@@ -516,15 +518,23 @@ class RegistrationAuthority:
             raise IssuanceFailed(f"the profile {name!r} is no longer configured")
         return profile
 
-    async def _check_csr(self, csr_der: bytes, profile: Profile, identity: Identity) -> CheckedCsr:
+    async def _check_csr(
+        self, csr_der: bytes, profile: Profile, identity: Identity, *, check_key: bool = True
+    ) -> CheckedCsr:
+        """The CSR checked against the profile, and its key against its binding. An issuance
+        right after (`check_key=False`) leaves the key to its reservation, which checks the
+        binding under its lock anyway and refuses with the same words: one transaction less
+        per enrollment. A request stored for approval checks it here (an administrator is
+        never asked about a key we refuse)."""
         csr = parse_csr(csr_der)
         checked = await self._workers.run(check_csr, csr, profile)
         if checked.key.spki_der in self._ca_keys:
             raise BadRequest("the CSR carries this CA's own public key; generate a key of your own")
+        if not check_key:
+            return checked
         binding = await self._store.in_transaction(
             lambda tx: tx.key_binding(checked.key.sha256), write=False
         )
-        # Early and clear; the reservation checks the same again under the binding's lock.
         if binding is not None:
             _require_usable_key(binding, identity)
         return checked
@@ -666,7 +676,7 @@ class RegistrationAuthority:
             _refuse_made_key_for_approval(csr_for)
             return await self._enroll_approved(order, identity, profile, csr_der, labelled, actor)
         enrolled = csr_der if csr_for is None else await csr_for(csr_der)
-        checked = await self._check_csr(enrolled, profile, identity)
+        checked = await self._check_csr(enrolled, profile, identity, check_key=False)
         return await self._issue(
             actor=actor,
             identity=identity,
@@ -693,7 +703,7 @@ class RegistrationAuthority:
         the certificate again as a consumed order's retry does. The one-time code stays
         usable throughout: the order is consumed only by the issuance."""
         await self._require_approved(order, identity, profile, csr_der, actor)
-        checked = await self._check_csr(csr_der, profile, identity)
+        checked = await self._check_csr(csr_der, profile, identity, check_key=False)
         try:
             return await self._issue(
                 actor=actor,

@@ -230,7 +230,7 @@ class Store:
 
     async def close(self) -> None:
         if self._steps is not None:
-            self._steps.close()
+            await self._steps.close()
         await self._writer.dispose()
         if self._reader is not self._writer:
             await self._reader.dispose()
@@ -309,17 +309,14 @@ class Store:
             read: T = await self._steps.run(self._steps.reader, self._step, step, None)
             return read
         assert self._write_lock is not None
-        async with self._write_lock:
-            try:
-                outcome: tuple[T, list[AuditEvent], int] = await self._steps.run(
-                    self._steps.writer, self._write_step, step, self.seal
-                )
-            except IntegrityError as exc:
-                if _is_duplicate_key(exc):
-                    raise AlreadyExists(
-                        "that record exists already (perhaps made meanwhile)"
-                    ) from exc
-                raise
+        try:
+            outcome: tuple[T, list[AuditEvent], int] = await self._steps.write(
+                self._write_lock, self._write_step, step, self.seal
+            )
+        except IntegrityError as exc:
+            if _is_duplicate_key(exc):
+                raise AlreadyExists("that record exists already (perhaps made meanwhile)") from exc
+            raise
         result, events, first = outcome
         for offset, audit_event in enumerate(events):
             audit_event.log(first + offset)
@@ -486,12 +483,34 @@ class _SyncConnection:
         return self._connection.scalar(statement, parameters)
 
 
+@dataclasses.dataclass(eq=False)
+class _WriteStep:
+    """One write step waiting for the writer: what to run, and where its outcome goes."""
+
+    function: Callable[[Connection, Any, Any], Any]
+    step: Any
+    extra: Any
+    future: asyncio.Future[Any]
+    started: bool = False
+    withdrawn: bool = False
+
+
 class _SqliteSteps:
-    """Blocking SQLite engines for transactions run as one step on a thread: the writer on a
-    thread of its own (SQLite has one writer), readers on a few (WAL lets them read at once).
-    The same pragmas and BEGIN (IMMEDIATE for the writer) as the aiosqlite engines."""
+    """Blocking SQLite engines for transactions run as one step on a thread (readers on a
+    few: WAL lets them read at once), and the writer, which commits in groups.
+
+    SQLite has one writer, and every commit waits for an fsync (synchronous=FULL: a few
+    milliseconds here), which serialised writers each paid alone. The write steps that
+    queue while one group commits form the next group: one BEGIN IMMEDIATE, each step in a
+    SAVEPOINT of its own (its error rolls back it alone, and it is refused as it would be in
+    a transaction of its own), one COMMIT, and only then is any step's outcome handed back.
+    So each step is still atomic and isolated (steps run one after another), and durable
+    before anyone hears of it; a crash before the group's commit loses only steps nobody
+    was told about. The same pragmas and BEGIN as the aiosqlite engines."""
 
     READERS = 4
+    # Steps in one group at most: bounds how long the writer holds the database.
+    GROUP = 64
 
     def __init__(self, url: str) -> None:
         plain = make_url(url).set(drivername="sqlite")
@@ -505,11 +524,14 @@ class _SqliteSteps:
         )
         _configure_sqlite(self._write_engine, immediate=True)
         _configure_sqlite(self._read_engine, immediate=False)
-        self.writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
         self.reader = concurrent.futures.ThreadPoolExecutor(
             self.READERS, thread_name_prefix="sqlite-read"
         )
-        self._engines = {id(self.writer): self._write_engine, id(self.reader): self._read_engine}
+        self._queue: collections.deque[_WriteStep] = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self._committer: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(
         self,
@@ -518,25 +540,97 @@ class _SqliteSteps:
         step: Any,
         extra: Any,
     ) -> T:
-        """`function(connection, step, extra)` in one transaction on `executor`'s thread. A
-        cancelled caller still waits for the transaction to end (commit or roll back), so
-        nobody else's step starts while it holds the writer."""
-        engine = self._engines[id(executor)]
+        """`function(connection, step, extra)` in one read transaction on a reader thread."""
 
         def transaction() -> T:
-            with engine.begin() as connection:
+            with self._read_engine.begin() as connection:
                 return function(connection, step, extra)
 
-        future = asyncio.get_running_loop().run_in_executor(executor, transaction)
+        return await asyncio.get_running_loop().run_in_executor(executor, transaction)
+
+    async def write(
+        self,
+        lock: asyncio.Lock,
+        function: Callable[[Connection, Any, Any], T],
+        step: Any,
+        extra: Any,
+    ) -> T:
+        """`function(connection, step, extra)` as a write step of the next group (see the
+        class). A caller cancelled before its step started withdraws it; once started, it
+        waits for the group to end, so it never leaves a step running it does not know the
+        outcome of."""
+        loop = asyncio.get_running_loop()
+        if self._committer is None or self._committer.done() or self._loop is not loop:
+            self._loop = loop
+            self._queue.clear()
+            self._wake = asyncio.Event()
+            self._committer = loop.create_task(self._commit_groups(lock))
+        assert self._wake is not None
+        queued = _WriteStep(function, step, extra, loop.create_future())
+        self._queue.append(queued)
+        self._wake.set()
         try:
-            return await asyncio.shield(future)
+            return cast(T, await asyncio.shield(queued.future))
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await future
+            if not queued.started:
+                queued.withdrawn = True
+            else:
+                with contextlib.suppress(BaseException):
+                    await queued.future
             raise
 
-    def close(self) -> None:
-        self.writer.shutdown(wait=True)
+    async def _commit_groups(self, lock: asyncio.Lock) -> None:
+        """On the event loop: take what has queued as a group, and run it on the writer's
+        thread under the process's write lock (which `Store.write()` takes too)."""
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                group: list[_WriteStep] = []
+                while self._queue and len(group) < self.GROUP:
+                    queued = self._queue.popleft()
+                    if not queued.withdrawn:
+                        queued.started = True
+                        group.append(queued)
+                if not group:
+                    continue
+                async with lock:
+                    outcomes = await loop.run_in_executor(self._writer, self._group, group)
+                for queued, (ok, value) in zip(group, outcomes, strict=True):
+                    if queued.future.done():
+                        continue
+                    if ok:
+                        queued.future.set_result(value)
+                    else:
+                        queued.future.set_exception(value)
+
+    def _group(self, group: list[_WriteStep]) -> list[tuple[bool, Any]]:
+        """Blocking: one transaction, a SAVEPOINT per step, one commit (see the class)."""
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            with self._write_engine.connect() as connection, connection.begin():
+                for queued in group:
+                    savepoint = connection.begin_nested()
+                    try:
+                        value = queued.function(connection, queued.step, queued.extra)
+                    except BaseException as exc:
+                        savepoint.rollback()
+                        outcomes.append((False, exc))
+                    else:
+                        savepoint.commit()
+                        outcomes.append((True, value))
+        except BaseException as exc:
+            return [(False, exc)] * len(group)
+        return outcomes
+
+    async def close(self) -> None:
+        if self._committer is not None and self._loop is asyncio.get_running_loop():
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+        self._writer.shutdown(wait=True)
         self.reader.shutdown(wait=True)
         self._write_engine.dispose()
         self._read_engine.dispose()
