@@ -216,18 +216,41 @@ def signed_with(
     """The draft certificate's TBS signed by `signer`: the certificate we actually issue."""
     tbs = draft.tbs_certificate_bytes
     signature = _signature_over(tbs, signer, scheme)
-    parsed = asn1_x509.Certificate.load(draft.public_bytes(serialization.Encoding.DER))
-    assembled = asn1_x509.Certificate(
-        {
-            "tbs_certificate": parsed["tbs_certificate"],
-            "signature_algorithm": parsed["signature_algorithm"],
-            "signature_value": signature,
-        }
-    )
-    certificate = x509.load_der_x509_certificate(assembled.dump())
+    # Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }: the
+    # draft's first two elements as they are, then the real signature as a BIT STRING. Spliced
+    # as bytes (no ASN.1 parse in Python); the parse below checks the result.
+    draft_der = draft.public_bytes(serialization.Encoding.DER)
+    body = _der_contents(draft_der, 0)
+    if not draft_der.startswith(tbs, body):
+        raise ValueError("the draft does not begin with its TBS bytes")
+    algorithm_at = body + len(tbs)
+    algorithm = draft_der[algorithm_at : _der_contents(draft_der, algorithm_at, end=True)]
+    assembled = _der(0x30, tbs + algorithm + _der(0x03, b"\x00" + signature))
+    certificate = x509.load_der_x509_certificate(assembled)
     if certificate.tbs_certificate_bytes != tbs:
         raise ValueError("assembling the certificate changed its TBS bytes")
     return certificate
+
+
+def _der(tag: int, contents: bytes) -> bytes:
+    """One DER element: tag, definite length, contents."""
+    size = len(contents)
+    if size < 0x80:
+        return bytes((tag, size)) + contents
+    length = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(length))) + length + contents
+
+
+def _der_contents(der: bytes, at: int, *, end: bool = False) -> int:
+    """Where the contents of the DER element at `at` begin (`end`: where the element ends)."""
+    first = der[at + 1]
+    if first < 0x80:
+        start, size = at + 2, first
+    else:
+        octets = first & 0x7F
+        start = at + 2 + octets
+        size = int.from_bytes(der[at + 2 : start], "big")
+    return start + size if end else start
 
 
 def draft_certificate(
