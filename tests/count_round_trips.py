@@ -2,8 +2,11 @@
 
     .venv/bin/pytest -n0 -q -s tests/count_round_trips.py
 
-Statements (cursor executions), transactions (begin), pool checkouts (each a ping on
-PostgreSQL: pool_pre_ping) and, on SQLite, aiosqlite thread hand-offs (Connection._execute)."""
+Statements (cursor executions; on SQLite with BEGIN and a write step's SAVEPOINT and RELEASE),
+transactions (begin), pool checkouts (each a ping on PostgreSQL: pool_pre_ping) and, on
+SQLite, aiosqlite thread hand-offs (Connection._execute) and steps handed to a thread
+(`Store.in_transaction`; write steps share a group's one hand-off and commit when several
+queue, as under load; here they come one at a time)."""
 
 from __future__ import annotations
 
@@ -64,14 +67,22 @@ def counting(service: Service) -> Iterator[collections.Counter[str]]:
         counts["step hand-offs"] += 1
         return await original_run(self, *args)  # type: ignore[misc]
 
+    original_write = type(steps).write if steps is not None else None
+
+    async def step_write(self: Any, *args: Any) -> Any:
+        counts["step hand-offs"] += 1  # a write step: one group's hand-off at most
+        return await original_write(self, *args)  # type: ignore[misc]
+
     if steps is not None:
         type(steps).run = step_run
+        type(steps).write = step_write
     try:
         yield counts
     finally:
         aiosqlite.core.Connection._execute = original  # type: ignore[method-assign]
         if steps is not None:
             type(steps).run = original_run
+            type(steps).write = original_write
         for target, name, fn in hooks:
             event.remove(target, name, fn)
 
