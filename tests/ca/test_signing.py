@@ -179,34 +179,15 @@ def test_an_ocsp_response_without_a_single_response_is_refused() -> None:
         (ocsp.OCSPCertStatus.UNKNOWN, None),
     ],
 )
-def test_an_ocsp_response_encoded_directly_says_byte_for_byte_what_cryptography_drafts(
+def test_an_ocsp_answer_signed_in_memory_says_what_the_token_path_says(
     status: ocsp.OCSPCertStatus, reason: x509.ReasonFlags | None
 ) -> None:
-    """`ocsp_response` skips cryptography's builder (and its throwaway signature): its
-    ResponseData must still be the builder's, down to the nonce's and the reason's encoding."""
+    """`ocsp_response` signs with cryptography's builder when the responder key is in memory,
+    and drafts under a throwaway key then signs when it is not (a token): both must say the
+    same, down to the nonce's and the reason's encoding, and both verify."""
     key = ec.generate_private_key(ec.SECP256R1())
     responder = _responder(key)
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    revoked_at = now if status is ocsp.OCSPCertStatus.REVOKED else None
-    drafted = signed_ocsp_response(
-        [
-            ocsp.OCSPResponseBuilder().add_response_by_hash(
-                issuer_name_hash=b"\x01" * 20,
-                issuer_key_hash=b"\x02" * 20,
-                serial_number=77,
-                algorithm=hashes.SHA1(),  # noqa: S303 - RFC 5019's CertID hash
-                cert_status=status,
-                this_update=now,
-                next_update=now + dt.timedelta(hours=8),
-                revocation_time=revoked_at,
-                revocation_reason=reason,
-            )
-        ],
-        responder,
-        KeyFileSigner(key),
-        ECDSA_SHA256,
-        [x509.OCSPNonce(b"n" * 16)],
-    )
     single = SingleOcspAnswer(
         hash_name="sha1",
         issuer_name_hash=b"\x01" * 20,
@@ -215,19 +196,34 @@ def test_an_ocsp_response_encoded_directly_says_byte_for_byte_what_cryptography_
         status=status.name.lower(),  # type: ignore[arg-type]
         this_update=now,
         next_update=now + dt.timedelta(hours=8),
-        revoked_at=revoked_at,
+        revoked_at=now if status is ocsp.OCSPCertStatus.REVOKED else None,
         reason=reason,
     )
-    direct = ocsp_response([single], responder, KeyFileSigner(key), ECDSA_SHA256, b"n" * 16, now)
+    in_memory = ocsp_response([single], responder, KeyFileSigner(key), ECDSA_SHA256, b"n" * 16)
+    on_token = ocsp_response([single], responder, _KeyElsewhere(key), ECDSA_SHA256, b"n" * 16)
     old, new = (
         asn1_ocsp.OCSPResponse.load(der)["response_bytes"]["response"].parsed
-        for der in (drafted, direct)
+        for der in (on_token, in_memory)
     )
     for field in ("version", "responder_id", "responses", "response_extensions"):
         assert old["tbs_response_data"][field].dump() == new["tbs_response_data"][field].dump()
     for field in ("signature_algorithm", "certs"):
         assert old[field].dump() == new[field].dump()
-    response = ocsp.load_der_ocsp_response(direct)
-    key.public_key().verify(
-        response.signature, response.tbs_response_bytes, ec.ECDSA(hashes.SHA256())
-    )
+    for der in (in_memory, on_token):
+        response = ocsp.load_der_ocsp_response(der)
+        assert response.certificate_status is status
+        key.public_key().verify(
+            response.signature, response.tbs_response_bytes, ec.ECDSA(hashes.SHA256())
+        )
+
+
+class _KeyElsewhere:
+    """A signer whose key the process cannot hand to cryptography, as with a PKCS#11 token."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey) -> None:
+        self._signer = KeyFileSigner(key)
+        self.public_key = key.public_key()
+        self.available = True
+
+    def sign(self, data: bytes, scheme: SignatureScheme) -> bytes:
+        return self._signer.sign(data, scheme)

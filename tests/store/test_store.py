@@ -18,7 +18,7 @@ from est_ca.registration.codes import new_key
 from est_ca.registration.identities import Identity, IdentityType
 from est_ca.registration.orders import Order
 from est_ca.revocation.reasons import RevocationReason
-from est_ca.store.store import Store
+from est_ca.store.store import Store, StoreTx
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
 ISSUER = KeyId("11" * 20)
@@ -286,3 +286,35 @@ async def test_a_key_id_that_is_not_hex_is_a_bad_request() -> None:
     with pytest.raises(BadRequest):
         KeyId("not hex")
     assert KeyId.parse("AB:CD") == KeyId("abcd")
+
+
+async def test_a_step_that_fails_beside_simultaneous_steps_is_rolled_back_alone(
+    store: Store,
+) -> None:
+    """On SQLite, write steps that queue together commit together (one fsync): each must
+    still be all-or-nothing on its own."""
+    identity, _ = await stored_order(store)
+    serials = [Serial.random() for _ in range(12)]
+    failing = serials[5]
+
+    async def reserve(serial: Serial) -> None:
+        async def step(tx: StoreTx) -> None:
+            await tx.insert_reservation(reservation(identity, serial))
+            if serial == failing:
+                raise RuntimeError("this step fails after its insert")
+
+        await store.in_transaction(step)
+
+    outcomes = await asyncio.gather(*(reserve(s) for s in serials), return_exceptions=True)
+    assert [isinstance(o, RuntimeError) for o in outcomes] == [s == failing for s in serials]
+    async with store.read() as tx:
+        stored = {s for s in serials if await tx.get_certificate(ISSUER, s) is not None}
+    assert stored == set(serials) - {failing}
+
+
+async def test_a_duplicate_key_in_a_step_is_already_exists(store: Store) -> None:
+    identity, _ = await stored_order(store)
+    serial = Serial.random()
+    await store.in_transaction(lambda tx: tx.insert_reservation(reservation(identity, serial)))
+    with pytest.raises(AlreadyExists):
+        await store.in_transaction(lambda tx: tx.insert_reservation(reservation(identity, serial)))

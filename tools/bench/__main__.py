@@ -97,6 +97,8 @@ class Plan:
     # Only the OCSP paths (and the few enrollments that make their certificate): the quick
     # before/after loop of an OCSP change.
     only_ocsp: bool = False
+    # Only the ceilings and the enrollments (no cacerts, OCSP nor CRL): enrollment work.
+    enroll_only: bool = False
 
 
 # -- what the server processes used ------------------------------------------------------------
@@ -540,6 +542,8 @@ async def measure(bench: Bench, spec: SignSpec, bodies: Path) -> dict[str, float
                 sign_ceilings(bench, spec)
             if rep == 0 or not plan.only_ocsp:
                 renewed = await enrollments(bench, orders, rep)
+            if plan.enroll_only:
+                continue
             for variant, keep_alive in (("new_connection", False), ("keep_alive", True)):
                 if plan.only_ocsp:
                     break
@@ -591,7 +595,7 @@ async def measure(bench: Bench, spec: SignSpec, bodies: Path) -> dict[str, float
             )
             async with profiled(_ocsp_profile(bench, rep, "post-nonce"), bench.pids[0]):
                 await versus_bare(bench, "ocsp_post_nonce", ocsp_post, bare_http + "/ocsp-nonce")
-    if plan.only_ocsp:
+    if plan.only_ocsp or plan.enroll_only:
         return None
     # The CRL is the service's alone (no bare app). Revoke a certificate that is not the OCSP
     # target.
@@ -646,7 +650,7 @@ def table(report: dict[str, Any]) -> str:
             cores = f"{entry['server_cores']['median']:.2f} | {entry['client_cores']['median']:.2f}"
             lines.append(f"| {path} | {figures} | {cores} | {entry['errors'] or ''} |")
     crl = report["crl"]
-    if crl is None:
+    if crl is None:  # --only-ocsp, --enroll-only
         lines += [
             "",
             "peak RSS (VmHWM) per server process: "
@@ -768,6 +772,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crl-entries", type=int, help="default 100000 (quick 2000)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument(
+        "--enroll-only",
+        action="store_true",
+        help="only the signing ceilings and the enrollments (no cacerts, OCSP, CRL)",
+    )
+    parser.add_argument(
         "--profile",
         type=Path,
         help="py-spy flame graph (SVG) of the server during the first simpleenroll",
@@ -792,6 +801,7 @@ def main(argv: list[str] | None = None) -> None:
         clients=args.clients,
         client_processes=args.client_processes,
         only_ocsp=args.only_ocsp,
+        enroll_only=args.enroll_only,
     )
     with tempfile.TemporaryDirectory(prefix="est-ca-bench-") as scratch:
         report = asyncio.run(bench_run(args, plan, Path(scratch)))

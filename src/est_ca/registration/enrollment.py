@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import datetime as dt
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -106,6 +107,14 @@ TIMER_GRANULARITY = 0.0015
 CsrMaker = Callable[[bytes], Awaitable[bytes]]
 # Refusals that are failed authentications: they count against the source address.
 _AUTHENTICATION_FAILURES = (Unauthenticated, OrderLocked, CertificateNotUsable)
+# What authenticating a client certificate reads: its record, identity with organisation,
+# key binding, and (when revoked) its successor.
+_ClientRecords = tuple[
+    CertificateRecord | None,
+    tuple[Identity, Organisation] | None,
+    KeyBinding | None,
+    CertificateRecord | None,
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +244,8 @@ class RegistrationAuthority:
         async def authenticate() -> tuple[Order, Identity]:
             client = await self.authenticate_certificate(client_certificate_der)
             wanted = self.labelled(label).label.name
-            async with self._store.read() as tx:
+
+            async def find(tx: StoreTx) -> Order | None:
                 order = await tx.find_claimable_order(
                     client.identity.id,
                     self._clock.now(),
@@ -244,6 +254,9 @@ class RegistrationAuthority:
                 )
                 if order is None:  # one for another label: work() says which label it is for
                     order = await tx.find_claimable_order(client.identity.id, self._clock.now())
+                return order
+
+            order = await self._store.in_transaction(find, write=False)
             if order is None:
                 raise NoPendingOrder(
                     "no pending order for this identity: an administrator must place one "
@@ -289,7 +302,7 @@ class RegistrationAuthority:
                     f"{client.record.profile!r}"
                 )
             profile = self._profile(client.record.profile)
-            checked = await self._check_csr(csr_der, profile, client.identity)
+            checked = await self._check_csr(csr_der, profile, client.identity, check_key=False)
             _check_same_names(checked.csr, client.certificate)
             return await self._issue(
                 actor=actor,
@@ -337,13 +350,14 @@ class RegistrationAuthority:
         # A plain read first: an unknown reference must not take the write lock that
         # `_check_code` takes to check a known order's code.
         if codes.could_be_reference(normalised):
-            async with self._store.read() as tx:
-                found = await tx.get_order_by_reference(normalised)
+            found = await self._store.in_transaction(
+                lambda tx: tx.get_order_by_reference(normalised), write=False
+            )
         if found is None:
             self._hasher.verify(one_time_code, None)
             await self._timing.pad(started)
             raise Unauthenticated(WRONG_CREDENTIALS)
-        check, order = await self._check_code(normalised, one_time_code, actor)
+        check, order, holder = await self._check_code(normalised, one_time_code, actor)
         if check is _CodeCheck.LOCKED:
             raise OrderLocked(
                 "this order is locked after too many wrong one-time codes; "
@@ -370,10 +384,12 @@ class RegistrationAuthority:
                 if request is not None and request.status is RequestStatus.REJECTED:
                     raise NoPendingOrder(_rejection(request))
             raise NoPendingOrder("this order was cancelled")
-        async with self._store.read() as tx:
-            identity = await tx.get_identity(order.identity_id)
-            organisation = await tx.get_organisation(identity.cvr) if identity else None
-        assert identity is not None  # a foreign key guarantees it
+        if holder is None:  # the code was checked slowly (an scrypt hash)
+            holder = await self._store.in_transaction(
+                lambda tx: tx.identity_with_organisation(order.identity_id), write=False
+            )
+        assert holder is not None  # a foreign key guarantees it
+        identity, organisation = holder
         if not identity.is_active:
             raise NotEntitled("the identity of this order is disabled")
         _require_organisation_active(organisation)
@@ -381,9 +397,41 @@ class RegistrationAuthority:
 
     async def _check_code(
         self, reference: str, one_time_code: str, actor: Actor
-    ) -> tuple[_CodeCheck, Order]:
+    ) -> tuple[_CodeCheck, Order, tuple[Identity, Organisation] | None]:
         """Check the code under the order's row lock, and count it at once when it is wrong:
-        concurrent attempts queue, so at most `max_failed_attempts` codes are ever checked."""
+        concurrent attempts queue, so at most `max_failed_attempts` codes are ever checked.
+        A right code reads the order's identity and organisation in the same transaction (the
+        caller needs them next); a code hashed with scrypt (an earlier version's) is checked
+        on a worker, which a transaction run as one step cannot await (`_check_slow_code`)."""
+        now = self._clock.now()
+
+        async def step(
+            tx: StoreTx,
+        ) -> tuple[_CodeCheck, Order, tuple[Identity, Organisation] | None] | None:
+            found = await tx.get_order_by_reference(reference, for_update=True)
+            assert found is not None  # orders are never deleted
+            order, code_hash = found
+            if order.locked_at is not None:
+                return _CodeCheck.LOCKED, order, None
+            if SecretHasher.is_slow(code_hash):
+                return None
+            if self._hasher.verify(one_time_code, code_hash):
+                return (
+                    _CodeCheck.RIGHT,
+                    order,
+                    await tx.identity_with_organisation(order.identity_id),
+                )
+            return _CodeCheck.WRONG, await self._count_wrong_code(tx, order, actor, now), None
+
+        checked = await self._store.in_transaction(step)
+        if checked is not None:
+            return checked
+        check, order = await self._check_slow_code(reference, one_time_code, actor)
+        return check, order, None
+
+    async def _check_slow_code(
+        self, reference: str, one_time_code: str, actor: Actor
+    ) -> tuple[_CodeCheck, Order]:
         now = self._clock.now()
         async with self._store.write() as tx:
             found = await tx.get_order_by_reference(reference, for_update=True)
@@ -391,28 +439,29 @@ class RegistrationAuthority:
             order, code_hash = found
             if order.locked_at is not None:
                 return _CodeCheck.LOCKED, order
-            if SecretHasher.is_slow(code_hash):  # an scrypt hash of an earlier version
-                right = await self._workers.run(self._hasher.verify, one_time_code, code_hash)
-            else:
-                right = self._hasher.verify(one_time_code, code_hash)
-            if right:
+            if await self._workers.run(self._hasher.verify, one_time_code, code_hash):
                 return _CodeCheck.RIGHT, order
-            counted = await tx.count_failed_attempt(
-                order.id, lock_after=self._order_policy.max_failed_attempts, now=now
-            )
-            if counted.locked_at == now:
-                await tx.append_audit(
-                    AuditEvent(
-                        action="order.locked",
-                        outcome=Outcome.SUCCESS,
-                        actor=actor,
-                        at=now,
-                        identity_id=order.identity_id,
-                        order_reference=order.reference,
-                        reason=f"{counted.failed_attempts} wrong one-time codes",
-                    )
+            return _CodeCheck.WRONG, await self._count_wrong_code(tx, order, actor, now)
+
+    async def _count_wrong_code(
+        self, tx: StoreTx, order: Order, actor: Actor, now: dt.datetime
+    ) -> Order:
+        counted = await tx.count_failed_attempt(
+            order.id, lock_after=self._order_policy.max_failed_attempts, now=now
+        )
+        if counted.locked_at == now:
+            await tx.append_audit(
+                AuditEvent(
+                    action="order.locked",
+                    outcome=Outcome.SUCCESS,
+                    actor=actor,
+                    at=now,
+                    identity_id=order.identity_id,
+                    order_reference=order.reference,
+                    reason=f"{counted.failed_attempts} wrong one-time codes",
                 )
-            return _CodeCheck.WRONG, counted
+            )
+        return counted
 
     async def authenticate_certificate(self, certificate_der: bytes) -> ClientCertificate:
         """The certificate must be one we issued and recorded, valid at this moment, of an
@@ -423,12 +472,22 @@ class RegistrationAuthority:
         except (ValueError, x509.InvalidVersion, BadRequest) as exc:  # BadRequest: a bad serial
             raise CertificateNotUsable("the client certificate was not issued by this CA") from exc
         issuer = issuer_key_id(certificate)
-        async with self._store.read() as tx:
+
+        async def read(tx: StoreTx) -> _ClientRecords:
             record = await tx.get_certificate(issuer, serial) if issuer else None
-            identity = await tx.get_identity(record.identity_id) if record else None
-            binding = await tx.key_binding(record.public_key_sha256) if record else None
-            successor = await tx.successor_of(serial) if record else None
-            organisation = await tx.get_organisation(identity.cvr) if identity else None
+            if record is None:
+                return None, None, None, None
+            holder = await tx.identity_with_organisation(record.identity_id)
+            binding = await tx.key_binding(record.public_key_sha256)
+            successor = (
+                await tx.successor_of(serial)
+                if record.status is CertificateStatus.REVOKED
+                else None
+            )
+            return record, holder, binding, successor
+
+        record, holder, binding, successor = await self._store.in_transaction(read, write=False)
+        identity, organisation = holder if holder is not None else (None, None)
         if record is None or record.der != certificate_der or identity is None:
             raise CertificateNotUsable("the client certificate was not issued by this CA")
         if record.status is CertificateStatus.REVOKED:
@@ -459,14 +518,23 @@ class RegistrationAuthority:
             raise IssuanceFailed(f"the profile {name!r} is no longer configured")
         return profile
 
-    async def _check_csr(self, csr_der: bytes, profile: Profile, identity: Identity) -> CheckedCsr:
+    async def _check_csr(
+        self, csr_der: bytes, profile: Profile, identity: Identity, *, check_key: bool = True
+    ) -> CheckedCsr:
+        """The CSR checked against the profile, and its key against its binding. An issuance
+        right after (`check_key=False`) leaves the key to its reservation, which checks the
+        binding under its lock anyway and refuses with the same words: one transaction less
+        per enrollment. A request stored for approval checks it here (an administrator is
+        never asked about a key we refuse)."""
         csr = parse_csr(csr_der)
         checked = await self._workers.run(check_csr, csr, profile)
         if checked.key.spki_der in self._ca_keys:
             raise BadRequest("the CSR carries this CA's own public key; generate a key of your own")
-        async with self._store.read() as tx:
-            binding = await tx.key_binding(checked.key.sha256)
-        # Early and clear; the reservation checks the same again under the binding's lock.
+        if not check_key:
+            return checked
+        binding = await self._store.in_transaction(
+            lambda tx: tx.key_binding(checked.key.sha256), write=False
+        )
         if binding is not None:
             _require_usable_key(binding, identity)
         return checked
@@ -496,8 +564,9 @@ class RegistrationAuthority:
             public_key_sha256=csr.key.sha256,
             created_at=now,
         )
+
         # Step 1: the serial, the intent and the claims are on disk before anything is signed.
-        async with self._store.write() as tx:
+        async def reserve(tx: StoreTx) -> x509.Certificate | None:
             await self._require_active(tx, identity)
             if renewal_of is not None:
                 await self._require_unrevoked(tx, renewal_of)
@@ -512,6 +581,11 @@ class RegistrationAuthority:
                         "this order is no longer pending (used, being used, expired or locked)"
                     )
             await tx.insert_reservation(reservation)
+            return None
+
+        redelivered = await self._store.in_transaction(reserve)
+        if redelivered is not None:
+            return redelivered
         request = IssuanceRequest(
             serial=serial, identity=identity, profile=profile, key=csr.key, not_before=now
         )
@@ -524,8 +598,9 @@ class RegistrationAuthority:
                 self._metrics.issuance.labels(labelled.label.name).observe(
                     time.perf_counter() - started
                 )
+
             # Step 3: check everything again under the locks, record, consume the order.
-            async with self._store.write() as tx:
+            async def record(tx: StoreTx) -> list[CertificateRecord]:
                 await self._require_active(tx, identity, during_issuance=True)
                 binding_now = await tx.key_binding(csr.key.sha256, for_update=True)
                 if binding_now is None or binding_now.is_compromised:
@@ -548,8 +623,9 @@ class RegistrationAuthority:
                     raise IssuanceFailed(
                         "the reservation vanished before the certificate was stored"
                     )
+                superseded: list[CertificateRecord] = []
                 if predecessor is not None:
-                    revoked = await self._supersede(tx, actor, predecessor, profile, serial)
+                    superseded = await self._supersede(tx, actor, predecessor, profile, serial)
                 await tx.append_audit(
                     AuditEvent(
                         action="certificate.issued",
@@ -568,6 +644,9 @@ class RegistrationAuthority:
                         },
                     )
                 )
+                return superseded
+
+            revoked = await self._store.in_transaction(record)
         except BaseException as exc:
             reason = exc.detail if isinstance(exc, EstCaError) else type(exc).__name__
             await asyncio.shield(self._abandon(reservation, order, actor, reason))
@@ -597,7 +676,7 @@ class RegistrationAuthority:
             _refuse_made_key_for_approval(csr_for)
             return await self._enroll_approved(order, identity, profile, csr_der, labelled, actor)
         enrolled = csr_der if csr_for is None else await csr_for(csr_der)
-        checked = await self._check_csr(enrolled, profile, identity)
+        checked = await self._check_csr(enrolled, profile, identity, check_key=False)
         return await self._issue(
             actor=actor,
             identity=identity,
@@ -624,7 +703,7 @@ class RegistrationAuthority:
         the certificate again as a consumed order's retry does. The one-time code stays
         usable throughout: the order is consumed only by the issuance."""
         await self._require_approved(order, identity, profile, csr_der, actor)
-        checked = await self._check_csr(csr_der, profile, identity)
+        checked = await self._check_csr(csr_der, profile, identity, check_key=False)
         try:
             return await self._issue(
                 actor=actor,
@@ -866,7 +945,8 @@ class RegistrationAuthority:
         """Issuance stopped after the reservation: burn the serial, give the order back, and
         forget the key's binding if nothing came of it."""
         now = self._clock.now()
-        async with self._store.write() as tx:
+
+        async def abandon(tx: StoreTx) -> None:
             await tx.get_identity(reservation.identity_id, for_update=True)
             await tx.abandon_reservation(reservation.issuer_key_id, reservation.serial)
             if order is not None:
@@ -884,6 +964,8 @@ class RegistrationAuthority:
                     reason=reason,
                 )
             )
+
+        await self._store.in_transaction(abandon)
 
     # -- admission and refusals ---------------------------------------------------------------
 

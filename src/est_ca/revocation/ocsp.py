@@ -635,7 +635,6 @@ class OcspResponder:
             credential.signer,
             RESPONDER_SCHEME,
             query.nonce,
-            now,
         )
         if SIGN_INLINE and isinstance(credential.signer, KeyFileSigner):
             # A software P-256 signature is cheaper than handing it to a thread and back;

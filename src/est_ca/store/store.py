@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
@@ -28,10 +29,10 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import asyncpg
 import structlog
@@ -43,6 +44,7 @@ from sqlalchemy import (
     Select,
     Table,
     case,
+    create_engine,
     event,
     func,
     literal,
@@ -53,7 +55,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Row, make_url
+from sqlalchemy.engine import Engine, Row, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -120,6 +122,7 @@ from est_ca.store.schema import (
 from est_ca.workers import chunks
 
 _log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 IDENTITIES = cast(Table, IdentityRow.__table__)
 ORGANISATIONS = cast(Table, OrganisationRow.__table__)
@@ -197,6 +200,9 @@ class Store:
             )
             self._reader = self._writer
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        # SQLite: transactions run as one step (`in_transaction`) go to a thread with a plain
+        # sqlite3 connection, the writer's thread alone (one writer at a time anyway).
+        self._steps: _SqliteSteps | None = _SqliteSteps(url) if self.is_sqlite else None
         # SQLite: an exclusive section is one of this process, and of every process on the
         # file (`serve --workers N`) through a lock file beside it.
         self._local_locks: dict[str, asyncio.Lock] = {}
@@ -247,6 +253,8 @@ class Store:
         return Lease(self._asyncpg_dsn(), lock_key(name), name)
 
     async def close(self) -> None:
+        if self._steps is not None:
+            await self._steps.close()
         await self._writer.dispose()
         if self._reader is not self._writer:
             await self._reader.dispose()
@@ -305,6 +313,51 @@ class Store:
         else:
             for offset, audit_event in enumerate(tx.audit_events):
                 audit_event.log(first + offset)
+
+    async def in_transaction(
+        self, step: Callable[[StoreTx], Awaitable[T]], *, write: bool = True
+    ) -> T:
+        """Run `step` as one transaction (`write()`'s, or `read()`'s with `write=False`).
+
+        `step` may await only the StoreTx it is given: on SQLite it runs on a thread of its own
+        over a plain sqlite3 connection, in one hand-off, instead of handing every statement
+        (cursor, execute, fetch, close: four hand-offs each) to aiosqlite's thread and back
+        while the event loop waits for the GIL. On PostgreSQL it is `write()`/`read()` as
+        they are (asyncpg needs no thread). The rules are those of `write()`: the same
+        transaction boundaries, BEGIN IMMEDIATE, the audit chained before the commit, a
+        duplicate key as `AlreadyExists`, events logged once committed."""
+        if self._steps is None:
+            async with self.write() if write else self.read() as tx:
+                return await step(tx)
+        if not write:
+            read: T = await self._steps.run(self._steps.reader, self._step, step, None)
+            return read
+        assert self._write_lock is not None
+        try:
+            outcome: tuple[T, list[AuditEvent], int] = await self._steps.write(
+                self._write_lock, self._write_step, step, self.seal
+            )
+        except IntegrityError as exc:
+            if _is_duplicate_key(exc):
+                raise AlreadyExists("that record exists already (perhaps made meanwhile)") from exc
+            raise
+        result, events, first = outcome
+        for offset, audit_event in enumerate(events):
+            audit_event.log(first + offset)
+        return result
+
+    def _step(self, connection: Connection, step: Callable[[StoreTx], Awaitable[T]], _: None) -> T:
+        """Blocking: a read step on a sqlite3 connection (a thread of `_SqliteSteps`)."""
+        return _completed(step(StoreTx(cast(AsyncConnection, _SyncConnection(connection)))))
+
+    def _write_step(
+        self, connection: Connection, step: Callable[[StoreTx], Awaitable[T]], seal: AuditSeal
+    ) -> tuple[T, list[AuditEvent], int]:
+        """Blocking: a write step and its audit chaining, in the one transaction."""
+        tx = StoreTx(cast(AsyncConnection, _SyncConnection(connection)))
+        result = _completed(step(tx))
+        first = _completed(tx.chain_pending_audit(seal))
+        return result, tx.audit_events, first
 
     async def append_audit(self, audit_event: AuditEvent) -> None:
         """Record one event in a transaction of its own (refusals: nothing else changes)."""
@@ -512,10 +565,195 @@ def log_bulk_audit(events: Sequence[AuditEvent], first: int) -> None:
     )
 
 
+def _completed(coroutine: Awaitable[T]) -> T:
+    """The result of a coroutine that never suspends (StoreTx over `_SyncConnection`): one
+    send runs it to the end. One that does suspend awaited something other than the store,
+    which a step run on a thread must not: a bug, refused loudly."""
+    assert isinstance(coroutine, Coroutine)
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    coroutine.close()
+    raise RuntimeError("a store step awaited something other than its transaction")
+
+
+class _SyncConnection:
+    """What StoreTx uses of an AsyncConnection, over a blocking Connection: its awaitables
+    complete at once (see `_completed`)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self.dialect = connection.dialect
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        return self._connection.execute(statement, parameters)
+
+    async def scalar(self, statement: Any, parameters: Any = None) -> Any:
+        return self._connection.scalar(statement, parameters)
+
+
+@dataclasses.dataclass(eq=False)
+class _WriteStep:
+    """One write step waiting for the writer: what to run, and where its outcome goes."""
+
+    function: Callable[[Connection, Any, Any], Any]
+    step: Any
+    extra: Any
+    future: asyncio.Future[Any]
+    started: bool = False
+    withdrawn: bool = False
+
+
+class _SqliteSteps:
+    """Blocking SQLite engines for transactions run as one step on a thread (readers on a
+    few: WAL lets them read at once), and the writer, which commits in groups.
+
+    SQLite has one writer, and every commit waits for an fsync (synchronous=FULL: a few
+    milliseconds here), which serialised writers each paid alone. The write steps that
+    queue while one group commits form the next group: one BEGIN IMMEDIATE, each step in a
+    SAVEPOINT of its own (its error rolls back it alone, and it is refused as it would be in
+    a transaction of its own), one COMMIT, and only then is any step's outcome handed back.
+    So each step is still atomic and isolated (steps run one after another), and durable
+    before anyone hears of it; a crash before the group's commit loses only steps nobody
+    was told about. The same pragmas and BEGIN as the aiosqlite engines."""
+
+    READERS = 4
+    # Steps in one group at most: bounds how long the writer holds the database.
+    GROUP = 64
+
+    def __init__(self, url: str) -> None:
+        plain = make_url(url).set(drivername="sqlite")
+        self._write_engine = create_engine(
+            plain, connect_args={"timeout": 30, "check_same_thread": False}, pool_size=1
+        )
+        self._read_engine = create_engine(
+            plain,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=self.READERS,
+        )
+        _configure_sqlite(self._write_engine, immediate=True)
+        _configure_sqlite(self._read_engine, immediate=False)
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite-write")
+        self.reader = concurrent.futures.ThreadPoolExecutor(
+            self.READERS, thread_name_prefix="sqlite-read"
+        )
+        self._queue: collections.deque[_WriteStep] = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self._committer: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def run(
+        self,
+        executor: concurrent.futures.ThreadPoolExecutor,
+        function: Callable[[Connection, Any, Any], T],
+        step: Any,
+        extra: Any,
+    ) -> T:
+        """`function(connection, step, extra)` in one read transaction on a reader thread."""
+
+        def transaction() -> T:
+            with self._read_engine.begin() as connection:
+                return function(connection, step, extra)
+
+        return await asyncio.get_running_loop().run_in_executor(executor, transaction)
+
+    async def write(
+        self,
+        lock: asyncio.Lock,
+        function: Callable[[Connection, Any, Any], T],
+        step: Any,
+        extra: Any,
+    ) -> T:
+        """`function(connection, step, extra)` as a write step of the next group (see the
+        class). A caller cancelled before its step started withdraws it; once started, it
+        waits for the group to end, so it never leaves a step running it does not know the
+        outcome of."""
+        loop = asyncio.get_running_loop()
+        if self._committer is None or self._committer.done() or self._loop is not loop:
+            self._loop = loop
+            self._queue.clear()
+            self._wake = asyncio.Event()
+            self._committer = loop.create_task(self._commit_groups(lock))
+        assert self._wake is not None
+        queued = _WriteStep(function, step, extra, loop.create_future())
+        self._queue.append(queued)
+        self._wake.set()
+        try:
+            return cast(T, await asyncio.shield(queued.future))
+        except asyncio.CancelledError:
+            if not queued.started:
+                queued.withdrawn = True
+            else:
+                with contextlib.suppress(BaseException):
+                    await queued.future
+            raise
+
+    async def _commit_groups(self, lock: asyncio.Lock) -> None:
+        """On the event loop: take what has queued as a group, and run it on the writer's
+        thread under the process's write lock (which `Store.write()` takes too)."""
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                group: list[_WriteStep] = []
+                while self._queue and len(group) < self.GROUP:
+                    queued = self._queue.popleft()
+                    if not queued.withdrawn:
+                        queued.started = True
+                        group.append(queued)
+                if not group:
+                    continue
+                async with lock:
+                    outcomes = await loop.run_in_executor(self._writer, self._group, group)
+                for queued, (ok, value) in zip(group, outcomes, strict=True):
+                    if queued.future.done():
+                        continue
+                    if ok:
+                        queued.future.set_result(value)
+                    else:
+                        queued.future.set_exception(value)
+
+    def _group(self, group: list[_WriteStep]) -> list[tuple[bool, Any]]:
+        """Blocking: one transaction, a SAVEPOINT per step, one commit (see the class)."""
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            with self._write_engine.connect() as connection, connection.begin():
+                for queued in group:
+                    savepoint = connection.begin_nested()
+                    try:
+                        value = queued.function(connection, queued.step, queued.extra)
+                    except BaseException as exc:
+                        savepoint.rollback()
+                        outcomes.append((False, exc))
+                    else:
+                        savepoint.commit()
+                        outcomes.append((True, value))
+        except BaseException as exc:
+            return [(False, exc)] * len(group)
+        return outcomes
+
+    async def close(self) -> None:
+        if self._committer is not None and self._loop is asyncio.get_running_loop():
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+        self._writer.shutdown(wait=True)
+        self.reader.shutdown(wait=True)
+        self._write_engine.dispose()
+        self._read_engine.dispose()
+
+
 def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
     engine = create_async_engine(url, connect_args={"timeout": 30})
+    _configure_sqlite(engine.sync_engine, immediate=immediate)
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def _configure_sqlite(engine: Engine, *, immediate: bool) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # SQLAlchemy emits BEGIN itself (below), so SELECTs are inside transactions too.
         dbapi_connection.isolation_level = None
@@ -529,11 +767,9 @@ def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
             cursor.execute(pragma)
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
 
 
 def _upgrade(connection: Connection, revision: str, issuer_key_id: KeyId | None) -> None:
@@ -706,6 +942,31 @@ class StoreTx:
         result = await self._conn.execute(query)
         row = result.one_or_none()
         return _identity(row) if row is not None else None
+
+    async def identity_with_organisation(
+        self, identity_id: uuid.UUID
+    ) -> tuple[Identity, Organisation] | None:
+        """The identity and its organisation in one query (an enrollment needs both)."""
+        row = (
+            await self._conn.execute(
+                _IDENTITY.add_columns(
+                    ORGANISATIONS.c.email_domains.label("organisation_email_domains"),
+                    ORGANISATIONS.c.status.label("organisation_status"),
+                    ORGANISATIONS.c.created_at.label("organisation_created_at"),
+                ).where(IDENTITIES.c.id == identity_id)
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        domains = row.organisation_email_domains.split(",")
+        organisation = Organisation(
+            cvr=row.cvr,
+            name=row.organisation_name,
+            email_domains=tuple(domain for domain in domains if domain),
+            status=OrganisationStatus(row.organisation_status),
+            created_at=row.organisation_created_at,
+        )
+        return _identity(row), organisation
 
     async def list_identities(
         self,
@@ -1368,15 +1629,26 @@ class StoreTx:
     ) -> KeyBinding:
         """The key's binding, created for `identity_id` if the key is new, and locked: two
         identities racing for one key meet here, and the first binding stays."""
-        await self._insert_unless_present(
-            SUBSCRIBER_KEYS,
-            public_key_sha256=public_key_sha256,
-            identity_id=identity_id,
-            bound_at=now,
+        # One statement: an upsert whose update changes nothing locks the row as FOR UPDATE
+        # would and returns the binding that stays, new or not.
+        insert = sqlite_insert if self._conn.dialect.name == "sqlite" else postgresql_insert
+        statement = insert(SUBSCRIBER_KEYS).values(
+            public_key_sha256=public_key_sha256, identity_id=identity_id, bound_at=now
         )
-        binding = await self.key_binding(public_key_sha256, for_update=True)
-        assert binding is not None
-        return binding
+        row = (
+            await self._conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[SUBSCRIBER_KEYS.c.public_key_sha256],
+                    set_={"public_key_sha256": statement.excluded.public_key_sha256},
+                ).returning(SUBSCRIBER_KEYS)
+            )
+        ).one()
+        return KeyBinding(
+            public_key_sha256=row.public_key_sha256,
+            identity_id=row.identity_id,
+            bound_at=row.bound_at,
+            compromised_at=row.compromised_at,
+        )
 
     async def key_binding(
         self, public_key_sha256: str, *, for_update: bool = False
