@@ -22,6 +22,7 @@ from est_ca.clock import SettableClock
 from est_ca.errors import NotEntitled
 from est_ca.registration.identities import Identity, IdentityType
 from tests.admin.conftest import AdminApi, AdminCa, AdminSetup, Reply
+from tests.console import client as http
 from tests.helpers import ADMIN, KeyPool, csr_der, make_csr, require_tool, run
 
 OWN = "34051178"  # the IdM's organisation
@@ -438,3 +439,31 @@ async def test_login_and_revocation_at_once_on_each_database(
     assert revoked.status == 200
     assert (await admin.api.call("GET", "/identities", token=token)).status == 401
     assert (await enrolled.api.call("GET", "/identities")).status == 403
+
+
+async def _console_page(client: Any, console: str) -> int:
+    async with client.get(console + "identities", allow_redirects=False) as response:
+        status: int = response.status
+        return status
+
+
+@pytest.mark.parametrize("ending", ["revoke", "withdraw"])
+async def test_ending_the_access_ends_the_idm_tokens_console_session_at_once(
+    admin: AdminSetup, idm: Enrolled, ending: str
+) -> None:
+    """The console's sign-in takes any token, an IdM's too: its session is good only while the
+    certificate and the grant are, as the token itself is on the API."""
+    token = await _token(admin, idm)
+    async with http.client(admin.service) as client:
+        console = await http.sign_in(client, admin.server.admin_url, token)
+        assert await _console_page(client, console) == 200
+        if ending == "revoke":
+            ended = await admin.api.call(
+                "POST", f"/certificates/{idm.serial}/revoke", token=admin.admin_token, json_body={}
+            )
+            assert ended.status == 200
+        else:
+            path = f"/identities/{idm.identity.id}/administration"
+            ended = await admin.api.call("DELETE", path, token=admin.admin_token, json_body={})
+            assert ended.status == 204
+        assert await _console_page(client, console) == 303
