@@ -467,3 +467,17 @@ async def test_ending_the_access_ends_the_idm_tokens_console_session_at_once(
             ended = await admin.api.call("DELETE", path, token=admin.admin_token, json_body={})
             assert ended.status == 204
         assert await _console_page(client, console) == 303
+
+
+async def test_a_subscribers_repeated_refusals_are_coalesced_in_the_audit_trail(
+    admin: AdminSetup, keys: KeyPool, tmp_path: Path
+) -> None:
+    """Every subscriber's certificate passes the admin listener's handshake now: its refusals
+    are coalesced per address like every other refusal, not one event each (a flood)."""
+    user = await _enrolled(admin, keys, tmp_path, kind=IdentityType.USER, name="user", index=1)
+    for _ in range(5):
+        assert (await _login(user.api)).status == 403
+        assert (await user.api.call("GET", "/identities")).status == 403
+    actions = [action for action, _, _ in await _actions(admin)]
+    assert actions.count("idm.login_refused") == 1
+    assert actions.count("idm.certificate_refused") == 1

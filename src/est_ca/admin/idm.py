@@ -204,7 +204,7 @@ class Idm:
         return link, principal
 
     async def _refused(self, action: str, actor: Actor, serial: str | None, reason: str) -> None:
-        await self._store.append_audit(
+        await self._tokens.record_refusal(
             AuditEvent(
                 action=action,
                 outcome=Outcome.REFUSED,

@@ -322,6 +322,12 @@ class Tokens:
         )
         return principal
 
+    async def record_refusal(self, event: AuditEvent) -> None:
+        """Another refusal on the admin listener (an IdM's certificate): coalesced per source
+        like every refusal, so a subscriber's certificate, which passes the handshake, cannot
+        flood the audit trail; not counted (the handshake proved the certificate)."""
+        await self._guard.refused(event, counts=False)
+
     async def refused(self, actor: Actor, reason: str) -> None:
         """A request to the admin API without usable credentials: audited (coalesced per
         source) and counted against the source, like a wrong token."""
