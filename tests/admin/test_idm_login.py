@@ -13,15 +13,21 @@ import os
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from est_ca.admin.access import Scope
+from est_ca.ca.hierarchy import build_issuing
+from est_ca.ca.signing import KeyFileSigner
 from est_ca.clock import SettableClock
 from est_ca.errors import NotEntitled
 from est_ca.registration.identities import Identity, IdentityType
 from tests.admin.conftest import AdminApi, AdminCa, AdminSetup, Reply
+from tests.conftest import CaMaterial
 from tests.console import client as http
 from tests.helpers import ADMIN, KeyPool, csr_der, make_csr, require_tool, run
 
@@ -481,3 +487,51 @@ async def test_a_subscribers_repeated_refusals_are_coalesced_in_the_audit_trail(
     actions = [action for action, _, _ in await _actions(admin)]
     assert actions.count("idm.login_refused") == 1
     assert actions.count("idm.certificate_refused") == 1
+
+
+async def test_a_certificate_of_another_ca_under_our_root_is_no_administrator(
+    admin: AdminSetup, ca_material: CaMaterial, tmp_path: Path
+) -> None:
+    """The listener trusts our issuing CAs for the IdM, not the root above them: a root often
+    has other issuing CAs (another service's, a successor not yet configured here), whose
+    certificates are neither ours nor an administrator's."""
+    hierarchy = ca_material.hierarchy
+    root = x509.load_pem_x509_certificate(hierarchy.root_cert.read_bytes())
+    root_key = serialization.load_pem_private_key(
+        hierarchy.root_key.read_bytes(), b"test passphrase"
+    )
+    assert isinstance(root_key, rsa.RSAPrivateKey)
+    now = dt.datetime.now(dt.UTC)
+    sibling_key = ec.generate_private_key(ec.SECP256R1())
+    sibling = build_issuing(
+        sibling_key.public_key(), root, KeyFileSigner(root_key), now, ca_material.publication, 9
+    )
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not an admin")]))
+        .issuer_name(sibling.subject)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(sibling_key, hashes.SHA256())
+    )
+    files = AdminCa(ca_material.tls_cert, tmp_path / "sibling.pem", tmp_path / "sibling.key")
+    files.cert_file.write_bytes(
+        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, sibling))
+    )
+    files.key_file.write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    stranger = AdminApi(admin.server.admin_url, files.ca_file, files)
+    try:
+        reply = await stranger.call("GET", "/identities")
+    except aiohttp.ClientError:
+        return  # refused in the handshake
+    assert reply.status in (401, 403), reply.body
