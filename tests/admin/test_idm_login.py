@@ -535,3 +535,17 @@ async def test_a_certificate_of_another_ca_under_our_root_is_no_administrator(
     except aiohttp.ClientError:
         return  # refused in the handshake
     assert reply.status in (401, 403), reply.body
+
+
+async def test_a_token_ends_when_its_certificate_expires_within_the_hour(
+    admin: AdminSetup, idm: Enrolled, clock: SettableClock
+) -> None:
+    """The token's hour does not outlive the certificate it stands on."""
+    certificate = x509.load_pem_x509_certificate(idm.files.cert_file.read_bytes())
+    clock.advance(certificate.not_valid_after_utc - clock.now() - dt.timedelta(minutes=30))
+    token = await _token(admin, idm)
+    assert (await admin.api.call("GET", "/identities", token=token)).status == 200
+    clock.advance(dt.timedelta(minutes=31))
+    refused = await admin.api.call("GET", "/identities", token=token)
+    assert refused.status == 401
+    assert "expired" in refused.body["detail"]
