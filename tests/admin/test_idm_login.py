@@ -549,3 +549,20 @@ async def test_a_token_ends_when_its_certificate_expires_within_the_hour(
     refused = await admin.api.call("GET", "/identities", token=token)
     assert refused.status == 401
     assert "expired" in refused.body["detail"]
+
+
+async def test_a_token_withdrawn_stays_ended_when_the_right_is_granted_again(
+    admin: AdminSetup, idm: Enrolled
+) -> None:
+    """Withdrawing the right ends the tokens given so far for good (a leaked token is the
+    usual reason to withdraw); a new grant needs a new login."""
+    token = await _token(admin, idm)
+    path = f"/identities/{idm.identity.id}/administration"
+    assert (
+        await admin.api.call("DELETE", path, token=admin.admin_token, json_body={})
+    ).status == 204
+    assert (await _grant(admin, idm.identity, "read")).status == 200
+    assert (await admin.api.call("GET", "/identities", token=token)).status == 401
+    assert (
+        await admin.api.call("GET", "/identities", token=await _token(admin, idm))
+    ).status == 200
