@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -566,3 +568,29 @@ async def test_a_token_withdrawn_stays_ended_when_the_right_is_granted_again(
     assert (
         await admin.api.call("GET", "/identities", token=await _token(admin, idm))
     ).status == 200
+
+
+async def test_the_consoles_certificate_sign_in_refuses_a_system_certificate(
+    admin: AdminSetup, idm: Enrolled
+) -> None:
+    """Over HTTP, as a browser holding the IdM's certificate would: no console session."""
+    context = ssl.create_default_context(cafile=str(idm.files.ca_file))
+    context.load_cert_chain(idm.files.cert_file, idm.files.key_file)
+    url = admin.server.admin_url + "/console/"
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=context, force_close=True),
+        cookie_jar=aiohttp.CookieJar(unsafe=True),
+    ) as client:
+        async with client.get(url + "sign-in") as page:
+            html = await page.text()
+        match = re.search(
+            r'action="/console/sign-in/certificate".*?name="csrf" value="([^"]+)"', html, re.S
+        )
+        assert match is not None
+        async with client.post(
+            url + "sign-in/certificate", data={"csrf": match.group(1)}, allow_redirects=False
+        ) as refused:
+            assert refused.status == 403
+            assert "est_ca_console" not in refused.cookies
+        async with client.get(url, allow_redirects=False) as overview:
+            assert overview.status == 303
