@@ -274,6 +274,11 @@ async def _session(request: web.Request, console: Console) -> Session | None:
         if scopes != session.principal.scopes:
             principal = dataclasses.replace(session.principal, scopes=scopes)
             session = dataclasses.replace(session, principal=principal)
+    if session is not None and session.principal.source != request.remote:
+        # The audit trail names the address each request comes from, not the sign-in's: a
+        # session cookie used elsewhere (a stolen one) shows where it was used.
+        principal = dataclasses.replace(session.principal, source=request.remote)
+        session = dataclasses.replace(session, principal=principal)
     return session
 
 
