@@ -263,6 +263,11 @@ async def _session(request: web.Request, console: Console) -> Session | None:
             hashlib.sha256(der).hexdigest(), session.certificate_sha256
         ):
             return None
+        if session.principal.scopes != console.certificate_scopes:
+            # The scopes configured for certificates now: sessions outlive a restart, and an
+            # operator who narrowed them (and restarted) means the sessions signed in before.
+            principal = dataclasses.replace(session.principal, scopes=console.certificate_scopes)
+            session = dataclasses.replace(session, principal=principal)
     if session is not None and session.token_id is not None:
         # A token revoked (by the CLI, the API, another instance) or expired ends its sessions
         # at once: one read of its row per request. An IdM's token also ends with its system
