@@ -147,12 +147,19 @@ class Server:
             else None
         )
         # Administrators' certificates (the admin trust anchor) and, for an organisation's IdM,
-        # system certificates our CAs issued: admin/tokens.py tells them apart.
+        # system certificates our issuing CAs issued: admin/tokens.py tells them apart. Our
+        # issuing CAs are anchors themselves (partial chain), never the root above them: a
+        # certificate of another CA under that root would be neither ours nor an admin's, yet
+        # taken for an administrator's.
+        issuing_pem = b"".join(
+            certificate.public_bytes(Encoding.PEM) for certificate in self.service.authority.issuing
+        )
         admin_context = server_context(
             files.tls_cert,
             files.tls_key,
-            client_ca_pem=(admin_ca + b"\n" if admin_ca else b"") + chain_pem,
+            client_ca_pem=(admin_ca + b"\n" if admin_ca else b"") + issuing_pem,
             check_time=True,
+            partial_chain=True,
         )
         for app, sock, ssl_context in (
             (est_app(self.service), https_socket, context),

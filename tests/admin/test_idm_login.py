@@ -10,18 +10,27 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import re
+import ssl
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from est_ca.admin.access import Scope
+from est_ca.ca.hierarchy import build_issuing
+from est_ca.ca.signing import KeyFileSigner
 from est_ca.clock import SettableClock
 from est_ca.errors import NotEntitled
 from est_ca.registration.identities import Identity, IdentityType
 from tests.admin.conftest import AdminApi, AdminCa, AdminSetup, Reply
+from tests.conftest import CaMaterial
+from tests.console import client as http
 from tests.helpers import ADMIN, KeyPool, csr_der, make_csr, require_tool, run
 
 OWN = "34051178"  # the IdM's organisation
@@ -438,3 +447,150 @@ async def test_login_and_revocation_at_once_on_each_database(
     assert revoked.status == 200
     assert (await admin.api.call("GET", "/identities", token=token)).status == 401
     assert (await enrolled.api.call("GET", "/identities")).status == 403
+
+
+async def _console_page(client: Any, console: str) -> int:
+    async with client.get(console + "identities", allow_redirects=False) as response:
+        status: int = response.status
+        return status
+
+
+@pytest.mark.parametrize("ending", ["revoke", "withdraw"])
+async def test_ending_the_access_ends_the_idm_tokens_console_session_at_once(
+    admin: AdminSetup, idm: Enrolled, ending: str
+) -> None:
+    """The console's sign-in takes any token, an IdM's too: its session is good only while the
+    certificate and the grant are, as the token itself is on the API."""
+    token = await _token(admin, idm)
+    async with http.client(admin.service) as client:
+        console = await http.sign_in(client, admin.server.admin_url, token)
+        assert await _console_page(client, console) == 200
+        if ending == "revoke":
+            ended = await admin.api.call(
+                "POST", f"/certificates/{idm.serial}/revoke", token=admin.admin_token, json_body={}
+            )
+            assert ended.status == 200
+        else:
+            path = f"/identities/{idm.identity.id}/administration"
+            ended = await admin.api.call("DELETE", path, token=admin.admin_token, json_body={})
+            assert ended.status == 204
+        assert await _console_page(client, console) == 303
+
+
+async def test_a_subscribers_repeated_refusals_are_coalesced_in_the_audit_trail(
+    admin: AdminSetup, keys: KeyPool, tmp_path: Path
+) -> None:
+    """Every subscriber's certificate passes the admin listener's handshake now: its refusals
+    are coalesced per address like every other refusal, not one event each (a flood)."""
+    user = await _enrolled(admin, keys, tmp_path, kind=IdentityType.USER, name="user", index=1)
+    for _ in range(5):
+        assert (await _login(user.api)).status == 403
+        assert (await user.api.call("GET", "/identities")).status == 403
+    actions = [action for action, _, _ in await _actions(admin)]
+    assert actions.count("idm.login_refused") == 1
+    assert actions.count("idm.certificate_refused") == 1
+
+
+async def test_a_certificate_of_another_ca_under_our_root_is_no_administrator(
+    admin: AdminSetup, ca_material: CaMaterial, tmp_path: Path
+) -> None:
+    """The listener trusts our issuing CAs for the IdM, not the root above them: a root often
+    has other issuing CAs (another service's, a successor not yet configured here), whose
+    certificates are neither ours nor an administrator's."""
+    hierarchy = ca_material.hierarchy
+    root = x509.load_pem_x509_certificate(hierarchy.root_cert.read_bytes())
+    root_key = serialization.load_pem_private_key(
+        hierarchy.root_key.read_bytes(), b"test passphrase"
+    )
+    assert isinstance(root_key, rsa.RSAPrivateKey)
+    now = dt.datetime.now(dt.UTC)
+    sibling_key = ec.generate_private_key(ec.SECP256R1())
+    sibling = build_issuing(
+        sibling_key.public_key(), root, KeyFileSigner(root_key), now, ca_material.publication, 9
+    )
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "not an admin")]))
+        .issuer_name(sibling.subject)
+        .public_key(leaf_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(sibling_key, hashes.SHA256())
+    )
+    files = AdminCa(ca_material.tls_cert, tmp_path / "sibling.pem", tmp_path / "sibling.key")
+    files.cert_file.write_bytes(
+        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, sibling))
+    )
+    files.key_file.write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    stranger = AdminApi(admin.server.admin_url, files.ca_file, files)
+    try:
+        reply = await stranger.call("GET", "/identities")
+    except aiohttp.ClientError:
+        return  # refused in the handshake
+    assert reply.status in (401, 403), reply.body
+
+
+async def test_a_token_ends_when_its_certificate_expires_within_the_hour(
+    admin: AdminSetup, idm: Enrolled, clock: SettableClock
+) -> None:
+    """The token's hour does not outlive the certificate it stands on."""
+    certificate = x509.load_pem_x509_certificate(idm.files.cert_file.read_bytes())
+    clock.advance(certificate.not_valid_after_utc - clock.now() - dt.timedelta(minutes=30))
+    token = await _token(admin, idm)
+    assert (await admin.api.call("GET", "/identities", token=token)).status == 200
+    clock.advance(dt.timedelta(minutes=31))
+    refused = await admin.api.call("GET", "/identities", token=token)
+    assert refused.status == 401
+    assert "expired" in refused.body["detail"]
+
+
+async def test_a_token_withdrawn_stays_ended_when_the_right_is_granted_again(
+    admin: AdminSetup, idm: Enrolled
+) -> None:
+    """Withdrawing the right ends the tokens given so far for good (a leaked token is the
+    usual reason to withdraw); a new grant needs a new login."""
+    token = await _token(admin, idm)
+    path = f"/identities/{idm.identity.id}/administration"
+    assert (
+        await admin.api.call("DELETE", path, token=admin.admin_token, json_body={})
+    ).status == 204
+    assert (await _grant(admin, idm.identity, "read")).status == 200
+    assert (await admin.api.call("GET", "/identities", token=token)).status == 401
+    assert (
+        await admin.api.call("GET", "/identities", token=await _token(admin, idm))
+    ).status == 200
+
+
+async def test_the_consoles_certificate_sign_in_refuses_a_system_certificate(
+    admin: AdminSetup, idm: Enrolled
+) -> None:
+    """Over HTTP, as a browser holding the IdM's certificate would: no console session."""
+    context = ssl.create_default_context(cafile=str(idm.files.ca_file))
+    context.load_cert_chain(idm.files.cert_file, idm.files.key_file)
+    url = admin.server.admin_url + "/console/"
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=context, force_close=True),
+        cookie_jar=aiohttp.CookieJar(unsafe=True),
+    ) as client:
+        async with client.get(url + "sign-in") as page:
+            html = await page.text()
+        match = re.search(
+            r'action="/console/sign-in/certificate".*?name="csrf" value="([^"]+)"', html, re.S
+        )
+        assert match is not None
+        async with client.post(
+            url + "sign-in/certificate", data={"csrf": match.group(1)}, allow_redirects=False
+        ) as refused:
+            assert refused.status == 403
+            assert "est_ca_console" not in refused.cookies
+        async with client.get(url, allow_redirects=False) as overview:
+            assert overview.status == 303

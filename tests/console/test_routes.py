@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from est_ca.admin.access import Scope
+from est_ca.admin.access import Principal, PrincipalKind, Scope
 from est_ca.clock import SettableClock
+from est_ca.console.sessions import Sessions
+from est_ca.keyfiles import load_key
+from est_ca.registration.codes import SecretHasher
 from est_ca.server import Server
 from est_ca.service import Service
 from tests.admin.conftest import AdminCa, AdminSetup
@@ -104,3 +107,30 @@ async def test_a_restart_signs_no_one_out(
         finally:
             await server.stop()
             await service.close()
+
+
+async def test_the_audit_trail_names_the_address_a_session_is_used_from(
+    admin: AdminSetup,
+) -> None:
+    """A session cookie used from another address than its sign-in's (a stolen one, say): the
+    trail names the address each request came from, not the sign-in's."""
+    service = admin.service
+    sessions = Sessions(
+        service.store, SecretHasher(load_key(service.files.hmac_key)), service.clock
+    )
+    signed_in_elsewhere = Principal(
+        PrincipalKind.TOKEN, "elsewhere", frozenset({Scope.READ}), None, "203.0.113.9"
+    )
+    cookie = await sessions.open(signed_in_elsewhere)
+    async with (
+        http.client(service) as client,
+        client.get(
+            admin.server.admin_url + "/console/audit",
+            headers={"Cookie": f"est_ca_console={cookie}"},
+            allow_redirects=False,
+        ) as response,
+    ):
+        assert response.status == 403
+    async with service.store.read() as tx:
+        refused = [e for e in await tx.list_audit(limit=1000) if e.action == "admin.refused"]
+    assert [e.actor.source for e in refused] == ["127.0.0.1"]

@@ -95,7 +95,7 @@ class Idm:
         return grant
 
     async def withdraw(self, principal: Principal, identity_id: uuid.UUID) -> None:
-        """Ends the IdM's access from its next request on, its tokens' included."""
+        """Ends the IdM's access from its next request on; its tokens are revoked for good."""
         principal.require_unconfined()
         await self.withdraw_by(principal.actor, identity_id)
 
@@ -107,6 +107,8 @@ class Idm:
                 raise NotFound(f"no identity {identity_id}")
             if not await tx.delete_administration_grant(identity_id):
                 raise NotFound(f"the identity {identity_id} has no administration right")
+            # For good: a grant made again later must not bring a leaked token back to life.
+            revoked = await tx.revoke_idm_tokens(identity_id, now)
             await tx.append_audit(
                 AuditEvent(
                     action="identity.administration_withdrawn",
@@ -114,7 +116,7 @@ class Idm:
                     actor=actor,
                     at=now,
                     identity_id=identity_id,
-                    details={"cvr": identity.cvr},
+                    details={"cvr": identity.cvr, "tokens_revoked": str(revoked)},
                 )
             )
 
@@ -204,7 +206,7 @@ class Idm:
         return link, principal
 
     async def _refused(self, action: str, actor: Actor, serial: str | None, reason: str) -> None:
-        await self._store.append_audit(
+        await self._tokens.record_refusal(
             AuditEvent(
                 action=action,
                 outcome=Outcome.REFUSED,

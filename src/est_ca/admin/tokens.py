@@ -263,6 +263,29 @@ class Tokens:
             )
         return Principal(kind=kind, name=token.name, scopes=scopes, cvr=token.cvr, source=source)
 
+    async def scopes_now(self, token_id: uuid.UUID) -> frozenset[Scope] | None:
+        """What a token already authenticated (a console session's) may do now: None once it
+        is revoked or expired or, for an IdM's, once its certificate or grant no longer serve;
+        an IdM's grant narrowed since narrows it. Read on every use, never cached."""
+        async with self._store.read() as tx:
+            found = await tx.get_api_token(token_id)
+            token = found[0] if found is not None else None
+            standing = None
+            if token is not None and token.certificate is not None:
+                link = token.certificate
+                standing = await tx.idm_standing(
+                    KeyId(link.issuer_key_id), Serial.from_hex(link.serial)
+                )
+        now = self._clock.now()
+        if token is None or not token.usable_at(now):
+            return None
+        if token.certificate is None:
+            return token.scopes
+        if standing is None or standing.refusal(now) is not None:
+            return None
+        assert standing.scopes is not None
+        return token.scopes & standing.scopes
+
     async def authenticate_certificate(
         self, der: bytes, *, scopes: frozenset[Scope], source: str | None
     ) -> Principal:
@@ -298,6 +321,12 @@ class Tokens:
             )
         )
         return principal
+
+    async def record_refusal(self, event: AuditEvent) -> None:
+        """Another refusal on the admin listener (an IdM's certificate): coalesced per source
+        like every refusal, so a subscriber's certificate, which passes the handshake, cannot
+        flood the audit trail; not counted (the handshake proved the certificate)."""
+        await self._guard.refused(event, counts=False)
 
     async def refused(self, actor: Actor, reason: str) -> None:
         """A request to the admin API without usable credentials: audited (coalesced per

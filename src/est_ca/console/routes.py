@@ -101,7 +101,6 @@ class Console:
     registry: Registry
     audit: AuditTrail
     sessions: Sessions
-    # For one read per request: is the session's token still usable?
     store: Store
     clock: Clock
     certificate_scopes: frozenset[Scope]
@@ -264,14 +263,27 @@ async def _session(request: web.Request, console: Console) -> Session | None:
             hashlib.sha256(der).hexdigest(), session.certificate_sha256
         ):
             return None
+        if session.principal.scopes != console.certificate_scopes:
+            # The scopes configured for certificates now: sessions outlive a restart, and an
+            # operator who narrowed them (and restarted) means the sessions signed in before.
+            principal = dataclasses.replace(session.principal, scopes=console.certificate_scopes)
+            session = dataclasses.replace(session, principal=principal)
     if session is not None and session.token_id is not None:
         # A token revoked (by the CLI, the API, another instance) or expired ends its sessions
-        # at once: one read of its row per request.
-        async with console.store.read() as tx:
-            found = await tx.get_api_token(session.token_id)
-        if found is None or not found[0].usable_at(console.clock.now()):
+        # at once: one read of its row per request. An IdM's token also ends with its system
+        # certificate or its administration grant, and a narrowed grant narrows the session.
+        scopes = await console.tokens.scopes_now(session.token_id)
+        if scopes is None:
             await console.sessions.end(session.id)
             return None
+        if scopes != session.principal.scopes:
+            principal = dataclasses.replace(session.principal, scopes=scopes)
+            session = dataclasses.replace(session, principal=principal)
+    if session is not None and session.principal.source != request.remote:
+        # The audit trail names the address each request comes from, not the sign-in's: a
+        # session cookie used elsewhere (a stolen one) shows where it was used.
+        principal = dataclasses.replace(session.principal, source=request.remote)
+        session = dataclasses.replace(session, principal=principal)
     return session
 
 

@@ -191,6 +191,10 @@ class RegistrationAuthority:
         self._timing = TimingPad()
         # Every CA certificate a client certificate of ours chains to (TLS trusts these).
         self.trusted = tuple(trusted_certificates(labelled))
+        # Our issuing CAs alone (every label and generation), without the chains above them.
+        self.issuing = tuple(
+            dict.fromkeys(ca.certificate for entry in labelled for ca in entry.cas)
+        )
         # Keys of our CAs and their chains: a subscriber must never get a certificate for them.
         self._ca_keys = frozenset(
             public_key_der(certificate.public_key()) for certificate in self.trusted

@@ -2122,6 +2122,15 @@ class StoreTx:
         )
         return result.rowcount == 1
 
+    async def revoke_idm_tokens(self, identity_id: uuid.UUID, now: dt.datetime) -> int:
+        """Revoke the unrevoked tokens an IdM got by logging in as this identity; how many."""
+        result = await self._conn.execute(
+            update(API_TOKENS)
+            .where(API_TOKENS.c.identity_id == identity_id, API_TOKENS.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        return result.rowcount
+
     async def touch_api_token(self, token_id: uuid.UUID, now: dt.datetime) -> None:
         await self._conn.execute(
             update(API_TOKENS).where(API_TOKENS.c.id == token_id).values(last_used_at=now)

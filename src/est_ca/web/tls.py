@@ -18,10 +18,17 @@ X509_V_FLAG_NO_CHECK_TIME = 0x200000
 
 
 def server_context(
-    cert_file: Path, key_file: Path, client_ca_pem: bytes | None, *, check_time: bool = False
+    cert_file: Path,
+    key_file: Path,
+    client_ca_pem: bytes | None,
+    *,
+    check_time: bool = False,
+    partial_chain: bool = False,
 ) -> ssl.SSLContext:
     """`check_time`: also refuse expired client certificates in the handshake (administrators);
-    EST leaves that to the service so the client learns why (see the module's docstring)."""
+    EST leaves that to the service so the client learns why (see the module's docstring).
+    `partial_chain`: every certificate of `client_ca_pem` is a trust anchor, not only roots
+    (the admin listener trusts our issuing CAs, never the root above them and its other CAs)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     # TLS 1.2 stays on: libest's client speaks nothing newer.
     context.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -32,6 +39,8 @@ def server_context(
         context.load_verify_locations(cadata=client_ca_pem.decode("ascii"))
         if not check_time:
             context.verify_flags = context.verify_flags | X509_V_FLAG_NO_CHECK_TIME
+        if partial_chain:
+            context.verify_flags = context.verify_flags | ssl.VERIFY_X509_PARTIAL_CHAIN
     return context
 
 
