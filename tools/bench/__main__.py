@@ -233,6 +233,8 @@ class Bench:
     # py-spy's records of the first server process during the first OCSP measurements.
     profile_ocsp: Path | None = None
     plan_key: str = ""  # names the OCSP flame graphs (the CA key)
+    # Event loops serving (instances x workers): the bare app runs as many processes.
+    workers: int = 1
     bare_pids: list[int] = dataclasses.field(default_factory=list)
     results: Results = dataclasses.field(default_factory=Results)
 
@@ -425,25 +427,34 @@ async def versus_bare(bench: Bench, name: str, est_ca: Job, bare_url: str) -> No
 
 
 @contextlib.asynccontextmanager
-async def bare_app(shared: SharedFiles, bodies: Path) -> AsyncIterator[tuple[str, str, int]]:
-    """The bare app in its own process: (its https and http base URLs, its pid)."""
+async def bare_app(
+    shared: SharedFiles, bodies: Path, processes: int = 1
+) -> AsyncIterator[tuple[str, str, list[int]]]:
+    """The bare app in `processes` processes of its own sharing its ports (as many as the
+    service has workers: the same number of event loops): its https and http base URLs, pids."""
     https_port, http_port = free_port(), free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tools.bench.ceilings",
-        "--cert", str(shared.tls_cert), "--key", str(shared.tls_key),
-        "--client-ca", str(shared.hierarchy.issuing_chain), "--bodies", str(bodies),
-        "--https-port", str(https_port), "--http-port", str(http_port),
-        stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    started = []
     try:
-        assert process.stdout is not None
-        line = await asyncio.wait_for(process.stdout.readline(), 60)
-        if line.strip() != b"ready":
-            raise RuntimeError("the bare app did not start")
-        yield f"https://127.0.0.1:{https_port}", f"http://127.0.0.1:{http_port}", process.pid
+        for _ in range(processes):
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tools.bench.ceilings",
+                "--cert", str(shared.tls_cert), "--key", str(shared.tls_key),
+                "--client-ca", str(shared.hierarchy.issuing_chain), "--bodies", str(bodies),
+                "--https-port", str(https_port), "--http-port", str(http_port),
+                *(["--reuse-port"] if processes > 1 else []),
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            started.append(process)
+            assert process.stdout is not None
+            line = await asyncio.wait_for(process.stdout.readline(), 60)
+            if line.strip() != b"ready":
+                raise RuntimeError("the bare app did not start")
+        pids = [process.pid for process in started]
+        yield f"https://127.0.0.1:{https_port}", f"http://127.0.0.1:{http_port}", pids
     finally:
-        process.terminate()
-        await process.wait()
+        for process in started:
+            process.terminate()
+            await process.wait()
 
 
 async def fetch(url: str, *, data: bytes | None = None, trust: Any = True) -> bytes:
@@ -534,8 +545,8 @@ async def measure(bench: Bench, spec: SignSpec, bodies: Path) -> dict[str, float
     cacerts = await fetch(bench.urls(f"{EST}/cacerts")[0], trust=_trust(bench.shared))
     (bodies / "cacerts").write_bytes(cacerts)
     renewed: list[x509.Certificate] = []
-    async with bare_app(bench.shared, bodies) as (bare_https, bare_http, bare_pid):
-        bench.bare_pids = [bare_pid]
+    async with bare_app(bench.shared, bodies, bench.workers) as (bare_https, bare_http, bare_pids):
+        bench.bare_pids = bare_pids
         bench.load.warm()
         for rep in range(plan.repeat):
             if not plan.only_ocsp:
@@ -728,6 +739,7 @@ async def bench_run(args: argparse.Namespace, plan: Plan, scratch: Path) -> dict
                 profile=args.profile,
                 profile_ocsp=args.profile_ocsp,
                 plan_key=args.ca_key,
+                workers=args.instances * args.workers,
             )
             crl = await measure(bench, spec, bodies)
             rss = [peak_rss_mb(pid) for pid in _family(bench.pids)]

@@ -139,8 +139,13 @@ async def serve_bare(args: argparse.Namespace) -> None:
     context = server_context(args.cert, args.key, client_ca_pem=args.client_ca.read_bytes())
     runner = web.AppRunner(bare_app(args.bodies), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", args.https_port, ssl_context=context).start()
-    await web.TCPSite(runner, "127.0.0.1", args.http_port).start()
+    # Several bare processes (to match `serve --workers N`) each bind the ports with
+    # SO_REUSEPORT; the kernel spreads the connections among them.
+    reuse = bool(args.reuse_port) or None
+    await web.TCPSite(
+        runner, "127.0.0.1", args.https_port, ssl_context=context, reuse_port=reuse
+    ).start()
+    await web.TCPSite(runner, "127.0.0.1", args.http_port, reuse_port=reuse).start()
     print("ready", flush=True)
     await asyncio.Event().wait()
 
@@ -153,6 +158,7 @@ def main() -> None:
     parser.add_argument("--bodies", type=Path, required=True)
     parser.add_argument("--https-port", type=int, required=True)
     parser.add_argument("--http-port", type=int, required=True)
+    parser.add_argument("--reuse-port", action="store_true")
     args = parser.parse_args()
     try:
         asyncio.run(serve_bare(args))
