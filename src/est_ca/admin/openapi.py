@@ -600,6 +600,11 @@ def document() -> dict[str, Any]:
                 "get": {
                     "operationId": "metrics",
                     "summary": "Prometheus metrics (text exposition format); needs the read scope",
+                    "description": (
+                        "The counters are CA-wide, so they need an unconfined principal: a "
+                        "token with the read (or admin) scope and no CVR. An organisation's "
+                        "token or IdM is refused with 403."
+                    ),
                     "responses": {
                         "200": {
                             "description": "Metrics",
