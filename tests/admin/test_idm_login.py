@@ -368,7 +368,7 @@ async def test_logins_grants_and_refusals_are_audited_without_the_token(
         "identity.administration_withdrawn",
     ]
     assert "has not been granted" in str(events[2][1])
-    secret = token.rsplit("_", 1)[1]
+    secret = token.split("_", 2)[2]  # estca_<id>_<secret>; the secret may itself hold "_"
     async with admin.service.store.read() as tx:
         everything = " ".join(repr(e) for e in await tx.list_audit(limit=1000))
     assert secret not in everything
@@ -594,3 +594,22 @@ async def test_the_consoles_certificate_sign_in_refuses_a_system_certificate(
             assert "est_ca_console" not in refused.cookies
         async with client.get(url, allow_redirects=False) as overview:
             assert overview.status == 303
+
+
+async def test_suspending_the_organisation_ends_its_idm_tokens_for_good(
+    admin_on_each_database: AdminSetup, keys: KeyPool, tmp_path: Path
+) -> None:
+    """Reactivating the organisation within the hour must not bring a leaked token back: the
+    suspension revokes its IdM's tokens in the same transaction (on both databases)."""
+    admin = admin_on_each_database
+    enrolled = await _enrolled(admin, keys, tmp_path)
+    assert (await _grant(admin, enrolled.identity, "read")).status == 200
+    token = await _token(admin, enrolled)
+    path = f"/organisations/{OWN}"
+    for status in ("disabled", "active"):
+        changed = await admin.api.call(
+            "PATCH", path, token=admin.admin_token, json_body={"status": status}
+        )
+        assert changed.status == 200, changed.body
+    assert (await admin.api.call("GET", "/identities", token=token)).status == 401
+    assert (await _token(admin, enrolled)) != token  # a new login is the way back

@@ -2131,6 +2131,20 @@ class StoreTx:
         )
         return result.rowcount
 
+    async def revoke_organisation_idm_tokens(self, cvr: str, now: dt.datetime) -> int:
+        """Revoke the unrevoked tokens the IdMs of this organisation got by logging in (tokens
+        with a certificate link); an operator's token confined to the CVR stays. How many."""
+        result = await self._conn.execute(
+            update(API_TOKENS)
+            .where(
+                API_TOKENS.c.cvr == cvr,
+                API_TOKENS.c.identity_id.is_not(None),
+                API_TOKENS.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=now)
+        )
+        return result.rowcount
+
     async def touch_api_token(self, token_id: uuid.UUID, now: dt.datetime) -> None:
         await self._conn.execute(
             update(API_TOKENS).where(API_TOKENS.c.id == token_id).values(last_used_at=now)
