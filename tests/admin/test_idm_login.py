@@ -613,3 +613,53 @@ async def test_suspending_the_organisation_ends_its_idm_tokens_for_good(
         assert changed.status == 200, changed.body
     assert (await admin.api.call("GET", "/identities", token=token)).status == 401
     assert (await _token(admin, enrolled)) != token  # a new login is the way back
+
+
+async def _token_names(admin: AdminSetup) -> set[str]:
+    """Every token the database holds."""
+    async with admin.service.store.read() as tx:
+        return {t.name for t in await tx.list_api_tokens()}
+
+
+async def test_expired_idm_login_tokens_are_pruned_a_day_later_their_logins_stay_audited(
+    admin_on_each_database: AdminSetup, keys: KeyPool, tmp_path: Path, clock: SettableClock
+) -> None:
+    """A row per login would pile up for ever: the cluster's maintenance deletes IdM login
+    tokens a day after they expired (revoked ones expire within their hour too); operators'
+    tokens and the audit trail, which names the token, stay."""
+    admin = admin_on_each_database
+    enrolled = await _enrolled(admin, keys, tmp_path)
+    assert (await _grant(admin, enrolled.identity, "read")).status == 200
+    await _token(admin, enrolled)
+    (name,) = await _token_names(admin) - {"root-admin"}
+    clock.advance(dt.timedelta(hours=1, days=1) - dt.timedelta(minutes=1))
+    await admin.service.maintain_cluster()
+    assert name in await _token_names(admin)
+    clock.advance(dt.timedelta(minutes=2))
+    await admin.service.maintain_cluster()
+    assert await _token_names(admin) == {"root-admin"}
+    async with admin.service.store.read() as tx:
+        logins = [repr(e) for e in await tx.list_audit(limit=1000) if e.action == "idm.login"]
+    assert len(logins) == 1
+    assert name in logins[0]
+
+
+async def test_expired_idm_login_tokens_are_listed_only_when_asked(
+    admin: AdminSetup, idm: Enrolled, clock: SettableClock
+) -> None:
+    """The console and `est-ca token list` show live tokens; expired IdM logins only when
+    asked (the console's ?all=1, the CLI's --all)."""
+    await _token(admin, idm)
+    (name,) = await _token_names(admin) - {"root-admin"}
+    clock.advance(dt.timedelta(hours=1))
+    async with http.client(admin.service) as client:
+        console = await http.sign_in(client, admin.server.admin_url, admin.admin_token)
+        async with client.get(console + "tokens") as page:
+            assert name not in await page.text()
+        async with client.get(console + "tokens?all=1") as page:
+            assert name in await page.text()
+    assert [t.name for t in await admin.service.tokens.list()] == ["root-admin"]
+    assert {t.name for t in await admin.service.tokens.list(expired_idm=True)} == {
+        "root-admin",
+        name,
+    }

@@ -35,6 +35,9 @@ from est_ca.registration.identities import IdentityType
 from est_ca.store.store import Store
 
 TOKEN_LIFETIME = dt.timedelta(hours=1)
+# A row per login would pile up: the cluster's maintenance deletes login tokens this long after
+# they expired (a revoked one expires within its hour too). Their audit events stay.
+TOKEN_RETENTION = dt.timedelta(days=1)
 NO_CERTIFICATE = "log in over TLS with a system certificate issued by this CA"
 
 
@@ -131,6 +134,12 @@ class Idm:
                 raise NotFound(f"no identity {identity_id}")
             principal.check(identity)
             return await tx.get_administration_grant(identity_id)
+
+    async def forget_expired_tokens(self) -> int:
+        """Delete login tokens expired more than TOKEN_RETENTION ago (the cluster's
+        maintenance); how many."""
+        async with self._store.write() as tx:
+            return await tx.forget_idm_tokens(self._clock.now() - TOKEN_RETENTION)
 
     # -- the certificate ----------------------------------------------------------------------
 

@@ -201,9 +201,15 @@ class Tokens:
         assert revoked is not None
         return revoked
 
-    async def list(self) -> list[ApiToken]:
+    async def list(self, *, expired_idm: bool = False) -> list[ApiToken]:
+        """Every token, but an IdM's login token only while it has not expired (they are
+        many, one per login), unless `expired_idm`."""
+        now = self._clock.now()
         async with self._store.read() as tx:
-            return await tx.list_api_tokens()
+            listed = await tx.list_api_tokens()
+        if expired_idm:
+            return listed
+        return [t for t in listed if t.certificate is None or now < t.expires_at]
 
     async def authenticate(self, presented: str, source: str | None) -> Principal:
         """The principal of a valid token; a failure is audited (without the token) and 401,

@@ -2145,6 +2145,16 @@ class StoreTx:
         )
         return result.rowcount
 
+    async def forget_idm_tokens(self, expired_before: dt.datetime) -> int:
+        """Delete the IdM login tokens (those with a certificate link) that expired before
+        `expired_before`, revoked or not; how many. Operators' tokens are never deleted."""
+        result = await self._conn.execute(
+            API_TOKENS.delete().where(
+                API_TOKENS.c.identity_id.is_not(None), API_TOKENS.c.expires_at < expired_before
+            )
+        )
+        return int(result.rowcount)
+
     async def touch_api_token(self, token_id: uuid.UUID, now: dt.datetime) -> None:
         await self._conn.execute(
             update(API_TOKENS).where(API_TOKENS.c.id == token_id).values(last_used_at=now)
