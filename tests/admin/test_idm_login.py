@@ -663,3 +663,24 @@ async def test_expired_idm_login_tokens_are_listed_only_when_asked(
         "root-admin",
         name,
     }
+
+
+async def test_a_sixth_login_of_one_certificate_revokes_its_oldest_token(
+    admin_on_each_database: AdminSetup, keys: KeyPool, tmp_path: Path, clock: SettableClock
+) -> None:
+    """At most five live tokens per certificate: a new login always succeeds (an IdM that logs
+    in on every run keeps working) and revokes the oldest beyond five, audited."""
+    admin = admin_on_each_database
+    enrolled = await _enrolled(admin, keys, tmp_path)
+    assert (await _grant(admin, enrolled.identity, "read")).status == 200
+    tokens = []
+    for _ in range(6):
+        tokens.append(await _token(admin, enrolled))
+        clock.advance(dt.timedelta(seconds=1))
+    statuses = [
+        (await admin.api.call("GET", "/identities", token=token)).status for token in tokens
+    ]
+    assert statuses == [401, 200, 200, 200, 200, 200]
+    async with admin.service.store.read() as tx:
+        logins = [e for e in await tx.list_audit(limit=1000) if e.action == "idm.login"]
+    assert [e.details.get("tokens_revoked") for e in logins] == ["0"] * 5 + ["1"]

@@ -146,9 +146,12 @@ class Tokens:
         cvr: str,
         lifetime: dt.timedelta,
         certificate: CertificateLink,
+        live: int,
     ) -> tuple[ApiToken, str]:
         """A short-lived token standing on a system certificate, made and audited (idm.login)
-        in one transaction; the token and its secret, which exists here and nowhere else."""
+        in one transaction; the token and its secret, which exists here and nowhere else. The
+        certificate's live tokens beyond the `live` newest (this one included) are revoked in
+        the same transaction."""
         now = self._clock.now()
         token = ApiToken(
             id=uuid.uuid4(),
@@ -162,6 +165,7 @@ class Tokens:
         secret = secrets.token_urlsafe(32)
         async with self._store.write() as tx:
             await tx.insert_api_token(token, self._hasher.hash(secret, API_TOKEN))
+            revoked = await tx.revoke_idm_tokens_beyond(certificate, token.id, live, now)
             await tx.append_audit(
                 AuditEvent(
                     action="idm.login",
@@ -175,6 +179,7 @@ class Tokens:
                         "cvr": cvr,
                         "scopes": ",".join(sorted(scopes)),
                         "expires_at": token.expires_at.isoformat(),
+                        "tokens_revoked": str(revoked),
                     },
                 )
             )

@@ -2145,6 +2145,31 @@ class StoreTx:
         )
         return result.rowcount
 
+    async def revoke_idm_tokens_beyond(
+        self, link: CertificateLink, keep: uuid.UUID, live: int, now: dt.datetime
+    ) -> int:
+        """Revoke a certificate's live login tokens beyond the `live` newest, `keep` (the one
+        just made) counted first whatever its timestamp; how many."""
+        older = (
+            select(API_TOKENS.c.id)
+            .where(
+                API_TOKENS.c.certificate_issuer_key_id == link.issuer_key_id,
+                API_TOKENS.c.certificate_serial == link.serial,
+                API_TOKENS.c.revoked_at.is_(None),
+                API_TOKENS.c.expires_at > now,
+                API_TOKENS.c.id != keep,
+            )
+            .order_by(API_TOKENS.c.created_at.desc(), API_TOKENS.c.id)
+            .offset(max(live - 1, 0))
+        )
+        beyond = [row.id for row in await self._conn.execute(older)]
+        if not beyond:
+            return 0
+        result = await self._conn.execute(
+            update(API_TOKENS).where(API_TOKENS.c.id.in_(beyond)).values(revoked_at=now)
+        )
+        return int(result.rowcount)
+
     async def forget_idm_tokens(self, expired_before: dt.datetime) -> int:
         """Delete the IdM login tokens (those with a certificate link) that expired before
         `expired_before`, revoked or not; how many. Operators' tokens are never deleted."""
