@@ -554,10 +554,13 @@ async def test_a_token_ends_when_its_certificate_expires_within_the_hour(
 
 
 async def test_a_token_withdrawn_stays_ended_when_the_right_is_granted_again(
-    admin: AdminSetup, idm: Enrolled
+    admin_on_each_database: AdminSetup, keys: KeyPool, tmp_path: Path
 ) -> None:
     """Withdrawing the right ends the tokens given so far for good (a leaked token is the
-    usual reason to withdraw); a new grant needs a new login."""
+    usual reason to withdraw); a new grant needs a new login. On both databases."""
+    admin = admin_on_each_database
+    idm = await _enrolled(admin, keys, tmp_path)
+    assert (await _grant(admin, idm.identity, "read", "order")).status == 200
     token = await _token(admin, idm)
     path = f"/identities/{idm.identity.id}/administration"
     assert (
