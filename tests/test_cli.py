@@ -320,6 +320,7 @@ def test_a_token_is_shown_once_listed_without_its_secret_and_revoked(est_ca: Any
     [token] = json_of(listed)
     assert (token["name"], token["scopes"], token["cvr"]) == ("idm", "order,read", "99999999")
     assert secret.split("_")[-1] not in listed.stdout
+    assert json_of(est_ca("token", "list", "--all", "--json")) == [token]
     assert est_ca("token", "revoke", "idm").returncode == 0
     again = est_ca("token", "revoke", "idm")
     assert (again.returncode, again.stderr.strip()) == (

@@ -402,7 +402,7 @@ async def token_create(service: Service, args: argparse.Namespace) -> int:
 
 
 async def token_list(service: Service, args: argparse.Namespace) -> int:
-    tokens = await service.tokens.list()
+    tokens = await service.tokens.list(expired_idm=args.all)
     _emit(
         args,
         [token_view(t) for t in tokens],
@@ -1023,6 +1023,7 @@ def _parser() -> argparse.ArgumentParser:
     output(tcreate)
     tcreate.set_defaults(run=token_create)
     tlist = token.add_parser("list", help="list tokens")
+    tlist.add_argument("--all", action="store_true", help="also IdM login tokens that have expired")
     output(tlist)
     tlist.set_defaults(run=token_list)
     trevoke = token.add_parser("revoke", help="revoke a token")

@@ -404,13 +404,15 @@ class Service:
         """The part of `maintain` that one instance does for the whole cluster (the refusal
         summaries are each instance's own): superseded predecessors revoked, abandoned
         imports removed, enrollments that died mid-issuance (on any instance) released, stored
-        OCSP responses past their nextUpdate removed."""
+        OCSP responses past their nextUpdate removed, IdM login tokens a day past their
+        expiry deleted."""
         await self.revocations.revoke_superseded()
         await self.registry.remove_stale_imports(STALE_IMPORT)
         await self.recover()
         await self.guard.forget_old_failures()
         async with self.store.write() as tx:
             await tx.forget_expired_ocsp_responses(self.clock.now())
+        await self.idm.forget_expired_tokens()
 
     async def run_maintenance(self, every: dt.timedelta = MAINTENANCE_INTERVAL) -> None:
         """`maintain` for ever, every `every`; a failed round is logged and retried. The

@@ -368,7 +368,7 @@ async def test_logins_grants_and_refusals_are_audited_without_the_token(
         "identity.administration_withdrawn",
     ]
     assert "has not been granted" in str(events[2][1])
-    secret = token.rsplit("_", 1)[1]
+    secret = token.split("_", 2)[2]  # estca_<id>_<secret>; the secret may itself hold "_"
     async with admin.service.store.read() as tx:
         everything = " ".join(repr(e) for e in await tx.list_audit(limit=1000))
     assert secret not in everything
@@ -554,10 +554,13 @@ async def test_a_token_ends_when_its_certificate_expires_within_the_hour(
 
 
 async def test_a_token_withdrawn_stays_ended_when_the_right_is_granted_again(
-    admin: AdminSetup, idm: Enrolled
+    admin_on_each_database: AdminSetup, keys: KeyPool, tmp_path: Path
 ) -> None:
     """Withdrawing the right ends the tokens given so far for good (a leaked token is the
-    usual reason to withdraw); a new grant needs a new login."""
+    usual reason to withdraw); a new grant needs a new login. On both databases."""
+    admin = admin_on_each_database
+    idm = await _enrolled(admin, keys, tmp_path)
+    assert (await _grant(admin, idm.identity, "read", "order")).status == 200
     token = await _token(admin, idm)
     path = f"/identities/{idm.identity.id}/administration"
     assert (
@@ -594,3 +597,93 @@ async def test_the_consoles_certificate_sign_in_refuses_a_system_certificate(
             assert "est_ca_console" not in refused.cookies
         async with client.get(url, allow_redirects=False) as overview:
             assert overview.status == 303
+
+
+async def test_suspending_the_organisation_ends_its_idm_tokens_for_good(
+    admin_on_each_database: AdminSetup, keys: KeyPool, tmp_path: Path
+) -> None:
+    """Reactivating the organisation within the hour must not bring a leaked token back: the
+    suspension revokes its IdM's tokens in the same transaction (on both databases)."""
+    admin = admin_on_each_database
+    enrolled = await _enrolled(admin, keys, tmp_path)
+    assert (await _grant(admin, enrolled.identity, "read")).status == 200
+    token = await _token(admin, enrolled)
+    path = f"/organisations/{OWN}"
+    for status in ("disabled", "active"):
+        changed = await admin.api.call(
+            "PATCH", path, token=admin.admin_token, json_body={"status": status}
+        )
+        assert changed.status == 200, changed.body
+    assert (await admin.api.call("GET", "/identities", token=token)).status == 401
+    assert (await _token(admin, enrolled)) != token  # a new login is the way back
+
+
+async def _token_names(admin: AdminSetup) -> set[str]:
+    """Every token the database holds."""
+    async with admin.service.store.read() as tx:
+        return {t.name for t in await tx.list_api_tokens()}
+
+
+async def test_expired_idm_login_tokens_are_pruned_a_day_later_their_logins_stay_audited(
+    admin_on_each_database: AdminSetup, keys: KeyPool, tmp_path: Path, clock: SettableClock
+) -> None:
+    """A row per login would pile up for ever: the cluster's maintenance deletes IdM login
+    tokens a day after they expired (revoked ones expire within their hour too); operators'
+    tokens and the audit trail, which names the token, stay."""
+    admin = admin_on_each_database
+    enrolled = await _enrolled(admin, keys, tmp_path)
+    assert (await _grant(admin, enrolled.identity, "read")).status == 200
+    await _token(admin, enrolled)
+    (name,) = await _token_names(admin) - {"root-admin"}
+    clock.advance(dt.timedelta(hours=1, days=1) - dt.timedelta(minutes=1))
+    await admin.service.maintain_cluster()
+    assert name in await _token_names(admin)
+    clock.advance(dt.timedelta(minutes=2))
+    await admin.service.maintain_cluster()
+    assert await _token_names(admin) == {"root-admin"}
+    async with admin.service.store.read() as tx:
+        logins = [repr(e) for e in await tx.list_audit(limit=1000) if e.action == "idm.login"]
+    assert len(logins) == 1
+    assert name in logins[0]
+
+
+async def test_expired_idm_login_tokens_are_listed_only_when_asked(
+    admin: AdminSetup, idm: Enrolled, clock: SettableClock
+) -> None:
+    """The console and `est-ca token list` show live tokens; expired IdM logins only when
+    asked (the console's ?all=1, the CLI's --all)."""
+    await _token(admin, idm)
+    (name,) = await _token_names(admin) - {"root-admin"}
+    clock.advance(dt.timedelta(hours=1))
+    async with http.client(admin.service) as client:
+        console = await http.sign_in(client, admin.server.admin_url, admin.admin_token)
+        async with client.get(console + "tokens") as page:
+            assert name not in await page.text()
+        async with client.get(console + "tokens?all=1") as page:
+            assert name in await page.text()
+    assert [t.name for t in await admin.service.tokens.list()] == ["root-admin"]
+    assert {t.name for t in await admin.service.tokens.list(expired_idm=True)} == {
+        "root-admin",
+        name,
+    }
+
+
+async def test_a_sixth_login_of_one_certificate_revokes_its_oldest_token(
+    admin_on_each_database: AdminSetup, keys: KeyPool, tmp_path: Path, clock: SettableClock
+) -> None:
+    """At most five live tokens per certificate: a new login always succeeds (an IdM that logs
+    in on every run keeps working) and revokes the oldest beyond five, audited."""
+    admin = admin_on_each_database
+    enrolled = await _enrolled(admin, keys, tmp_path)
+    assert (await _grant(admin, enrolled.identity, "read")).status == 200
+    tokens = []
+    for _ in range(6):
+        tokens.append(await _token(admin, enrolled))
+        clock.advance(dt.timedelta(seconds=1))
+    statuses = [
+        (await admin.api.call("GET", "/identities", token=token)).status for token in tokens
+    ]
+    assert statuses == [401, 200, 200, 200, 200, 200]
+    async with admin.service.store.read() as tx:
+        logins = [e for e in await tx.list_audit(limit=1000) if e.action == "idm.login"]
+    assert [e.details.get("tokens_revoked") for e in logins] == ["0"] * 5 + ["1"]

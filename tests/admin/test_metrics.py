@@ -106,6 +106,14 @@ async def test_metrics_need_a_principal_with_the_read_scope(admin: AdminSetup) -
     assert forbidden.status == 403
 
 
+async def test_metrics_are_refused_to_an_organisations_token(admin: AdminSetup) -> None:
+    """The counters are CA-wide: a token confined to one CVR must not read them."""
+    confined = await admin.token("org-reader", "read", cvr="34051178")
+    forbidden = await admin.api.call("GET", "/metrics", token=confined)
+    assert forbidden.status == 403
+    assert "organisation" in str(forbidden.body)
+
+
 async def test_metrics_are_not_on_the_public_http_port(admin: AdminSetup) -> None:
     for path in ("/metrics", "/admin/v1/metrics"):
         response = await curl(admin.server.http_url + path)

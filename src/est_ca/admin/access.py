@@ -164,9 +164,10 @@ class Principal:
         if scope not in self.scopes and Scope.ADMIN not in self.scopes:
             raise NotEntitled(f"this operation needs the {scope.value!r} scope")
 
-    def require_unconfined(self) -> None:
-        """Operations on the CA itself are not an organisation's to make."""
-        self.require(Scope.ADMIN)
+    def require_unconfined(self, scope: Scope = Scope.ADMIN) -> None:
+        """Operations on the CA itself are not an organisation's to make, nor are CA-wide
+        figures (metrics) an organisation's to read: `scope` plus no CVR."""
+        self.require(scope)
         if self.cvr is not None:
             raise NotEntitled("this operation is not open to an organisation's token")
 

@@ -35,6 +35,13 @@ from est_ca.registration.identities import IdentityType
 from est_ca.store.store import Store
 
 TOKEN_LIFETIME = dt.timedelta(hours=1)
+# A row per login would pile up: the cluster's maintenance deletes login tokens this long after
+# they expired (a revoked one expires within its hour too). Their audit events stay.
+TOKEN_RETENTION = dt.timedelta(days=1)
+# Live tokens per certificate: a new login always succeeds (an IdM that logs in on every run
+# keeps working, where a refusal would lock it out for the hour) and revokes the oldest beyond
+# these, so a loop or a stolen key cannot hold an unbounded number of live tokens.
+LIVE_TOKENS = 5
 NO_CERTIFICATE = "log in over TLS with a system certificate issued by this CA"
 
 
@@ -132,6 +139,12 @@ class Idm:
             principal.check(identity)
             return await tx.get_administration_grant(identity_id)
 
+    async def forget_expired_tokens(self) -> int:
+        """Delete login tokens expired more than TOKEN_RETENTION ago (the cluster's
+        maintenance); how many."""
+        async with self._store.write() as tx:
+            return await tx.forget_idm_tokens(self._clock.now() - TOKEN_RETENTION)
+
     # -- the certificate ----------------------------------------------------------------------
 
     async def login(self, der: bytes | None, source: str | None) -> tuple[ApiToken, str]:
@@ -146,6 +159,7 @@ class Idm:
             cvr=link_cvr(principal),
             lifetime=TOKEN_LIFETIME,
             certificate=link,
+            live=LIVE_TOKENS,
         )
 
     async def authenticate_certificate(self, der: bytes, source: str | None) -> Principal:

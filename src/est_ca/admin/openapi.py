@@ -600,6 +600,11 @@ def document() -> dict[str, Any]:
                 "get": {
                     "operationId": "metrics",
                     "summary": "Prometheus metrics (text exposition format); needs the read scope",
+                    "description": (
+                        "The counters are CA-wide, so they need an unconfined principal: a "
+                        "token with the read (or admin) scope and no CVR. An organisation's "
+                        "token or IdM is refused with 403."
+                    ),
                     "responses": {
                         "200": {
                             "description": "Metrics",
@@ -774,7 +779,10 @@ def document() -> dict[str, Any]:
                         "Only the TLS client certificate counts (no token): one this CA "
                         "issued, not revoked or expired, of an active system identity of an "
                         "active organisation that holds the administration right. Anything "
-                        "else is 403 with the reason. Example:\n\n```sh\n" + _IDM_EXAMPLE + "```"
+                        "else is 403 with the reason. At most five tokens of one certificate "
+                        "are live: a sixth login revokes the oldest. Example:\n\n```sh\n"
+                        + _IDM_EXAMPLE
+                        + "```"
                     ),
                     "security": [{"systemCertificate": []}],
                     "requestBody": _NO_FIELDS,

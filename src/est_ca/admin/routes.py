@@ -793,8 +793,9 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus exposition, to a principal with the read scope (never the public port)."""
-    _me(request).require(Scope.READ)
+    """Prometheus exposition, to an unconfined principal with the read scope (never the public
+    port): the counters are CA-wide, so an organisation's token does not read them."""
+    _me(request).require_unconfined(Scope.READ)
     return web.Response(
         body=request.app[METRICS].exposition(), headers={"Content-Type": EXPOSITION_TYPE}
     )

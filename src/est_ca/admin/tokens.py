@@ -146,9 +146,12 @@ class Tokens:
         cvr: str,
         lifetime: dt.timedelta,
         certificate: CertificateLink,
+        live: int,
     ) -> tuple[ApiToken, str]:
         """A short-lived token standing on a system certificate, made and audited (idm.login)
-        in one transaction; the token and its secret, which exists here and nowhere else."""
+        in one transaction; the token and its secret, which exists here and nowhere else. The
+        certificate's live tokens beyond the `live` newest (this one included) are revoked in
+        the same transaction."""
         now = self._clock.now()
         token = ApiToken(
             id=uuid.uuid4(),
@@ -162,6 +165,7 @@ class Tokens:
         secret = secrets.token_urlsafe(32)
         async with self._store.write() as tx:
             await tx.insert_api_token(token, self._hasher.hash(secret, API_TOKEN))
+            revoked = await tx.revoke_idm_tokens_beyond(certificate, token.id, live, now)
             await tx.append_audit(
                 AuditEvent(
                     action="idm.login",
@@ -175,6 +179,7 @@ class Tokens:
                         "cvr": cvr,
                         "scopes": ",".join(sorted(scopes)),
                         "expires_at": token.expires_at.isoformat(),
+                        "tokens_revoked": str(revoked),
                     },
                 )
             )
@@ -201,9 +206,15 @@ class Tokens:
         assert revoked is not None
         return revoked
 
-    async def list(self) -> list[ApiToken]:
+    async def list(self, *, expired_idm: bool = False) -> list[ApiToken]:
+        """Every token, but an IdM's login token only while it has not expired (they are
+        many, one per login), unless `expired_idm`."""
+        now = self._clock.now()
         async with self._store.read() as tx:
-            return await tx.list_api_tokens()
+            listed = await tx.list_api_tokens()
+        if expired_idm:
+            return listed
+        return [t for t in listed if t.certificate is None or now < t.expires_at]
 
     async def authenticate(self, presented: str, source: str | None) -> Principal:
         """The principal of a valid token; a failure is audited (without the token) and 401,

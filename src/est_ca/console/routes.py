@@ -1033,11 +1033,13 @@ _SCOPES = [scope.value for scope in Scope]
 
 async def tokens(request: web.Request) -> web.Response:
     _token_manager(request)
-    listed = await request.app[CONSOLE].tokens.list()
+    everything = request.query.get("all") == "1"
+    listed = await request.app[CONSOLE].tokens.list(expired_idm=everything)
     return _render(
         request,
         "tokens.html",
         tokens=[_token_row(t) for t in reversed(listed)],
+        everything=everything,
         scopes=_SCOPES,
         error="",
         values={"name": "", "cvr": "", "valid_days": "30", "scopes": ["read"]},
@@ -1081,6 +1083,7 @@ async def create_token(request: web.Request) -> web.Response:
             "tokens.html",
             status=400,
             tokens=[_token_row(t) for t in reversed(listed)],
+            everything=False,
             scopes=_SCOPES,
             error=error.detail,
             values=values,
@@ -1091,7 +1094,7 @@ async def create_token(request: web.Request) -> web.Response:
 
 async def _named_token(request: web.Request) -> ApiToken:
     name = request.match_info["name"]
-    for token in await request.app[CONSOLE].tokens.list():
+    for token in await request.app[CONSOLE].tokens.list(expired_idm=True):
         if token.name == name:
             return token
     raise NotFound(f"no token named {name[:100]!r}")

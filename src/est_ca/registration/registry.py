@@ -218,7 +218,9 @@ class Registry:
         status: OrganisationStatus | None = None,
     ) -> Organisation:
         """A new name reaches certificates at their next issuance or renewal; addresses of
-        existing identities are not re-checked against new domains (disable those)."""
+        existing identities are not re-checked against new domains (disable those).
+        Disabling revokes the organisation's IdM login tokens in the same transaction, so a
+        reactivation within their hour does not bring a leaked one back (a new login does)."""
         now = self._clock.now()
         async with self._store.write() as tx:
             current = await tx.get_organisation(check_cvr(cvr), for_update=True)
@@ -228,6 +230,11 @@ class Registry:
                 name=name,
                 email_domains=tuple(email_domains) if email_domains is not None else None,
                 status=status,
+            )
+            revoked = (
+                await tx.revoke_organisation_idm_tokens(changed.cvr, now)
+                if changed.status is not OrganisationStatus.ACTIVE
+                else 0
             )
             if changed != current:
                 await tx.update_organisation(changed, now)
@@ -242,6 +249,7 @@ class Registry:
                             "name": changed.name,
                             "email_domains": ",".join(changed.email_domains),
                             "status": changed.status.value,
+                            "tokens_revoked": str(revoked),
                         },
                     )
                 )

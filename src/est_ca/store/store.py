@@ -2131,6 +2131,55 @@ class StoreTx:
         )
         return result.rowcount
 
+    async def revoke_organisation_idm_tokens(self, cvr: str, now: dt.datetime) -> int:
+        """Revoke the unrevoked tokens the IdMs of this organisation got by logging in (tokens
+        with a certificate link); an operator's token confined to the CVR stays. How many."""
+        result = await self._conn.execute(
+            update(API_TOKENS)
+            .where(
+                API_TOKENS.c.cvr == cvr,
+                API_TOKENS.c.identity_id.is_not(None),
+                API_TOKENS.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=now)
+        )
+        return result.rowcount
+
+    async def revoke_idm_tokens_beyond(
+        self, link: CertificateLink, keep: uuid.UUID, live: int, now: dt.datetime
+    ) -> int:
+        """Revoke a certificate's live login tokens beyond the `live` newest, `keep` (the one
+        just made) counted first whatever its timestamp; how many."""
+        older = (
+            select(API_TOKENS.c.id)
+            .where(
+                API_TOKENS.c.certificate_issuer_key_id == link.issuer_key_id,
+                API_TOKENS.c.certificate_serial == link.serial,
+                API_TOKENS.c.revoked_at.is_(None),
+                API_TOKENS.c.expires_at > now,
+                API_TOKENS.c.id != keep,
+            )
+            .order_by(API_TOKENS.c.created_at.desc(), API_TOKENS.c.id)
+            .offset(max(live - 1, 0))
+        )
+        beyond = [row.id for row in await self._conn.execute(older)]
+        if not beyond:
+            return 0
+        result = await self._conn.execute(
+            update(API_TOKENS).where(API_TOKENS.c.id.in_(beyond)).values(revoked_at=now)
+        )
+        return int(result.rowcount)
+
+    async def forget_idm_tokens(self, expired_before: dt.datetime) -> int:
+        """Delete the IdM login tokens (those with a certificate link) that expired before
+        `expired_before`, revoked or not; how many. Operators' tokens are never deleted."""
+        result = await self._conn.execute(
+            API_TOKENS.delete().where(
+                API_TOKENS.c.identity_id.is_not(None), API_TOKENS.c.expires_at < expired_before
+            )
+        )
+        return int(result.rowcount)
+
     async def touch_api_token(self, token_id: uuid.UUID, now: dt.datetime) -> None:
         await self._conn.execute(
             update(API_TOKENS).where(API_TOKENS.c.id == token_id).values(last_used_at=now)
