@@ -193,7 +193,11 @@ class SourceGuard:
         else:
             self._clean[source] = now
             self._clean.move_to_end(source)
-            if len(self._clean) > MAX_SOURCES:
+            # Oldest first: drop those past the bound (and any beyond MAX_SOURCES).
+            while self._clean and (
+                len(self._clean) > MAX_SOURCES
+                or now - next(iter(self._clean.values())) >= CLEAN_FOR
+            ):
                 self._clean.popitem(last=False)
         self.throttle.refuse_over_limit(failures)
 
