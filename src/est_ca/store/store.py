@@ -356,7 +356,9 @@ class Store:
         transaction boundaries, BEGIN IMMEDIATE, the audit chained before the commit, a
         duplicate key as `AlreadyExists`, events logged once committed."""
         if self._steps is None:
-            async with self.write() if write else self.read() as tx:
+            if not write:
+                return await self._autocommit_read(step)
+            async with self.write() as tx:
                 return await step(tx)
         if not write:
             read: T = await self._steps.run(self._steps.reader, self._step, step, None)
@@ -374,6 +376,18 @@ class Store:
         for offset, audit_event in enumerate(events):
             audit_event.log(first + offset)
         return result
+
+    async def _autocommit_read(self, step: Callable[[StoreTx], Awaitable[T]]) -> T:
+        """PostgreSQL: a read step's statements without BEGIN and COMMIT (two round trips).
+
+        The same reads: under READ COMMITTED (PostgreSQL's default, which the store's
+        locking, SELECT ... FOR UPDATE then write, assumes throughout) every statement of a
+        transaction sees what was committed when that statement began, as in autocommit.
+        Only for `in_transaction` steps, which neither stream (a server-side cursor needs a
+        transaction) nor lock rows."""
+        async with self._reader.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return await step(StoreTx(conn))
 
     def _step(self, connection: Connection, step: Callable[[StoreTx], Awaitable[T]], _: None) -> T:
         """Blocking: a read step on a sqlite3 connection (a thread of `_SqliteSteps`)."""
