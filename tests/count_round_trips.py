@@ -3,10 +3,10 @@
     .venv/bin/pytest -n0 -q -s tests/count_round_trips.py
 
 Statements (cursor executions; on SQLite with BEGIN and a write step's SAVEPOINT and RELEASE),
-transactions (begin), pool checkouts (each a ping on PostgreSQL: pool_pre_ping) and, on
-SQLite, aiosqlite thread hand-offs (Connection._execute) and steps handed to a thread
-(`Store.in_transaction`; write steps share a group's one hand-off and commit when several
-queue, as under load; here they come one at a time)."""
+transactions (begin), pool checkouts, PostgreSQL round trips (asyncpg calls that wait for
+the server) and, on SQLite, aiosqlite thread hand-offs (Connection._execute) and steps
+handed to a thread (`Store.in_transaction`; write steps share a group's one hand-off and
+commit when several queue, as under load; here they come one at a time)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import aiosqlite.core
+import asyncpg.connection
+import asyncpg.prepared_stmt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import event
@@ -61,6 +63,28 @@ def counting(service: Service) -> Iterator[collections.Counter[str]]:
         return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
 
     aiosqlite.core.Connection._execute = handoff  # type: ignore[method-assign]
+    # PostgreSQL round trips: every asyncpg call that waits for the server (BEGIN, COMMIT and
+    # ROLLBACK are Connection.execute; a ping is a fetchrow; a prepared statement cache miss
+    # is a prepare; a statement is PreparedStatement.fetch).
+    patched: list[tuple[Any, str, Any]] = []
+    for owner, name in (
+        (asyncpg.connection.Connection, "execute"),
+        (asyncpg.connection.Connection, "fetchrow"),
+        (asyncpg.connection.Connection, "prepare"),
+        (asyncpg.prepared_stmt.PreparedStatement, "fetch"),
+    ):
+        original_call = getattr(owner, name)
+
+        def make(original_call: Any, label: str) -> Any:
+            async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+                counts["round trips"] += 1
+                counts["rt: " + label] += 1
+                return await original_call(self, *args, **kwargs)
+
+            return call
+
+        setattr(owner, name, make(original_call, f"{owner.__name__}.{name}"))
+        patched.append((owner, name, original_call))
     original_run = type(steps).run if steps is not None else None
 
     async def step_run(self: Any, *args: Any) -> Any:
@@ -80,6 +104,8 @@ def counting(service: Service) -> Iterator[collections.Counter[str]]:
         yield counts
     finally:
         aiosqlite.core.Connection._execute = original  # type: ignore[method-assign]
+        for owner, name, original_call in patched:
+            setattr(owner, name, original_call)
         if steps is not None:
             type(steps).run = original_run
             type(steps).write = original_write
@@ -95,11 +121,12 @@ def show(title: str, counts: collections.Counter[str], n: int) -> None:
         "checkouts",
         "aiosqlite hand-offs",
         "step hand-offs",
+        "round trips",
     ):
         print(f"  {key}: {counts[key] / n:.1f}")
     for key, value in sorted(counts.items()):
-        if key.startswith("sql: "):
-            print(f"    {value / n:4.1f}  {key[5:]}")
+        if key.startswith(("sql: ", "rt: ")):
+            print(f"    {value / n:4.1f}  {key.split(': ', 1)[1]}")
 
 
 async def test_count(database_url: str, open_service: OpenService, keys: KeyPool) -> None:

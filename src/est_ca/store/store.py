@@ -28,6 +28,7 @@ import fcntl
 import hashlib
 import json
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from enum import StrEnum
@@ -56,7 +57,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, Row, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -169,6 +170,31 @@ REVOCATION_CHANNEL = "est_ca_revocation"
 _CONNECTION_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
+def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Ping a pooled PostgreSQL connection at checkout only when it has been idle longer than
+    `idle_seconds` (pool_pre_ping pings every checkout: three round trips per transaction).
+
+    A failed ping raises InvalidatePoolError, which makes the pool invalidate every connection
+    made before now (the database restarted, most likely) and draw a fresh one."""
+    pool = engine.sync_engine.pool
+
+    @event.listens_for(pool, "connect")
+    def _connected(_dbapi: Any, record: ConnectionPoolEntry) -> None:
+        record.info["est_ca_idle_since"] = time.monotonic()
+
+    @event.listens_for(pool, "checkin")
+    def _checked_in(_dbapi: Any, record: ConnectionPoolEntry) -> None:
+        record.info["est_ca_idle_since"] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _checked_out(dbapi: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle_since = record.info.get("est_ca_idle_since")
+        if idle_since is not None and time.monotonic() - idle_since <= idle_seconds:
+            return
+        if not engine.sync_engine.dialect._do_ping_w_event(dbapi):
+            raise InvalidatePoolError("a pooled connection failed its ping")
+
+
 def lock_key(name: str) -> int:
     """The 64-bit advisory lock key of a named lock (PostgreSQL keys locks by integers)."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
@@ -185,7 +211,7 @@ def _is_duplicate_key(error: IntegrityError) -> bool:
 class Store:
     """A database connection pool plus the transactions the domain runs on it."""
 
-    def __init__(self, url: str, *, seal: AuditSeal) -> None:
+    def __init__(self, url: str, *, seal: AuditSeal, ping_idle_seconds: float = 1.0) -> None:
         self.url = url
         self.seal = seal
         self.is_sqlite = url.startswith("sqlite")
@@ -193,11 +219,14 @@ class Store:
             self._writer = _sqlite_engine(url, immediate=True)
             self._reader = _sqlite_engine(url, immediate=False)
         else:
-            # pool_pre_ping: a connection the database dropped (a restart, a failover) is
-            # replaced at checkout instead of failing the request that drew it.
-            self._writer = create_async_engine(
-                url, pool_size=10, max_overflow=10, pool_pre_ping=True
-            )
+            # No ping per checkout (pool_pre_ping's costs three round trips: BEGIN, a query,
+            # ROLLBACK): `_ping_when_idle` pings only a connection idle for longer than
+            # `ping_idle_seconds`, so one the database dropped while the service was quiet is
+            # replaced before a request uses it. One dropped while in use (a restart under
+            # load) fails that request (503), and SQLAlchemy's disconnect detection
+            # invalidates the whole pool, so the next checkouts connect anew.
+            self._writer = create_async_engine(url, pool_size=10, max_overflow=10)
+            _ping_when_idle(self._writer, ping_idle_seconds)
             self._reader = self._writer
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
         # SQLite: transactions run as one step (`in_transaction`) go to a thread with a plain
@@ -327,7 +356,9 @@ class Store:
         transaction boundaries, BEGIN IMMEDIATE, the audit chained before the commit, a
         duplicate key as `AlreadyExists`, events logged once committed."""
         if self._steps is None:
-            async with self.write() if write else self.read() as tx:
+            if not write:
+                return await self._autocommit_read(step)
+            async with self.write() as tx:
                 return await step(tx)
         if not write:
             read: T = await self._steps.run(self._steps.reader, self._step, step, None)
@@ -345,6 +376,18 @@ class Store:
         for offset, audit_event in enumerate(events):
             audit_event.log(first + offset)
         return result
+
+    async def _autocommit_read(self, step: Callable[[StoreTx], Awaitable[T]]) -> T:
+        """PostgreSQL: a read step's statements without BEGIN and COMMIT (two round trips).
+
+        The same reads: under READ COMMITTED (PostgreSQL's default, which the store's
+        locking, SELECT ... FOR UPDATE then write, assumes throughout) every statement of a
+        transaction sees what was committed when that statement began, as in autocommit.
+        Only for `in_transaction` steps, which neither stream (a server-side cursor needs a
+        transaction) nor lock rows."""
+        async with self._reader.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return await step(StoreTx(conn))
 
     def _step(self, connection: Connection, step: Callable[[StoreTx], Awaitable[T]], _: None) -> T:
         """Blocking: a read step on a sqlite3 connection (a thread of `_SqliteSteps`)."""
