@@ -14,7 +14,7 @@ def test_a_short_soak_samples_memory_descriptors_and_work_every_round(tmp_path: 
     out = tmp_path / "soak.json"
     result = subprocess.run(
         [sys.executable, "-m", "tools.bench_soak", "--minutes", "0.15", "--warm-up", "0",
-         "--round-seconds", "3", "--per-round", "4", "--ocsp-seconds", "0.5", "--clients", "4",
+         "--per-round", "4", "--ocsp-seconds", "0.5", "--clients", "4",
          "--ca-key", "p256", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=180,
     )  # fmt: skip

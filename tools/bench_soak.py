@@ -93,7 +93,8 @@ async def soak(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     shared = shared_files(scratch / "ca", args.ca_key)
     profiles = profiles_for(scratch / "profiles", args.ca_key)
     shared = dataclasses.replace(shared, profile_dirs=(profiles,))
-    rounds = int(args.minutes * 60 / args.round_seconds) + 2
+    # Orders for the most rounds that fit: a round lasts at least its two OCSP measurements.
+    rounds = int(args.minutes * 60 / (2 * args.ocsp_seconds)) + 2
     plan = Plan(1, args.per_round, args.ocsp_seconds, 0, args.clients, 2)
     load = Load(2)
     samples: list[Sample] = []
@@ -185,7 +186,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--warm-up", type=float, default=2.0, help="minutes not judged")
-    parser.add_argument("--round-seconds", type=float, default=15.0, help="to size the orders")
     parser.add_argument("--per-round", type=int, default=100, help="enrollments per round")
     parser.add_argument("--ocsp-seconds", type=float, default=4.0, help="OCSP GET, POST per round")
     parser.add_argument("--clients", type=int, default=16)

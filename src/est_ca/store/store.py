@@ -30,7 +30,15 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -488,7 +496,11 @@ class Lease:
             if self._lock_file is None:
                 return True
             if self._file_lock is None:
-                self._file_lock = _FileLock.try_acquire(self._lock_file)
+                try:
+                    self._file_lock = _FileLock.try_acquire(self._lock_file)
+                except OSError as exc:  # out of descriptors in a flood: ask again next round
+                    _log.warning("lease not asked for", lease=self._name, error=exc.strerror)
+                    return False
                 if self._file_lock is not None:
                     _log.info("lease taken", lease=self._name)
             return self._file_lock is not None
@@ -681,6 +693,12 @@ class _SqliteSteps:
         self.reader = concurrent.futures.ThreadPoolExecutor(
             self.READERS, thread_name_prefix="sqlite-read"
         )
+        # The processes of `serve --workers N` on one file take turns at writing through a
+        # lock file (blocking: the kernel wakes the next at once) instead of SQLite's busy
+        # handler, which polls with sleeps of up to 100 ms while another process commits.
+        lock_files = _sqlite_lock_files(url)
+        self._turns = lock_files("sqlite-writer") if lock_files is not None else None
+        self._turns_fd: int | None = None
         self._queue: collections.deque[_WriteStep] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._committer: asyncio.Task[None] | None = None
@@ -763,7 +781,11 @@ class _SqliteSteps:
         """Blocking: one transaction, a SAVEPOINT per step, one commit (see the class)."""
         outcomes: list[tuple[bool, Any]] = []
         try:
-            with self._write_engine.connect() as connection, connection.begin():
+            with (
+                self._writers_turn(),
+                self._write_engine.connect() as connection,
+                connection.begin(),
+            ):
                 for queued in group:
                     savepoint = connection.begin_nested()
                     try:
@@ -778,6 +800,24 @@ class _SqliteSteps:
             return [(False, exc)] * len(group)
         return outcomes
 
+    @contextlib.contextmanager
+    def _writers_turn(self) -> Iterator[None]:
+        """Blocking, on the writer's thread: this process's turn at the file (see __init__)."""
+        if self._turns is None:
+            yield
+            return
+        if self._turns_fd is None:
+            try:
+                self._turns_fd = os.open(self._turns, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:  # out of descriptors: SQLite's own lock still keeps writes apart
+                yield
+                return
+        fcntl.flock(self._turns_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._turns_fd, fcntl.LOCK_UN)
+
     async def close(self) -> None:
         if self._committer is not None and self._loop is asyncio.get_running_loop():
             self._committer.cancel()
@@ -787,6 +827,9 @@ class _SqliteSteps:
         self.reader.shutdown(wait=True)
         self._write_engine.dispose()
         self._read_engine.dispose()
+        if self._turns_fd is not None:
+            os.close(self._turns_fd)
+            self._turns_fd = None
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
