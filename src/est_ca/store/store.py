@@ -698,7 +698,6 @@ class _SqliteSteps:
         # handler, which polls with sleeps of up to 100 ms while another process commits.
         lock_files = _sqlite_lock_files(url)
         self._turns = lock_files("sqlite-writer") if lock_files is not None else None
-        self._turns_fd: int | None = None
         self._queue: collections.deque[_WriteStep] = collections.deque()
         self._wake: asyncio.Event | None = None
         self._committer: asyncio.Task[None] | None = None
@@ -806,17 +805,13 @@ class _SqliteSteps:
         if self._turns is None:
             yield
             return
-        if self._turns_fd is None:
-            try:
-                self._turns_fd = os.open(self._turns, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError:  # out of descriptors: SQLite's own lock still keeps writes apart
-                yield
-                return
-        fcntl.flock(self._turns_fd, fcntl.LOCK_EX)
         try:
+            turn = _FileLock.acquire(self._turns)
+        except OSError:  # out of descriptors: SQLite's own lock still keeps writes apart
             yield
-        finally:
-            fcntl.flock(self._turns_fd, fcntl.LOCK_UN)
+            return
+        with turn:
+            yield
 
     async def close(self) -> None:
         if self._committer is not None and self._loop is asyncio.get_running_loop():
@@ -827,9 +822,6 @@ class _SqliteSteps:
         self.reader.shutdown(wait=True)
         self._write_engine.dispose()
         self._read_engine.dispose()
-        if self._turns_fd is not None:
-            os.close(self._turns_fd)
-            self._turns_fd = None
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
